@@ -1,0 +1,248 @@
+//! Events between the services and their versioned JSON envelope.
+//!
+//! ```json
+//! {"event_id":"…","event_type":"WalletReserved","schema_version":1,
+//!  "transfer_id":"…","correlation_id":"…","causation_id":null,
+//!  "occurred_at":"2026-01-01T00:00:00Z","producer":"wallet-service",
+//!  "payload":{"sender_wallet_id":"…","receiver_wallet_id":"…","amount":"10.00","currency":"USD"}}
+//! ```
+//!
+//! The Kafka key of every event is its transfer id, so the events of one
+//! transfer stay in order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::ids::{CorrelationId, EventId, TransferId};
+use crate::ledger::{LedgerOutcome, PostingRequest};
+use crate::money::Amount;
+use crate::ports::{EventStamp, Inbound};
+use crate::transfer::FailureReason;
+use crate::wallet::Hold;
+
+/// The topic of `WalletReserved`, consumed by the ledger service.
+pub const WALLET_EVENTS: &str = "wallet.events";
+/// The topic of `LedgerSucceeded` and `LedgerFailed`, consumed by the wallet
+/// and transaction services.
+pub const LEDGER_EVENTS: &str = "ledger.events";
+/// The schema version this build writes and the highest it reads.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Which service wrote an event.
+pub mod producer {
+    /// The wallet service.
+    pub const WALLET: &str = "wallet-service";
+    /// The ledger service.
+    pub const LEDGER: &str = "ledger-service";
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum Event {
+    /// The sender's funds are held; the ledger may post.
+    WalletReserved(PostingFacts),
+    /// The ledger posted the transfer.
+    LedgerSucceeded(PostingFacts),
+    /// The ledger refused the transfer.
+    LedgerFailed(LedgerFailure),
+}
+
+/// Who pays whom how much: the payload of `WalletReserved` and
+/// `LedgerSucceeded`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostingFacts {
+    /// Debited.
+    pub sender_wallet_id: crate::ids::WalletId,
+    /// Credited.
+    pub receiver_wallet_id: crate::ids::WalletId,
+    /// How much, as a decimal string.
+    pub amount: Amount,
+    /// ISO code.
+    pub currency: crate::money::Currency,
+}
+
+/// The payload of `LedgerFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerFailure {
+    /// Why nothing was posted.
+    pub reason: FailureReason,
+}
+
+impl Event {
+    /// The `event_type` string.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::WalletReserved(_) => "WalletReserved",
+            Event::LedgerSucceeded(_) => "LedgerSucceeded",
+            Event::LedgerFailed(_) => "LedgerFailed",
+        }
+    }
+
+    /// The ledger's verdict, for `LedgerSucceeded` and `LedgerFailed`.
+    pub fn ledger_outcome(&self) -> Option<LedgerOutcome> {
+        match self {
+            Event::LedgerSucceeded(_) => Some(LedgerOutcome::Succeeded),
+            Event::LedgerFailed(f) => Some(LedgerOutcome::Failed(f.reason)),
+            Event::WalletReserved(_) => None,
+        }
+    }
+}
+
+/// One event with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique per event; consumers dedupe by it.
+    pub event_id: EventId,
+    /// Type and payload.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Version of the payload's schema.
+    pub schema_version: u16,
+    /// The transfer, also the Kafka key.
+    pub transfer_id: TransferId,
+    /// Shared by every event of the transfer.
+    pub correlation_id: CorrelationId,
+    /// The event that caused this one, if any.
+    pub causation_id: Option<EventId>,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// Which service wrote it.
+    pub producer: String,
+}
+
+/// Why bytes from a topic are not an event this build can handle. Always
+/// permanent: the consumer dead-letters the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not JSON, or not an envelope.
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    /// An `event_type` this build does not know.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// A `schema_version` newer than this build reads.
+    #[error("unsupported schema version {0}")]
+    UnsupportedVersion(u16),
+    /// Well-formed, but its amount is not valid for its currency.
+    #[error("invalid amount in event: {0}")]
+    InvalidAmount(String),
+}
+
+#[derive(Deserialize)]
+struct Head {
+    event_type: String,
+    schema_version: u16,
+}
+
+impl Envelope {
+    /// Builds an envelope of the current schema version.
+    pub fn new(
+        event_id: EventId,
+        event: Event,
+        transfer_id: TransferId,
+        correlation_id: CorrelationId,
+        causation_id: Option<EventId>,
+        occurred_at: Timestamp,
+        producer: &str,
+    ) -> Envelope {
+        Envelope {
+            event_id,
+            event,
+            schema_version: SCHEMA_VERSION,
+            transfer_id,
+            correlation_id,
+            causation_id,
+            occurred_at,
+            producer: producer.to_owned(),
+        }
+    }
+
+    /// The JSON bytes written to the topic.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelopes always serialize")
+    }
+
+    /// Reads an envelope, refusing unknown types, newer schema versions and
+    /// amounts that are not valid for their currency.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !["WalletReserved", "LedgerSucceeded", "LedgerFailed"].contains(&&*head.event_type) {
+            return Err(DecodeError::UnknownType(head.event_type));
+        }
+        if head.schema_version == 0 || head.schema_version > SCHEMA_VERSION {
+            return Err(DecodeError::UnsupportedVersion(head.schema_version));
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if let Event::WalletReserved(f) | Event::LedgerSucceeded(f) = &envelope.event {
+            Amount::new(f.amount.value(), f.currency)
+                .map_err(|e| DecodeError::InvalidAmount(e.to_string()))?;
+        }
+        Ok(envelope)
+    }
+
+    /// The posting request a `WalletReserved` event carries.
+    pub fn posting_request(&self) -> Option<PostingRequest> {
+        match &self.event {
+            Event::WalletReserved(f) => Some(PostingRequest {
+                transfer_id: self.transfer_id,
+                sender_wallet_id: f.sender_wallet_id,
+                receiver_wallet_id: f.receiver_wallet_id,
+                amount: f.amount,
+                currency: f.currency,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Envelope {
+    /// The `WalletReserved` event of a new hold.
+    pub fn wallet_reserved(hold: &Hold, stamp: EventStamp) -> Envelope {
+        let r = &hold.request;
+        Envelope::new(
+            stamp.event_id,
+            Event::WalletReserved(PostingFacts {
+                sender_wallet_id: r.sender_wallet_id,
+                receiver_wallet_id: r.receiver_wallet_id,
+                amount: r.amount,
+                currency: r.currency,
+            }),
+            r.transfer_id,
+            r.correlation_id,
+            None,
+            stamp.at,
+            producer::WALLET,
+        )
+    }
+
+    /// The `LedgerSucceeded` or `LedgerFailed` event answering a `WalletReserved`.
+    pub fn ledger_verdict(
+        cause: &Inbound<PostingRequest>,
+        outcome: LedgerOutcome,
+        stamp: EventStamp,
+    ) -> Envelope {
+        let r = &cause.body;
+        let event = match outcome {
+            LedgerOutcome::Succeeded => Event::LedgerSucceeded(PostingFacts {
+                sender_wallet_id: r.sender_wallet_id,
+                receiver_wallet_id: r.receiver_wallet_id,
+                amount: r.amount,
+                currency: r.currency,
+            }),
+            LedgerOutcome::Failed(reason) => Event::LedgerFailed(LedgerFailure { reason }),
+        };
+        Envelope::new(
+            stamp.event_id,
+            event,
+            cause.transfer_id,
+            cause.correlation_id,
+            Some(cause.event_id),
+            stamp.at,
+            producer::LEDGER,
+        )
+    }
+}

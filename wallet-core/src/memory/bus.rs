@@ -1,0 +1,217 @@
+//! An in-memory event bus with Kafka's semantics where the saga relies on
+//! them: topics split into partitions by key (so one transfer's events stay
+//! in order), consumer groups with committed offsets, and redelivery of what
+//! a group polled but did not commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::ports::{BusError, Delivery, Message, Publisher, Subscription};
+
+/// Partitions per topic unless configured otherwise.
+pub const DEFAULT_PARTITIONS: u32 = 8;
+
+/// A partition's messages: (key, payload), in offset order.
+type Partition = Vec<(Vec<u8>, Vec<u8>)>;
+
+#[derive(Debug, Default)]
+struct BusState {
+    /// topic -> partitions.
+    topics: HashMap<String, Vec<Partition>>,
+    /// (group, topic) -> committed offset per partition.
+    committed: HashMap<(String, String), Vec<u64>>,
+}
+
+/// The bus. Clones share it.
+#[derive(Debug, Clone)]
+pub struct MemoryBus {
+    state: Arc<Mutex<BusState>>,
+    published: Arc<Notify>,
+    partitions: u32,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        MemoryBus::new(DEFAULT_PARTITIONS)
+    }
+}
+
+/// FNV-1a: stable across builds and platforms, so partitioning (and the
+/// simulator's runs) are reproducible.
+fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(partitions)) as u32
+}
+
+impl MemoryBus {
+    /// A bus whose topics have `partitions` partitions each.
+    pub fn new(partitions: u32) -> Self {
+        assert!(partitions > 0, "a topic needs a partition");
+        MemoryBus {
+            state: Arc::default(),
+            published: Arc::new(Notify::new()),
+            partitions,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BusState> {
+        self.state.lock().expect("bus state poisoned")
+    }
+
+    /// Reads `topic` as consumer group `group`, from the group's committed
+    /// offsets. One subscription per group and topic at a time.
+    pub fn subscribe(&self, group: &str, topic: &str) -> MemorySubscription {
+        let committed = self
+            .lock()
+            .committed
+            .entry((group.to_owned(), topic.to_owned()))
+            .or_insert_with(|| vec![0; self.partitions as usize])
+            .clone();
+        MemorySubscription {
+            bus: self.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            position: committed,
+        }
+    }
+
+    /// How many messages `topic` holds, all partitions together.
+    pub fn len(&self, topic: &str) -> usize {
+        self.lock()
+            .topics
+            .get(topic)
+            .map_or(0, |ps| ps.iter().map(Vec::len).sum())
+    }
+
+    /// True when `topic` holds no message.
+    pub fn is_empty(&self, topic: &str) -> bool {
+        self.len(topic) == 0
+    }
+
+    /// Every message of `topic`, partition by partition, for inspection.
+    pub fn messages(&self, topic: &str) -> Vec<Vec<u8>> {
+        self.lock()
+            .topics
+            .get(topic)
+            .map(|ps| ps.iter().flatten().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Messages of `topic` that `group` has not committed yet.
+    pub fn lag(&self, group: &str, topic: &str) -> u64 {
+        let s = self.lock();
+        let Some(partitions) = s.topics.get(topic) else {
+            return 0;
+        };
+        let zero = vec![0; partitions.len()];
+        let committed = s
+            .committed
+            .get(&(group.to_owned(), topic.to_owned()))
+            .unwrap_or(&zero);
+        partitions
+            .iter()
+            .zip(committed)
+            .map(|(p, c)| p.len() as u64 - c)
+            .sum()
+    }
+}
+
+#[async_trait]
+impl Publisher for MemoryBus {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
+        let mut s = self.lock();
+        for m in messages {
+            let partitions = s
+                .topics
+                .entry(m.topic.clone())
+                .or_insert_with(|| vec![Vec::new(); self.partitions as usize]);
+            let p = partition_of(&m.key, self.partitions) as usize;
+            partitions[p].push((m.key.clone(), m.payload.clone()));
+        }
+        drop(s);
+        self.published.notify_waiters();
+        Ok(())
+    }
+}
+
+/// A consumer group's reading of one topic.
+#[derive(Debug)]
+pub struct MemorySubscription {
+    bus: MemoryBus,
+    group: String,
+    topic: String,
+    position: Vec<u64>,
+}
+
+impl MemorySubscription {
+    /// Takes up to `max` messages from the positions on, partition by
+    /// partition in turn, one message at a time, so no partition starves.
+    fn take(&mut self, max: usize) -> Vec<Delivery> {
+        let s = self.bus.lock();
+        let Some(partitions) = s.topics.get(&self.topic) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        loop {
+            let before = out.len();
+            for (p, messages) in partitions.iter().enumerate() {
+                if out.len() == max {
+                    return out;
+                }
+                let offset = self.position[p];
+                if let Some((key, payload)) = messages.get(offset as usize) {
+                    out.push(Delivery {
+                        topic: self.topic.clone(),
+                        partition: p as u32,
+                        offset,
+                        key: key.clone(),
+                        payload: payload.clone(),
+                    });
+                    self.position[p] += 1;
+                }
+            }
+            if out.len() == before {
+                return out;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let published = self.bus.published.clone();
+        let notified = published.notified();
+        let taken = self.take(max);
+        if !taken.is_empty() || wait.is_zero() {
+            return Ok(taken);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        Ok(self.take(max))
+    }
+
+    async fn commit(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        let mut s = self.bus.lock();
+        let committed = s
+            .committed
+            .get_mut(&(self.group.clone(), self.topic.clone()))
+            .expect("subscribe registers the group");
+        for d in deliveries {
+            let p = d.partition as usize;
+            committed[p] = committed[p].max(d.offset + 1);
+        }
+        Ok(())
+    }
+
+    async fn rewind(&mut self) -> Result<(), BusError> {
+        let s = self.bus.lock();
+        self.position = s.committed[&(self.group.clone(), self.topic.clone())].clone();
+        Ok(())
+    }
+}

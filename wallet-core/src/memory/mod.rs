@@ -1,0 +1,265 @@
+//! In-memory adapters of every port, and the whole system assembled on them.
+//!
+//! These are real implementations, not test doubles: the embedded mode
+//! (`walletctl dev`), the examples and the simulator run on them. They keep
+//! nothing across restarts of the process.
+
+mod bus;
+mod stores;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use bus::{DEFAULT_PARTITIONS, MemoryBus, MemorySubscription};
+pub use stores::{MemoryLedgerStore, MemoryTransferStore, MemoryWalletStore};
+
+use crate::audit::Snapshot;
+use crate::event::{LEDGER_EVENTS, WALLET_EVENTS};
+use crate::ports::{Clock, IdGenerator, RandomIds, SystemClock};
+use crate::runtime::{ConsumerConfig, ConsumerRunner, Relay, RelayConfig};
+use crate::service::{LedgerService, TransactionConfig, TransactionService, WalletService};
+
+/// The consumer groups of the three services.
+pub mod groups {
+    /// The ledger service, reading `wallet.events`.
+    pub const LEDGER: &str = "ledger-service";
+    /// The wallet service, reading `ledger.events`.
+    pub const WALLET: &str = "wallet-service";
+    /// The transaction service, reading `ledger.events`.
+    pub const TRANSACTION: &str = "transaction-service";
+}
+
+/// The wallet service on memory.
+pub type MemoryWalletService = WalletService<MemoryWalletStore>;
+/// The ledger service on memory.
+pub type MemoryLedgerService = LedgerService<MemoryLedgerStore>;
+/// The transaction service on memory, calling the wallet service in-process.
+pub type MemoryTransactionService =
+    TransactionService<MemoryTransferStore, Arc<MemoryWalletService>>;
+
+type Consumer<H> = ConsumerRunner<MemorySubscription, Arc<H>, MemoryBus>;
+
+/// Settings of the embedded system.
+#[derive(Clone)]
+pub struct EmbeddedConfig {
+    /// The clock every service reads.
+    pub clock: Arc<dyn Clock>,
+    /// Where ids come from.
+    pub ids: Arc<dyn IdGenerator>,
+    /// The transaction service's limits.
+    pub transaction: TransactionConfig,
+    /// The relays' limits.
+    pub relay: RelayConfig,
+    /// The consumers' limits.
+    pub consumer: ConsumerConfig,
+    /// How often the retrier runs when spawned. Default 500 ms.
+    pub retry_every: Duration,
+    /// Partitions per topic.
+    pub partitions: u32,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            transaction: TransactionConfig::default(),
+            relay: RelayConfig::default(),
+            consumer: ConsumerConfig::default(),
+            retry_every: Duration::from_millis(500),
+            partitions: DEFAULT_PARTITIONS,
+        }
+    }
+}
+
+/// The three services with their relays and consumers, on the in-memory
+/// adapters, in one process.
+///
+/// Drive it step by step with [`Embedded::pump`] and [`Embedded::settle`]
+/// (tests, examples, benchmarks), or hand its loops to tokio with
+/// [`Embedded::spawn`] (the dev server).
+pub struct Embedded {
+    /// The transaction service.
+    pub transactions: Arc<MemoryTransactionService>,
+    /// The wallet service.
+    pub wallets: Arc<MemoryWalletService>,
+    /// The ledger service.
+    pub ledger: Arc<MemoryLedgerService>,
+    /// The bus between them.
+    pub bus: MemoryBus,
+    wallet_relay: Relay<MemoryWalletStore, MemoryBus>,
+    ledger_relay: Relay<MemoryLedgerStore, MemoryBus>,
+    ledger_consumer: Consumer<MemoryLedgerService>,
+    wallet_consumer: Consumer<MemoryWalletService>,
+    transaction_consumer: Consumer<MemoryTransactionService>,
+    retry_every: Duration,
+}
+
+impl Embedded {
+    /// Builds the system, empty.
+    pub fn new(config: EmbeddedConfig) -> Embedded {
+        let bus = MemoryBus::new(config.partitions);
+        let (clock, ids) = (config.clock.clone(), config.ids.clone());
+        let wallet_woken = Arc::new(Notify::new());
+        let ledger_woken = Arc::new(Notify::new());
+        let wallets = Arc::new(WalletService::new(
+            MemoryWalletStore::new(),
+            clock.clone(),
+            ids.clone(),
+            wallet_woken.clone(),
+        ));
+        let ledger = Arc::new(LedgerService::new(
+            MemoryLedgerStore::new(),
+            clock.clone(),
+            ids.clone(),
+            ledger_woken.clone(),
+        ));
+        let transactions = Arc::new(TransactionService::new(
+            MemoryTransferStore::new(),
+            wallets.clone(),
+            clock,
+            ids,
+            config.transaction.clone(),
+        ));
+        let consumer = |group: &str, topic: &str| bus.subscribe(group, topic);
+        Embedded {
+            wallet_relay: Relay::new(
+                wallets.store().clone(),
+                bus.clone(),
+                WALLET_EVENTS,
+                wallet_woken,
+                config.relay.clone(),
+            ),
+            ledger_relay: Relay::new(
+                ledger.store().clone(),
+                bus.clone(),
+                LEDGER_EVENTS,
+                ledger_woken,
+                config.relay.clone(),
+            ),
+            ledger_consumer: ConsumerRunner::new(
+                consumer(groups::LEDGER, WALLET_EVENTS),
+                ledger.clone(),
+                bus.clone(),
+                groups::LEDGER,
+                config.consumer.clone(),
+            ),
+            wallet_consumer: ConsumerRunner::new(
+                consumer(groups::WALLET, LEDGER_EVENTS),
+                wallets.clone(),
+                bus.clone(),
+                groups::WALLET,
+                config.consumer.clone(),
+            ),
+            transaction_consumer: ConsumerRunner::new(
+                consumer(groups::TRANSACTION, LEDGER_EVENTS),
+                transactions.clone(),
+                bus.clone(),
+                groups::TRANSACTION,
+                config.consumer.clone(),
+            ),
+            transactions,
+            wallets,
+            ledger,
+            bus,
+            retry_every: config.retry_every,
+        }
+    }
+
+    /// One pass of every relay and consumer, without waiting; returns how
+    /// many events moved. Errors of the in-memory adapters cannot happen.
+    pub async fn pump(&mut self) -> usize {
+        let mut moved = self.wallet_relay.run_once().await.expect("memory relay");
+        moved += self
+            .ledger_consumer
+            .run_once(Duration::ZERO)
+            .await
+            .expect("memory consumer")
+            .delivered;
+        moved += self.ledger_relay.run_once().await.expect("memory relay");
+        moved += self
+            .wallet_consumer
+            .run_once(Duration::ZERO)
+            .await
+            .expect("memory consumer")
+            .delivered;
+        moved += self
+            .transaction_consumer
+            .run_once(Duration::ZERO)
+            .await
+            .expect("memory consumer")
+            .delivered;
+        moved
+    }
+
+    /// Pumps until no event moves: every saga whose reserve was answered is
+    /// then complete.
+    pub async fn settle(&mut self) {
+        while self.pump().await > 0 {}
+    }
+
+    /// The state of all three services.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            wallets: self.wallets.store().all(),
+            holds: self.wallets.store().holds(),
+            transfers: self.transactions.store().all(),
+            entries: self.ledger.store().all_entries(),
+            outcomes: self.ledger.store().outcomes(),
+        }
+    }
+
+    /// Runs every relay, consumer and the retrier as tokio tasks. Dropping
+    /// or aborting the returned handles stops them.
+    pub fn spawn(self) -> Running {
+        let transactions = self.transactions.clone();
+        let retry_every = self.retry_every;
+        let retrier = async move {
+            loop {
+                tokio::time::sleep(retry_every).await;
+                if let Err(error) = transactions.retry_pending().await {
+                    tracing::error!(%error, "retrier pass failed");
+                }
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(self.wallet_relay.run()),
+            tokio::spawn(self.ledger_relay.run()),
+            tokio::spawn(self.ledger_consumer.run()),
+            tokio::spawn(self.wallet_consumer.run()),
+            tokio::spawn(self.transaction_consumer.run()),
+            tokio::spawn(retrier),
+        ];
+        Running {
+            transactions: self.transactions,
+            wallets: self.wallets,
+            ledger: self.ledger,
+            bus: self.bus,
+            tasks,
+        }
+    }
+}
+
+/// The embedded system with its loops running.
+pub struct Running {
+    /// The transaction service.
+    pub transactions: Arc<MemoryTransactionService>,
+    /// The wallet service.
+    pub wallets: Arc<MemoryWalletService>,
+    /// The ledger service.
+    pub ledger: Arc<MemoryLedgerService>,
+    /// The bus between them.
+    pub bus: MemoryBus,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The generic loops every service runs: the outbox relay and the event
+//! consumer runner. Each has a `run_once` step (used by tests and the
+//! simulator) and a `run` loop (used by the services).
+
+mod consumer;
+mod relay;
+
+pub use consumer::{
+    BatchReport, ConsumerConfig, ConsumerError, ConsumerRunner, EventHandler, HandleError, Handled,
+    dead_letter_topic,
+};
+pub use relay::{Relay, RelayConfig, RelayError};

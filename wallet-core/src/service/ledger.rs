@@ -1,0 +1,92 @@
+//! The ledger service: the source of truth.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::event::Envelope;
+use crate::ids::WalletId;
+use crate::ledger::{AccountBalance, Entry};
+use crate::ports::{Clock, EventStamp, IdGenerator, Inbound, LedgerStore, StoreError};
+use crate::runtime::{EventHandler, HandleError, Handled};
+
+/// Most entries one page returns.
+pub const MAX_PAGE: usize = 500;
+
+/// Posts reserved transfers and answers for the ledger.
+pub struct LedgerService<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    outbox_written: Arc<Notify>,
+}
+
+impl<S: LedgerStore> LedgerService<S> {
+    /// Wires the service to its ports. `outbox_written` is notified after
+    /// each write to the outbox, to wake the relay.
+    pub fn new(
+        store: S,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        outbox_written: Arc<Notify>,
+    ) -> Self {
+        LedgerService {
+            store,
+            clock,
+            ids,
+            outbox_written,
+        }
+    }
+
+    /// The store, for the relay and audits.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// An account's entries, newest first; `limit` is capped at [`MAX_PAGE`].
+    pub async fn entries(
+        &self,
+        account: WalletId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.store
+            .entries(account, before, limit.min(MAX_PAGE))
+            .await
+    }
+
+    /// Every account's balance.
+    pub async fn balances(&self) -> Result<Vec<AccountBalance>, StoreError> {
+        self.store.balances().await
+    }
+}
+
+/// Step 5 of the saga: post reserved transfers, one posting per transfer.
+#[async_trait]
+impl<S: LedgerStore> EventHandler for LedgerService<S> {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        let mut handled = Handled::default();
+        let mut inbound = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            match envelope.posting_request() {
+                Some(request) => inbound.push(Inbound::from_envelope(envelope, request)),
+                None => handled.refuse(envelope, "not a WalletReserved event"),
+            }
+        }
+        let now = self.clock.now();
+        let stamps: Vec<EventStamp> = inbound
+            .iter()
+            .map(|_| EventStamp {
+                event_id: self.ids.event_id(),
+                at: now,
+            })
+            .collect();
+        let decided = self.store.post(&inbound, &stamps).await?;
+        if decided > 0 {
+            self.outbox_written.notify_one();
+        }
+        tracing::info!(events = inbound.len(), decided, "saga: ledger decided");
+        Ok(handled)
+    }
+}

@@ -1,0 +1,398 @@
+//! The transaction service: API entry point and saga coordinator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+
+use crate::event::Envelope;
+use crate::idempotency::{self, Fingerprint, IdempotencyCheck};
+use crate::ids::{IdempotencyKey, TransferId, WalletId};
+use crate::money::{Amount, Currency, MoneyError};
+use crate::ports::{
+    Begin, Clock, GatewayError, IdGenerator, Inbound, ReserveAttempt, StoreError, TransferStore,
+    WalletGateway,
+};
+use crate::runtime::{EventHandler, HandleError, Handled};
+use crate::transfer::{Transfer, TransferKind, TransferStatus};
+use crate::wallet::HoldRequest;
+
+/// Limits of the transaction service.
+#[derive(Debug, Clone)]
+pub struct TransactionConfig {
+    /// A first request that has not answered within this time is taken to
+    /// have died; repeats of its key then get the transfer's current state
+    /// instead of 409. Default 30 s.
+    pub idempotency_lease: Duration,
+    /// The retrier leaves INITIATED transfers younger than this to the
+    /// request that created them. Default 1 s.
+    pub retry_min_age: Duration,
+    /// Transfers one retrier pass handles at most. Default 100.
+    pub retry_batch: usize,
+    /// Wallet currencies remembered at most; the cache is emptied when full.
+    /// Default 100,000.
+    pub currency_cache: usize,
+    /// Longest `wait_for` accepted. Default 30 s.
+    pub max_wait: Duration,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig {
+            idempotency_lease: Duration::from_secs(30),
+            retry_min_age: Duration::from_secs(1),
+            retry_batch: 100,
+            currency_cache: 100_000,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who pays whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parties {
+    /// Wallet to wallet.
+    Transfer {
+        /// Debited.
+        sender: WalletId,
+        /// Credited.
+        receiver: WalletId,
+    },
+    /// Money in from the currency's system account.
+    Deposit(WalletId),
+    /// Money out to the currency's system account.
+    Withdrawal(WalletId),
+}
+
+/// A client's request to move money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// The client's idempotency key.
+    pub key: IdempotencyKey,
+    /// Who pays whom.
+    pub parties: Parties,
+    /// How much, not yet checked against the currency.
+    pub amount: Decimal,
+    /// The currency, if the client named it; it must match the wallets'.
+    pub currency: Option<Currency>,
+}
+
+/// The answer to a transfer request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The transfer: RESERVED, FAILED (definite refusal) or INITIATED (the
+    /// reserve had no definite answer; the retrier finishes it).
+    pub transfer: Transfer,
+    /// True when this is the stored answer to an earlier request with the
+    /// same key.
+    pub replayed: bool,
+}
+
+/// Why a transfer request was refused before anything was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The amount is not valid for the currency. HTTP 422 `invalid_amount`.
+    #[error(transparent)]
+    InvalidAmount(#[from] MoneyError),
+    /// No such wallet. HTTP 404 `wallet_not_found`.
+    #[error("wallet {0} not found")]
+    WalletNotFound(WalletId),
+    /// Sender and receiver are one wallet. HTTP 422 `same_wallet`.
+    #[error("sender and receiver are the same wallet")]
+    SameWallet,
+    /// The wallets, or the request, disagree on the currency. HTTP 422
+    /// `currency_mismatch`.
+    #[error("currency mismatch: {0}")]
+    CurrencyMismatch(String),
+    /// The key was first used with another request. HTTP 422
+    /// `idempotency_key_reused`; do not retry.
+    #[error("idempotency key was used with a different request")]
+    KeyReused,
+    /// The first request with this key is still being answered. HTTP 409;
+    /// retry later.
+    #[error("a request with this idempotency key is in flight")]
+    InFlight,
+    /// The wallet service could not be asked for a currency. HTTP 503; retry.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// Storage failed. HTTP 503; retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one retrier pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryReport {
+    /// Pending transfers found.
+    pub attempted: usize,
+    /// Of those, how many got a definite answer.
+    pub settled: usize,
+}
+
+/// Creates transfers, drives them through the saga and answers for them.
+pub struct TransactionService<S, G> {
+    store: S,
+    gateway: G,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    config: TransactionConfig,
+    currencies: Mutex<HashMap<WalletId, Currency>>,
+    changed: Notify,
+}
+
+impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
+    /// Wires the service to its ports.
+    pub fn new(
+        store: S,
+        gateway: G,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        config: TransactionConfig,
+    ) -> Self {
+        TransactionService {
+            store,
+            gateway,
+            clock,
+            ids,
+            config,
+            currencies: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The store, for read-only use by routers and audits.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Step 1 and 2 of the saga: check, store INITIATED with the key, reserve
+    /// synchronously, record the answer.
+    pub async fn create(&self, request: TransferRequest) -> Result<Created, CreateError> {
+        let (sender, receiver, currency) = self.resolve(request.parties, request.currency).await?;
+        let amount = Amount::new(request.amount, currency)?;
+        let kind = match request.parties {
+            Parties::Transfer { .. } => TransferKind::Transfer,
+            Parties::Deposit(_) => TransferKind::Deposit,
+            Parties::Withdrawal(_) => TransferKind::Withdrawal,
+        };
+        let now = self.clock.now();
+        let transfer = Transfer {
+            id: self.ids.transfer_id(),
+            kind,
+            status: TransferStatus::Initiated,
+            failure_reason: None,
+            sender_wallet_id: sender,
+            receiver_wallet_id: receiver,
+            amount,
+            currency,
+            correlation_id: self.ids.correlation_id(),
+            idempotency_key: request.key,
+            created_at: now,
+            updated_at: now,
+        };
+        let fingerprint = Fingerprint::of_transfer(kind, sender, receiver, amount, currency);
+        if let Begin::Existing { record, current } =
+            self.store.begin(&transfer, &fingerprint).await?
+        {
+            let lease = self.config.idempotency_lease;
+            return match idempotency::check(&record, &current, &fingerprint, now, lease) {
+                IdempotencyCheck::Replay(transfer) => Ok(Created {
+                    transfer,
+                    replayed: true,
+                }),
+                IdempotencyCheck::InFlight => Err(CreateError::InFlight),
+                IdempotencyCheck::Reused => Err(CreateError::KeyReused),
+            };
+        }
+        tracing::info!(transfer_id = %transfer.id, correlation_id = %transfer.correlation_id,
+            %amount, %currency, ?kind, "saga: transfer INITIATED");
+        let attempt = self.attempt_reserve(&transfer).await;
+        let transfer = self
+            .store
+            .settle_reserve(transfer.id, attempt, self.clock.now())
+            .await?;
+        self.changed.notify_waiters();
+        Ok(Created {
+            transfer,
+            replayed: false,
+        })
+    }
+
+    /// A transfer by id.
+    pub async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        self.store.transfer(id).await
+    }
+
+    /// Waits until the transfer is terminal or `wait` (capped at
+    /// [`TransactionConfig::max_wait`]) has passed, then returns it as it is.
+    pub async fn wait_for(
+        &self,
+        id: TransferId,
+        wait: Duration,
+    ) -> Result<Option<Transfer>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait.min(self.config.max_wait);
+        loop {
+            let notified = self.changed.notified();
+            let transfer = self.store.transfer(id).await?;
+            let done = transfer.as_ref().is_none_or(|t| t.status.is_terminal());
+            if done || tokio::time::Instant::now() >= deadline {
+                return Ok(transfer);
+            }
+            // Other processes may finish the transfer without notifying this
+            // one, so the wait is also cut into short polls.
+            let poll = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(poll) => {}
+            }
+        }
+    }
+
+    /// One retrier pass: repeats the reserve of INITIATED transfers older than
+    /// [`TransactionConfig::retry_min_age`] and records definite answers.
+    pub async fn retry_pending(&self) -> Result<RetryReport, StoreError> {
+        let min_age = chrono::Duration::from_std(self.config.retry_min_age).unwrap_or_default();
+        let cutoff = self.clock.now() - min_age;
+        let pending = self
+            .store
+            .pending_reserves(cutoff, self.config.retry_batch)
+            .await?;
+        let mut report = RetryReport {
+            attempted: pending.len(),
+            settled: 0,
+        };
+        for transfer in pending {
+            let attempt = self.attempt_reserve(&transfer).await;
+            if let ReserveAttempt::Definite(_) = attempt {
+                self.store
+                    .settle_reserve(transfer.id, attempt, self.clock.now())
+                    .await?;
+                report.settled += 1;
+            }
+        }
+        if report.settled > 0 {
+            self.changed.notify_waiters();
+        }
+        Ok(report)
+    }
+
+    async fn attempt_reserve(&self, transfer: &Transfer) -> ReserveAttempt {
+        let request = HoldRequest {
+            transfer_id: transfer.id,
+            correlation_id: transfer.correlation_id,
+            sender_wallet_id: transfer.sender_wallet_id,
+            receiver_wallet_id: transfer.receiver_wallet_id,
+            amount: transfer.amount,
+            currency: transfer.currency,
+        };
+        match self.gateway.reserve(&request).await {
+            Ok(outcome) => {
+                tracing::info!(transfer_id = %transfer.id, ?outcome, "saga: reserve answered");
+                ReserveAttempt::Definite(outcome)
+            }
+            Err(error) => {
+                tracing::warn!(transfer_id = %transfer.id, %error,
+                    "saga: reserve ambiguous, left INITIATED for the retrier");
+                ReserveAttempt::Ambiguous
+            }
+        }
+    }
+
+    /// Finds sender, receiver and currency, refusing what can be refused
+    /// before anything is stored.
+    async fn resolve(
+        &self,
+        parties: Parties,
+        requested: Option<Currency>,
+    ) -> Result<(WalletId, WalletId, Currency), CreateError> {
+        let (sender, receiver, currency) = match parties {
+            Parties::Transfer { sender, receiver } => {
+                if sender == receiver {
+                    return Err(CreateError::SameWallet);
+                }
+                let (s, r) = (
+                    self.currency_of(sender).await?,
+                    self.currency_of(receiver).await?,
+                );
+                if s != r {
+                    return Err(CreateError::CurrencyMismatch(format!(
+                        "sender holds {s}, receiver holds {r}"
+                    )));
+                }
+                (sender, receiver, s)
+            }
+            Parties::Deposit(wallet) => {
+                let c = self.currency_of(wallet).await?;
+                (WalletId::system(c), wallet, c)
+            }
+            Parties::Withdrawal(wallet) => {
+                let c = self.currency_of(wallet).await?;
+                (wallet, WalletId::system(c), c)
+            }
+        };
+        match requested {
+            Some(r) if r != currency => Err(CreateError::CurrencyMismatch(format!(
+                "request says {r}, wallets hold {currency}"
+            ))),
+            _ => Ok((sender, receiver, currency)),
+        }
+    }
+
+    /// A user wallet's currency, cached. System accounts are not addressable
+    /// by clients.
+    async fn currency_of(&self, wallet: WalletId) -> Result<Currency, CreateError> {
+        if wallet.system_currency().is_some() {
+            return Err(CreateError::WalletNotFound(wallet));
+        }
+        if let Some(c) = self.currencies.lock().expect("cache lock").get(&wallet) {
+            return Ok(*c);
+        }
+        let currency = self
+            .gateway
+            .wallet_currency(wallet)
+            .await?
+            .ok_or(CreateError::WalletNotFound(wallet))?;
+        let mut cache = self.currencies.lock().expect("cache lock");
+        if cache.len() >= self.config.currency_cache {
+            cache.clear();
+        }
+        cache.insert(wallet, currency);
+        Ok(currency)
+    }
+
+    /// Forgets everything not in the store (the currency cache), as a restart
+    /// would.
+    pub fn forget_caches(&self) {
+        self.currencies.lock().expect("cache lock").clear();
+    }
+}
+
+/// Step 8 of the saga: ledger verdicts move transfers to their terminal state.
+#[async_trait]
+impl<S: TransferStore, G: WalletGateway> EventHandler for TransactionService<S, G> {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        let mut handled = Handled::default();
+        let mut inbound = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            match envelope.event.ledger_outcome() {
+                Some(outcome) => inbound.push(Inbound::from_envelope(envelope, outcome)),
+                None => handled.refuse(envelope, "not a ledger verdict"),
+            }
+        }
+        let changed = self
+            .store
+            .apply_ledger_outcomes(&inbound, self.clock.now())
+            .await?;
+        for id in &changed {
+            tracing::info!(transfer_id = %id, "saga: transfer completed");
+        }
+        if !changed.is_empty() {
+            self.changed.notify_waiters();
+        }
+        Ok(handled)
+    }
+}

@@ -1,0 +1,115 @@
+//! The wallet service: balances, holds and their settlement.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::event::Envelope;
+use crate::ids::WalletId;
+use crate::money::Currency;
+use crate::ports::{
+    Clock, EventStamp, GatewayError, IdGenerator, Inbound, StoreError, WalletGateway, WalletStore,
+};
+use crate::runtime::{EventHandler, HandleError, Handled};
+use crate::wallet::{HoldRequest, ReserveOutcome, Wallet};
+
+/// Opens wallets, holds funds and settles holds.
+pub struct WalletService<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    outbox_written: Arc<Notify>,
+}
+
+impl<S: WalletStore> WalletService<S> {
+    /// Wires the service to its ports. `outbox_written` is notified after
+    /// each write to the outbox, to wake the relay.
+    pub fn new(
+        store: S,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        outbox_written: Arc<Notify>,
+    ) -> Self {
+        WalletService {
+            store,
+            clock,
+            ids,
+            outbox_written,
+        }
+    }
+
+    /// The store, for the relay and read-only use.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Opens an empty wallet.
+    pub async fn open(&self, currency: Currency) -> Result<Wallet, StoreError> {
+        let wallet = Wallet::open(self.ids.wallet_id(), currency, self.clock.now());
+        self.store.open_wallet(&wallet).await?;
+        tracing::info!(wallet_id = %wallet.id, %currency, "wallet opened");
+        Ok(wallet)
+    }
+
+    /// A wallet by id.
+    pub async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
+        self.store.wallet(id).await
+    }
+
+    /// Step 3 of the saga: hold the sender's funds, idempotent by transfer id.
+    pub async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, StoreError> {
+        let stamp = EventStamp {
+            event_id: self.ids.event_id(),
+            at: self.clock.now(),
+        };
+        let outcome = self.store.reserve(request, stamp).await?;
+        if outcome == ReserveOutcome::Reserved {
+            self.outbox_written.notify_one();
+        }
+        tracing::info!(transfer_id = %request.transfer_id, ?outcome, "saga: reserve decided");
+        Ok(outcome)
+    }
+}
+
+/// Step 7 of the saga: ledger verdicts capture or release holds.
+#[async_trait]
+impl<S: WalletStore> EventHandler for WalletService<S> {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        let mut handled = Handled::default();
+        let mut inbound = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            match envelope.event.ledger_outcome() {
+                Some(outcome) => inbound.push(Inbound::from_envelope(envelope, outcome)),
+                None => handled.refuse(envelope, "not a ledger verdict"),
+            }
+        }
+        let refused = self.store.settle(&inbound, self.clock.now()).await?;
+        tracing::info!(
+            events = inbound.len(),
+            refused = refused.len(),
+            "saga: holds settled"
+        );
+        handled.refused.extend(refused);
+        Ok(handled)
+    }
+}
+
+/// The wallet gateway of a process that runs the wallet service itself: a
+/// direct call, used by the embedded mode.
+#[async_trait]
+impl<S: WalletStore> WalletGateway for Arc<WalletService<S>> {
+    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+        WalletService::reserve(self, request)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+        let wallet = self
+            .wallet(id)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(wallet.map(|w| w.currency))
+    }
+}

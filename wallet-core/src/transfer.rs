@@ -1,0 +1,232 @@
+//! The transfer saga as the transaction service sees it.
+//!
+//! ```text
+//! INITIATED --reserved--> RESERVED --ledger succeeded--> SUCCEEDED
+//!     |                      |
+//!     |                      +------ledger failed------> FAILED
+//!     +--reserve rejected / ledger failed--------------> FAILED
+//!     +--ledger succeeded (reserve answer was lost)----> SUCCEEDED
+//! ```
+//!
+//! A terminal transfer never moves again: late and duplicate events are
+//! refused with [`TransferRejection::Terminal`], which callers treat as a no-op.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
+use crate::ledger::LedgerOutcome;
+use crate::money::{Amount, Currency};
+use crate::wallet::ReserveOutcome;
+
+/// Why a transfer failed. The snake_case name is the API error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// The sender or the receiver does not exist.
+    WalletNotFound,
+    /// Sender and receiver are the same wallet.
+    SameWallet,
+    /// The wallets, or the wallet and the amount, are in different currencies.
+    CurrencyMismatch,
+    /// The sender's available balance is below the amount.
+    InsufficientFunds,
+    /// The amount is not valid for the currency.
+    InvalidAmount,
+}
+
+impl FailureReason {
+    /// The snake_case code used in the API and in events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FailureReason::WalletNotFound => "wallet_not_found",
+            FailureReason::SameWallet => "same_wallet",
+            FailureReason::CurrencyMismatch => "currency_mismatch",
+            FailureReason::InsufficientFunds => "insufficient_funds",
+            FailureReason::InvalidAmount => "invalid_amount",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Where the money comes from and goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferKind {
+    /// Wallet to wallet.
+    Transfer,
+    /// The currency's system account to a wallet.
+    Deposit,
+    /// A wallet to the currency's system account.
+    Withdrawal,
+}
+
+/// The saga's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferStatus {
+    /// Stored; the reserve has no definite answer yet.
+    Initiated,
+    /// The sender's funds are held; waiting for the ledger.
+    Reserved,
+    /// Posted in the ledger. Terminal.
+    Succeeded,
+    /// Refused by the wallet or the ledger; nothing moved. Terminal.
+    Failed,
+}
+
+impl TransferStatus {
+    /// SUCCEEDED or FAILED.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, TransferStatus::Succeeded | TransferStatus::Failed)
+    }
+
+    /// The upper-case name used in the API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransferStatus::Initiated => "INITIATED",
+            TransferStatus::Reserved => "RESERVED",
+            TransferStatus::Succeeded => "SUCCEEDED",
+            TransferStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// A transfer as the transaction service stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Its id.
+    pub id: TransferId,
+    /// Transfer, deposit or withdrawal.
+    pub kind: TransferKind,
+    /// Where the saga stands.
+    pub status: TransferStatus,
+    /// Set when FAILED.
+    pub failure_reason: Option<FailureReason>,
+    /// Debited wallet (the system account for a deposit).
+    pub sender_wallet_id: WalletId,
+    /// Credited wallet (the system account for a withdrawal).
+    pub receiver_wallet_id: WalletId,
+    /// How much.
+    pub amount: Amount,
+    /// In which currency.
+    pub currency: Currency,
+    /// Shared by every event of this transfer.
+    pub correlation_id: CorrelationId,
+    /// The client's key.
+    pub idempotency_key: IdempotencyKey,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When its status last changed.
+    pub updated_at: Timestamp,
+}
+
+/// What the transaction service learns about a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferCommand {
+    /// The wallet service's definite answer to the reserve.
+    RecordReserve(ReserveOutcome),
+    /// The ledger's verdict.
+    RecordLedger(LedgerOutcome),
+}
+
+/// A change of a transfer's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// INITIATED -> RESERVED.
+    Reserved,
+    /// -> SUCCEEDED.
+    Succeeded,
+    /// -> FAILED.
+    Failed(FailureReason),
+}
+
+/// Why a command does not move a transfer. None of these is a fault of the
+/// caller: a consumer acknowledges the event and moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRejection {
+    /// The transfer is SUCCEEDED or FAILED already (late or duplicate event).
+    #[error("transfer is already {0:?}")]
+    Terminal(TransferStatus),
+    /// A second "reserved" answer (the retrier and the request both got one).
+    #[error("transfer is already reserved")]
+    AlreadyReserved,
+    /// The wallet service said "rejected" after it had said "reserved". The
+    /// wallet service returns the first outcome for a transfer id, so this
+    /// means a bug or tampering: it is logged and ignored.
+    #[error("reserve rejected after it had been reserved")]
+    Contradiction,
+}
+
+impl Transfer {
+    /// Holds every rule of the saga's state machine.
+    pub fn decide(&self, command: &TransferCommand) -> Result<TransferEvent, TransferRejection> {
+        use TransferStatus::*;
+        if self.status.is_terminal() {
+            return Err(TransferRejection::Terminal(self.status));
+        }
+        match (self.status, command) {
+            (Initiated, TransferCommand::RecordReserve(ReserveOutcome::Reserved)) => {
+                Ok(TransferEvent::Reserved)
+            }
+            (Initiated, TransferCommand::RecordReserve(ReserveOutcome::Rejected(reason))) => {
+                Ok(TransferEvent::Failed(*reason))
+            }
+            (Reserved, TransferCommand::RecordReserve(ReserveOutcome::Reserved)) => {
+                Err(TransferRejection::AlreadyReserved)
+            }
+            (Reserved, TransferCommand::RecordReserve(ReserveOutcome::Rejected(_))) => {
+                Err(TransferRejection::Contradiction)
+            }
+            (_, TransferCommand::RecordLedger(LedgerOutcome::Succeeded)) => {
+                Ok(TransferEvent::Succeeded)
+            }
+            (_, TransferCommand::RecordLedger(LedgerOutcome::Failed(reason))) => {
+                Ok(TransferEvent::Failed(*reason))
+            }
+            (Succeeded | Failed, _) => unreachable!("terminal transfers return above"),
+        }
+    }
+
+    /// Applies a decided change. No rules here.
+    pub fn apply(&mut self, event: TransferEvent, now: Timestamp) {
+        assert!(
+            !self.status.is_terminal(),
+            "terminal transfer {} moved",
+            self.id
+        );
+        match event {
+            TransferEvent::Reserved => self.status = TransferStatus::Reserved,
+            TransferEvent::Succeeded => self.status = TransferStatus::Succeeded,
+            TransferEvent::Failed(reason) => {
+                self.status = TransferStatus::Failed;
+                self.failure_reason = Some(reason);
+            }
+        }
+        self.updated_at = now;
+    }
+
+    /// Decides and applies; returns whether the transfer changed. A
+    /// [`TransferRejection::Contradiction`] is logged as an error and leaves the
+    /// transfer as it is.
+    pub fn handle(&mut self, command: &TransferCommand, now: Timestamp) -> bool {
+        match self.decide(command) {
+            Ok(event) => {
+                self.apply(event, now);
+                true
+            }
+            Err(TransferRejection::Contradiction) => {
+                tracing::error!(transfer_id = %self.id, ?command, status = ?self.status,
+                    "contradictory outcome ignored");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
