@@ -14,6 +14,9 @@ pub mod service;
 pub mod transfer;
 pub mod wallet;
 
+#[cfg(test)]
+mod tests;
+
 /// A point in time, UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 

@@ -1,0 +1,1 @@
+//! The ledger service's HTTP API.

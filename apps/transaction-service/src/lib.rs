@@ -1,0 +1,1 @@
+//! The transaction service's HTTP API.
