@@ -217,6 +217,14 @@ impl Balance {
     /// Nothing.
     pub const ZERO: Balance = Balance(Decimal::ZERO);
 
+    /// Zero written at the currency's scale (`0.00` USD, `0` JPY), so
+    /// balances always print with the currency's decimals.
+    pub fn zero(currency: Currency) -> Self {
+        let mut zero = Decimal::ZERO;
+        zero.rescale(currency.scale());
+        Balance(zero)
+    }
+
     /// Wraps a value read from storage.
     pub fn from_decimal(value: Decimal) -> Self {
         Balance(value)

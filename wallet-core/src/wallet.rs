@@ -78,8 +78,8 @@ impl Wallet {
             id,
             currency,
             kind: WalletKind::User,
-            available: Balance::ZERO,
-            reserved: Balance::ZERO,
+            available: Balance::zero(currency),
+            reserved: Balance::zero(currency),
             created_at: now,
             updated_at: now,
         }

@@ -1,1 +1,199 @@
-//! The transaction service's HTTP API.
+//! The transaction service's HTTP API, and its HTTP line to the wallet
+//! service ([`HttpWalletGateway`]).
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /v1/transfers` | 202 or 422, see below |
+//! | `POST /v1/wallets/{id}/deposits` | as above; money from the currency's system account |
+//! | `POST /v1/wallets/{id}/withdrawals` | as above; money to the currency's system account |
+//! | `GET /v1/transfers/{id}?wait_ms=N` | 200 [`TransferResource`]; 404 `transfer_not_found` |
+//!
+//! A transfer body is `{sender_wallet_id, receiver_wallet_id, amount,
+//! currency?, idempotency_key?}`, a deposit or withdrawal body `{amount,
+//! currency?, idempotency_key?}`. Unknown fields are refused (400). The
+//! amount is a decimal string (`"10.50"`); a JSON number is 422
+//! `invalid_amount`. The `Idempotency-Key` header is required (the body's
+//! `idempotency_key` is accepted instead; both given must agree).
+//!
+//! Answers of the POST routes:
+//!
+//! | status | when |
+//! | --- | --- |
+//! | 202 [`TransferResource`] | accepted: RESERVED (the ledger will decide), INITIATED (the wallet service did not answer; the retrier finishes it) |
+//! | 422 `insufficient_funds`, ... with `transfer_id` | the wallet service refused: the transfer is FAILED; its code is the failure reason |
+//! | 400 `idempotency_key_required`, `idempotency_key_mismatch`, `invalid_idempotency_key`, `malformed_request` | |
+//! | 404 `wallet_not_found` | a wallet does not exist (system accounts are not addressable) |
+//! | 409 `idempotency_key_in_flight` | the first request with this key is still being answered; retry |
+//! | 422 `invalid_amount`, `unknown_currency`, `same_wallet`, `currency_mismatch` | nothing stored |
+//! | 422 `idempotency_key_reused` | the key came with another request first; nothing stored |
+//! | 503 `unavailable` | storage or the wallet service is down; nothing stored; retry |
+//!
+//! A repeat of a request with the same key gets exactly the first answer
+//! (status and body), plus the header `Idempotent-Replayed: true`.
+//!
+//! `wait_ms` (0 to [`MAX_WAIT_MS`]) long-polls: the answer comes once the
+//! transfer is SUCCEEDED or FAILED, or when the time is up, whichever is
+//! first.
+
+mod body;
+mod gateway;
+mod resource;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use wallet_core::ids::{TransferId, WalletId};
+use wallet_core::ports::{TransferStore, WalletGateway};
+use wallet_core::service::{CreateError, Created, Parties, TransactionService};
+use wallet_core::transfer::{Transfer, TransferStatus};
+use wallet_http::{ApiError, Json, Path, Query};
+
+pub use body::IDEMPOTENCY_KEY;
+pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
+pub use resource::TransferResource;
+
+use body::{MovementBody, TransferBody};
+
+/// The header set on a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The longest long-poll, in milliseconds: 30 s, the service's default
+/// [`wallet_core::service::TransactionConfig::max_wait`].
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+type Svc<S, G> = Arc<TransactionService<S, G>>;
+
+/// The public routes, self-contained (body limit and error shape included)
+/// so they can be merged with other services' routes in one process.
+pub fn api<S: TransferStore, G: WalletGateway>(svc: Arc<TransactionService<S, G>>) -> Router {
+    let routes = Router::new()
+        .route("/v1/transfers", post(create_transfer::<S, G>))
+        .route("/v1/transfers/{id}", get(get_transfer::<S, G>))
+        .route("/v1/wallets/{id}/deposits", post(deposit::<S, G>))
+        .route("/v1/wallets/{id}/withdrawals", post(withdraw::<S, G>))
+        .with_state(svc);
+    wallet_http::limit_body(routes)
+}
+
+/// The whole service: [`api`], `/healthz`, 404/405 in the error shape, and
+/// request tracing.
+pub fn router<S: TransferStore, G: WalletGateway>(svc: Arc<TransactionService<S, G>>) -> Router {
+    wallet_http::service_router(api(svc))
+}
+
+async fn create_transfer<S: TransferStore, G: WalletGateway>(
+    State(svc): State<Svc<S, G>>,
+    headers: HeaderMap,
+    Json(body): Json<TransferBody>,
+) -> Result<Response, ApiError> {
+    let request = body.request(&headers)?;
+    submit(&svc, request).await
+}
+
+async fn deposit<S: TransferStore, G: WalletGateway>(
+    State(svc): State<Svc<S, G>>,
+    Path(wallet): Path<WalletId>,
+    headers: HeaderMap,
+    Json(body): Json<MovementBody>,
+) -> Result<Response, ApiError> {
+    let request = body.request(&headers, Parties::Deposit(wallet))?;
+    submit(&svc, request).await
+}
+
+async fn withdraw<S: TransferStore, G: WalletGateway>(
+    State(svc): State<Svc<S, G>>,
+    Path(wallet): Path<WalletId>,
+    headers: HeaderMap,
+    Json(body): Json<MovementBody>,
+) -> Result<Response, ApiError> {
+    let request = body.request(&headers, Parties::Withdrawal(wallet))?;
+    submit(&svc, request).await
+}
+
+async fn submit<S: TransferStore, G: WalletGateway>(
+    svc: &TransactionService<S, G>,
+    request: wallet_core::service::TransferRequest,
+) -> Result<Response, ApiError> {
+    let created = svc.create(request).await.map_err(create_error)?;
+    Ok(created_response(created))
+}
+
+/// The answer to a created (or replayed) transfer. It depends on the
+/// transfer alone, so a replay of the stored first answer is byte for byte
+/// the first answer.
+fn created_response(created: Created) -> Response {
+    let transfer = created.transfer;
+    let location = format!("/v1/transfers/{}", transfer.id);
+    let mut response = if transfer.status == TransferStatus::Failed {
+        failed(&transfer).into_response()
+    } else {
+        let resource = Json(TransferResource::from(transfer));
+        (StatusCode::ACCEPTED, resource).into_response()
+    };
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, location);
+    }
+    if created.replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// A FAILED transfer as a 422 whose code is the failure reason.
+fn failed(transfer: &Transfer) -> ApiError {
+    let (code, message) = match transfer.failure_reason {
+        Some(reason) => (reason.code(), format!("transfer failed: {reason}")),
+        None => ("transfer_failed", "transfer failed".to_owned()),
+    };
+    ApiError::unprocessable(code, message).with_transfer_id(transfer.id)
+}
+
+fn create_error(error: CreateError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        CreateError::InvalidAmount(money) => money.into(),
+        CreateError::WalletNotFound(_) => ApiError::not_found("wallet_not_found", message),
+        CreateError::SameWallet => ApiError::unprocessable("same_wallet", message),
+        CreateError::CurrencyMismatch(_) => ApiError::unprocessable("currency_mismatch", message),
+        CreateError::KeyReused => ApiError::unprocessable("idempotency_key_reused", message),
+        CreateError::InFlight => ApiError::conflict("idempotency_key_in_flight", message),
+        CreateError::Gateway(gateway) => gateway.into(),
+        CreateError::Store(store) => store.into(),
+        other => ApiError::internal(other),
+    }
+}
+
+/// The query of `GET /v1/transfers/{id}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Wait up to this many milliseconds (0 to [`MAX_WAIT_MS`]) for the
+    /// transfer to be SUCCEEDED or FAILED.
+    pub wait_ms: Option<u64>,
+}
+
+async fn get_transfer<S: TransferStore, G: WalletGateway>(
+    State(svc): State<Svc<S, G>>,
+    Path(id): Path<TransferId>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<TransferResource>, ApiError> {
+    let transfer = match query.wait_ms {
+        None | Some(0) => svc.transfer(id).await?,
+        Some(ms) if ms <= MAX_WAIT_MS => svc.wait_for(id, Duration::from_millis(ms)).await?,
+        Some(_) => {
+            let message = format!("wait_ms must be 0 to {MAX_WAIT_MS}");
+            return Err(ApiError::bad_request("invalid_query", message));
+        }
+    };
+    let transfer = transfer.ok_or_else(|| {
+        ApiError::not_found("transfer_not_found", format!("transfer {id} not found"))
+    })?;
+    Ok(Json(transfer.into()))
+}

@@ -1,1 +1,97 @@
-fn main() {}
+//! `walletctl`: run the wallet system embedded, drive its API, simulate it
+//! under faults.
+
+mod client;
+mod dev;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use client::{Client, Movement, Target, WalletCommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "walletctl", version, about)]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the three services, their relays and consumers in this process on
+    /// the in-memory adapters, serving every public route on one address.
+    Dev {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Open, show and list wallets.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// Move money into a wallet from outside.
+    Deposit {
+        /// Wallet id.
+        wallet: String,
+        #[command(flatten)]
+        movement: Movement,
+    },
+    /// Move money out of a wallet.
+    Withdraw {
+        /// Wallet id.
+        wallet: String,
+        #[command(flatten)]
+        movement: Movement,
+    },
+    /// Move money between two wallets.
+    Transfer {
+        /// Sender wallet id.
+        #[arg(long)]
+        from: String,
+        /// Receiver wallet id.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        movement: Movement,
+    },
+    /// Show a transfer, waiting for it to finish.
+    Status {
+        /// Transfer id.
+        id: String,
+        /// Wait up to this many milliseconds for a terminal status.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::new(cli.target);
+    match cli.command {
+        Command::Dev { listen } => dev::run(listen).await?,
+        Command::Wallet(command) => client.wallet(command).await?,
+        Command::Deposit { wallet, movement } => {
+            client.movement(&wallet, "deposits", movement).await?
+        }
+        Command::Withdraw { wallet, movement } => {
+            client.movement(&wallet, "withdrawals", movement).await?
+        }
+        Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
+        Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -332,7 +332,7 @@ impl LedgerState {
         let account = self
             .accounts
             .entry(entry.account)
-            .or_insert((entry.currency, Balance::ZERO));
+            .or_insert((entry.currency, Balance::zero(entry.currency)));
         account.1 = account.1 + entry.signed();
         let seq = self.entries.len() as u64 + 1;
         self.by_account

@@ -1,0 +1,182 @@
+//! The transaction service's HTTP line to the wallet service's internal
+//! routes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use wallet_core::ids::WalletId;
+use wallet_core::money::Currency;
+use wallet_core::ports::{GatewayError, WalletGateway};
+use wallet_core::wallet::{HoldRequest, ReserveOutcome};
+
+/// How long one call to the wallet service may take, connection included:
+/// 2 s. A reserve is one short database transaction; a call that takes
+/// longer is treated as ambiguous and left to the retrier, so the API
+/// answers in bounded time.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most bytes of an unexpected answer's body quoted in an error.
+const QUOTED_BODY: usize = 512;
+
+/// Why a gateway could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewaySetupError {
+    /// The base URL is not an absolute http(s) URL.
+    #[error("invalid wallet service URL {0:?}: expected http://host:port")]
+    InvalidUrl(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// [`WalletGateway`] over HTTP, to the routes of
+/// `wallet_service::internal`.
+///
+/// It never turns a doubtful answer into a definite one: a timeout is
+/// [`GatewayError::Timeout`]; a connection error, a 5xx, an unexpected 4xx
+/// or an unreadable body are [`GatewayError::Unavailable`]. Only a 200 with
+/// a [`ReserveOutcome`] is a definite reserve answer, and only a 404 from
+/// the wallet route means "no such wallet".
+#[derive(Debug, Clone)]
+pub struct HttpWalletGateway {
+    client: reqwest::Client,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct WalletCurrency {
+    currency: Currency,
+}
+
+impl HttpWalletGateway {
+    /// A gateway to the wallet service at `base_url` (`http://host:port`,
+    /// optionally with a path prefix), with [`DEFAULT_TIMEOUT`].
+    pub fn new(base_url: &str) -> Result<Self, GatewaySetupError> {
+        Self::with_timeout(base_url, DEFAULT_TIMEOUT)
+    }
+
+    /// A gateway whose calls each take at most `timeout`.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, GatewaySetupError> {
+        let url = reqwest::Url::parse(base_url)
+            .map_err(|_| GatewaySetupError::InvalidUrl(base_url.to_owned()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(GatewaySetupError::InvalidUrl(base_url.to_owned()));
+        }
+        // The wallet service is a peer inside the deployment: proxies from
+        // the environment (HTTP_PROXY, ...) are not for it.
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()?;
+        Ok(HttpWalletGateway {
+            client,
+            base: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The wallet service's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+#[async_trait]
+impl WalletGateway for HttpWalletGateway {
+    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+        let url = self.url("/internal/v1/reserve");
+        let response = self.client.post(url).json(request).send().await;
+        let response = response.map_err(transport)?;
+        match response.status() {
+            StatusCode::OK => read(response).await,
+            // No other answer of the reserve route is definite.
+            _ => Err(unexpected(response).await.ambiguous()),
+        }
+    }
+
+    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+        let url = self.url(&format!("/internal/v1/wallets/{id}"));
+        let response = self.client.get(url).send().await.map_err(transport)?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(read::<WalletCurrency>(response).await?.currency)),
+            _ => match unexpected(response).await {
+                Unexpected::WalletNotFound => Ok(None),
+                Unexpected::Other(error) => Err(error),
+            },
+        }
+    }
+}
+
+async fn read<T: DeserializeOwned>(response: Response) -> Result<T, GatewayError> {
+    response.json().await.map_err(transport)
+}
+
+/// An answer other than 200.
+enum Unexpected {
+    /// The wallet service's own 404 `wallet_not_found`.
+    WalletNotFound,
+    /// Anything else, ambiguous.
+    Other(GatewayError),
+}
+
+impl Unexpected {
+    /// The answer as an ambiguous error, for routes where no other answer
+    /// than 200 is definite.
+    fn ambiguous(self) -> GatewayError {
+        match self {
+            Unexpected::WalletNotFound => {
+                GatewayError::Unavailable("wallet service answered 404 wallet_not_found".into())
+            }
+            Unexpected::Other(error) => error,
+        }
+    }
+}
+
+/// Reads an answer other than 200. Only the wallet service's own
+/// `wallet_not_found` is definite: a 404 from something else (a proxy, a
+/// wrong base URL) must not refuse a transfer. The rest is ambiguous, with
+/// the body quoted.
+async fn unexpected(response: Response) -> Unexpected {
+    let status = response.status();
+    let mut body = match response.text().await {
+        Ok(body) => body,
+        Err(error) => return Unexpected::Other(transport(error)),
+    };
+    let error: Option<wallet_http::ErrorBody> = serde_json::from_str(&body).ok();
+    if status == StatusCode::NOT_FOUND && error.is_some_and(|e| e.error.code == "wallet_not_found")
+    {
+        return Unexpected::WalletNotFound;
+    }
+    if body.len() > QUOTED_BODY {
+        let cut = (0..=QUOTED_BODY)
+            .rev()
+            .find(|&i| body.is_char_boundary(i))
+            .unwrap_or(0);
+        body.truncate(cut);
+    }
+    let message = format!("wallet service answered {status}: {body}");
+    Unexpected::Other(GatewayError::Unavailable(message))
+}
+
+/// A timeout is [`GatewayError::Timeout`]; anything else that kept the
+/// answer from arriving whole is [`GatewayError::Unavailable`].
+fn transport(error: reqwest::Error) -> GatewayError {
+    if error.is_timeout() {
+        return GatewayError::Timeout;
+    }
+    // reqwest's own message hides the cause ("error sending request").
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    GatewayError::Unavailable(message)
+}

@@ -1,0 +1,224 @@
+//! `HttpWalletGateway` against the wallet service's router on a loopback
+//! socket, and against servers that misbehave.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::any;
+use rust_decimal::Decimal;
+use tokio::net::TcpListener;
+use transaction_service::{GatewaySetupError, HttpWalletGateway};
+use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
+use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryTransferStore};
+use wallet_core::money::{Amount, Currency};
+use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
+use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
+use wallet_core::transfer::{FailureReason, TransferStatus};
+use wallet_core::wallet::{HoldRequest, ReserveOutcome};
+
+/// Serves `app` on 127.0.0.1 and returns its base URL. The server stops
+/// with the test's runtime.
+async fn serve(app: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// The embedded system with its wallet service on a socket.
+async fn wallet_server() -> (Embedded, HttpWalletGateway) {
+    let e = Embedded::new(EmbeddedConfig::default());
+    let base = serve(wallet_service::router(e.wallets.clone())).await;
+    (e, HttpWalletGateway::new(&base).unwrap())
+}
+
+async fn funded(e: &mut Embedded, amount: &str) -> WalletId {
+    let wallet = e.wallets.open(Currency::USD).await.unwrap().id;
+    let request = TransferRequest {
+        key: IdempotencyKey::new(format!("fund-{wallet}")).unwrap(),
+        parties: Parties::Deposit(wallet),
+        amount: Decimal::from_str(amount).unwrap(),
+        currency: None,
+    };
+    e.transactions.create(request).await.unwrap();
+    e.settle().await;
+    wallet
+}
+
+fn hold(sender: WalletId, receiver: WalletId, amount: &str) -> HoldRequest {
+    HoldRequest {
+        transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
+        correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
+        sender_wallet_id: sender,
+        receiver_wallet_id: receiver,
+        amount: Amount::parse(amount, Currency::USD).unwrap(),
+        currency: Currency::USD,
+    }
+}
+
+#[tokio::test]
+async fn reserve_over_http_holds_once_and_refuses_definitely() {
+    let (mut e, gateway) = wallet_server().await;
+    let (a, b) = (
+        funded(&mut e, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    let request = hold(a, b, "6");
+    assert_eq!(
+        gateway.reserve(&request).await,
+        Ok(ReserveOutcome::Reserved)
+    );
+    assert_eq!(
+        gateway.reserve(&request).await,
+        Ok(ReserveOutcome::Reserved),
+        "replay"
+    );
+    let wallet = e.wallets.wallet(a).await.unwrap().unwrap();
+    assert_eq!(
+        (wallet.available.to_string(), wallet.reserved.to_string()),
+        ("4.00".into(), "6.00".into())
+    );
+    let poor = gateway.reserve(&hold(a, b, "5")).await;
+    assert_eq!(
+        poor,
+        Ok(ReserveOutcome::Rejected(FailureReason::InsufficientFunds))
+    );
+}
+
+#[tokio::test]
+async fn wallet_currency_over_http() {
+    let (e, gateway) = wallet_server().await;
+    let wallet = e.wallets.open(Currency::BHD).await.unwrap().id;
+    assert_eq!(
+        gateway.wallet_currency(wallet).await,
+        Ok(Some(Currency::BHD))
+    );
+    let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
+    assert_eq!(gateway.wallet_currency(unknown).await, Ok(None));
+}
+
+#[tokio::test]
+async fn a_transaction_service_over_http_completes_the_saga() {
+    let (mut e, gateway) = wallet_server().await;
+    let (a, b) = (
+        funded(&mut e, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    let svc = TransactionService::new(
+        MemoryTransferStore::new(),
+        gateway,
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        TransactionConfig::default(),
+    );
+    let request = TransferRequest {
+        key: IdempotencyKey::new("over-http").unwrap(),
+        parties: Parties::Transfer {
+            sender: a,
+            receiver: b,
+        },
+        amount: Decimal::from_str("2.5").unwrap(),
+        currency: Some(Currency::USD),
+    };
+    let created = svc.create(request).await.unwrap();
+    assert_eq!(created.transfer.status, TransferStatus::Reserved);
+    e.settle().await;
+    let receiver = e.wallets.wallet(b).await.unwrap().unwrap();
+    assert_eq!(receiver.available.to_string(), "2.50");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_a_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts connections and keeps them open without a word.
+    let silent = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let timeout = Duration::from_millis(200);
+    let gateway = HttpWalletGateway::with_timeout(&format!("http://{addr}"), timeout).unwrap();
+    let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
+    let started = Instant::now();
+    assert_eq!(
+        gateway.reserve(&hold(someone, someone, "1")).await,
+        Err(GatewayError::Timeout)
+    );
+    assert_eq!(
+        gateway.wallet_currency(someone).await,
+        Err(GatewayError::Timeout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the timeout"
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unavailable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let gateway = HttpWalletGateway::new(&format!("http://{addr}")).unwrap();
+    let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
+    let reserve = gateway.reserve(&hold(someone, someone, "1")).await;
+    assert!(
+        matches!(reserve, Err(GatewayError::Unavailable(_))),
+        "{reserve:?}"
+    );
+    let currency = gateway.wallet_currency(someone).await;
+    assert!(
+        matches!(currency, Err(GatewayError::Unavailable(_))),
+        "{currency:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_and_unexpected_answers_are_never_definite() {
+    let answers = [
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":{"code":"internal","message":"x"}}"#,
+        ),
+        (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance"),
+        (StatusCode::BAD_REQUEST, "bad hold"),
+        (StatusCode::NOT_FOUND, "no such route"),
+        (StatusCode::OK, "not json"),
+    ];
+    let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
+    for (status, body) in answers {
+        let base = serve(Router::new().fallback(any(move || async move { (status, body) }))).await;
+        let gateway = HttpWalletGateway::new(&base).unwrap();
+        let reserve = gateway.reserve(&hold(someone, someone, "1")).await;
+        let Err(GatewayError::Unavailable(message)) = reserve else {
+            panic!("{status}: {reserve:?}");
+        };
+        if status != StatusCode::OK {
+            assert!(message.contains(body), "the body is quoted: {message}");
+        }
+        let currency = gateway.wallet_currency(someone).await;
+        assert!(
+            matches!(currency, Err(GatewayError::Unavailable(_))),
+            "{status}: {currency:?}"
+        );
+    }
+}
+
+#[test]
+fn base_urls_must_be_http() {
+    for bad in ["", "wallet-service:8080", "ftp://host", "mailto:x@y"] {
+        let result = HttpWalletGateway::new(bad);
+        assert!(
+            matches!(result, Err(GatewaySetupError::InvalidUrl(_))),
+            "{bad}"
+        );
+    }
+    let gateway = HttpWalletGateway::new("http://127.0.0.1:8081/").unwrap();
+    assert_eq!(gateway.base_url(), "http://127.0.0.1:8081");
+}

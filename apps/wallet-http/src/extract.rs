@@ -1,0 +1,115 @@
+//! Extractors whose rejections answer in the error shape. axum's own answer
+//! in plain text with statuses of their own choosing.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// A JSON object body, or an [`ApiError`]:
+///
+/// - not JSON, not an object, wrong field types, missing or unknown fields
+///   -> 400 `malformed_request` (strict: a body the route does not understand
+///   is a client bug, never a business refusal);
+/// - no `Content-Type: application/json` -> 415 `unsupported_media_type`;
+/// - over [`crate::MAX_BODY_BYTES`] -> 413 `body_too_large`.
+///
+/// Every request body of the API is an object; requiring one also stops
+/// serde from reading a struct out of a JSON array (`["USD"]`).
+///
+/// As a response it is `axum::Json`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::malformed("request body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| ApiError::malformed(format!("invalid request body: {e}")))
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::unsupported_media_type(),
+        r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
+        // Syntax and data errors alike: axum calls the latter 422, but a body
+        // of the wrong shape is malformed, not a broken business rule.
+        r => ApiError::malformed(r.body_text()),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters, or 400 `invalid_id` (every path parameter of the
+/// services is an id).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    if rejection.status().is_server_error() {
+        // A route declared without the parameter its handler reads: a bug.
+        return ApiError::internal(rejection.body_text());
+    }
+    ApiError::bad_request("invalid_id", rejection.body_text())
+}
+
+/// Query parameters, or 400 `invalid_query`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", rejection.body_text())
+}

@@ -1,0 +1,372 @@
+//! The wallet service's routes over the in-memory adapters. Every refusal
+//! is checked for its status, its code, and that nothing changed.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
+use wallet_core::ledger::LedgerOutcome;
+use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryWalletStore};
+use wallet_core::money::{Amount, Currency};
+use wallet_core::ports::{
+    EventStamp, Inbound, Outbox, OutboxRecord, RandomIds, Refusal, StoreError, SystemClock,
+    WalletStore,
+};
+use wallet_core::service::{Parties, TransferRequest, WalletService};
+use wallet_core::wallet::{HoldRequest, ReserveOutcome, Wallet};
+use wallet_http::MAX_BODY_BYTES;
+use wallet_http::testing::{SystemState, assert_quiet, get, json as json_req, raw, send};
+
+fn system() -> (Embedded, Router) {
+    let embedded = Embedded::new(EmbeddedConfig::default());
+    let app = wallet_service::router(embedded.wallets.clone());
+    (embedded, app)
+}
+
+/// A wallet holding `amount`, deposited through the saga.
+async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId {
+    let wallet = e.wallets.open(currency).await.unwrap();
+    let request = TransferRequest {
+        key: IdempotencyKey::new(format!("fund-{}", wallet.id)).unwrap(),
+        parties: Parties::Deposit(wallet.id),
+        amount: Decimal::from_str(amount).unwrap(),
+        currency: None,
+    };
+    e.transactions.create(request).await.unwrap();
+    e.settle().await;
+    wallet.id
+}
+
+fn hold(sender: WalletId, receiver: WalletId, amount: &str) -> HoldRequest {
+    HoldRequest {
+        transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
+        correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
+        sender_wallet_id: sender,
+        receiver_wallet_id: receiver,
+        amount: Amount::parse(amount, Currency::USD).unwrap(),
+        currency: Currency::USD,
+    }
+}
+
+fn post(uri: &str, body: Value) -> axum::http::Request<axum::body::Body> {
+    json_req(Method::POST, uri, &body)
+}
+
+#[tokio::test]
+async fn opening_a_wallet_returns_201_and_the_wallet() {
+    let (e, app) = system();
+    let response = send(&app, post("/v1/wallets", json!({"currency": "JPY"}))).await;
+    assert_eq!(response.status, StatusCode::CREATED);
+    let body = &response.body;
+    assert_eq!(body["currency"], "JPY");
+    assert_eq!(
+        (&body["available"], &body["reserved"]),
+        (&json!("0"), &json!("0"))
+    );
+    assert_eq!(body["kind"], "user");
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(
+        response.header("location"),
+        Some(&*format!("/v1/wallets/{id}"))
+    );
+    let fetched = send(&app, get(&format!("/v1/wallets/{id}"))).await;
+    assert_eq!((fetched.status, &fetched.body), (StatusCode::OK, body));
+    assert_eq!(e.wallets.store().all().len(), 1);
+}
+
+#[tokio::test]
+async fn a_funded_wallet_shows_its_balances_as_strings() {
+    let (mut e, app) = system();
+    let id = funded(&mut e, Currency::USD, "12.5").await;
+    let response = send(&app, get(&format!("/v1/wallets/{id}"))).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body["available"], "12.50");
+    assert_eq!(response.body["reserved"], "0.00");
+    assert_quiet(&e);
+}
+
+#[tokio::test]
+async fn an_unknown_currency_is_422_and_opens_nothing() {
+    let (e, app) = system();
+    let before = SystemState::capture(&e);
+    for code in ["XXX", "usd", ""] {
+        send(&app, post("/v1/wallets", json!({"currency": code})))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
+    }
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn malformed_wallet_bodies_are_400_and_open_nothing() {
+    let (e, app) = system();
+    let before = SystemState::capture(&e);
+    let bodies = [
+        "{",
+        r#"{"currency": 840}"#,
+        r#"{}"#,
+        r#"{"currency": "USD", "owner": "me"}"#,
+        r#"["USD"]"#,
+    ];
+    for body in bodies {
+        let request = raw(Method::POST, "/v1/wallets", Some("application/json"), body);
+        send(&app, request)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "malformed_request");
+    }
+    let untyped = raw(Method::POST, "/v1/wallets", None, r#"{"currency":"USD"}"#);
+    send(&app, untyped)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn a_body_over_16_kib_is_413_and_opens_nothing() {
+    let (e, app) = system();
+    let before = SystemState::capture(&e);
+    let body = json!({"currency": "USD", "pad": "x".repeat(MAX_BODY_BYTES)});
+    send(&app, post("/v1/wallets", body))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let hold_body = json!({"pad": "x".repeat(MAX_BODY_BYTES)});
+    send(&app, post("/internal/v1/reserve", hold_body))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn unknown_malformed_and_system_wallet_ids_are_refused() {
+    let (mut e, app) = system();
+    funded(&mut e, Currency::USD, "1").await;
+    let before = SystemState::capture(&e);
+    let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
+    send(&app, get(&format!("/v1/wallets/{unknown}")))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
+    // The USD system account exists since the deposit, but is not public.
+    let system = WalletId::system(Currency::USD);
+    assert!(e.wallets.store().all().iter().any(|w| w.id == system));
+    send(&app, get(&format!("/v1/wallets/{system}")))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
+    send(&app, get("/v1/wallets/not-a-uuid"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn reserve_holds_funds_once_per_transfer() {
+    let (mut e, app) = system();
+    let sender = funded(&mut e, Currency::USD, "10").await;
+    let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
+    let request = serde_json::to_value(hold(sender, receiver, "4")).unwrap();
+    for _ in 0..2 {
+        let response = send(&app, post("/internal/v1/reserve", request.clone())).await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.body, json!({"outcome": "reserved"}));
+    }
+    let wallet = e.wallets.wallet(sender).await.unwrap().unwrap();
+    assert_eq!(wallet.available.to_string(), "6.00");
+    assert_eq!(wallet.reserved.to_string(), "4.00");
+    assert_eq!(
+        e.wallets.store().unsent(10).await.unwrap().len(),
+        1,
+        "one event"
+    );
+}
+
+#[tokio::test]
+async fn reserve_refusals_are_definite_outcomes_and_move_no_money() {
+    let (mut e, app) = system();
+    let sender = funded(&mut e, Currency::USD, "10").await;
+    let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
+    let eur = e.wallets.open(Currency::EUR).await.unwrap().id;
+    let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
+    let before = SystemState::capture(&e);
+    let cases = [
+        (hold(sender, receiver, "10.01"), "insufficient_funds"),
+        (hold(sender, unknown, "1"), "wallet_not_found"),
+        (hold(sender, eur, "1"), "currency_mismatch"),
+        (hold(sender, sender, "1"), "same_wallet"),
+    ];
+    for (request, reason) in cases {
+        let body = serde_json::to_value(&request).unwrap();
+        let response = send(&app, post("/internal/v1/reserve", body)).await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(
+            response.body,
+            json!({"outcome": "rejected", "reason": reason})
+        );
+    }
+    let after = SystemState::capture(&e);
+    assert_eq!(after.wallets, before.wallets);
+    assert_eq!(after.entries, before.entries);
+    assert_eq!(after.wallet_events, before.wallet_events);
+    assert!(e.wallets.store().unsent(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_reserve_requests_are_400_and_hold_nothing() {
+    let (mut e, app) = system();
+    let sender = funded(&mut e, Currency::USD, "10").await;
+    let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
+    let before = SystemState::capture(&e);
+    let mut number = serde_json::to_value(hold(sender, receiver, "1")).unwrap();
+    number["amount"] = json!(1);
+    let mut missing = serde_json::to_value(hold(sender, receiver, "1")).unwrap();
+    missing.as_object_mut().unwrap().remove("transfer_id");
+    let mut bad_id = serde_json::to_value(hold(sender, receiver, "1")).unwrap();
+    bad_id["sender_wallet_id"] = json!("nope");
+    for body in [number, missing, bad_id, json!("reserve")] {
+        send(&app, post("/internal/v1/reserve", body))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "malformed_request");
+    }
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn the_internal_wallet_route_tells_the_currency() {
+    let (e, app) = system();
+    let wallet = e.wallets.open(Currency::KWD).await.unwrap();
+    let before = SystemState::capture(&e);
+    let response = send(&app, get(&format!("/internal/v1/wallets/{}", wallet.id))).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body, json!({"id": wallet.id, "currency": "KWD"}));
+    let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
+    send(&app, get(&format!("/internal/v1/wallets/{unknown}")))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
+    send(&app, get("/internal/v1/wallets/42"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn healthz_unknown_routes_and_wrong_methods() {
+    let (e, app) = system();
+    let before = SystemState::capture(&e);
+    let health = send(&app, get("/healthz")).await;
+    assert_eq!(
+        (health.status, health.body),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    send(&app, get("/v1/nothing"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    send(&app, raw(Method::DELETE, "/v1/wallets", None, ""))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    send(&app, get("/internal/v1/reserve"))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_eq!(SystemState::capture(&e), before);
+}
+
+#[tokio::test]
+async fn the_public_api_alone_has_no_internal_routes() {
+    let e = Embedded::new(EmbeddedConfig::default());
+    let app = wallet_http::service_router(wallet_service::api(e.wallets.clone()));
+    let wallet = e.wallets.open(Currency::USD).await.unwrap();
+    send(&app, get(&format!("/internal/v1/wallets/{}", wallet.id)))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+/// A store whose every operation fails as a database that is down would,
+/// while `down` is set.
+#[derive(Clone, Default)]
+struct Flaky {
+    inner: MemoryWalletStore,
+    down: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for Flaky {
+    async fn unsent(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.check()?;
+        self.inner.unsent(limit).await
+    }
+    async fn mark_sent(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.mark_sent(seqs).await
+    }
+}
+
+#[async_trait]
+impl WalletStore for Flaky {
+    async fn open_wallet(&self, wallet: &Wallet) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.open_wallet(wallet).await
+    }
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
+        self.check()?;
+        self.inner.wallet(id).await
+    }
+    async fn reserve(
+        &self,
+        request: &HoldRequest,
+        stamp: EventStamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        self.check()?;
+        self.inner.reserve(request, stamp).await
+    }
+    async fn settle(
+        &self,
+        batch: &[Inbound<LedgerOutcome>],
+        now: wallet_core::Timestamp,
+    ) -> Result<Vec<Refusal>, StoreError> {
+        self.check()?;
+        self.inner.settle(batch, now).await
+    }
+}
+
+#[tokio::test]
+async fn storage_down_is_503_on_every_route() {
+    let store = Flaky::default();
+    let svc = Arc::new(WalletService::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Arc::default(),
+    ));
+    let app = wallet_service::router(svc.clone());
+    let wallet = svc.open(Currency::USD).await.unwrap();
+    store.down.store(true, Ordering::SeqCst);
+    let other = WalletId::from_uuid(uuid::Uuid::now_v7());
+    let requests = [
+        post("/v1/wallets", json!({"currency": "USD"})),
+        get(&format!("/v1/wallets/{}", wallet.id)),
+        get(&format!("/internal/v1/wallets/{}", wallet.id)),
+        post(
+            "/internal/v1/reserve",
+            serde_json::to_value(hold(wallet.id, other, "1")).unwrap(),
+        ),
+    ];
+    for request in requests {
+        send(&app, request)
+            .await
+            .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    }
+    assert_eq!(store.inner.all(), vec![wallet], "nothing written");
+    assert!(store.inner.holds().is_empty());
+}

@@ -1,0 +1,236 @@
+//! The API client commands: thin wrappers over the public HTTP routes.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the API is and how to print its answers.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Base URL of the API (walletctl dev, or the gateway).
+    #[arg(
+        long,
+        env = "WALLET_API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Print the API's JSON instead of a summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `walletctl wallet ...`
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Open a wallet.
+    Create {
+        /// ISO currency code (USD, EUR, JPY, ...).
+        #[arg(long)]
+        currency: String,
+    },
+    /// Show a wallet's balances.
+    Show {
+        /// Wallet id.
+        id: String,
+    },
+    /// List a wallet's ledger entries, newest first.
+    Entries {
+        /// Wallet id.
+        id: String,
+        /// Entries per page.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+/// A money movement's options shared by deposit, withdraw and transfer.
+#[derive(Debug, Clone, Args)]
+pub struct Movement {
+    /// Amount as a decimal string, e.g. 12.50.
+    #[arg(long)]
+    pub amount: String,
+    /// Idempotency key; a fresh one is made when absent. Reuse it to retry
+    /// safely.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Wait up to this many milliseconds for the transfer to finish.
+    #[arg(long, default_value_t = 5_000)]
+    pub wait_ms: u64,
+}
+
+/// Runs requests against one API.
+pub struct Client {
+    http: reqwest::Client,
+    target: Target,
+}
+
+impl Client {
+    /// A client of `target`.
+    pub fn new(target: Target) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            target,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.target.url.trim_end_matches('/'))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.target.url))?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// `wallet create|show|entries`.
+    pub async fn wallet(&self, command: WalletCommand) -> anyhow::Result<()> {
+        let (status, body) = match &command {
+            WalletCommand::Create { currency } => {
+                let body = json!({ "currency": currency });
+                self.send(self.http.post(self.url("/v1/wallets")).json(&body))
+                    .await?
+            }
+            WalletCommand::Show { id } => {
+                self.send(self.http.get(self.url(&format!("/v1/wallets/{id}"))))
+                    .await?
+            }
+            WalletCommand::Entries { id, limit } => {
+                let path = format!("/v1/wallets/{id}/entries?limit={limit}");
+                self.send(self.http.get(self.url(&path))).await?
+            }
+        };
+        let summary = match command {
+            WalletCommand::Entries { .. } => entries_summary,
+            _ => wallet_summary,
+        };
+        self.print(status, &body, summary)
+    }
+
+    /// `deposit` and `withdraw`: `kind` is `deposits` or `withdrawals`.
+    pub async fn movement(&self, wallet: &str, kind: &str, m: Movement) -> anyhow::Result<()> {
+        let path = format!("/v1/wallets/{wallet}/{kind}");
+        self.create(&path, json!({ "amount": m.amount }), m.key, m.wait_ms)
+            .await
+    }
+
+    /// `transfer`.
+    pub async fn transfer(&self, from: &str, to: &str, m: Movement) -> anyhow::Result<()> {
+        let body = json!({
+            "sender_wallet_id": from,
+            "receiver_wallet_id": to,
+            "amount": m.amount,
+        });
+        self.create("/v1/transfers", body, m.key, m.wait_ms).await
+    }
+
+    async fn create(
+        &self,
+        path: &str,
+        body: Value,
+        key: Option<String>,
+        wait_ms: u64,
+    ) -> anyhow::Result<()> {
+        let key = key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request = self
+            .http
+            .post(self.url(path))
+            .header("Idempotency-Key", &key)
+            .json(&body);
+        let (status, created) = self.send(request).await?;
+        if status != 202 || wait_ms == 0 {
+            return self.print(status, &created, transfer_summary);
+        }
+        let id = created["id"].as_str().context("transfer without id")?;
+        self.status(id, wait_ms).await
+    }
+
+    /// `status`: a transfer, waiting up to `wait_ms` for it to finish.
+    pub async fn status(&self, id: &str, wait_ms: u64) -> anyhow::Result<()> {
+        let path = format!("/v1/transfers/{id}?wait_ms={wait_ms}");
+        let (status, body) = self.send(self.http.get(self.url(&path))).await?;
+        self.print(status, &body, transfer_summary)
+    }
+
+    fn print(
+        &self,
+        status: u16,
+        body: &Value,
+        summary: fn(&Value) -> String,
+    ) -> anyhow::Result<()> {
+        if self.target.json {
+            println!("{}", serde_json::to_string_pretty(body)?);
+        } else if (200..300).contains(&status) {
+            println!("{}", summary(body));
+        }
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let error = &body["error"];
+        let mut message = format!(
+            "{status} {}: {}",
+            error["code"].as_str().unwrap_or("error"),
+            error["message"].as_str().unwrap_or("no message")
+        );
+        if let Some(id) = error["transfer_id"].as_str() {
+            message.push_str(&format!(" (transfer {id})"));
+        }
+        bail!(message)
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn wallet_summary(w: &Value) -> String {
+    format!(
+        "wallet {}\n  currency   {}\n  available  {}\n  reserved   {}",
+        text(&w["id"]),
+        text(&w["currency"]),
+        text(&w["available"]),
+        text(&w["reserved"])
+    )
+}
+
+fn transfer_summary(t: &Value) -> String {
+    let mut out = format!(
+        "transfer {}\n  status     {}\n  amount     {} {}\n  from       {}\n  to         {}",
+        text(&t["id"]),
+        text(&t["status"]),
+        text(&t["amount"]),
+        text(&t["currency"]),
+        text(&t["sender_wallet_id"]),
+        text(&t["receiver_wallet_id"])
+    );
+    if let Some(reason) = t["failure_reason"].as_str() {
+        out.push_str(&format!("\n  reason     {reason}"));
+    }
+    out
+}
+
+fn entries_summary(page: &Value) -> String {
+    let entries = page["entries"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if entries.is_empty() {
+        return "no entries".to_owned();
+    }
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "#{:<6} {:<6} {:>14} {}  transfer {}",
+                e["seq"],
+                text(&e["direction"]),
+                text(&e["amount"]),
+                text(&e["currency"]),
+                text(&e["transfer_id"])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

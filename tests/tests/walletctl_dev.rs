@@ -1,0 +1,179 @@
+//! `walletctl dev` as a real process, driven over HTTP and through the
+//! walletctl client commands, through full transfers to SUCCEEDED.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use wallet_e2e::{Server, binary};
+
+async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
+    let response = http
+        .post(url)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    (
+        response.status().as_u16(),
+        response.json().await.expect("JSON body"),
+    )
+}
+
+async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = http.get(url).send().await.expect("request sent");
+    (
+        response.status().as_u16(),
+        response.json().await.expect("JSON body"),
+    )
+}
+
+async fn open_wallet(http: &reqwest::Client, base: &str) -> String {
+    let (status, wallet) = post(
+        http,
+        format!("{base}/v1/wallets"),
+        "-",
+        json!({"currency": "USD"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{wallet}");
+    wallet["id"].as_str().expect("wallet id").to_owned()
+}
+
+/// Waits (server-side long poll) for a terminal status.
+async fn finished(http: &reqwest::Client, base: &str, transfer: &Value) -> Value {
+    let id = transfer["id"].as_str().expect("transfer id");
+    let (status, done) = get(http, format!("{base}/v1/transfers/{id}?wait_ms=10000")).await;
+    assert_eq!(status, 200);
+    done
+}
+
+fn walletctl(base: &str, args: &[&str]) -> std::process::Output {
+    Command::new(binary("walletctl"))
+        .arg("--url")
+        .arg(base)
+        .args(args)
+        .output()
+        .expect("walletctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_completes_with_the_balances_right() {
+    let server = Server::walletctl_dev();
+    let (http, base) = (reqwest::Client::new(), server.url.clone());
+
+    let (status, health) = get(&http, format!("{base}/healthz")).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+
+    let alice = open_wallet(&http, &base).await;
+    let bob = open_wallet(&http, &base).await;
+
+    let (status, deposit) = post(
+        &http,
+        format!("{base}/v1/wallets/{alice}/deposits"),
+        "dep-1",
+        json!({"amount": "100.00"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{deposit}");
+    assert_eq!(
+        finished(&http, &base, &deposit).await["status"],
+        "SUCCEEDED"
+    );
+
+    let body = json!({"sender_wallet_id": alice, "receiver_wallet_id": bob, "amount": "30.25"});
+    let (status, transfer) =
+        post(&http, format!("{base}/v1/transfers"), "pay-1", body.clone()).await;
+    assert_eq!(status, 202, "{transfer}");
+    let done = finished(&http, &base, &transfer).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["failure_reason"], Value::Null);
+
+    // A retry with the same key and body is answered from the first response
+    // and moves no more money.
+    let (status, again) = post(&http, format!("{base}/v1/transfers"), "pay-1", body).await;
+    assert_eq!((status, &again["id"]), (202, &transfer["id"]));
+
+    let (_, a) = get(&http, format!("{base}/v1/wallets/{alice}")).await;
+    let (_, b) = get(&http, format!("{base}/v1/wallets/{bob}")).await;
+    assert_eq!(
+        (a["available"].as_str(), a["reserved"].as_str()),
+        (Some("69.75"), Some("0.00"))
+    );
+    assert_eq!(
+        (b["available"].as_str(), b["reserved"].as_str()),
+        (Some("30.25"), Some("0.00"))
+    );
+
+    let (status, page) = get(&http, format!("{base}/v1/wallets/{bob}/entries")).await;
+    assert_eq!(status, 200);
+    let entries = page["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (
+            entries[0]["direction"].as_str(),
+            entries[0]["amount"].as_str()
+        ),
+        (Some("credit"), Some("30.25"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_commands_drive_the_same_api() {
+    let server = Server::walletctl_dev();
+    let base = server.url.as_str();
+    let json_of = |out: std::process::Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+    };
+
+    let alice = json_of(walletctl(
+        base,
+        &["--json", "wallet", "create", "--currency", "EUR"],
+    ));
+    let bob = json_of(walletctl(
+        base,
+        &["--json", "wallet", "create", "--currency", "EUR"],
+    ));
+    let (alice, bob) = (
+        alice["id"].as_str().unwrap().to_owned(),
+        bob["id"].as_str().unwrap().to_owned(),
+    );
+
+    let deposit = json_of(walletctl(
+        base,
+        &["--json", "deposit", &alice, "--amount", "50"],
+    ));
+    assert_eq!(deposit["status"], "SUCCEEDED", "{deposit}");
+
+    let out = walletctl(
+        base,
+        &[
+            "transfer", "--from", &alice, "--to", &bob, "--amount", "20.5",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("SUCCEEDED"), "{text}");
+
+    // A definite refusal exits non-zero and names the reason; nothing moves.
+    let out = walletctl(
+        base,
+        &[
+            "transfer", "--from", &bob, "--to", &alice, "--amount", "1000",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insufficient_funds"));
+
+    let shown = json_of(walletctl(base, &["--json", "wallet", "show", &bob]));
+    assert_eq!(
+        (shown["available"].as_str(), shown["reserved"].as_str()),
+        (Some("20.50"), Some("0.00"))
+    );
+    let shown = json_of(walletctl(base, &["--json", "wallet", "show", &alice]));
+    assert_eq!(shown["available"].as_str(), Some("29.50"));
+}
