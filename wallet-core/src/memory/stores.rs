@@ -300,10 +300,9 @@ impl WalletStore for MemoryWalletStore {
                 }
             };
             for (id, change) in settlement.changes {
-                let wallet = s
-                    .wallets
-                    .get_mut(&id)
-                    .ok_or_else(|| StoreError::Integrity(format!("held wallet {id} missing")))?;
+                // Reserve stored both wallets of the hold and wallets are
+                // never deleted, so a missing one is a broken invariant.
+                let wallet = s.wallets.get_mut(&id).expect("wallets of a hold exist");
                 wallet.apply(change, now);
             }
             let hold = s

@@ -1,2 +1,14 @@
 //! Unit tests of the state machines and services that need the crate's
 //! private test doubles (mockall mocks exist only under `cfg(test)`).
+
+mod fixtures;
+mod gwt;
+
+mod audit;
+mod envelope;
+mod idempotency;
+mod ledger;
+mod runtime;
+mod transaction_service;
+mod transfer;
+mod wallet;

@@ -1,0 +1,582 @@
+//! The consumer runner and the outbox relay over the in-memory bus:
+//! dead letters, duplicates, transient failures, rewinds, and relay crashes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::event::{Envelope, Event, LEDGER_EVENTS, PostingFacts, WALLET_EVENTS, producer};
+use crate::ids::{EventId, TransferId};
+use crate::ledger::LedgerOutcome;
+use crate::memory::{MemoryBus, MemoryLedgerStore, MemoryWalletStore};
+use crate::money::{Balance, Currency};
+use crate::ports::{
+    Clock, IdGenerator, LedgerStore, Message, Outbox, Publisher, Subscription, WalletStore,
+};
+use crate::runtime::{
+    ConsumerConfig, ConsumerError, ConsumerRunner, EventHandler, HandleError, Handled, Relay,
+    RelayConfig, dead_letter_topic,
+};
+use crate::service::{LedgerService, WalletService};
+use crate::wallet::{HoldRequest, ReserveOutcome, Wallet};
+
+use super::fixtures::{CountingIds, FakeClock, bal, cid, now_or_never, t0, usd, user_wallet, wid};
+
+const GROUP: &str = "wallet-service";
+
+fn config() -> ConsumerConfig {
+    ConsumerConfig {
+        batch_size: 100,
+        poll_wait: Duration::ZERO,
+        max_retries: 2,
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(4),
+    }
+}
+
+/// Records every batch it is given, by event id.
+#[derive(Debug, Default)]
+struct Recorder {
+    batches: Mutex<Vec<Vec<EventId>>>,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        let ids = batch.iter().map(|e| e.event_id).collect();
+        self.batches.lock().unwrap().push(ids);
+        Ok(Handled::default())
+    }
+}
+
+/// Fails its first `failures` calls with a transient error, then hands the
+/// batch to `inner`.
+struct Flaky<H> {
+    inner: H,
+    failures: AtomicU32,
+    calls: AtomicU32,
+}
+
+impl<H> Flaky<H> {
+    fn new(inner: H, failures: u32) -> Arc<Self> {
+        Arc::new(Flaky {
+            inner,
+            failures: AtomicU32::new(failures),
+            calls: AtomicU32::new(0),
+        })
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl<H: EventHandler> EventHandler for Flaky<H> {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(HandleError("database restarting".into()));
+        }
+        self.inner.handle(batch).await
+    }
+}
+
+/// The wallet side with alice (100 USD) and bob (0 USD), and one hold of
+/// 30 USD from alice to bob for transfer `tid`.
+struct WalletSide {
+    service: Arc<WalletService<MemoryWalletStore>>,
+    clock: Arc<FakeClock>,
+    ids: Arc<CountingIds>,
+    transfer: TransferId,
+}
+
+impl WalletSide {
+    fn new() -> WalletSide {
+        let clock = Arc::new(FakeClock::at(t0()));
+        let ids = Arc::new(CountingIds::default());
+        let store = MemoryWalletStore::new();
+        now_or_never(store.open_wallet(&user_wallet(wid(1), Currency::USD, "100"))).unwrap();
+        now_or_never(store.open_wallet(&user_wallet(wid(2), Currency::USD, "0"))).unwrap();
+        let service = Arc::new(WalletService::new(
+            store,
+            clock.clone(),
+            ids.clone(),
+            Arc::new(Notify::new()),
+        ));
+        let transfer = ids.transfer_id();
+        let side = WalletSide {
+            service,
+            clock,
+            ids,
+            transfer,
+        };
+        assert_eq!(side.reserve(transfer, "30"), ReserveOutcome::Reserved);
+        side
+    }
+
+    fn reserve(&self, transfer: TransferId, amount: &str) -> ReserveOutcome {
+        let request = HoldRequest {
+            transfer_id: transfer,
+            correlation_id: cid(1),
+            sender_wallet_id: wid(1),
+            receiver_wallet_id: wid(2),
+            amount: usd(amount),
+            currency: Currency::USD,
+        };
+        now_or_never(self.service.reserve(&request)).unwrap()
+    }
+
+    fn wallet(&self, n: u64) -> Wallet {
+        now_or_never(self.service.wallet(wid(n))).unwrap().unwrap()
+    }
+
+    /// (alice available, alice reserved, bob available).
+    fn balances(&self) -> (Balance, Balance, Balance) {
+        let (alice, bob) = (self.wallet(1), self.wallet(2));
+        (alice.available, alice.reserved, bob.available)
+    }
+
+    fn ledger_succeeded(&self, transfer: TransferId) -> Envelope {
+        let facts = PostingFacts {
+            sender_wallet_id: wid(1),
+            receiver_wallet_id: wid(2),
+            amount: usd("30"),
+            currency: Currency::USD,
+        };
+        Envelope::new(
+            self.ids.event_id(),
+            Event::LedgerSucceeded(facts),
+            transfer,
+            cid(1),
+            None,
+            self.clock.now(),
+            producer::LEDGER,
+        )
+    }
+}
+
+fn settled() -> (Balance, Balance, Balance) {
+    (bal("70"), bal("0"), bal("30"))
+}
+
+fn untouched() -> (Balance, Balance, Balance) {
+    (bal("70"), bal("30"), bal("0"))
+}
+
+async fn publish(bus: &MemoryBus, topic: &str, key: TransferId, payload: Vec<u8>) {
+    let message = Message {
+        topic: topic.into(),
+        key: key.to_string().into_bytes(),
+        payload,
+    };
+    bus.publish(&[message]).await.unwrap();
+}
+
+fn runner<H: EventHandler>(
+    bus: &MemoryBus,
+    handler: H,
+) -> ConsumerRunner<crate::memory::MemorySubscription, H, MemoryBus> {
+    ConsumerRunner::new(
+        bus.subscribe(GROUP, LEDGER_EVENTS),
+        handler,
+        bus.clone(),
+        GROUP,
+        config(),
+    )
+}
+
+fn dead_letters(bus: &MemoryBus) -> Vec<Value> {
+    bus.messages(&dead_letter_topic(GROUP))
+        .iter()
+        .map(|m| serde_json::from_slice(m).unwrap())
+        .collect()
+}
+
+mod consumer {
+    use super::*;
+
+    #[tokio::test]
+    async fn poison_messages_are_dead_lettered_with_the_reason_and_committed() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let good = side.ledger_succeeded(side.transfer);
+        let mut unknown: Value = serde_json::from_slice(&good.encode()).unwrap();
+        unknown["event_type"] = json!("WalletOpened");
+        let mut newer: Value = serde_json::from_slice(&good.encode()).unwrap();
+        newer["schema_version"] = json!(2);
+        let poison = [
+            b"not json".to_vec(),
+            serde_json::to_vec(&unknown).unwrap(),
+            serde_json::to_vec(&newer).unwrap(),
+        ];
+        for payload in &poison {
+            publish(&bus, LEDGER_EVENTS, side.transfer, payload.clone()).await;
+        }
+        publish(&bus, LEDGER_EVENTS, side.transfer, good.encode()).await;
+        let recorder = Arc::new(Recorder::default());
+        let mut runner = runner(&bus, recorder.clone());
+
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            (report.delivered, report.handled, report.dead_lettered),
+            (4, 1, 3)
+        );
+        assert_eq!(*recorder.batches.lock().unwrap(), vec![vec![good.event_id]]);
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+        let letters = dead_letters(&bus);
+        assert_eq!(letters.len(), 3);
+        let expected_reasons = [
+            "malformed event",
+            "unknown event type \"WalletOpened\"",
+            "unsupported schema version 2",
+        ];
+        for (offset, ((letter, payload), reason)) in letters
+            .iter()
+            .zip(&poison)
+            .zip(expected_reasons)
+            .enumerate()
+        {
+            assert!(
+                letter["reason"].as_str().unwrap().starts_with(reason),
+                "{letter}"
+            );
+            assert_eq!(letter["payload"], json!(String::from_utf8_lossy(payload)));
+            assert_eq!(letter["source_topic"], json!(LEDGER_EVENTS));
+            assert_eq!(letter["group"], json!(GROUP));
+            assert_eq!(letter["offset"], json!(offset));
+        }
+        // Nothing is delivered again.
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(report.delivered, 0);
+
+        // A batch of poison only is dead-lettered and committed too.
+        publish(&bus, LEDGER_EVENTS, side.transfer, b"{}".to_vec()).await;
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            (report.delivered, report.handled, report.dead_lettered),
+            (1, 0, 1)
+        );
+        assert_eq!(
+            recorder.batches.lock().unwrap().len(),
+            1,
+            "handler not called"
+        );
+        assert_eq!(dead_letters(&bus).len(), 4);
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+    }
+
+    #[tokio::test]
+    async fn events_the_handler_refuses_are_dead_lettered_with_its_reason() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let stranger = side.ids.transfer_id();
+        let verdict = side.ledger_succeeded(stranger);
+        publish(&bus, LEDGER_EVENTS, stranger, verdict.encode()).await;
+        let mut runner = runner(&bus, side.service.clone());
+
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!((report.handled, report.dead_lettered), (1, 1));
+        let letters = dead_letters(&bus);
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            letters[0]["reason"],
+            json!(format!("no hold for transfer {stranger}"))
+        );
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+        assert_eq!(side.balances(), untouched());
+
+        // Delivered again, it was recorded in the inbox with its refusal:
+        // skipped, not dead-lettered a second time.
+        publish(&bus, LEDGER_EVENTS, stranger, verdict.encode()).await;
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!((report.delivered, report.dead_lettered), (1, 0));
+        assert_eq!(dead_letters(&bus).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_published_twice_is_applied_once() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(4);
+        let verdict = side.ledger_succeeded(side.transfer);
+        for _ in 0..2 {
+            publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        }
+        let recorder = Arc::new(Recorder::default());
+        let mut recording = ConsumerRunner::new(
+            bus.subscribe("recorder", LEDGER_EVENTS),
+            recorder.clone(),
+            bus.clone(),
+            "recorder",
+            config(),
+        );
+        let report = recording.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!((report.delivered, report.handled), (2, 1));
+        assert_eq!(
+            *recorder.batches.lock().unwrap(),
+            vec![vec![verdict.event_id]]
+        );
+
+        let mut runner = runner(&bus, side.service.clone());
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!((report.delivered, report.handled), (2, 1));
+        assert_eq!(side.balances(), settled());
+
+        // Once more, in a later batch: the store's inbox drops it.
+        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            (report.delivered, report.handled, report.dead_lettered),
+            (1, 1, 0)
+        );
+        assert_eq!(side.balances(), settled());
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+    }
+
+    #[tokio::test]
+    async fn a_ledger_failure_releases_the_hold_once() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let failed = Envelope::new(
+            side.ids.event_id(),
+            Event::LedgerFailed(crate::event::LedgerFailure {
+                reason: crate::transfer::FailureReason::CurrencyMismatch,
+            }),
+            side.transfer,
+            cid(1),
+            None,
+            side.clock.now(),
+            producer::LEDGER,
+        );
+        let mut runner = runner(&bus, side.service.clone());
+        for _ in 0..2 {
+            publish(&bus, LEDGER_EVENTS, side.transfer, failed.encode()).await;
+            let report = runner.run_once(Duration::ZERO).await.unwrap();
+            assert_eq!((report.delivered, report.dead_lettered), (1, 0));
+            assert_eq!(side.balances(), (bal("100"), bal("0"), bal("0")));
+        }
+        // A success after the release contradicts the hold: dead-lettered,
+        // and nothing moves.
+        let late = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, late.encode()).await;
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(report.dead_lettered, 1);
+        assert_eq!(side.balances(), (bal("100"), bal("0"), bal("0")));
+        let letters = dead_letters(&bus);
+        assert!(
+            letters[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("contradicts hold state Released"),
+            "{}",
+            letters[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_within_the_batch() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let verdict = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        let flaky = Flaky::new(side.service.clone(), config().max_retries);
+        let mut runner = runner(&bus, flaky.clone());
+
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            (report.delivered, report.handled, report.dead_lettered),
+            (1, 1, 0)
+        );
+        assert_eq!(flaky.calls(), config().max_retries + 1);
+        assert_eq!(side.balances(), settled());
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+        assert!(dead_letters(&bus).is_empty(), "transient is never poison");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_keeps_failing_is_rewound_and_applied_once_later() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let verdict = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        publish(&bus, LEDGER_EVENTS, side.transfer, b"garbage".to_vec()).await;
+        let flaky = Flaky::new(side.service.clone(), config().max_retries + 1);
+        let mut runner = runner(&bus, flaky.clone());
+
+        let error = runner.run_once(Duration::ZERO).await.unwrap_err();
+        assert!(matches!(error, ConsumerError::Handler(_)), "{error:?}");
+        assert_eq!(flaky.calls(), config().max_retries + 1);
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 2, "nothing committed");
+        assert_eq!(side.balances(), untouched());
+        assert!(
+            dead_letters(&bus).is_empty(),
+            "dead letters wait for the batch"
+        );
+
+        let report = runner.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            (report.delivered, report.handled, report.dead_lettered),
+            (2, 1, 1)
+        );
+        assert_eq!(side.balances(), settled());
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+        assert_eq!(dead_letters(&bus).len(), 1);
+        assert_eq!(runner.run_once(Duration::ZERO).await.unwrap().delivered, 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_subscription_resumes_from_the_committed_offsets() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(2);
+        let verdict = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        let flaky = Flaky::new(side.service.clone(), u32::MAX);
+        let mut dying = runner(&bus, flaky);
+        assert!(dying.run_once(Duration::ZERO).await.is_err());
+        drop(dying);
+        // The process restarts: a fresh subscription of the same group.
+        let mut restarted = runner(&bus, side.service.clone());
+        assert_eq!(
+            restarted.run_once(Duration::ZERO).await.unwrap().delivered,
+            1
+        );
+        assert_eq!(side.balances(), settled());
+    }
+}
+
+mod relay {
+    use super::*;
+
+    fn relay(
+        side: &WalletSide,
+        bus: &MemoryBus,
+        batch_size: usize,
+    ) -> Relay<MemoryWalletStore, MemoryBus> {
+        let config = RelayConfig {
+            batch_size,
+            ..RelayConfig::default()
+        };
+        Relay::new(
+            side.service.store().clone(),
+            bus.clone(),
+            WALLET_EVENTS,
+            Arc::new(Notify::new()),
+            config,
+        )
+    }
+
+    /// Reserves two more transfers after the fixture's one.
+    fn three_holds(side: &WalletSide) -> Vec<TransferId> {
+        let more: Vec<TransferId> = (0..2).map(|_| side.ids.transfer_id()).collect();
+        for (t, amount) in more.iter().zip(["1", "2"]) {
+            assert_eq!(side.reserve(*t, amount), ReserveOutcome::Reserved);
+        }
+        std::iter::once(side.transfer).chain(more).collect()
+    }
+
+    fn transfer_ids(bus: &MemoryBus) -> Vec<TransferId> {
+        bus.messages(WALLET_EVENTS)
+            .iter()
+            .map(|m| Envelope::decode(m).unwrap().transfer_id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn publishes_in_outbox_order_keyed_by_transfer_and_only_once() {
+        for batch_size in [500, 2, 1] {
+            let side = WalletSide::new();
+            let order = three_holds(&side);
+            let bus = MemoryBus::new(1);
+            let relay = relay(&side, &bus, batch_size);
+            let mut sent = 0;
+            loop {
+                let n = relay.run_once().await.unwrap();
+                assert!(n <= batch_size);
+                if n == 0 {
+                    break;
+                }
+                sent += n;
+            }
+            assert_eq!(sent, 3);
+            assert_eq!(transfer_ids(&bus), order, "batch size {batch_size}");
+            assert!(side.service.store().unsent(10).await.unwrap().is_empty());
+            let mut reader = bus.subscribe("reader", WALLET_EVENTS);
+            let deliveries = reader.poll(10, Duration::ZERO).await.unwrap();
+            let keys: Vec<Vec<u8>> = deliveries.iter().map(|d| d.key.clone()).collect();
+            let want: Vec<Vec<u8>> = order.iter().map(|t| t.to_string().into_bytes()).collect();
+            assert_eq!(keys, want);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_mark_sent_republishes_and_consumers_apply_once() {
+        for batch_size in [1, 10] {
+            let side = WalletSide::new();
+            let order = three_holds(&side);
+            let bus = MemoryBus::new(2);
+            let relay = relay(&side, &bus, 500);
+            // The relay publishes, then dies before marking the batch sent.
+            let (_seqs, messages) = relay.pending().await.unwrap();
+            bus.publish(&messages).await.unwrap();
+            // The restarted relay publishes the same batch again.
+            assert_eq!(relay.run_once().await.unwrap(), 3);
+            assert_eq!(relay.run_once().await.unwrap(), 0);
+            assert_eq!(bus.len(WALLET_EVENTS), 6);
+
+            let ledger = Arc::new(LedgerService::new(
+                MemoryLedgerStore::new(),
+                side.clock.clone(),
+                side.ids.clone(),
+                Arc::new(Notify::new()),
+            ));
+            let mut consumer = ConsumerRunner::new(
+                bus.subscribe("ledger-service", WALLET_EVENTS),
+                ledger.clone(),
+                bus.clone(),
+                "ledger-service",
+                ConsumerConfig {
+                    batch_size,
+                    ..config()
+                },
+            );
+            let mut delivered = 0;
+            loop {
+                let report = consumer.run_once(Duration::ZERO).await.unwrap();
+                assert_eq!(report.dead_lettered, 0);
+                if report.delivered == 0 {
+                    break;
+                }
+                delivered += report.delivered;
+            }
+            assert_eq!(delivered, 6);
+            let store = ledger.store();
+            assert_eq!(store.all_entries().len(), 6, "two entries per transfer");
+            let outcomes = store.outcomes();
+            assert_eq!(outcomes.len(), 3);
+            assert!(outcomes.values().all(|o| *o == LedgerOutcome::Succeeded));
+            let verdicts = store.unsent(100).await.unwrap();
+            let mut verdict_transfers: Vec<TransferId> =
+                verdicts.iter().map(|r| r.envelope.transfer_id).collect();
+            verdict_transfers.sort();
+            let mut want = order.clone();
+            want.sort();
+            assert_eq!(verdict_transfers, want, "one verdict per transfer");
+            let alice_balance = store
+                .balances()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|b| b.account == wid(1))
+                .unwrap();
+            assert_eq!(alice_balance.balance, bal("-33"));
+        }
+    }
+}

@@ -1,0 +1,693 @@
+//! The transaction service against a mocked wallet gateway: ambiguous
+//! reserves, the retrier, ledger verdicts and idempotency keys.
+//!
+//! The gateway mock forwards to a real in-memory `WalletService` where the
+//! test needs to see what reached the wallet side, so "exactly one
+//! reservation" is checked on the wallet's balances, not on call counts
+//! alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mockall::Sequence;
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+
+use crate::event::{Envelope, Event, LedgerFailure, PostingFacts, producer};
+use crate::idempotency::{Fingerprint, IdempotencyRecord};
+use crate::ids::{IdempotencyKey, WalletId};
+use crate::memory::{MemoryTransferStore, MemoryWalletStore};
+use crate::money::{Amount, Currency, MoneyError};
+use crate::ports::{
+    Begin, Clock, GatewayError, IdGenerator, MockTransferStore, MockWalletGateway, Outbox,
+    TransferStore, WalletStore,
+};
+use crate::runtime::EventHandler;
+use crate::service::{
+    CreateError, Parties, RetryReport, TransactionConfig, TransactionService, TransferRequest,
+    WalletService,
+};
+use crate::transfer::{FailureReason, Transfer, TransferKind, TransferStatus};
+use crate::wallet::{ReserveOutcome, Wallet};
+
+use super::fixtures::{CountingIds, FakeClock, bal, dec, now_or_never, t0, user_wallet, wid};
+
+type Wallets = Arc<WalletService<MemoryWalletStore>>;
+
+const MIN_AGE: Duration = Duration::from_secs(1);
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A wallet service on memory with alice (100 USD), bob (0 USD) and carol
+/// (50 EUR), and the clock and ids the transaction service shares with it.
+struct Rig {
+    wallets: Wallets,
+    clock: Arc<FakeClock>,
+    ids: Arc<CountingIds>,
+}
+
+const ALICE: u64 = 1;
+const BOB: u64 = 2;
+const CAROL: u64 = 3;
+const NOBODY: u64 = 9;
+
+fn rig() -> Rig {
+    let clock = Arc::new(FakeClock::at(t0()));
+    let ids = Arc::new(CountingIds::default());
+    let store = MemoryWalletStore::new();
+    for wallet in [
+        user_wallet(wid(ALICE), Currency::USD, "100"),
+        user_wallet(wid(BOB), Currency::USD, "0"),
+        user_wallet(wid(CAROL), Currency::EUR, "50"),
+    ] {
+        now_or_never(store.open_wallet(&wallet)).unwrap();
+    }
+    let wallets = Arc::new(WalletService::new(
+        store,
+        clock.clone(),
+        ids.clone(),
+        Arc::new(Notify::new()),
+    ));
+    Rig {
+        wallets,
+        clock,
+        ids,
+    }
+}
+
+impl Rig {
+    fn service<S: TransferStore>(
+        &self,
+        store: S,
+        gateway: MockWalletGateway,
+    ) -> TransactionService<S, MockWalletGateway> {
+        let config = TransactionConfig {
+            retry_min_age: MIN_AGE,
+            idempotency_lease: LEASE,
+            ..TransactionConfig::default()
+        };
+        TransactionService::new(store, gateway, self.clock.clone(), self.ids.clone(), config)
+    }
+
+    fn wallet(&self, n: u64) -> Wallet {
+        now_or_never(self.wallets.wallet(wid(n))).unwrap().unwrap()
+    }
+
+    /// Makes the pending transfers old enough for the retrier.
+    fn age(&self) {
+        self.clock.advance(MIN_AGE + Duration::from_millis(1));
+    }
+
+    fn ledger_verdict(&self, t: &Transfer, event: Event) -> Envelope {
+        Envelope::new(
+            self.ids.event_id(),
+            event,
+            t.id,
+            t.correlation_id,
+            Some(self.ids.event_id()),
+            self.clock.now(),
+            producer::LEDGER,
+        )
+    }
+
+    fn ledger_succeeded(&self, t: &Transfer) -> Envelope {
+        let facts = PostingFacts {
+            sender_wallet_id: t.sender_wallet_id,
+            receiver_wallet_id: t.receiver_wallet_id,
+            amount: t.amount,
+            currency: t.currency,
+        };
+        self.ledger_verdict(t, Event::LedgerSucceeded(facts))
+    }
+}
+
+/// Answers currency look-ups from the real wallet service.
+fn look_up_currencies(gateway: &mut MockWalletGateway, wallets: &Wallets) {
+    let wallets = wallets.clone();
+    gateway.expect_wallet_currency().returning(move |id| {
+        Ok(now_or_never(wallets.wallet(id))
+            .unwrap()
+            .map(|w| w.currency))
+    });
+}
+
+/// Forwards `times` reserves to the real wallet service, counting them in
+/// `reached`, and answers `answer(real outcome)`.
+fn forward_reserves(
+    gateway: &mut MockWalletGateway,
+    wallets: &Wallets,
+    reached: &Arc<AtomicUsize>,
+    times: usize,
+    sequence: &mut Sequence,
+    answer: fn(ReserveOutcome) -> Result<ReserveOutcome, GatewayError>,
+) {
+    let (wallets, reached) = (wallets.clone(), reached.clone());
+    gateway
+        .expect_reserve()
+        .times(times)
+        .in_sequence(sequence)
+        .returning(move |request| {
+            reached.fetch_add(1, Ordering::SeqCst);
+            let outcome = now_or_never(WalletService::reserve(&wallets, request)).unwrap();
+            answer(outcome)
+        });
+}
+
+fn request(key: &str, parties: Parties, amount: &str) -> TransferRequest {
+    TransferRequest {
+        key: IdempotencyKey::new(key).unwrap(),
+        parties,
+        amount: dec(amount),
+        currency: None,
+    }
+}
+
+fn pay(key: &str, sender: u64, receiver: u64, amount: &str) -> TransferRequest {
+    let parties = Parties::Transfer {
+        sender: wid(sender),
+        receiver: wid(receiver),
+    };
+    request(key, parties, amount)
+}
+
+async fn status_of<S: TransferStore>(
+    service: &TransactionService<S, MockWalletGateway>,
+    t: &Transfer,
+) -> (TransferStatus, Option<FailureReason>) {
+    let t = service.transfer(t.id).await.unwrap().unwrap();
+    (t.status, t.failure_reason)
+}
+
+#[tokio::test]
+async fn a_reserve_that_timed_out_but_committed_is_reserved_once_by_the_retrier() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    let reached = Arc::new(AtomicUsize::new(0));
+    let mut seq = Sequence::new();
+    // The wallet service holds the funds, but the answer is lost.
+    forward_reserves(&mut gateway, &rig.wallets, &reached, 1, &mut seq, |_| {
+        Err(GatewayError::Timeout)
+    });
+    forward_reserves(&mut gateway, &rig.wallets, &reached, 1, &mut seq, Ok);
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+
+    let created = service.create(pay("k1", ALICE, BOB, "30")).await.unwrap();
+    let t = created.transfer.clone();
+    assert!(!created.replayed);
+    assert_eq!(
+        (t.status, t.failure_reason),
+        (TransferStatus::Initiated, None)
+    );
+    let alice = rig.wallet(ALICE);
+    assert_eq!((alice.available, alice.reserved), (bal("70"), bal("30")));
+
+    // Too young: the retrier leaves it to the request that made it.
+    rig.clock.advance(MIN_AGE / 2);
+    let report = service.retry_pending().await.unwrap();
+    assert_eq!(report, RetryReport::default());
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+
+    rig.age();
+    let report = service.retry_pending().await.unwrap();
+    assert_eq!(
+        report,
+        RetryReport {
+            attempted: 1,
+            settled: 1
+        }
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        status_of(&service, &t).await,
+        (TransferStatus::Reserved, None)
+    );
+    // Two calls reached the wallet service, one reservation exists.
+    let alice = rig.wallet(ALICE);
+    assert_eq!((alice.available, alice.reserved), (bal("70"), bal("30")));
+    assert_eq!(rig.wallets.store().holds().len(), 1);
+    let outbox = rig.wallets.store().unsent(10).await.unwrap();
+    assert_eq!(outbox.len(), 1, "one WalletReserved: {outbox:?}");
+    assert_eq!(outbox[0].envelope.transfer_id, t.id);
+
+    let handled = service.handle(&[rig.ledger_succeeded(&t)]).await.unwrap();
+    assert!(handled.refused.is_empty(), "{handled:?}");
+    assert_eq!(
+        status_of(&service, &t).await,
+        (TransferStatus::Succeeded, None)
+    );
+
+    rig.age();
+    assert_eq!(
+        service.retry_pending().await.unwrap(),
+        RetryReport::default()
+    );
+    // A repeat of the key answers as the first response did.
+    let again = service
+        .create(pay("k1", ALICE, BOB, "30.00"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transfer, created.transfer);
+}
+
+#[tokio::test]
+async fn a_reserve_refused_for_insufficient_funds_fails_the_transfer_for_good() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    let reached = Arc::new(AtomicUsize::new(0));
+    forward_reserves(
+        &mut gateway,
+        &rig.wallets,
+        &reached,
+        1,
+        &mut Sequence::new(),
+        Ok,
+    );
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+
+    let created = service
+        .create(pay("k1", ALICE, BOB, "100.01"))
+        .await
+        .unwrap();
+    let t = created.transfer;
+    assert_eq!(
+        (t.status, t.failure_reason),
+        (
+            TransferStatus::Failed,
+            Some(FailureReason::InsufficientFunds)
+        )
+    );
+    rig.age();
+    assert_eq!(
+        service.retry_pending().await.unwrap(),
+        RetryReport::default()
+    );
+    assert_eq!(
+        status_of(&service, &t).await,
+        (
+            TransferStatus::Failed,
+            Some(FailureReason::InsufficientFunds)
+        )
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    let alice = rig.wallet(ALICE);
+    assert_eq!((alice.available, alice.reserved), (bal("100"), bal("0")));
+}
+
+#[tokio::test]
+async fn an_ambiguous_reserve_is_never_failed_and_the_ledger_can_still_finish_it() {
+    const RETRIES: usize = 5;
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    gateway
+        .expect_reserve()
+        .times(1 + RETRIES)
+        .returning(move |_| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            if n % 2 == 0 {
+                Err(GatewayError::Timeout)
+            } else {
+                Err(GatewayError::Unavailable(
+                    "503 from the wallet service".into(),
+                ))
+            }
+        });
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+
+    let t = service
+        .create(pay("k1", ALICE, BOB, "30"))
+        .await
+        .unwrap()
+        .transfer;
+    assert_eq!(t.status, TransferStatus::Initiated);
+    for _ in 0..RETRIES {
+        rig.age();
+        let report = service.retry_pending().await.unwrap();
+        assert_eq!(
+            report,
+            RetryReport {
+                attempted: 1,
+                settled: 0
+            }
+        );
+        assert_eq!(
+            status_of(&service, &t).await,
+            (TransferStatus::Initiated, None)
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1 + RETRIES);
+
+    // The hold did commit somewhere behind those errors: the ledger posted it.
+    service.handle(&[rig.ledger_succeeded(&t)]).await.unwrap();
+    assert_eq!(
+        status_of(&service, &t).await,
+        (TransferStatus::Succeeded, None)
+    );
+    rig.age();
+    assert_eq!(
+        service.retry_pending().await.unwrap(),
+        RetryReport::default()
+    );
+}
+
+#[tokio::test]
+async fn a_ledger_failure_while_initiated_fails_the_transfer_with_the_ledgers_reason() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    gateway
+        .expect_reserve()
+        .times(1)
+        .returning(|_| Err(GatewayError::Timeout));
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+    let t = service
+        .create(pay("k1", ALICE, BOB, "30"))
+        .await
+        .unwrap()
+        .transfer;
+    let failed = Event::LedgerFailed(LedgerFailure {
+        reason: FailureReason::CurrencyMismatch,
+    });
+    let verdict = rig.ledger_verdict(&t, failed);
+    // Delivered twice: the second is a no-op.
+    service
+        .handle(std::slice::from_ref(&verdict))
+        .await
+        .unwrap();
+    service.handle(&[verdict]).await.unwrap();
+    assert_eq!(
+        status_of(&service, &t).await,
+        (
+            TransferStatus::Failed,
+            Some(FailureReason::CurrencyMismatch)
+        )
+    );
+    // A late success never moves a terminal transfer.
+    service.handle(&[rig.ledger_succeeded(&t)]).await.unwrap();
+    assert_eq!(
+        status_of(&service, &t).await,
+        (
+            TransferStatus::Failed,
+            Some(FailureReason::CurrencyMismatch)
+        )
+    );
+}
+
+#[tokio::test]
+async fn events_that_are_not_ledger_verdicts_are_refused_by_the_handler() {
+    let rig = rig();
+    let service = rig.service(MemoryTransferStore::new(), MockWalletGateway::new());
+    let t = Transfer {
+        id: crate::ids::TransferId::from_uuid(rig.ids.next_uuid()),
+        ..super::fixtures::transfer(TransferStatus::Initiated)
+    };
+    let facts = PostingFacts {
+        sender_wallet_id: wid(ALICE),
+        receiver_wallet_id: wid(BOB),
+        amount: t.amount,
+        currency: t.currency,
+    };
+    let reserved = rig.ledger_verdict(&t, Event::WalletReserved(facts));
+    let handled = service
+        .handle(std::slice::from_ref(&reserved))
+        .await
+        .unwrap();
+    assert_eq!(handled.refused.len(), 1);
+    assert_eq!(handled.refused[0].event_id, reserved.event_id);
+    assert_eq!(handled.refused[0].reason, "not a ledger verdict");
+}
+
+#[tokio::test]
+async fn the_same_key_and_request_replays_the_first_transfer() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    let reached = Arc::new(AtomicUsize::new(0));
+    forward_reserves(
+        &mut gateway,
+        &rig.wallets,
+        &reached,
+        1,
+        &mut Sequence::new(),
+        Ok,
+    );
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+
+    let first = service.create(pay("k1", ALICE, BOB, "10.5")).await.unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.transfer.status, TransferStatus::Reserved);
+    rig.clock.advance(Duration::from_secs(3600));
+    let again = service
+        .create(pay("k1", ALICE, BOB, "10.50"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transfer, first.transfer);
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    let alice = rig.wallet(ALICE);
+    assert_eq!(
+        (alice.available, alice.reserved),
+        (bal("89.50"), bal("10.50"))
+    );
+    assert_eq!(service.store().all().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_request_is_refused_as_reused() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    let reached = Arc::new(AtomicUsize::new(0));
+    forward_reserves(
+        &mut gateway,
+        &rig.wallets,
+        &reached,
+        1,
+        &mut Sequence::new(),
+        Ok,
+    );
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+
+    let first = service.create(pay("k1", ALICE, BOB, "10")).await.unwrap();
+    for other in [
+        pay("k1", ALICE, BOB, "10.01"),
+        pay("k1", BOB, ALICE, "10"),
+        request("k1", Parties::Deposit(wid(BOB)), "10"),
+        request("k1", Parties::Withdrawal(wid(ALICE)), "10"),
+    ] {
+        assert_eq!(service.create(other).await, Err(CreateError::KeyReused));
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    assert_eq!(service.store().all(), vec![first.transfer]);
+}
+
+/// A store that answers `begin` with an existing, unanswered key record
+/// made `age` ago for the request alice -> bob 10 USD.
+fn store_with_unanswered_key(rig: &Rig, age: Duration) -> (MockTransferStore, Transfer) {
+    let amount = Amount::parse("10", Currency::USD).unwrap();
+    let created_at = rig.clock.now() - chrono::Duration::from_std(age).unwrap();
+    let current = Transfer {
+        created_at,
+        ..super::fixtures::transfer(TransferStatus::Reserved)
+    };
+    let record = IdempotencyRecord {
+        key: current.idempotency_key.clone(),
+        fingerprint: Fingerprint::of_transfer(
+            TransferKind::Transfer,
+            wid(ALICE),
+            wid(BOB),
+            amount,
+            Currency::USD,
+        ),
+        transfer_id: current.id,
+        created_at,
+        response: None,
+    };
+    let mut store = MockTransferStore::new();
+    let existing = Begin::Existing {
+        record: Box::new(record),
+        current: Box::new(current.clone()),
+    };
+    store
+        .expect_begin()
+        .times(1)
+        .returning(move |_, _| Ok(existing.clone()));
+    store.expect_settle_reserve().times(0);
+    (store, current)
+}
+
+fn gateway_without_reserves(rig: &Rig) -> MockWalletGateway {
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    gateway.expect_reserve().times(0);
+    gateway
+}
+
+#[tokio::test]
+async fn the_same_request_while_the_first_is_unanswered_is_in_flight() {
+    let rig = rig();
+    let (store, _) = store_with_unanswered_key(&rig, LEASE - Duration::from_secs(1));
+    let service = rig.service(store, gateway_without_reserves(&rig));
+    assert_eq!(
+        service.create(pay("key-1", ALICE, BOB, "10")).await,
+        Err(CreateError::InFlight)
+    );
+}
+
+#[tokio::test]
+async fn after_the_lease_an_unanswered_key_replays_the_transfer_as_it_is_now() {
+    let rig = rig();
+    let (store, current) = store_with_unanswered_key(&rig, LEASE + Duration::from_secs(1));
+    let service = rig.service(store, gateway_without_reserves(&rig));
+    let created = service
+        .create(pay("key-1", ALICE, BOB, "10"))
+        .await
+        .unwrap();
+    assert!(created.replayed);
+    assert_eq!(created.transfer, current);
+}
+
+fn store_that_must_stay_empty() -> MockTransferStore {
+    let mut store = MockTransferStore::new();
+    store.expect_begin().times(0);
+    store.expect_settle_reserve().times(0);
+    store
+}
+
+#[tokio::test]
+async fn requests_refused_by_validation_store_nothing_and_reserve_nothing() {
+    let rig = rig();
+    let system = WalletId::system(Currency::USD);
+    let usd_for_eur = TransferRequest {
+        currency: Some(Currency::EUR),
+        ..pay("k", ALICE, BOB, "1")
+    };
+    let cases: Vec<(TransferRequest, CreateError)> = vec![
+        (
+            pay("k", ALICE, NOBODY, "1"),
+            CreateError::WalletNotFound(wid(NOBODY)),
+        ),
+        (
+            pay("k", NOBODY, BOB, "1"),
+            CreateError::WalletNotFound(wid(NOBODY)),
+        ),
+        (
+            request("k", Parties::Deposit(wid(NOBODY)), "1"),
+            CreateError::WalletNotFound(wid(NOBODY)),
+        ),
+        (
+            request("k", Parties::Withdrawal(wid(NOBODY)), "1"),
+            CreateError::WalletNotFound(wid(NOBODY)),
+        ),
+        (
+            request("k", Parties::Deposit(system), "1"),
+            CreateError::WalletNotFound(system),
+        ),
+        (pay("k", ALICE, ALICE, "1"), CreateError::SameWallet),
+        (
+            pay("k", ALICE, CAROL, "1"),
+            CreateError::CurrencyMismatch("sender holds USD, receiver holds EUR".into()),
+        ),
+        (
+            usd_for_eur,
+            CreateError::CurrencyMismatch("request says EUR, wallets hold USD".into()),
+        ),
+        (
+            pay("k", ALICE, BOB, "10.001"),
+            CreateError::InvalidAmount(MoneyError::TooManyDecimals {
+                currency: Currency::USD,
+                scale: 2,
+            }),
+        ),
+        (
+            pay("k", ALICE, BOB, "0"),
+            CreateError::InvalidAmount(MoneyError::NotPositive),
+        ),
+        (
+            pay("k", ALICE, BOB, "-1"),
+            CreateError::InvalidAmount(MoneyError::NotPositive),
+        ),
+        (
+            request("k", Parties::Deposit(wid(CAROL)), "1000000000000.01"),
+            CreateError::InvalidAmount(MoneyError::TooLarge),
+        ),
+    ];
+    for (request, expected) in cases {
+        let service = rig.service(store_that_must_stay_empty(), gateway_without_reserves(&rig));
+        let described = format!("{request:?}");
+        assert_eq!(service.create(request).await, Err(expected), "{described}");
+    }
+    let alice = rig.wallet(ALICE);
+    assert_eq!((alice.available, alice.reserved), (bal("100"), bal("0")));
+}
+
+#[tokio::test]
+async fn a_wallet_service_that_cannot_be_asked_stores_nothing() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    gateway
+        .expect_wallet_currency()
+        .returning(|_| Err(GatewayError::Unavailable("connection refused".into())));
+    gateway.expect_reserve().times(0);
+    let service = rig.service(store_that_must_stay_empty(), gateway);
+    assert_eq!(
+        service.create(pay("k", ALICE, BOB, "1")).await,
+        Err(CreateError::Gateway(GatewayError::Unavailable(
+            "connection refused".into()
+        )))
+    );
+}
+
+#[tokio::test]
+async fn deposits_and_withdrawals_go_through_the_currencys_system_account() {
+    let rig = rig();
+    let mut gateway = MockWalletGateway::new();
+    look_up_currencies(&mut gateway, &rig.wallets);
+    let reached = Arc::new(AtomicUsize::new(0));
+    forward_reserves(
+        &mut gateway,
+        &rig.wallets,
+        &reached,
+        2,
+        &mut Sequence::new(),
+        Ok,
+    );
+    let service = rig.service(MemoryTransferStore::new(), gateway);
+    let system = WalletId::system(Currency::EUR);
+
+    let deposit = service
+        .create(request("d", Parties::Deposit(wid(CAROL)), "5"))
+        .await
+        .unwrap()
+        .transfer;
+    assert_eq!(deposit.kind, TransferKind::Deposit);
+    assert_eq!(
+        (deposit.sender_wallet_id, deposit.receiver_wallet_id),
+        (system, wid(CAROL))
+    );
+    assert_eq!(deposit.status, TransferStatus::Reserved);
+    assert_eq!(deposit.amount.value(), Decimal::new(500, 2));
+
+    let withdrawal = service
+        .create(request("w", Parties::Withdrawal(wid(CAROL)), "20"))
+        .await
+        .unwrap()
+        .transfer;
+    assert_eq!(withdrawal.kind, TransferKind::Withdrawal);
+    assert_eq!(
+        (withdrawal.sender_wallet_id, withdrawal.receiver_wallet_id),
+        (wid(CAROL), system)
+    );
+    let carol = rig.wallet(CAROL);
+    assert_eq!((carol.available, carol.reserved), (bal("30"), bal("20")));
+    let system_wallet = now_or_never(rig.wallets.wallet(system)).unwrap().unwrap();
+    assert_eq!(
+        (system_wallet.available, system_wallet.reserved),
+        (bal("-5"), bal("5"))
+    );
+}
