@@ -3,6 +3,7 @@
 
 mod client;
 mod dev;
+mod sim;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -65,6 +66,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
     },
+    /// Simulate the whole saga under faults, deterministically, from seeds.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
         Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
+        Command::Sim(args) => return sim::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

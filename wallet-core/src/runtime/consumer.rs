@@ -181,8 +181,12 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         }
     }
 
-    /// Handles polled deliveries without committing them.
-    async fn process(&self, deliveries: &[Delivery]) -> Result<BatchReport, ConsumerError> {
+    /// Handles polled deliveries (dead-lettering poison) without committing
+    /// them: the middle of [`ConsumerRunner::run_once`]. Public so the
+    /// simulator can poll with [`ConsumerRunner::subscription_mut`], handle,
+    /// and then commit, rewind or handle again, as a crash or a duplicate
+    /// delivery would.
+    pub async fn process(&self, deliveries: &[Delivery]) -> Result<BatchReport, ConsumerError> {
         let mut report = BatchReport {
             delivered: deliveries.len(),
             ..BatchReport::default()

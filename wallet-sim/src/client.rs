@@ -1,0 +1,550 @@
+//! The simulated clients: which requests they send, and what answers the
+//! API contract allows for each.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
+use wallet_core::money::{Amount, Currency};
+use wallet_core::service::{CreateError, Created, Parties, TransferRequest};
+use wallet_core::transfer::TransferStatus;
+
+use crate::rng::Rng;
+
+/// The currencies wallets are opened in: two of scale 2, one of scale 0
+/// and one of scale 3, so amounts meet every scale.
+pub(crate) const CURRENCIES: [Currency; 4] =
+    [Currency::USD, Currency::EUR, Currency::JPY, Currency::KWD];
+
+/// The amount of an "insufficient funds" request: more than all deposits
+/// of any run put together, so it can never be covered.
+pub(crate) fn insufficient_amount() -> Decimal {
+    Decimal::from(1_000_000_000_u64)
+}
+
+/// A kind of client request, as counted in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// Open a wallet.
+    OpenWallet,
+    /// Money in from the system account.
+    Deposit,
+    /// Money out to the system account.
+    Withdrawal,
+    /// Wallet to wallet, same currency.
+    Transfer,
+    /// A wallet that does not exist, or a system account, named by a client.
+    UnknownWallet,
+    /// Sender and receiver are one wallet.
+    SameWallet,
+    /// Wallets of different currencies.
+    CrossCurrency,
+    /// The request names a currency the wallets do not hold.
+    WrongCurrency,
+    /// Zero, negative, too many decimals or over the maximum.
+    BadAmount,
+    /// More than the sender can ever have.
+    Insufficient,
+    /// An earlier request again, same key and same body.
+    RepeatSame,
+    /// An earlier key with another body.
+    RepeatDifferent,
+}
+
+impl RequestKind {
+    /// The snake_case name used in traces and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::OpenWallet => "open_wallet",
+            RequestKind::Deposit => "deposit",
+            RequestKind::Withdrawal => "withdrawal",
+            RequestKind::Transfer => "transfer",
+            RequestKind::UnknownWallet => "unknown_wallet",
+            RequestKind::SameWallet => "same_wallet",
+            RequestKind::CrossCurrency => "cross_currency",
+            RequestKind::WrongCurrency => "wrong_currency",
+            RequestKind::BadAmount => "bad_amount",
+            RequestKind::Insufficient => "insufficient",
+            RequestKind::RepeatSame => "repeat_same",
+            RequestKind::RepeatDifferent => "repeat_different",
+        }
+    }
+}
+
+impl fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const WEIGHTS: [(RequestKind, u32); 12] = [
+    (RequestKind::OpenWallet, 2),
+    (RequestKind::Deposit, 20),
+    (RequestKind::Withdrawal, 8),
+    (RequestKind::Transfer, 34),
+    (RequestKind::UnknownWallet, 3),
+    (RequestKind::SameWallet, 2),
+    (RequestKind::CrossCurrency, 3),
+    (RequestKind::WrongCurrency, 2),
+    (RequestKind::BadAmount, 4),
+    (RequestKind::Insufficient, 3),
+    (RequestKind::RepeatSame, 12),
+    (RequestKind::RepeatDifferent, 4),
+];
+
+/// What a request does.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    /// `WalletService::open`.
+    Open(Currency),
+    /// `TransactionService::create`.
+    Create(TransferRequest),
+}
+
+/// A request about to be sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Planned {
+    pub kind: RequestKind,
+    pub action: Action,
+    /// For repeats, the index of the key repeated.
+    repeat_of: Option<usize>,
+}
+
+/// What the client remembers of a key that created a transfer.
+#[derive(Debug, Clone)]
+struct KeyRecord {
+    request: TransferRequest,
+    /// The transfer, once an answer named it.
+    transfer: Option<TransferId>,
+    /// False while the first request's answer was lost (its caller crashed)
+    /// and no repeat has been answered yet: only then may a repeat get 409.
+    answered: bool,
+}
+
+/// Faults that struck the request being judged.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Struck {
+    pub lookup: bool,
+    pub reserve: bool,
+    pub crash: bool,
+    pub handler: bool,
+    pub slow: bool,
+    pub reset: bool,
+}
+
+/// The clients' shared memory of wallets and keys.
+#[derive(Debug, Default)]
+pub(crate) struct Client {
+    wallets: Vec<(WalletId, Currency)>,
+    keys: Vec<KeyRecord>,
+    next_key: u64,
+    next_unknown: u64,
+}
+
+/// A short, stable name for an id made by [`crate::SimIds`].
+pub(crate) fn short(id: Uuid) -> String {
+    format!("#{}", crate::clock::SimIds::ordinal(id))
+}
+
+/// A short name for a wallet named in a request: `#n` for the run's own,
+/// `sys:USD` for a system account, `?n` for an id that does not exist.
+pub(crate) fn wallet_name(id: WalletId) -> String {
+    let uuid = id.as_uuid();
+    match id.system_currency() {
+        Some(c) => format!("sys:{c}"),
+        None if uuid.as_u128() >> 120 == 0x51 => short(uuid),
+        None => format!("?{}", uuid.as_u128() as u64),
+    }
+}
+
+/// A request as a trace shows it.
+pub(crate) fn describe(request: &TransferRequest) -> String {
+    let parties = match request.parties {
+        Parties::Deposit(w) => format!("in->{}", wallet_name(w)),
+        Parties::Withdrawal(w) => format!("{}->out", wallet_name(w)),
+        Parties::Transfer { sender, receiver } => {
+            format!("{}->{}", wallet_name(sender), wallet_name(receiver))
+        }
+    };
+    let currency = request
+        .currency
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    format!("{} {parties} {}{currency}", request.key, request.amount)
+}
+
+impl Client {
+    /// Remembers an opened wallet.
+    pub fn opened(&mut self, id: WalletId, currency: Currency) {
+        self.wallets.push((id, currency));
+    }
+
+    /// Chooses the next request.
+    pub fn plan(&mut self, rng: &mut Rng) -> Planned {
+        let kind = rng.weighted(&WEIGHTS);
+        if self.wallets.is_empty() {
+            return self.open(rng);
+        }
+        let planned = match kind {
+            RequestKind::OpenWallet => Some(self.open(rng)),
+            RequestKind::RepeatSame | RequestKind::RepeatDifferent => self.repeat(kind, rng),
+            _ => self.create(kind, rng).map(|request| Planned {
+                kind,
+                action: Action::Create(request),
+                repeat_of: None,
+            }),
+        };
+        // Kinds that need what the run does not have yet (two wallets of a
+        // currency, an earlier key) fall back to a deposit.
+        planned.unwrap_or_else(|| {
+            let request = self
+                .create(RequestKind::Deposit, rng)
+                .expect("a wallet exists");
+            Planned {
+                kind: RequestKind::Deposit,
+                action: Action::Create(request),
+                repeat_of: None,
+            }
+        })
+    }
+
+    fn open(&mut self, rng: &mut Rng) -> Planned {
+        Planned {
+            kind: RequestKind::OpenWallet,
+            action: Action::Open(*rng.pick(&CURRENCIES)),
+            repeat_of: None,
+        }
+    }
+
+    fn key(&mut self) -> IdempotencyKey {
+        self.next_key += 1;
+        IdempotencyKey::new(format!("k-{}", self.next_key)).expect("valid key")
+    }
+
+    fn wallet(&self, rng: &mut Rng) -> (WalletId, Currency) {
+        *rng.pick(&self.wallets)
+    }
+
+    /// Two distinct wallets, of one currency when `same` is true and of two
+    /// currencies otherwise.
+    fn pair(&self, rng: &mut Rng, same: bool) -> Option<(WalletId, WalletId, Currency)> {
+        let (a, currency) = self.wallet(rng);
+        let others: Vec<WalletId> = self
+            .wallets
+            .iter()
+            .filter(|(id, c)| *id != a && (*c == currency) == same)
+            .map(|(id, _)| *id)
+            .collect();
+        (!others.is_empty()).then(|| (a, *rng.pick(&others), currency))
+    }
+
+    fn unknown_wallet(&mut self, rng: &mut Rng) -> WalletId {
+        if rng.chance(0.3) {
+            // Clients may not name system accounts.
+            return WalletId::system(*rng.pick(&CURRENCIES));
+        }
+        self.next_unknown += 1;
+        WalletId::from_uuid(Uuid::from_u128(
+            (0xdead_u128 << 112) | u128::from(self.next_unknown),
+        ))
+    }
+}
+
+/// A valid amount of `lo..=hi` minor units, sometimes written with a
+/// trailing zero ("10.50" for "10.5"), which must not change the request.
+fn amount(rng: &mut Rng, currency: Currency, lo: u64, hi: u64) -> Decimal {
+    let units = rng.range(lo, hi) as i64;
+    if rng.chance(0.25) {
+        Decimal::new(units * 10, currency.scale() + 1)
+    } else {
+        Decimal::new(units, currency.scale())
+    }
+}
+
+/// A currency other than `c`.
+fn other_currency(c: Currency, rng: &mut Rng) -> Currency {
+    let other = *rng.pick(&CURRENCIES);
+    if other == c { Currency::GBP } else { other }
+}
+
+/// An amount the currency refuses.
+fn bad_amount(rng: &mut Rng, currency: Currency) -> Decimal {
+    match rng.below(4) {
+        0 => Decimal::ZERO,
+        1 => -amount(rng, currency, 1, 1000),
+        2 => Decimal::new(rng.range(1, 1000) as i64 * 10 + 1, currency.scale() + 1),
+        _ => Amount::MAX + Decimal::ONE,
+    }
+}
+
+impl Client {
+    /// A new transfer request of `kind`; `None` when the run cannot make
+    /// one yet.
+    fn create(&mut self, kind: RequestKind, rng: &mut Rng) -> Option<TransferRequest> {
+        let (wallet, c) = self.wallet(rng);
+        let named = |rng: &mut Rng, c: Currency| rng.chance(0.5).then_some(c);
+        let (parties, amount, currency) = match kind {
+            RequestKind::Deposit => (
+                Parties::Deposit(wallet),
+                amount(rng, c, 1_000, 50_000),
+                named(rng, c),
+            ),
+            RequestKind::Withdrawal => (
+                Parties::Withdrawal(wallet),
+                amount(rng, c, 1, 20_000),
+                named(rng, c),
+            ),
+            RequestKind::Transfer | RequestKind::Insufficient | RequestKind::BadAmount => {
+                let (sender, receiver, c) = self.pair(rng, true)?;
+                let amount = match kind {
+                    RequestKind::Transfer => amount(rng, c, 1, 20_000),
+                    RequestKind::Insufficient => insufficient_amount(),
+                    _ => bad_amount(rng, c),
+                };
+                let parties = Parties::Transfer { sender, receiver };
+                (parties, amount, named(rng, c))
+            }
+            _ => (
+                self.invalid_parties(kind, wallet, rng)?,
+                amount(rng, c, 1, 20_000),
+                None,
+            ),
+        };
+        let currency = match kind {
+            RequestKind::WrongCurrency => Some(other_currency(c, rng)),
+            _ => currency,
+        };
+        let key = self.key();
+        Some(TransferRequest {
+            key,
+            parties,
+            amount,
+            currency,
+        })
+    }
+
+    /// Parties that make a request invalid whatever its amount: an unknown
+    /// wallet, one wallet twice, two currencies; and, for a wrong currency,
+    /// a plain deposit whose named currency the caller changes.
+    fn invalid_parties(
+        &mut self,
+        kind: RequestKind,
+        wallet: WalletId,
+        rng: &mut Rng,
+    ) -> Option<Parties> {
+        let transfer = |sender, receiver| Parties::Transfer { sender, receiver };
+        match kind {
+            RequestKind::UnknownWallet => {
+                let unknown = self.unknown_wallet(rng);
+                Some(match rng.below(3) {
+                    0 => Parties::Deposit(unknown),
+                    1 => transfer(unknown, wallet),
+                    _ => transfer(wallet, unknown),
+                })
+            }
+            RequestKind::SameWallet => Some(transfer(wallet, wallet)),
+            RequestKind::CrossCurrency => {
+                let (sender, receiver, _) = self.pair(rng, false)?;
+                Some(transfer(sender, receiver))
+            }
+            _ => Some(Parties::Deposit(wallet)),
+        }
+    }
+
+    /// An earlier key again, with its body (amount rewritten with a trailing
+    /// zero) or with another amount.
+    fn repeat(&mut self, kind: RequestKind, rng: &mut Rng) -> Option<Planned> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        // Half the repeats are of the latest keys, as a client retrying a
+        // request it just sent would; only those can meet a 409 while the
+        // first answer is lost.
+        let len = self.keys.len() as u64;
+        let index = if rng.chance(0.5) {
+            (len - 1 - rng.below(len.min(4))) as usize
+        } else {
+            rng.below(len) as usize
+        };
+        let mut request = self.keys[index].request.clone();
+        if kind == RequestKind::RepeatSame {
+            let scale = request.amount.scale();
+            request.amount.rescale(scale + 1);
+        } else {
+            request.amount += Decimal::ONE;
+        }
+        Some(Planned {
+            kind,
+            action: Action::Create(request),
+            repeat_of: Some(index),
+        })
+    }
+}
+
+/// The outcome label of an answer, as counted in reports.
+pub(crate) fn label(result: Option<&Result<Created, CreateError>>) -> String {
+    let label = match result {
+        None => "crashed",
+        Some(Ok(c)) if c.replayed => "replayed",
+        Some(Ok(c)) => match (c.transfer.status, c.transfer.failure_reason) {
+            (TransferStatus::Failed, Some(reason)) => return format!("failed:{reason}"),
+            (status, _) => return status.as_str().to_ascii_lowercase(),
+        },
+        Some(Err(e)) => match e {
+            CreateError::InvalidAmount(_) => "invalid_amount",
+            CreateError::WalletNotFound(_) => "wallet_not_found",
+            CreateError::SameWallet => "same_wallet",
+            CreateError::CurrencyMismatch(_) => "currency_mismatch",
+            CreateError::KeyReused => "key_reused",
+            CreateError::InFlight => "in_flight",
+            CreateError::Gateway(_) => "unavailable",
+            CreateError::Store(_) => "store_error",
+            _ => "other_error",
+        },
+    };
+    label.to_owned()
+}
+
+impl Client {
+    /// Judges an answer (whose label is `label`) against the API contract
+    /// and remembers what it created. `Err` names the broken promise.
+    pub fn judge(
+        &mut self,
+        planned: &Planned,
+        result: Option<&Result<Created, CreateError>>,
+        label: &str,
+        struck: Struck,
+    ) -> Result<(), String> {
+        self.check(planned, result, label, struck, false)?;
+        self.remember(planned, result);
+        Ok(())
+    }
+
+    /// Remembers the key of a request whose answer is delayed; returns the
+    /// index to pass to [`Client::judge_late`].
+    pub fn suspended(&mut self, planned: &Planned) -> usize {
+        if let Action::Create(request) = &planned.action {
+            self.keys.push(KeyRecord {
+                request: request.clone(),
+                transfer: None,
+                answered: false,
+            });
+        }
+        self.keys.len() - 1
+    }
+
+    /// Judges a delayed answer: the saga may have finished meanwhile, so
+    /// the transfer may already be SUCCEEDED.
+    pub fn judge_late(
+        &mut self,
+        planned: &Planned,
+        key: usize,
+        result: &Result<Created, CreateError>,
+        label: &str,
+        struck: Struck,
+    ) -> Result<(), String> {
+        self.check(planned, Some(result), label, struck, true)?;
+        if let Ok(created) = result {
+            let record = &mut self.keys[key];
+            if record.transfer.is_some_and(|id| id != created.transfer.id) {
+                return Err(format!("key {} answered two transfers", record.request.key));
+            }
+            record.transfer = Some(created.transfer.id);
+            record.answered = true;
+        }
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        planned: &Planned,
+        result: Option<&Result<Created, CreateError>>,
+        label: &str,
+        struck: Struck,
+        late: bool,
+    ) -> Result<(), String> {
+        let creates = matches!(
+            planned.kind,
+            RequestKind::Deposit | RequestKind::Withdrawal | RequestKind::Transfer
+        );
+        let allowed = match label {
+            "unavailable" => struck.lookup,
+            "crashed" => struck.crash,
+            "initiated" => struck.reserve || struck.reset,
+            "succeeded" => late && creates,
+            other => expected(planned.kind, other) && self.repeat_agrees(planned, result),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!("{} request answered {label}", planned.kind))
+        }
+    }
+
+    /// A replay names the transfer the key first created; a 409 comes only
+    /// while the key's first answer is lost.
+    fn repeat_agrees(
+        &self,
+        planned: &Planned,
+        result: Option<&Result<Created, CreateError>>,
+    ) -> bool {
+        let Some(record) = planned.repeat_of.map(|i| &self.keys[i]) else {
+            return true;
+        };
+        match result {
+            Some(Ok(c)) => {
+                record.transfer.is_none_or(|id| id == c.transfer.id)
+                    && c.transfer.amount.value() == record.request.amount
+            }
+            Some(Err(CreateError::InFlight)) => !record.answered,
+            _ => true,
+        }
+    }
+
+    fn remember(&mut self, planned: &Planned, result: Option<&Result<Created, CreateError>>) {
+        let Action::Create(request) = &planned.action else {
+            return;
+        };
+        if let Some(i) = planned.repeat_of {
+            if let Some(Ok(c)) = result {
+                self.keys[i].transfer = Some(c.transfer.id);
+                self.keys[i].answered = true;
+            }
+            return;
+        }
+        let stored = match result {
+            None => Some(KeyRecord {
+                request: request.clone(),
+                transfer: None,
+                answered: false,
+            }),
+            Some(Ok(c)) => Some(KeyRecord {
+                request: request.clone(),
+                transfer: Some(c.transfer.id),
+                answered: true,
+            }),
+            Some(Err(_)) => None,
+        };
+        self.keys.extend(stored);
+    }
+}
+
+/// The answers the contract allows for a kind, faults aside.
+fn expected(kind: RequestKind, label: &str) -> bool {
+    match kind {
+        RequestKind::OpenWallet => label == "opened",
+        RequestKind::Deposit => label == "reserved",
+        RequestKind::Withdrawal | RequestKind::Transfer => {
+            matches!(label, "reserved" | "failed:insufficient_funds")
+        }
+        RequestKind::Insufficient => label == "failed:insufficient_funds",
+        RequestKind::UnknownWallet => label == "wallet_not_found",
+        RequestKind::SameWallet => label == "same_wallet",
+        RequestKind::CrossCurrency | RequestKind::WrongCurrency => label == "currency_mismatch",
+        RequestKind::BadAmount => label == "invalid_amount",
+        RequestKind::RepeatSame => matches!(label, "replayed" | "in_flight"),
+        RequestKind::RepeatDifferent => label == "key_reused",
+    }
+}

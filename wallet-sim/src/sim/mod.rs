@@ -1,0 +1,353 @@
+//! The run: setup, an active phase of requests, steps and faults chosen by
+//! the seed, then a drain without faults and the checks of a quiet system.
+
+mod actions;
+mod checks;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
+use wallet_core::ids::TransferId;
+use wallet_core::service::{CreateError, Created};
+use wallet_core::transfer::{FailureReason, TransferStatus};
+
+use crate::SimConfig;
+use crate::client::{CURRENCIES, Client, Planned, RequestKind};
+use crate::clock::SimClock;
+use crate::faults::{Faults, Gate, SharedFaults, lock};
+use crate::planted::{PlantedBug, SimLedger};
+use crate::report::{Broken, Failure, SimReport, Trace};
+use crate::rng::Rng;
+use crate::world::{ConsumerId, RelayId, ServiceId, Settings, World};
+
+/// Drain rounds after which a system that still moves is reported as not
+/// reaching quiet.
+const MAX_DRAIN_ROUNDS: u32 = 1_000;
+
+/// A step of the active phase that is not a fault.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    Request,
+    Relay(RelayId),
+    Consume(ConsumerId),
+    Retry,
+    Tick,
+    /// A slow reserve call answers.
+    Resume,
+}
+
+const MOVES: [(Move, u32); 9] = [
+    (Move::Request, 30),
+    (Move::Relay(RelayId::Wallet), 9),
+    (Move::Relay(RelayId::Ledger), 9),
+    (Move::Consume(ConsumerId::Ledger), 9),
+    (Move::Consume(ConsumerId::Wallet), 9),
+    (Move::Consume(ConsumerId::Transaction), 9),
+    (Move::Retry, 5),
+    (Move::Tick, 8),
+    (Move::Resume, 4),
+];
+
+/// A fault step of the active phase. Reserve and lookup timeouts are not
+/// here: the gateway rolls them on every call.
+#[derive(Debug, Clone, Copy)]
+enum Injection {
+    Duplicate,
+    ConsumerCrash,
+    HandlerFailure,
+    RelayCrash,
+    CrashInRequest,
+    SlowReserve,
+    Restart(ServiceId),
+    Poison,
+}
+
+const INJECTIONS: [(Injection, u32); 10] = [
+    (Injection::Duplicate, 3),
+    (Injection::ConsumerCrash, 3),
+    (Injection::HandlerFailure, 3),
+    (Injection::RelayCrash, 3),
+    (Injection::CrashInRequest, 3),
+    (Injection::SlowReserve, 3),
+    (Injection::Restart(ServiceId::Transaction), 1),
+    (Injection::Restart(ServiceId::Wallet), 1),
+    (Injection::Restart(ServiceId::Ledger), 1),
+    (Injection::Poison, 1),
+];
+
+/// What a step did.
+struct Outcome {
+    description: String,
+    /// Messages, events or transfers it moved; the drain stops when a round
+    /// moves nothing.
+    moved: u64,
+    broken: Option<Broken>,
+}
+
+impl Outcome {
+    fn ok(description: String) -> Outcome {
+        Outcome::moved(description, 0)
+    }
+
+    fn moved(description: String, moved: u64) -> Outcome {
+        Outcome {
+            description,
+            moved,
+            broken: None,
+        }
+    }
+
+    fn broken(description: String, broken: Broken) -> Outcome {
+        Outcome {
+            description,
+            moved: 0,
+            broken: Some(broken),
+        }
+    }
+}
+
+/// A request whose reserve call is slow: it waits at its gate while other
+/// steps run.
+struct Suspended {
+    planned: Planned,
+    /// Its trace text.
+    text: String,
+    /// Its key's index in the client's memory.
+    key: usize,
+    gate: Gate,
+    future: Pin<Box<dyn Future<Output = Result<Created, CreateError>>>>,
+}
+
+/// A poison message published by the run.
+struct Poison {
+    marker: String,
+    topic: &'static str,
+}
+
+/// One run.
+pub(crate) struct Sim<L: SimLedger> {
+    config: SimConfig,
+    rng: Rng,
+    world: World<L>,
+    faults: SharedFaults,
+    client: Client,
+    trace: Trace,
+    requests: BTreeMap<(RequestKind, String), u64>,
+    issued: usize,
+    /// Request indexes before which a poison message goes to a topic.
+    poison_plan: Vec<(usize, &'static str)>,
+    poison: Vec<Poison>,
+    /// Terminal transfers as first seen terminal.
+    terminal: BTreeMap<TransferId, (TransferStatus, Option<FailureReason>)>,
+    transfers_seen: usize,
+    succeeded: usize,
+    dead_letters_seen: usize,
+    retry_min_age: Duration,
+    /// Requests waiting for a slow reserve call, oldest first.
+    in_flight: Vec<Suspended>,
+    /// The gate of an armed slow call, until the call takes it.
+    armed_gate: Option<Gate>,
+}
+
+impl<L: SimLedger> Sim<L> {
+    pub fn new(config: &SimConfig) -> Sim<L> {
+        let mut rng = Rng::new(config.seed);
+        let faults = Arc::new(Mutex::new(Faults::new(rng.fork(), config.fault_rate)));
+        let planted = config.planted_bug == Some(PlantedBug::FailOnTimeout);
+        let settings = Settings::new(config.max_batch, planted);
+        let retry_min_age = settings.transaction.retry_min_age;
+        let world = World::new(
+            SimClock::default(),
+            config.partitions,
+            faults.clone(),
+            settings,
+        );
+        let mut poison_plan = Vec::new();
+        if config.fault_rate > 0.0 && config.transfers > 0 {
+            for topic in [WALLET_EVENTS, LEDGER_EVENTS] {
+                poison_plan.push((rng.below(config.transfers as u64) as usize, topic));
+            }
+        }
+        Sim {
+            config: config.clone(),
+            rng,
+            world,
+            faults,
+            client: Client::default(),
+            trace: Trace::new(config.trace_len),
+            requests: BTreeMap::new(),
+            issued: 0,
+            poison_plan,
+            poison: Vec::new(),
+            terminal: BTreeMap::new(),
+            transfers_seen: 0,
+            succeeded: 0,
+            dead_letters_seen: 0,
+            retry_min_age,
+            in_flight: Vec::new(),
+            armed_gate: None,
+        }
+    }
+
+    /// Runs to the end or to the first violation.
+    pub fn run(mut self) -> SimReport {
+        let failure = self.phases().err();
+        SimReport {
+            seed: self.config.seed,
+            steps: self.trace.steps(),
+            faults: lock(&self.faults).counts.clone(),
+            requests: self.requests,
+            transfers: self.transfers_seen,
+            succeeded: self.succeeded,
+            dead_letters: self.dead_letters_seen,
+            trace: self.trace.last(),
+            trace_hash: self.trace.hash(),
+            failure,
+        }
+    }
+
+    fn phases(&mut self) -> Result<(), Failure> {
+        for i in 0..self.config.wallets {
+            let currency = CURRENCIES[i % CURRENCIES.len()];
+            self.step(|s| s.open_wallet(RequestKind::OpenWallet, currency, false))?;
+        }
+        self.active()?;
+        self.drain()?;
+        self.step(Self::final_checks)?;
+        Ok(())
+    }
+
+    fn active(&mut self) -> Result<(), Failure> {
+        while self.issued < self.config.transfers {
+            let issued = self.issued;
+            let due: Vec<&'static str> = self
+                .poison_plan
+                .iter()
+                .filter(|(at, _)| *at == issued)
+                .map(|(_, topic)| *topic)
+                .collect();
+            self.poison_plan.retain(|(at, _)| *at != issued);
+            for topic in due {
+                self.step(|s| s.poison(topic))?;
+            }
+            if self.rng.chance(self.config.fault_rate) {
+                let injection = self.rng.weighted(&INJECTIONS);
+                self.step(|s| s.inject(injection))?;
+            } else {
+                let next = self.rng.weighted(&MOVES);
+                self.step(|s| s.advance(next))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// No more faults: pump everything, with the clock past the retrier's
+    /// minimum age, until a whole round moves nothing.
+    fn drain(&mut self) -> Result<(), Failure> {
+        lock(&self.faults).stop();
+        // Slow calls answer first; they are not faults of the drain.
+        while !self.in_flight.is_empty() {
+            self.step(|s| s.resume(0))?;
+        }
+        let past_min_age = self.retry_min_age + Duration::from_millis(1);
+        for _ in 0..MAX_DRAIN_ROUNDS {
+            self.step(|s| s.tick(past_min_age))?;
+            let mut moved = self.step(Self::retry)?;
+            moved += self.step(|s| s.relay(RelayId::Wallet, None))?;
+            moved += self.step(|s| s.consume_once(ConsumerId::Ledger))?;
+            moved += self.step(|s| s.relay(RelayId::Ledger, None))?;
+            moved += self.step(|s| s.consume_once(ConsumerId::Wallet))?;
+            moved += self.step(|s| s.consume_once(ConsumerId::Transaction))?;
+            if moved == 0 {
+                return Ok(());
+            }
+        }
+        let index = self.trace.push("drain gave up".to_owned());
+        Err(self.failure(
+            index,
+            Broken::new("quiescence", "still moving after the drain"),
+        ))
+    }
+
+    /// Runs one step: records it in the trace, catches a panic as a
+    /// violation, then checks the invariants that hold at every moment.
+    fn step(&mut self, act: impl FnOnce(&mut Self) -> Outcome) -> Result<u64, Failure> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| act(self))).unwrap_or_else(|payload| {
+            let message = panic_message(payload.as_ref());
+            Outcome::broken("panicked".to_owned(), Broken::new("panic", message))
+        });
+        let notes = lock(&self.faults).take_notes();
+        let mut description = outcome.description;
+        if !notes.is_empty() {
+            description = format!("{description} [fault: {}]", notes.join(", "));
+        }
+        let index = self.trace.push(description);
+        if let Some(broken) = outcome.broken {
+            return Err(self.failure(index, broken));
+        }
+        let checked = catch_unwind(AssertUnwindSafe(|| self.check_always()))
+            .unwrap_or_else(|payload| Some(Broken::new("panic", panic_message(payload.as_ref()))));
+        match checked {
+            Some(broken) => Err(self.failure(index, broken)),
+            None => Ok(outcome.moved),
+        }
+    }
+
+    fn failure(&self, step: u64, broken: Broken) -> Failure {
+        Failure {
+            seed: self.config.seed,
+            step,
+            invariant: broken.invariant.to_owned(),
+            detail: broken.detail,
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wallet_core::memory::MemoryLedgerStore;
+    use wallet_core::money::{Amount, Currency};
+    use wallet_core::wallet::{Wallet, WalletChange};
+
+    use super::*;
+
+    #[test]
+    fn a_panic_of_a_core_assertion_is_reported_as_a_violation() {
+        let mut sim = Sim::<MemoryLedgerStore>::new(&SimConfig::new(5));
+        let failure = sim
+            .step(|s| {
+                let now = wallet_core::ports::Clock::now(s.world.clock());
+                let id = wallet_core::ids::WalletId::from_uuid(uuid::Uuid::from_u128(1 << 100));
+                let mut wallet = Wallet::open(id, Currency::USD, now);
+                let one = Amount::parse("1", Currency::USD).expect("valid");
+                // Capturing funds that were never reserved breaks a wallet
+                // invariant: `Wallet::apply` asserts.
+                wallet.apply(WalletChange::Captured(one), now);
+                Outcome::ok("unreachable".into())
+            })
+            .expect_err("the panic is a failure");
+        assert_eq!((failure.seed, failure.step), (5, 0));
+        assert_eq!(failure.invariant, "panic");
+        assert!(
+            failure.detail.contains("reserved < 0"),
+            "{}",
+            failure.detail
+        );
+    }
+}
