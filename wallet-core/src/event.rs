@@ -175,10 +175,12 @@ impl Envelope {
         if head.schema_version == 0 || head.schema_version > SCHEMA_VERSION {
             return Err(DecodeError::UnsupportedVersion(head.schema_version));
         }
-        let envelope: Envelope =
+        let mut envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if let Event::WalletReserved(f) | Event::LedgerSucceeded(f) = &envelope.event {
-            Amount::new(f.amount.value(), f.currency)
+        if let Event::WalletReserved(f) | Event::LedgerSucceeded(f) = &mut envelope.event {
+            // Checked against the currency and kept at its scale, as the API
+            // keeps it, so "10.5" USD reads as 10.50.
+            f.amount = Amount::new(f.amount.value(), f.currency)
                 .map_err(|e| DecodeError::InvalidAmount(e.to_string()))?;
         }
         Ok(envelope)

@@ -142,9 +142,23 @@ impl<'de> Deserialize<'de> for Currency {
 ///
 /// Serialized as a decimal string (`"12.50"`) so no JSON reader turns it into a
 /// float.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Deserializing accepts only a plain decimal string (no exponent, no
+/// number). It cannot know the currency, so whoever reads an amount from
+/// outside checks it with [`Amount::new`]: the event decoder and every
+/// `decide_*` function do.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Amount(#[serde(with = "rust_decimal::serde::str")] Decimal);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        parse_decimal(&text)
+            .map(Amount)
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 impl Amount {
     /// The largest amount accepted in one transfer: one trillion major units.

@@ -356,7 +356,11 @@ async fn redeliver(system: &Embedded, topic: &str, pick: usize) {
 }
 
 async fn run(currencies: Vec<usize>, ops: Vec<Op>) {
-    let mut system = Embedded::new(EmbeddedConfig::default());
+    // Consumed events stay on the bus so they can be delivered again.
+    let mut system = Embedded::new(EmbeddedConfig {
+        keep_consumed_events: true,
+        ..EmbeddedConfig::default()
+    });
     let mut model = Model::default();
     for c in currencies {
         let wallet = system.wallets.open(CURRENCIES[c]).await.unwrap();

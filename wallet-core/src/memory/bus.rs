@@ -2,8 +2,13 @@
 //! them: topics split into partitions by key (so one transfer's events stay
 //! in order), consumer groups with committed offsets, and redelivery of what
 //! a group polled but did not commit.
+//!
+//! By default a topic keeps every message, so tests and the simulator can
+//! inspect and re-publish them. A long-running process builds the bus with
+//! [`MemoryBus::dropping_consumed`]: a message every consumer group of its
+//! topic has committed is then dropped, and memory stays bounded by the lag.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,8 +20,32 @@ use crate::ports::{BusError, Delivery, Message, Publisher, Subscription};
 /// Partitions per topic unless configured otherwise.
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
-/// A partition's messages: (key, payload), in offset order.
-type Partition = Vec<(Vec<u8>, Vec<u8>)>;
+/// A partition's retained messages: (key, payload), in offset order; the
+/// first one has offset `base`.
+#[derive(Debug, Clone, Default)]
+struct Partition {
+    base: u64,
+    messages: VecDeque<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Partition {
+    /// The offset the next message gets.
+    fn end(&self) -> u64 {
+        self.base + self.messages.len() as u64
+    }
+
+    fn get(&self, offset: u64) -> Option<&(Vec<u8>, Vec<u8>)> {
+        let index = offset.checked_sub(self.base)?;
+        self.messages.get(usize::try_from(index).ok()?)
+    }
+
+    /// Drops the messages below `offset`.
+    fn trim_to(&mut self, offset: u64) {
+        while self.base < offset && self.messages.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct BusState {
@@ -32,6 +61,7 @@ pub struct MemoryBus {
     state: Arc<Mutex<BusState>>,
     published: Arc<Notify>,
     partitions: u32,
+    drop_consumed: bool,
 }
 
 impl Default for MemoryBus {
@@ -57,7 +87,16 @@ impl MemoryBus {
             state: Arc::default(),
             published: Arc::new(Notify::new()),
             partitions,
+            drop_consumed: false,
         }
+    }
+
+    /// Drops each message once every consumer group of its topic has
+    /// committed it, as Kafka's retention would eventually. Topics nobody
+    /// reads (dead-letter topics) keep everything.
+    pub fn dropping_consumed(mut self) -> Self {
+        self.drop_consumed = true;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, BusState> {
@@ -81,25 +120,31 @@ impl MemoryBus {
         }
     }
 
-    /// How many messages `topic` holds, all partitions together.
+    /// How many messages were ever published to `topic`, all partitions
+    /// together (dropped ones included).
     pub fn len(&self, topic: &str) -> usize {
         self.lock()
             .topics
             .get(topic)
-            .map_or(0, |ps| ps.iter().map(Vec::len).sum())
+            .map_or(0, |ps| ps.iter().map(|p| p.end() as usize).sum())
     }
 
-    /// True when `topic` holds no message.
+    /// True when nothing was ever published to `topic`.
     pub fn is_empty(&self, topic: &str) -> bool {
         self.len(topic) == 0
     }
 
-    /// Every message of `topic`, partition by partition, for inspection.
+    /// Every retained message of `topic`, partition by partition, for
+    /// inspection.
     pub fn messages(&self, topic: &str) -> Vec<Vec<u8>> {
         self.lock()
             .topics
             .get(topic)
-            .map(|ps| ps.iter().flatten().map(|(_, p)| p.clone()).collect())
+            .map(|ps| {
+                ps.iter()
+                    .flat_map(|p| p.messages.iter().map(|(_, payload)| payload.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -117,7 +162,7 @@ impl MemoryBus {
         partitions
             .iter()
             .zip(committed)
-            .map(|(p, c)| p.len() as u64 - c)
+            .map(|(p, c)| p.end() - c)
             .sum()
     }
 }
@@ -130,9 +175,11 @@ impl Publisher for MemoryBus {
             let partitions = s
                 .topics
                 .entry(m.topic.clone())
-                .or_insert_with(|| vec![Vec::new(); self.partitions as usize]);
+                .or_insert_with(|| vec![Partition::default(); self.partitions as usize]);
             let p = partition_of(&m.key, self.partitions) as usize;
-            partitions[p].push((m.key.clone(), m.payload.clone()));
+            partitions[p]
+                .messages
+                .push_back((m.key.clone(), m.payload.clone()));
         }
         drop(s);
         self.published.notify_waiters();
@@ -164,8 +211,10 @@ impl MemorySubscription {
                 if out.len() == max {
                     return out;
                 }
-                let offset = self.position[p];
-                if let Some((key, payload)) = messages.get(offset as usize) {
+                // A group that starts below what was dropped starts at the
+                // oldest retained message (Kafka's `earliest`).
+                let offset = self.position[p].max(messages.base);
+                if let Some((key, payload)) = messages.get(offset) {
                     out.push(Delivery {
                         topic: self.topic.clone(),
                         partition: p as u32,
@@ -173,7 +222,7 @@ impl MemorySubscription {
                         key: key.clone(),
                         payload: payload.clone(),
                     });
-                    self.position[p] += 1;
+                    self.position[p] = offset + 1;
                 }
             }
             if out.len() == before {
@@ -206,6 +255,9 @@ impl Subscription for MemorySubscription {
             let p = d.partition as usize;
             committed[p] = committed[p].max(d.offset + 1);
         }
+        if self.bus.drop_consumed {
+            trim_consumed(&mut s, &self.topic);
+        }
         Ok(())
     }
 
@@ -213,5 +265,26 @@ impl Subscription for MemorySubscription {
         let s = self.bus.lock();
         self.position = s.committed[&(self.group.clone(), self.topic.clone())].clone();
         Ok(())
+    }
+}
+
+/// Drops the messages of `topic` that every group reading it has committed.
+fn trim_consumed(s: &mut BusState, topic: &str) {
+    let readers: Vec<&Vec<u64>> = s
+        .committed
+        .iter()
+        .filter(|((_, t), _)| t == topic)
+        .map(|(_, offsets)| offsets)
+        .collect();
+    let Some(first) = readers.first() else {
+        return;
+    };
+    let floor: Vec<u64> = (0..first.len())
+        .map(|p| readers.iter().map(|c| c[p]).min().unwrap_or(0))
+        .collect();
+    if let Some(partitions) = s.topics.get_mut(topic) {
+        for (partition, offset) in partitions.iter_mut().zip(floor) {
+            partition.trim_to(offset);
+        }
     }
 }

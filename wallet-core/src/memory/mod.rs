@@ -59,6 +59,10 @@ pub struct EmbeddedConfig {
     pub retry_every: Duration,
     /// Partitions per topic.
     pub partitions: u32,
+    /// Keep every event on the bus after all groups consumed it, for tests
+    /// that inspect or re-publish them. Default `false`: consumed events are
+    /// dropped, so a long-running process stays bounded.
+    pub keep_consumed_events: bool,
 }
 
 impl Default for EmbeddedConfig {
@@ -71,6 +75,7 @@ impl Default for EmbeddedConfig {
             consumer: ConsumerConfig::default(),
             retry_every: Duration::from_millis(500),
             partitions: DEFAULT_PARTITIONS,
+            keep_consumed_events: false,
         }
     }
 }
@@ -101,7 +106,10 @@ pub struct Embedded {
 impl Embedded {
     /// Builds the system, empty.
     pub fn new(config: EmbeddedConfig) -> Embedded {
-        let bus = MemoryBus::new(config.partitions);
+        let bus = match config.keep_consumed_events {
+            true => MemoryBus::new(config.partitions),
+            false => MemoryBus::new(config.partitions).dropping_consumed(),
+        };
         let (clock, ids) = (config.clock.clone(), config.ids.clone());
         let wallet_woken = Arc::new(Notify::new());
         let ledger_woken = Arc::new(Notify::new());

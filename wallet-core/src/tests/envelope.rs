@@ -321,3 +321,19 @@ proptest! {
         prop_assert_eq!(value["schema_version"].as_u64(), Some(u64::from(SCHEMA_VERSION)));
     }
 }
+
+#[test]
+fn decode_refuses_amounts_with_an_exponent_and_keeps_the_currency_scale() {
+    let mut value = json_of(&envelope(Event::WalletReserved(facts())));
+    value["payload"]["amount"] = json!("1e3");
+    assert!(matches!(
+        decode_value(&value),
+        Err(DecodeError::Malformed(_))
+    ));
+
+    value["payload"]["amount"] = json!("7.5");
+    let Event::WalletReserved(f) = decode_value(&value).unwrap().event else {
+        panic!("type changed");
+    };
+    assert_eq!(f.amount.to_string(), "7.50");
+}

@@ -580,3 +580,70 @@ mod relay {
         }
     }
 }
+
+mod retention {
+    use std::time::Duration;
+
+    use crate::memory::MemoryBus;
+    use crate::ports::{Message, Publisher, Subscription};
+
+    fn message(key: &str) -> Message {
+        Message {
+            topic: "t".into(),
+            key: key.as_bytes().to_vec(),
+            payload: key.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropping_bus_keeps_only_what_some_group_has_not_committed() {
+        let bus = MemoryBus::new(1).dropping_consumed();
+        let mut fast = bus.subscribe("fast", "t");
+        let mut slow = bus.subscribe("slow", "t");
+        bus.publish(&[message("a"), message("b"), message("c")])
+            .await
+            .unwrap();
+
+        let got = fast.poll(10, Duration::ZERO).await.unwrap();
+        fast.commit(&got).await.unwrap();
+        assert_eq!(
+            bus.messages("t").len(),
+            3,
+            "the slow group still needs them"
+        );
+
+        let first = slow.poll(1, Duration::ZERO).await.unwrap();
+        slow.commit(&first).await.unwrap();
+        assert_eq!(bus.messages("t"), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(bus.len("t"), 3, "len counts every message ever published");
+
+        // Rewinding goes back to the committed offset, which is retained.
+        let rest = slow.poll(10, Duration::ZERO).await.unwrap();
+        slow.rewind().await.unwrap();
+        let again = slow.poll(10, Duration::ZERO).await.unwrap();
+        assert_eq!(rest, again);
+        assert_eq!(
+            again.iter().map(|d| d.offset).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        slow.commit(&again).await.unwrap();
+        assert!(bus.messages("t").is_empty());
+        assert_eq!(bus.lag("slow", "t"), 0);
+
+        // A group that arrives later starts at the oldest retained message.
+        bus.publish(&[message("d")]).await.unwrap();
+        let mut late = bus.subscribe("late", "t");
+        let got = late.poll(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn a_default_bus_keeps_everything() {
+        let bus = MemoryBus::new(2);
+        let mut group = bus.subscribe("g", "t");
+        bus.publish(&[message("a"), message("b")]).await.unwrap();
+        let got = group.poll(10, Duration::ZERO).await.unwrap();
+        group.commit(&got).await.unwrap();
+        assert_eq!(bus.messages("t").len(), 2);
+    }
+}
