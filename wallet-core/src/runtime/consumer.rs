@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::event::Envelope;
 use crate::ids::EventId;
-use crate::ports::{BusError, Delivery, Message, Publisher, Refusal, StoreError, Subscription};
+use crate::ports::{
+    BusError, Delivery, Inbound, Message, Publisher, Refusal, StoreError, Subscription,
+};
 
 /// What a handler did with a batch, beyond what it applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,6 +21,25 @@ pub struct Handled {
 }
 
 impl Handled {
+    /// Splits a batch into the events a handler takes, with the body `body`
+    /// reads from each, and a refusal (`reason`) of every event it cannot
+    /// read one from.
+    pub fn accept<T>(
+        batch: &[Envelope],
+        body: impl Fn(&Envelope) -> Option<T>,
+        reason: &str,
+    ) -> (Vec<Inbound<T>>, Handled) {
+        let mut handled = Handled::default();
+        let mut inbound = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            match body(envelope) {
+                Some(b) => inbound.push(Inbound::from_envelope(envelope, b)),
+                None => handled.refuse(envelope, reason),
+            }
+        }
+        (inbound, handled)
+    }
+
     /// Refuses one event of the batch.
     pub fn refuse(&mut self, envelope: &Envelope, reason: &str) {
         self.refused.push(Refusal {

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use crate::event::Envelope;
 use crate::ids::WalletId;
 use crate::ledger::{AccountBalance, Entry};
-use crate::ports::{Clock, EventStamp, IdGenerator, Inbound, LedgerStore, StoreError};
+use crate::ports::{Clock, EventStamp, IdGenerator, LedgerStore, StoreError};
 use crate::runtime::{EventHandler, HandleError, Handled};
 
 /// Most entries one page returns.
@@ -66,14 +66,11 @@ impl<S: LedgerStore> LedgerService<S> {
 #[async_trait]
 impl<S: LedgerStore> EventHandler for LedgerService<S> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
-        let mut handled = Handled::default();
-        let mut inbound = Vec::with_capacity(batch.len());
-        for envelope in batch {
-            match envelope.posting_request() {
-                Some(request) => inbound.push(Inbound::from_envelope(envelope, request)),
-                None => handled.refuse(envelope, "not a WalletReserved event"),
-            }
-        }
+        let (inbound, handled) = Handled::accept(
+            batch,
+            Envelope::posting_request,
+            "not a WalletReserved event",
+        );
         let now = self.clock.now();
         let stamps: Vec<EventStamp> = inbound
             .iter()

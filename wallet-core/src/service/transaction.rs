@@ -13,7 +13,7 @@ use crate::idempotency::{self, Fingerprint, IdempotencyCheck};
 use crate::ids::{IdempotencyKey, TransferId, WalletId};
 use crate::money::{Amount, Currency, MoneyError};
 use crate::ports::{
-    Begin, Clock, GatewayError, IdGenerator, Inbound, ReserveAttempt, StoreError, TransferStore,
+    Begin, Clock, GatewayError, IdGenerator, ReserveAttempt, StoreError, TransferStore,
     WalletGateway,
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
@@ -375,14 +375,8 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
 #[async_trait]
 impl<S: TransferStore, G: WalletGateway> EventHandler for TransactionService<S, G> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
-        let mut handled = Handled::default();
-        let mut inbound = Vec::with_capacity(batch.len());
-        for envelope in batch {
-            match envelope.event.ledger_outcome() {
-                Some(outcome) => inbound.push(Inbound::from_envelope(envelope, outcome)),
-                None => handled.refuse(envelope, "not a ledger verdict"),
-            }
-        }
+        let (inbound, handled) =
+            Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger verdict");
         let changed = self
             .store
             .apply_ledger_outcomes(&inbound, self.clock.now())

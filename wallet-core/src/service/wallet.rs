@@ -9,7 +9,7 @@ use crate::event::Envelope;
 use crate::ids::WalletId;
 use crate::money::Currency;
 use crate::ports::{
-    Clock, EventStamp, GatewayError, IdGenerator, Inbound, StoreError, WalletGateway, WalletStore,
+    Clock, EventStamp, GatewayError, IdGenerator, StoreError, WalletGateway, WalletStore,
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::wallet::{HoldRequest, ReserveOutcome, Wallet};
@@ -76,14 +76,8 @@ impl<S: WalletStore> WalletService<S> {
 #[async_trait]
 impl<S: WalletStore> EventHandler for WalletService<S> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
-        let mut handled = Handled::default();
-        let mut inbound = Vec::with_capacity(batch.len());
-        for envelope in batch {
-            match envelope.event.ledger_outcome() {
-                Some(outcome) => inbound.push(Inbound::from_envelope(envelope, outcome)),
-                None => handled.refuse(envelope, "not a ledger verdict"),
-            }
-        }
+        let (inbound, mut handled) =
+            Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger verdict");
         let refused = self.store.settle(&inbound, self.clock.now()).await?;
         tracing::info!(
             events = inbound.len(),
