@@ -7,20 +7,20 @@ use crate::ids::{TransferId, WalletId};
 use crate::ledger::{Entry, LedgerOutcome};
 use crate::money::{Balance, Currency};
 use crate::transfer::{Transfer, TransferStatus};
-use crate::wallet::{Hold, HoldState, Wallet, WalletKind};
+use crate::wallet::{Reservation, ReservationState, Wallet, WalletKind};
 
 /// Everything the invariants look at.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The wallet service's wallets, system accounts included.
     pub wallets: Vec<Wallet>,
-    /// The wallet service's holds.
-    pub holds: Vec<Hold>,
+    /// The wallet service's reservations.
+    pub reservations: Vec<Reservation>,
     /// The transaction service's transfers.
     pub transfers: Vec<Transfer>,
     /// The ledger's entries.
     pub entries: Vec<Entry>,
-    /// The ledger's verdicts.
+    /// The ledger's outcomes.
     pub outcomes: HashMap<TransferId, LedgerOutcome>,
 }
 
@@ -42,7 +42,7 @@ pub enum Violation {
         wallet: WalletId,
         /// Its available + reserved.
         wallet_total: Balance,
-        /// What the ledger and the unsettled holds imply.
+        /// What the ledger and the unsettled reservations imply.
         expected: Balance,
     },
     /// 2. Funds still reserved once quiet.
@@ -71,7 +71,7 @@ pub enum Violation {
 
 /// The invariants that hold at every moment, even mid-saga: conservation,
 /// no negative available balance, at most one posting per transfer, and
-/// every wallet equal to the ledger once unsettled holds are counted.
+/// every wallet equal to the ledger once unsettled reservations are counted.
 pub fn check_always(s: &Snapshot) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut per_account: HashMap<WalletId, Balance> = HashMap::new();
@@ -94,12 +94,16 @@ pub fn check_always(s: &Snapshot) -> Vec<Violation> {
             violations.push(Violation::PostedTwice(transfer, n));
         }
     }
-    // What each wallet should add up to: its ledger balance, plus holds the
+    // What each wallet should add up to: its ledger balance, plus reservations the
     // ledger posted that the wallet has not captured yet (still reserved in
     // the sender), minus credits the ledger posted that the receiver has not
     // received yet.
     let mut expected = per_account;
-    for h in s.holds.iter().filter(|h| h.state == HoldState::Held) {
+    for h in s
+        .reservations
+        .iter()
+        .filter(|h| h.state == ReservationState::Reserved)
+    {
         if s.outcomes.get(&h.request.transfer_id) == Some(&LedgerOutcome::Succeeded) {
             let r = &h.request;
             let sender = expected.entry(r.sender_wallet_id).or_default();

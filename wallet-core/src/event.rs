@@ -18,7 +18,7 @@ use crate::ledger::{LedgerOutcome, PostingRequest};
 use crate::money::Amount;
 use crate::ports::{EventStamp, Inbound};
 use crate::transfer::FailureReason;
-use crate::wallet::Hold;
+use crate::wallet::Reservation;
 
 /// The topic of `WalletReserved`, consumed by the ledger service.
 pub const WALLET_EVENTS: &str = "wallet.events";
@@ -79,7 +79,7 @@ impl Event {
         }
     }
 
-    /// The ledger's verdict, for `LedgerSucceeded` and `LedgerFailed`.
+    /// The ledger's outcome, for `LedgerSucceeded` and `LedgerFailed`.
     pub fn ledger_outcome(&self) -> Option<LedgerOutcome> {
         match self {
             Event::LedgerSucceeded(_) => Some(LedgerOutcome::Succeeded),
@@ -202,9 +202,9 @@ impl Envelope {
 }
 
 impl Envelope {
-    /// The `WalletReserved` event of a new hold.
-    pub fn wallet_reserved(hold: &Hold, stamp: EventStamp) -> Envelope {
-        let r = &hold.request;
+    /// The `WalletReserved` event of a new reservation.
+    pub fn wallet_reserved(reservation: &Reservation, stamp: EventStamp) -> Envelope {
+        let r = &reservation.request;
         Envelope::new(
             stamp.event_id,
             Event::WalletReserved(PostingFacts {
@@ -222,7 +222,7 @@ impl Envelope {
     }
 
     /// The `LedgerSucceeded` or `LedgerFailed` event answering a `WalletReserved`.
-    pub fn ledger_verdict(
+    pub fn ledger_decided(
         cause: &Inbound<PostingRequest>,
         outcome: LedgerOutcome,
         stamp: EventStamp,

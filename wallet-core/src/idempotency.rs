@@ -60,7 +60,7 @@ pub struct IdempotencyRecord {
     pub response: Option<Transfer>,
 }
 
-/// The verdict on a key that was seen before.
+/// The outcome on a key that was seen before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyCheck {
     /// Same request: answer with this transfer, marked as a replay.

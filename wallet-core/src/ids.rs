@@ -54,7 +54,7 @@ uuid_id! {
     WalletId
 }
 uuid_id! {
-    /// A transfer: the saga's key, the hold's key, the posting's key and the
+    /// A transfer: the saga's key, the reservation's key, the posting's key and the
     /// Kafka message key.
     TransferId
 }

@@ -11,7 +11,7 @@ use crate::ids::{TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::transfer::FailureReason;
 
-/// The ledger's verdict on a transfer.
+/// The ledger's outcome on a transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
 pub enum LedgerOutcome {
@@ -129,7 +129,7 @@ pub enum PostingDecision {
     Reject(FailureReason),
 }
 
-/// Every rule of posting. `previous` is the ledger's earlier verdict on the
+/// Every rule of posting. `previous` is the ledger's earlier outcome on the
 /// transfer, if any; `debit_currency` and `credit_currency` are the accounts'
 /// currencies, for accounts that have entries already (an account keeps the
 /// currency of its first entry).

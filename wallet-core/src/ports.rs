@@ -18,7 +18,7 @@ use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
 use crate::ledger::{AccountBalance, Entry, LedgerOutcome, PostingRequest};
 use crate::money::Currency;
 use crate::transfer::Transfer;
-use crate::wallet::{FinalizeError, HoldRequest, ReserveOutcome, Wallet};
+use crate::wallet::{FinalizeError, ReserveOutcome, ReserveRequest, Wallet};
 
 /// A storage failure. Business refusals are never errors: they are outcomes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,7 +138,7 @@ pub enum Begin {
 pub enum ReserveAttempt {
     /// A definite answer.
     Definite(ReserveOutcome),
-    /// Timeout, connection error or 5xx: the hold may or may not exist. The
+    /// Timeout, connection error or 5xx: the reservation may or may not exist. The
     /// transfer stays INITIATED for the retrier.
     Ambiguous,
 }
@@ -162,14 +162,14 @@ pub trait TransferStore: Send + Sync + 'static {
     /// ([`Transfer::handle`]); either way the key's first response is set to
     /// the transfer as it then is, unless it was set before. Returns the
     /// transfer.
-    async fn settle_reserve(
+    async fn record_reserve(
         &self,
         id: TransferId,
         attempt: ReserveAttempt,
         now: Timestamp,
     ) -> Result<Transfer, StoreError>;
 
-    /// Applies ledger verdicts, skipping events already in the inbox. Returns
+    /// Applies ledger outcomes, skipping events already in the inbox. Returns
     /// the transfers that changed.
     async fn apply_ledger_outcomes(
         &self,
@@ -203,7 +203,7 @@ pub trait Outbox: Send + Sync + 'static {
     async fn mark_sent(&self, seqs: &[u64]) -> Result<(), StoreError>;
 }
 
-/// Why a ledger verdict was not applied by the wallet store: the consumer
+/// Why a ledger outcome was not applied by the wallet store: the consumer
 /// dead-letters that event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -213,7 +213,7 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// The wallet service's database: wallets, holds, inbox, outbox.
+/// The wallet service's database: wallets, reservations, inbox, outbox.
 #[async_trait]
 pub trait WalletStore: Outbox {
     /// Stores a new wallet.
@@ -223,20 +223,20 @@ pub trait WalletStore: Outbox {
     async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError>;
 
     /// One unit: lock the wallets, [`crate::wallet::decide_reserve`], store
-    /// the hold (or refusal) and the sender, and on success write
+    /// the reservation (or refusal) and the sender, and on success write
     /// `WalletReserved` stamped `stamp` to the outbox. A repeat of a transfer
     /// id returns its first outcome.
     async fn reserve(
         &self,
-        request: &HoldRequest,
+        request: &ReserveRequest,
         stamp: EventStamp,
     ) -> Result<ReserveOutcome, StoreError>;
 
     /// One unit for the whole batch: for each event not in the inbox,
-    /// [`crate::wallet::decide_settlement`] and apply it, locking wallets in id
-    /// order. Events whose verdict contradicts the holds are recorded in the
+    /// [`crate::wallet::decide_finalize`] and apply it, locking wallets in id
+    /// order. Events whose outcome contradicts the reservations are recorded in the
     /// inbox and returned as refusals.
-    async fn settle(
+    async fn finalize(
         &self,
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
@@ -254,7 +254,7 @@ impl Refusal {
     }
 }
 
-/// The ledger service's database: entries, verdicts, accounts, inbox, outbox.
+/// The ledger service's database: entries, outcomes, accounts, inbox, outbox.
 #[async_trait]
 pub trait LedgerStore: Outbox {
     /// One unit for the whole batch: for each event not in the inbox,
@@ -278,7 +278,7 @@ pub trait LedgerStore: Outbox {
     /// Every account's balance.
     async fn balances(&self) -> Result<Vec<AccountBalance>, StoreError>;
 
-    /// The ledger's verdict on a transfer, if it has one.
+    /// The ledger's outcome on a transfer, if it has one.
     async fn outcome(&self, transfer: TransferId) -> Result<Option<LedgerOutcome>, StoreError>;
 }
 
@@ -299,8 +299,8 @@ pub enum GatewayError {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait WalletGateway: Send + Sync + 'static {
-    /// Holds funds for a transfer; idempotent by transfer id.
-    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError>;
+    /// Reserves funds for a transfer; idempotent by transfer id.
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError>;
     /// A wallet's currency, `None` if it does not exist. Currencies never
     /// change, so callers may cache the answer.
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError>;

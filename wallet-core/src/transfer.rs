@@ -132,7 +132,7 @@ pub struct Transfer {
 pub enum TransferCommand {
     /// The wallet service's definite answer to the reserve.
     RecordReserve(ReserveOutcome),
-    /// The ledger's verdict.
+    /// The ledger's outcome.
     RecordLedger(LedgerOutcome),
 }
 

@@ -1,9 +1,9 @@
-//! Wallets and holds, as the wallet service keeps them.
+//! Wallets and reservations, as the wallet service keeps them.
 //!
-//! A wallet has `available` and `reserved` funds. A transfer first *holds*
-//! the amount (available -> reserved); once the ledger has posted it the hold
+//! A wallet has `available` and `reserved` funds. A transfer first *reserves*
+//! the amount (available -> reserved); once the ledger has posted it the reservation
 //! is *captured* (reserved -> gone, receiver credited); if the ledger refused
-//! it the hold is *released* (reserved -> available). Every change of a
+//! it the reservation is *released* (reserved -> available). Every change of a
 //! balance follows a ledger decision, so the wallets are a snapshot of the
 //! ledger.
 
@@ -49,7 +49,7 @@ pub struct Wallet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalletChange {
     /// available -> reserved.
-    Held(Amount),
+    Reserved(Amount),
     /// reserved -> out (the ledger posted the debit).
     Captured(Amount),
     /// reserved -> available (the ledger refused the transfer).
@@ -58,7 +58,7 @@ pub enum WalletChange {
     Credited(Amount),
 }
 
-/// Why a wallet refuses a hold.
+/// Why a wallet refuses a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WalletRejection {
     /// The available balance is below the amount.
@@ -95,21 +95,21 @@ impl Wallet {
     }
 
     /// Decides whether `amount` can be held.
-    pub fn decide_hold(&self, amount: Amount) -> Result<WalletChange, WalletRejection> {
+    pub fn decide_reservation(&self, amount: Amount) -> Result<WalletChange, WalletRejection> {
         if self.kind == WalletKind::User && self.available < Balance::from(amount) {
             return Err(WalletRejection::InsufficientFunds {
                 available: self.available,
                 requested: amount,
             });
         }
-        Ok(WalletChange::Held(amount))
+        Ok(WalletChange::Reserved(amount))
     }
 
     /// Applies a decided change. A change that would break a wallet invariant
     /// is a bug, not an input error, and panics.
     pub fn apply(&mut self, change: WalletChange, now: Timestamp) {
         match change {
-            WalletChange::Held(a) => {
+            WalletChange::Reserved(a) => {
                 self.available = self.available - a;
                 self.reserved = self.reserved + a;
             }
@@ -134,15 +134,15 @@ impl Wallet {
     }
 }
 
-/// The transaction service's request to hold funds for a transfer. Sent
+/// The transaction service's request to reserve funds for a transfer. Sent
 /// again, unchanged, by the retrier until it gets a definite answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldRequest {
-    /// The transfer; the hold's key.
+pub struct ReserveRequest {
+    /// The transfer; the reservation's key.
     pub transfer_id: TransferId,
     /// Copied into the events.
     pub correlation_id: CorrelationId,
-    /// Whose funds to hold.
+    /// Whose funds to reserve.
     pub sender_wallet_id: WalletId,
     /// Who will be credited.
     pub receiver_wallet_id: WalletId,
@@ -152,12 +152,12 @@ pub struct HoldRequest {
     pub currency: Currency,
 }
 
-/// Where a hold stands.
+/// Where a reservation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
-pub enum HoldState {
+pub enum ReservationState {
     /// Funds are reserved.
-    Held,
+    Reserved,
     /// The ledger posted the transfer; funds left the sender.
     Captured,
     /// The ledger refused the transfer; funds went back to available.
@@ -168,11 +168,11 @@ pub enum HoldState {
 
 /// The wallet service's record of a reserve request, keyed by transfer id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hold {
+pub struct Reservation {
     /// What was asked.
-    pub request: HoldRequest,
+    pub request: ReserveRequest,
     /// What became of it.
-    pub state: HoldState,
+    pub state: ReservationState,
     /// When it was decided.
     pub created_at: Timestamp,
     /// When its state last changed.
@@ -189,11 +189,11 @@ pub enum ReserveOutcome {
     Rejected(FailureReason),
 }
 
-impl Hold {
-    /// The answer this hold gives to its reserve request, first time or replay.
+impl Reservation {
+    /// The answer this reservation gives to its reserve request, first time or replay.
     pub fn outcome(&self) -> ReserveOutcome {
         match self.state {
-            HoldState::Rejected(reason) => ReserveOutcome::Rejected(reason),
+            ReservationState::Rejected(reason) => ReserveOutcome::Rejected(reason),
             _ => ReserveOutcome::Reserved,
         }
     }
@@ -205,12 +205,12 @@ pub enum ReserveDecision {
     /// The transfer id was seen before: answer as then, write nothing.
     Replay(ReserveOutcome),
     /// Record the refusal (so a repeat gets the same answer); no balance moves.
-    Reject(Hold),
-    /// Record the hold, store these wallets (the sender after the hold, and a
+    Reject(Reservation),
+    /// Record the reservation, store these wallets (the sender after the reservation, and a
     /// system account met for the first time), and publish `WalletReserved`.
-    Hold {
-        /// The new hold, in state [`HoldState::Held`].
-        hold: Hold,
+    Reserve {
+        /// The new reservation, in state [`ReservationState::Reserved`].
+        reservation: Reservation,
         /// Wallets to write, sender first.
         wallets: Vec<Wallet>,
     },
@@ -219,19 +219,19 @@ pub enum ReserveDecision {
 /// Every rule of a reserve. `sender` and `receiver` are the stored wallets, if
 /// any; system accounts that were never used are made here.
 pub fn decide_reserve(
-    request: &HoldRequest,
-    existing: Option<&Hold>,
+    request: &ReserveRequest,
+    existing: Option<&Reservation>,
     sender: Option<&Wallet>,
     receiver: Option<&Wallet>,
     now: Timestamp,
 ) -> ReserveDecision {
-    if let Some(hold) = existing {
-        return ReserveDecision::Replay(hold.outcome());
+    if let Some(reservation) = existing {
+        return ReserveDecision::Replay(reservation.outcome());
     }
     let reject = |reason| {
-        ReserveDecision::Reject(Hold {
+        ReserveDecision::Reject(Reservation {
             request: request.clone(),
-            state: HoldState::Rejected(reason),
+            state: ReservationState::Rejected(reason),
             created_at: now,
             updated_at: now,
         })
@@ -258,16 +258,16 @@ pub fn decide_reserve(
     if Amount::new(request.amount.value(), request.currency).is_err() {
         return reject(FailureReason::InvalidAmount);
     }
-    match sender.decide_hold(request.amount) {
+    match sender.decide_reservation(request.amount) {
         Err(WalletRejection::InsufficientFunds { .. }) => reject(FailureReason::InsufficientFunds),
         Ok(change) => {
             sender.apply(change, now);
             let mut wallets = vec![sender];
             wallets.extend(receiver_new.then_some(receiver));
-            ReserveDecision::Hold {
-                hold: Hold {
+            ReserveDecision::Reserve {
+                reservation: Reservation {
                     request: request.clone(),
-                    state: HoldState::Held,
+                    state: ReservationState::Reserved,
                     created_at: now,
                     updated_at: now,
                 },
@@ -277,60 +277,60 @@ pub fn decide_reserve(
     }
 }
 
-/// Why a ledger verdict cannot be applied to a hold. Both mean the events
+/// Why a ledger outcome cannot be applied to a reservation. Both mean the events
 /// disagree with the wallet's records: the consumer dead-letters the event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FinalizeError {
     /// No reserve was ever recorded for this transfer.
-    #[error("no hold for transfer {0}")]
-    UnknownHold(TransferId),
-    /// The verdict contradicts the hold (captured then failed, or a verdict
+    #[error("no reservation for transfer {0}")]
+    UnknownReservation(TransferId),
+    /// The outcome contradicts the reservation (captured then failed, or a outcome
     /// on a refused reserve).
-    #[error("ledger verdict {outcome:?} contradicts hold state {state:?}")]
+    #[error("ledger outcome {outcome:?} contradicts reservation state {state:?}")]
     Contradiction {
-        /// The hold's state.
-        state: HoldState,
-        /// The ledger's verdict.
+        /// The reservation's state.
+        state: ReservationState,
+        /// The ledger's outcome.
         outcome: LedgerOutcome,
     },
 }
 
-/// The balance changes that settle a hold.
+/// The balance changes that finalize a reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settlement {
-    /// The hold's new state: captured or released.
-    pub state: HoldState,
+pub struct Finalization {
+    /// The reservation's new state: captured or released.
+    pub state: ReservationState,
     /// Changes per wallet, sender first.
     pub changes: Vec<(WalletId, WalletChange)>,
 }
 
-/// Every rule of settling a hold once the ledger has decided. `Ok(None)`: the
-/// verdict was applied before (a duplicate), nothing to do.
-pub fn decide_settlement(
-    hold: Option<&Hold>,
+/// Every rule of finalizing a reservation once the ledger has decided. `Ok(None)`: the
+/// outcome was applied before (a duplicate), nothing to do.
+pub fn decide_finalize(
+    reservation: Option<&Reservation>,
     transfer_id: TransferId,
     outcome: LedgerOutcome,
-) -> Result<Option<Settlement>, FinalizeError> {
-    let hold = hold.ok_or(FinalizeError::UnknownHold(transfer_id))?;
+) -> Result<Option<Finalization>, FinalizeError> {
+    let reservation = reservation.ok_or(FinalizeError::UnknownReservation(transfer_id))?;
     let (sender, receiver, amount) = (
-        hold.request.sender_wallet_id,
-        hold.request.receiver_wallet_id,
-        hold.request.amount,
+        reservation.request.sender_wallet_id,
+        reservation.request.receiver_wallet_id,
+        reservation.request.amount,
     );
-    match (hold.state, outcome) {
-        (HoldState::Held, LedgerOutcome::Succeeded) => Ok(Some(Settlement {
-            state: HoldState::Captured,
+    match (reservation.state, outcome) {
+        (ReservationState::Reserved, LedgerOutcome::Succeeded) => Ok(Some(Finalization {
+            state: ReservationState::Captured,
             changes: vec![
                 (sender, WalletChange::Captured(amount)),
                 (receiver, WalletChange::Credited(amount)),
             ],
         })),
-        (HoldState::Held, LedgerOutcome::Failed(_)) => Ok(Some(Settlement {
-            state: HoldState::Released,
+        (ReservationState::Reserved, LedgerOutcome::Failed(_)) => Ok(Some(Finalization {
+            state: ReservationState::Released,
             changes: vec![(sender, WalletChange::Released(amount))],
         })),
-        (HoldState::Captured, LedgerOutcome::Succeeded)
-        | (HoldState::Released, LedgerOutcome::Failed(_)) => Ok(None),
+        (ReservationState::Captured, LedgerOutcome::Succeeded)
+        | (ReservationState::Released, LedgerOutcome::Failed(_)) => Ok(None),
         (state, outcome) => Err(FinalizeError::Contradiction { state, outcome }),
     }
 }

@@ -2,7 +2,7 @@
 //! withdrawals and transfers, valid or not, with idempotency keys repeated
 //! with the same or another body) and however often events are delivered
 //! again, once the system is quiet every invariant of DESIGN.md section 5
-//! holds and every balance equals a model kept by the test.
+//! reservations and every balance equals a model kept by the test.
 
 use std::collections::HashMap;
 
@@ -150,7 +150,7 @@ struct Model {
     balance: HashMap<WalletId, Decimal>,
     /// Ledger balance of every system account once quiet.
     system: HashMap<Currency, Decimal>,
-    /// Credits accepted since the system was last settled: they may not
+    /// Credits accepted since the system was last answered: they may not
     /// have reached the receiver's available balance yet.
     unsettled_credits: HashMap<WalletId, Decimal>,
     /// The first answer of every key that stored a transfer.
@@ -391,7 +391,7 @@ async fn run(currencies: Vec<usize>, ops: Vec<Op>) {
                 system.pump().await;
             }
             Op::Settle => {
-                system.settle().await;
+                system.drain().await;
                 model.unsettled_credits.clear();
             }
             Op::Redeliver { ledger_topic, pick } => {
@@ -407,7 +407,7 @@ async fn run(currencies: Vec<usize>, ops: Vec<Op>) {
         let violations = check_always(&system.snapshot());
         assert!(violations.is_empty(), "after {described}: {violations:#?}");
     }
-    system.settle().await;
+    system.drain().await;
     check(&system, &model);
 }
 

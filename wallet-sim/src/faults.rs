@@ -15,7 +15,7 @@ use wallet_core::ids::WalletId;
 use wallet_core::ports::{GatewayError, WalletGateway};
 use wallet_core::runtime::{EventHandler, HandleError, Handled};
 use wallet_core::transfer::FailureReason;
-use wallet_core::wallet::{HoldRequest, ReserveOutcome};
+use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
 
 use crate::client::Struck;
 use crate::rng::Rng;
@@ -308,7 +308,7 @@ impl SimGateway {
 
 #[async_trait]
 impl WalletGateway for SimGateway {
-    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         let plan = lock(&self.faults).reserve_plan();
         match &plan {
             ReservePlan::TimeoutBefore => return self.ambiguous(GatewayError::Timeout),

@@ -29,7 +29,7 @@ pub enum PlantedBug {
 pub(crate) trait SimLedger: LedgerStore + Clone + Default {
     /// Every entry, as the ledger table holds them.
     fn audit_entries(&self) -> Vec<Entry>;
-    /// Every verdict.
+    /// Every outcome.
     fn audit_outcomes(&self) -> HashMap<TransferId, LedgerOutcome>;
 }
 

@@ -339,7 +339,7 @@ impl<L: SimLedger> World<L> {
         let b = &self.base;
         Snapshot {
             wallets: b.wallet_store.all(),
-            holds: b.wallet_store.holds(),
+            reservations: b.wallet_store.reservations(),
             transfers: b.transfer_store.all(),
             entries: b.ledger_store.audit_entries(),
             outcomes: b.ledger_store.audit_outcomes(),

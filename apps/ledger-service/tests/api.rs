@@ -36,7 +36,7 @@ async fn deposited(e: &mut Embedded, amounts: &[&str]) -> (WalletId, Vec<Transfe
             currency: None,
         };
         transfers.push(e.transactions.create(request).await.unwrap().transfer.id);
-        e.settle().await;
+        e.drain().await;
     }
     (wallet, transfers)
 }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use wallet_core::ids::WalletId;
 use wallet_core::money::Currency;
 use wallet_core::ports::{GatewayError, WalletGateway};
-use wallet_core::wallet::{HoldRequest, ReserveOutcome};
+use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
 
 /// How long one call to the wallet service may take, connection included:
 /// 2 s. A reserve is one short database transaction; a call that takes
@@ -90,7 +90,7 @@ impl HttpWalletGateway {
 
 #[async_trait]
 impl WalletGateway for HttpWalletGateway {
-    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         let url = self.url("/internal/v1/reserve");
         let response = self.client.post(url).json(request).send().await;
         let response = response.map_err(transport)?;

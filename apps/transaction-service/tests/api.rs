@@ -16,7 +16,7 @@ use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryTransferStore, MemoryW
 use wallet_core::money::Currency;
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
-use wallet_core::wallet::{HoldRequest, ReserveOutcome};
+use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, TestResponse, assert_quiet, get, post_keyed, raw, send};
 
@@ -34,7 +34,7 @@ fn unknown_wallet() -> WalletId {
     WalletId::from_uuid(uuid::Uuid::now_v7())
 }
 
-/// A wallet holding `amount`, deposited through the core and settled.
+/// A wallet holding `amount`, deposited through the core and drained.
 async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId {
     let wallet = e.wallets.open(currency).await.unwrap().id;
     let request = TransferRequest {
@@ -44,7 +44,7 @@ async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId 
         currency: None,
     };
     e.transactions.create(request).await.unwrap();
-    e.settle().await;
+    e.drain().await;
     wallet
 }
 
@@ -126,7 +126,7 @@ async fn a_transfer_is_accepted_then_succeeds() {
         Some(&*format!("/v1/transfers/{id}"))
     );
     assert_eq!(created.header("idempotent-replayed"), None);
-    e.settle().await;
+    e.drain().await;
     let fetched = send(&app, get(&format!("/v1/transfers/{id}"))).await;
     assert_eq!(fetched.status, StatusCode::OK);
     assert_eq!(fetched.body["status"], "SUCCEEDED");
@@ -152,7 +152,7 @@ async fn deposits_and_withdrawals_go_through_the_system_account() {
     assert_eq!(deposit.status, StatusCode::ACCEPTED, "{}", deposit.body);
     assert_eq!(deposit.body["kind"], "deposit");
     assert_eq!(deposit.body["sender_wallet_id"], json!(system));
-    e.settle().await;
+    e.drain().await;
     let body = json!({"amount": "120", "currency": "JPY", "idempotency_key": "w-1"});
     let withdrawal = post(&app, &withdrawals(wallet), None, &body).await;
     assert_eq!(
@@ -163,7 +163,7 @@ async fn deposits_and_withdrawals_go_through_the_system_account() {
     );
     assert_eq!(withdrawal.body["kind"], "withdrawal");
     assert_eq!(withdrawal.body["receiver_wallet_id"], json!(system));
-    e.settle().await;
+    e.drain().await;
     assert_eq!(available(&e, wallet).await, "380");
     assert_quiet(&e);
 }
@@ -367,7 +367,7 @@ async fn the_same_key_in_header_and_body_is_accepted() {
     body["idempotency_key"] = json!("same");
     let created = post(&app, "/v1/transfers", Some("same"), &body).await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
-    e.settle().await;
+    e.drain().await;
     assert_quiet(&e);
 }
 
@@ -476,7 +476,7 @@ async fn insufficient_funds_is_422_with_the_failed_transfer() {
         (refused.status, &refused.body)
     );
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    e.settle().await;
+    e.drain().await;
     let after = SystemState::capture(&e);
     assert_eq!(after.wallets, before.wallets, "balances unchanged");
     assert_eq!(after.entries, before.entries);
@@ -520,8 +520,8 @@ async fn a_repeated_request_gets_the_first_answer_again() {
     )
     .await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
-    e.settle().await;
-    let settled = SystemState::capture(&e);
+    e.drain().await;
+    let quiet = SystemState::capture(&e);
     // "2.50" is the same request as "2.5"; the body key is the same key.
     let mut same = transfer(a, b, json!("2.50"));
     same["idempotency_key"] = json!("again");
@@ -533,8 +533,8 @@ async fn a_repeated_request_gets_the_first_answer_again() {
     );
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.header("location"), first.header("location"));
-    e.settle().await;
-    assert_eq!(SystemState::capture(&e), settled, "a replay moves nothing");
+    e.drain().await;
+    assert_eq!(SystemState::capture(&e), quiet, "a replay moves nothing");
     assert_quiet(&e);
 }
 
@@ -572,7 +572,7 @@ async fn a_key_reused_with_another_request_is_422_and_changes_nothing() {
         untouched.body, first.body,
         "the first transfer is untouched"
     );
-    e.settle().await;
+    e.drain().await;
     assert_quiet(&e);
 }
 
@@ -634,7 +634,7 @@ async fn wait_ms_returns_once_the_transfer_is_terminal() {
     let started = Instant::now();
     let settle_later = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        e.settle().await;
+        e.drain().await;
     };
     let (polled, ()) = tokio::join!(send(&app, get(&uri)), settle_later);
     assert_eq!(polled.status, StatusCode::OK);
@@ -709,7 +709,7 @@ struct Gate {
 
 #[async_trait]
 impl WalletGateway for Gate {
-    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         self.entered.notify_one();
         self.release.notified().await;
         WalletGateway::reserve(&self.inner, request).await
@@ -774,7 +774,7 @@ struct Broken {
 
 #[async_trait]
 impl WalletGateway for Broken {
-    async fn reserve(&self, _: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve(&self, _: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         Err(GatewayError::Timeout)
     }
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
@@ -846,7 +846,7 @@ async fn the_three_apis_merge_into_one_router() {
     let id: WalletId = opened.body["id"].as_str().unwrap().parse().unwrap();
     let deposit = post(&app, &deposits(id), Some("d"), &json!({"amount": "7"})).await;
     assert_eq!(deposit.status, StatusCode::ACCEPTED);
-    e.settle().await;
+    e.drain().await;
     let wallet = send(&app, get(&format!("/v1/wallets/{id}"))).await;
     assert_eq!(wallet.body["available"], "7.00");
     let entries = send(&app, get(&format!("/v1/wallets/{id}/entries"))).await;

@@ -17,7 +17,7 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
 use wallet_core::transfer::{FailureReason, TransferStatus};
-use wallet_core::wallet::{HoldRequest, ReserveOutcome};
+use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
 
 /// Serves `app` on 127.0.0.1 and returns its base URL. The server stops
 /// with the test's runtime.
@@ -44,12 +44,12 @@ async fn funded(e: &mut Embedded, amount: &str) -> WalletId {
         currency: None,
     };
     e.transactions.create(request).await.unwrap();
-    e.settle().await;
+    e.drain().await;
     wallet
 }
 
-fn hold(sender: WalletId, receiver: WalletId, amount: &str) -> HoldRequest {
-    HoldRequest {
+fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveRequest {
+    ReserveRequest {
         transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
         correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
         sender_wallet_id: sender,
@@ -66,7 +66,7 @@ async fn reserve_over_http_holds_once_and_refuses_definitely() {
         funded(&mut e, "10").await,
         e.wallets.open(Currency::USD).await.unwrap().id,
     );
-    let request = hold(a, b, "6");
+    let request = reservation(a, b, "6");
     assert_eq!(
         gateway.reserve(&request).await,
         Ok(ReserveOutcome::Reserved)
@@ -81,7 +81,7 @@ async fn reserve_over_http_holds_once_and_refuses_definitely() {
         (wallet.available.to_string(), wallet.reserved.to_string()),
         ("4.00".into(), "6.00".into())
     );
-    let poor = gateway.reserve(&hold(a, b, "5")).await;
+    let poor = gateway.reserve(&reservation(a, b, "5")).await;
     assert_eq!(
         poor,
         Ok(ReserveOutcome::Rejected(FailureReason::InsufficientFunds))
@@ -125,7 +125,7 @@ async fn a_transaction_service_over_http_completes_the_saga() {
     };
     let created = svc.create(request).await.unwrap();
     assert_eq!(created.transfer.status, TransferStatus::Reserved);
-    e.settle().await;
+    e.drain().await;
     let receiver = e.wallets.wallet(b).await.unwrap().unwrap();
     assert_eq!(receiver.available.to_string(), "2.50");
 }
@@ -146,7 +146,7 @@ async fn a_server_that_never_answers_is_a_timeout() {
     let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
     let started = Instant::now();
     assert_eq!(
-        gateway.reserve(&hold(someone, someone, "1")).await,
+        gateway.reserve(&reservation(someone, someone, "1")).await,
         Err(GatewayError::Timeout)
     );
     assert_eq!(
@@ -167,7 +167,7 @@ async fn a_closed_port_is_unavailable() {
     drop(listener);
     let gateway = HttpWalletGateway::new(&format!("http://{addr}")).unwrap();
     let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
-    let reserve = gateway.reserve(&hold(someone, someone, "1")).await;
+    let reserve = gateway.reserve(&reservation(someone, someone, "1")).await;
     assert!(
         matches!(reserve, Err(GatewayError::Unavailable(_))),
         "{reserve:?}"
@@ -187,7 +187,7 @@ async fn server_errors_and_unexpected_answers_are_never_definite() {
             r#"{"error":{"code":"internal","message":"x"}}"#,
         ),
         (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance"),
-        (StatusCode::BAD_REQUEST, "bad hold"),
+        (StatusCode::BAD_REQUEST, "bad reservation"),
         (StatusCode::NOT_FOUND, "no such route"),
         (StatusCode::OK, "not json"),
     ];
@@ -195,7 +195,7 @@ async fn server_errors_and_unexpected_answers_are_never_definite() {
     for (status, body) in answers {
         let base = serve(Router::new().fallback(any(move || async move { (status, body) }))).await;
         let gateway = HttpWalletGateway::new(&base).unwrap();
-        let reserve = gateway.reserve(&hold(someone, someone, "1")).await;
+        let reserve = gateway.reserve(&reservation(someone, someone, "1")).await;
         let Err(GatewayError::Unavailable(message)) = reserve else {
             panic!("{status}: {reserve:?}");
         };

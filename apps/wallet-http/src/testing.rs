@@ -11,7 +11,7 @@ use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
 use wallet_core::ledger::Entry;
 use wallet_core::memory::{Embedded, MemoryBus};
 use wallet_core::transfer::Transfer;
-use wallet_core::wallet::{Hold, Wallet};
+use wallet_core::wallet::{Reservation, Wallet};
 
 /// A response, read whole.
 #[derive(Debug, Clone)]
@@ -118,13 +118,13 @@ pub fn raw(
 }
 
 /// What a refused request must leave unchanged: wallets with their
-/// balances, holds, transfers, ledger entries and the bus's topics.
+/// balances, reservations, transfers, ledger entries and the bus's topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemState {
     /// Wallets, by id.
     pub wallets: Vec<Wallet>,
-    /// Holds, by transfer id.
-    pub holds: Vec<Hold>,
+    /// Reservations, by transfer id.
+    pub reservations: Vec<Reservation>,
     /// Transfers, by id.
     pub transfers: Vec<Transfer>,
     /// Ledger entries, oldest first.
@@ -145,17 +145,17 @@ impl SystemState {
     pub fn from_parts(snapshot: Snapshot, bus: &MemoryBus) -> SystemState {
         let Snapshot {
             mut wallets,
-            mut holds,
+            mut reservations,
             mut transfers,
             entries,
             ..
         } = snapshot;
         wallets.sort_by_key(|w| w.id);
-        holds.sort_by_key(|h| h.request.transfer_id);
+        reservations.sort_by_key(|h| h.request.transfer_id);
         transfers.sort_by_key(|t| t.id);
         SystemState {
             wallets,
-            holds,
+            reservations,
             transfers,
             entries,
             wallet_events: bus.len(WALLET_EVENTS),

@@ -12,7 +12,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `POST /internal/v1/reserve` [`HoldRequest`] | 200 [`ReserveOutcome`]; 503 when storage is down |
+//! | `POST /internal/v1/reserve` [`ReserveRequest`] | 200 [`ReserveOutcome`]; 503 when storage is down |
 //! | `GET /internal/v1/wallets/{id}` | 200 [`WalletCurrency`]; 404 `wallet_not_found` |
 //!
 //! Errors use the shape of [`wallet_http::ApiError`].
@@ -30,7 +30,7 @@ use wallet_core::ids::WalletId;
 use wallet_core::money::{Balance, Currency};
 use wallet_core::ports::WalletStore;
 use wallet_core::service::WalletService;
-use wallet_core::wallet::{HoldRequest, ReserveOutcome, Wallet, WalletKind};
+use wallet_core::wallet::{ReserveOutcome, ReserveRequest, Wallet, WalletKind};
 use wallet_http::{ApiError, Json, Path};
 
 /// A wallet as the public API shows it. Amounts are decimal strings.
@@ -147,7 +147,7 @@ async fn get_wallet<S: WalletStore>(
 
 async fn reserve<S: WalletStore>(
     State(svc): State<Svc<S>>,
-    Json(request): Json<HoldRequest>,
+    Json(request): Json<ReserveRequest>,
 ) -> Result<Json<ReserveOutcome>, ApiError> {
     Ok(Json(svc.reserve(&request).await?))
 }

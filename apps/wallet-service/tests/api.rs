@@ -19,7 +19,7 @@ use wallet_core::ports::{
     WalletStore,
 };
 use wallet_core::service::{Parties, TransferRequest, WalletService};
-use wallet_core::wallet::{HoldRequest, ReserveOutcome, Wallet};
+use wallet_core::wallet::{ReserveOutcome, ReserveRequest, Wallet};
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, assert_quiet, get, json as json_req, raw, send};
 
@@ -39,12 +39,12 @@ async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId 
         currency: None,
     };
     e.transactions.create(request).await.unwrap();
-    e.settle().await;
+    e.drain().await;
     wallet.id
 }
 
-fn hold(sender: WalletId, receiver: WalletId, amount: &str) -> HoldRequest {
-    HoldRequest {
+fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveRequest {
+    ReserveRequest {
         transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
         correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
         sender_wallet_id: sender,
@@ -168,7 +168,7 @@ async fn reserve_holds_funds_once_per_transfer() {
     let (mut e, app) = system();
     let sender = funded(&mut e, Currency::USD, "10").await;
     let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
-    let request = serde_json::to_value(hold(sender, receiver, "4")).unwrap();
+    let request = serde_json::to_value(reservation(sender, receiver, "4")).unwrap();
     for _ in 0..2 {
         let response = send(&app, post("/internal/v1/reserve", request.clone())).await;
         assert_eq!(response.status, StatusCode::OK);
@@ -193,10 +193,10 @@ async fn reserve_refusals_are_definite_outcomes_and_move_no_money() {
     let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
     let before = SystemState::capture(&e);
     let cases = [
-        (hold(sender, receiver, "10.01"), "insufficient_funds"),
-        (hold(sender, unknown, "1"), "wallet_not_found"),
-        (hold(sender, eur, "1"), "currency_mismatch"),
-        (hold(sender, sender, "1"), "same_wallet"),
+        (reservation(sender, receiver, "10.01"), "insufficient_funds"),
+        (reservation(sender, unknown, "1"), "wallet_not_found"),
+        (reservation(sender, eur, "1"), "currency_mismatch"),
+        (reservation(sender, sender, "1"), "same_wallet"),
     ];
     for (request, reason) in cases {
         let body = serde_json::to_value(&request).unwrap();
@@ -220,11 +220,11 @@ async fn malformed_reserve_requests_are_400_and_hold_nothing() {
     let sender = funded(&mut e, Currency::USD, "10").await;
     let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
     let before = SystemState::capture(&e);
-    let mut number = serde_json::to_value(hold(sender, receiver, "1")).unwrap();
+    let mut number = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
     number["amount"] = json!(1);
-    let mut missing = serde_json::to_value(hold(sender, receiver, "1")).unwrap();
+    let mut missing = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
     missing.as_object_mut().unwrap().remove("transfer_id");
-    let mut bad_id = serde_json::to_value(hold(sender, receiver, "1")).unwrap();
+    let mut bad_id = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
     bad_id["sender_wallet_id"] = json!("nope");
     for body in [number, missing, bad_id, json!("reserve")] {
         send(&app, post("/internal/v1/reserve", body))
@@ -324,19 +324,19 @@ impl WalletStore for Flaky {
     }
     async fn reserve(
         &self,
-        request: &HoldRequest,
+        request: &ReserveRequest,
         stamp: EventStamp,
     ) -> Result<ReserveOutcome, StoreError> {
         self.check()?;
         self.inner.reserve(request, stamp).await
     }
-    async fn settle(
+    async fn finalize(
         &self,
         batch: &[Inbound<LedgerOutcome>],
         now: wallet_core::Timestamp,
     ) -> Result<Vec<Refusal>, StoreError> {
         self.check()?;
-        self.inner.settle(batch, now).await
+        self.inner.finalize(batch, now).await
     }
 }
 
@@ -359,7 +359,7 @@ async fn storage_down_is_503_on_every_route() {
         get(&format!("/internal/v1/wallets/{}", wallet.id)),
         post(
             "/internal/v1/reserve",
-            serde_json::to_value(hold(wallet.id, other, "1")).unwrap(),
+            serde_json::to_value(reservation(wallet.id, other, "1")).unwrap(),
         ),
     ];
     for request in requests {
@@ -368,5 +368,5 @@ async fn storage_down_is_503_on_every_route() {
             .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     }
     assert_eq!(store.inner.all(), vec![wallet], "nothing written");
-    assert!(store.inner.holds().is_empty());
+    assert!(store.inner.reservations().is_empty());
 }

@@ -25,7 +25,7 @@ fn request(key: &str, parties: Parties, amount: &str) -> TransferRequest {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Stepped mode: `settle` runs the relays and consumers until no event
+    // Stepped mode: `drain` runs the relays and consumers until no event
     // moves, so the example is deterministic. `Embedded::spawn` runs the same
     // loops as background tasks instead, as `walletctl dev` does.
     let mut system = Embedded::new(EmbeddedConfig::default());
@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transactions
         .create(request("top-up-1", Parties::Deposit(alice.id), "120.00"))
         .await?;
-    system.settle().await;
+    system.drain().await;
 
     let parties = Parties::Transfer {
         sender: alice.id,
@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         created.transfer.id,
         created.transfer.status.as_str()
     );
-    system.settle().await;
+    system.drain().await;
 
     let transfer = system
         .transactions

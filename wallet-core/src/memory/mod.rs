@@ -83,7 +83,7 @@ impl Default for EmbeddedConfig {
 /// The three services with their relays and consumers, on the in-memory
 /// adapters, in one process.
 ///
-/// Drive it step by step with [`Embedded::pump`] and [`Embedded::settle`]
+/// Drive it step by step with [`Embedded::pump`] and [`Embedded::drain`]
 /// (tests, examples, benchmarks), or hand its loops to tokio with
 /// [`Embedded::spawn`] (the dev server).
 pub struct Embedded {
@@ -205,7 +205,7 @@ impl Embedded {
 
     /// Pumps until no event moves: every saga whose reserve was answered is
     /// then complete.
-    pub async fn settle(&mut self) {
+    pub async fn drain(&mut self) {
         while self.pump().await > 0 {}
     }
 
@@ -213,7 +213,7 @@ impl Embedded {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             wallets: self.wallets.store().all(),
-            holds: self.wallets.store().holds(),
+            reservations: self.wallets.store().reservations(),
             transfers: self.transactions.store().all(),
             entries: self.ledger.store().all_entries(),
             outcomes: self.ledger.store().outcomes(),

@@ -21,7 +21,8 @@ use crate::ports::{
 };
 use crate::transfer::{Transfer, TransferCommand, TransferStatus};
 use crate::wallet::{
-    Hold, HoldRequest, ReserveDecision, ReserveOutcome, Wallet, decide_reserve, decide_settlement,
+    Reservation, ReserveDecision, ReserveOutcome, ReserveRequest, Wallet, decide_finalize,
+    decide_reserve,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,7 +132,7 @@ impl TransferStore for MemoryTransferStore {
         Ok(lock(&self.state).transfers.get(&id).cloned())
     }
 
-    async fn settle_reserve(
+    async fn record_reserve(
         &self,
         id: TransferId,
         attempt: ReserveAttempt,
@@ -166,7 +167,7 @@ impl TransferStore for MemoryTransferStore {
                 continue;
             }
             let Some(transfer) = s.transfers.get_mut(&event.transfer_id) else {
-                tracing::error!(transfer_id = %event.transfer_id, "ledger verdict for unknown transfer");
+                tracing::error!(transfer_id = %event.transfer_id, "ledger outcome for unknown transfer");
                 continue;
             };
             if transfer.handle(&TransferCommand::RecordLedger(event.body), now) {
@@ -197,7 +198,7 @@ impl TransferStore for MemoryTransferStore {
 #[derive(Debug, Default)]
 struct WalletState {
     wallets: BTreeMap<WalletId, Wallet>,
-    holds: HashMap<TransferId, Hold>,
+    reservations: HashMap<TransferId, Reservation>,
     inbox: HashSet<EventId>,
     outbox: MemOutbox,
 }
@@ -219,9 +220,9 @@ impl MemoryWalletStore {
         lock(&self.state).wallets.values().cloned().collect()
     }
 
-    /// Every hold, for audits.
-    pub fn holds(&self) -> Vec<Hold> {
-        lock(&self.state).holds.values().cloned().collect()
+    /// Every reservation, for audits.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        lock(&self.state).reservations.values().cloned().collect()
     }
 }
 
@@ -247,36 +248,40 @@ impl WalletStore for MemoryWalletStore {
 
     async fn reserve(
         &self,
-        request: &HoldRequest,
+        request: &ReserveRequest,
         stamp: EventStamp,
     ) -> Result<ReserveOutcome, StoreError> {
         let mut s = lock(&self.state);
         let decision = decide_reserve(
             request,
-            s.holds.get(&request.transfer_id),
+            s.reservations.get(&request.transfer_id),
             s.wallets.get(&request.sender_wallet_id),
             s.wallets.get(&request.receiver_wallet_id),
             stamp.at,
         );
         match decision {
             ReserveDecision::Replay(outcome) => Ok(outcome),
-            ReserveDecision::Reject(hold) => {
-                let outcome = hold.outcome();
-                s.holds.insert(request.transfer_id, hold);
+            ReserveDecision::Reject(reservation) => {
+                let outcome = reservation.outcome();
+                s.reservations.insert(request.transfer_id, reservation);
                 Ok(outcome)
             }
-            ReserveDecision::Hold { hold, wallets } => {
+            ReserveDecision::Reserve {
+                reservation,
+                wallets,
+            } => {
                 for wallet in wallets {
                     s.wallets.insert(wallet.id, wallet);
                 }
-                s.outbox.push(Envelope::wallet_reserved(&hold, stamp));
-                s.holds.insert(request.transfer_id, hold);
+                s.outbox
+                    .push(Envelope::wallet_reserved(&reservation, stamp));
+                s.reservations.insert(request.transfer_id, reservation);
                 Ok(ReserveOutcome::Reserved)
             }
         }
     }
 
-    async fn settle(
+    async fn finalize(
         &self,
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
@@ -287,30 +292,33 @@ impl WalletStore for MemoryWalletStore {
             if !s.inbox.insert(event.event_id) {
                 continue;
             }
-            let settlement = match decide_settlement(
-                s.holds.get(&event.transfer_id),
+            let finalization = match decide_finalize(
+                s.reservations.get(&event.transfer_id),
                 event.transfer_id,
                 event.body,
             ) {
-                Ok(Some(settlement)) => settlement,
+                Ok(Some(finalization)) => finalization,
                 Ok(None) => continue,
                 Err(error) => {
                     refused.push(Refusal::finalize(event.event_id, &error));
                     continue;
                 }
             };
-            for (id, change) in settlement.changes {
-                // Reserve stored both wallets of the hold and wallets are
+            for (id, change) in finalization.changes {
+                // Reserve stored both wallets of the reservation and wallets are
                 // never deleted, so a missing one is a broken invariant.
-                let wallet = s.wallets.get_mut(&id).expect("wallets of a hold exist");
+                let wallet = s
+                    .wallets
+                    .get_mut(&id)
+                    .expect("wallets of a reservation exist");
                 wallet.apply(change, now);
             }
-            let hold = s
-                .holds
+            let reservation = s
+                .reservations
                 .get_mut(&event.transfer_id)
-                .expect("decided on this hold");
-            hold.state = settlement.state;
-            hold.updated_at = now;
+                .expect("decided on this reservation");
+            reservation.state = finalization.state;
+            reservation.updated_at = now;
         }
         Ok(refused)
     }
@@ -359,7 +367,7 @@ impl MemoryLedgerStore {
         lock(&self.state).entries.clone()
     }
 
-    /// Every verdict, for audits.
+    /// Every outcome, for audits.
     pub fn outcomes(&self) -> HashMap<TransferId, LedgerOutcome> {
         lock(&self.state).outcomes.clone()
     }
@@ -402,7 +410,7 @@ impl LedgerStore for MemoryLedgerStore {
             };
             s.outcomes.insert(request.transfer_id, outcome);
             s.outbox
-                .push(Envelope::ledger_verdict(event, outcome, *stamp));
+                .push(Envelope::ledger_decided(event, outcome, *stamp));
             decided += 1;
         }
         Ok(decided)

@@ -18,7 +18,7 @@ use crate::ports::{
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::transfer::{Transfer, TransferKind, TransferStatus};
-use crate::wallet::HoldRequest;
+use crate::wallet::ReserveRequest;
 
 /// Limits of the transaction service.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ pub struct RetryReport {
     /// Pending transfers found.
     pub attempted: usize,
     /// Of those, how many got a definite answer.
-    pub settled: usize,
+    pub answered: usize,
 }
 
 /// Creates transfers, drives them through the saga and answers for them.
@@ -213,7 +213,7 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
         let attempt = self.attempt_reserve(&transfer).await;
         let transfer = self
             .store
-            .settle_reserve(transfer.id, attempt, self.clock.now())
+            .record_reserve(transfer.id, attempt, self.clock.now())
             .await?;
         self.changed.notify_waiters();
         Ok(Created {
@@ -263,25 +263,25 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
             .await?;
         let mut report = RetryReport {
             attempted: pending.len(),
-            settled: 0,
+            answered: 0,
         };
         for transfer in pending {
             let attempt = self.attempt_reserve(&transfer).await;
             if let ReserveAttempt::Definite(_) = attempt {
                 self.store
-                    .settle_reserve(transfer.id, attempt, self.clock.now())
+                    .record_reserve(transfer.id, attempt, self.clock.now())
                     .await?;
-                report.settled += 1;
+                report.answered += 1;
             }
         }
-        if report.settled > 0 {
+        if report.answered > 0 {
             self.changed.notify_waiters();
         }
         Ok(report)
     }
 
     async fn attempt_reserve(&self, transfer: &Transfer) -> ReserveAttempt {
-        let request = HoldRequest {
+        let request = ReserveRequest {
             transfer_id: transfer.id,
             correlation_id: transfer.correlation_id,
             sender_wallet_id: transfer.sender_wallet_id,
@@ -371,12 +371,12 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
     }
 }
 
-/// Step 8 of the saga: ledger verdicts move transfers to their terminal state.
+/// Step 8 of the saga: ledger outcomes move transfers to their terminal state.
 #[async_trait]
 impl<S: TransferStore, G: WalletGateway> EventHandler for TransactionService<S, G> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
         let (inbound, handled) =
-            Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger verdict");
+            Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger outcome");
         let changed = self
             .store
             .apply_ledger_outcomes(&inbound, self.clock.now())

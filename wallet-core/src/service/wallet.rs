@@ -1,4 +1,4 @@
-//! The wallet service: balances, holds and their settlement.
+//! The wallet service: balances, reservations and their finalization.
 
 use std::sync::Arc;
 
@@ -12,9 +12,9 @@ use crate::ports::{
     Clock, EventStamp, GatewayError, IdGenerator, StoreError, WalletGateway, WalletStore,
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
-use crate::wallet::{HoldRequest, ReserveOutcome, Wallet};
+use crate::wallet::{ReserveOutcome, ReserveRequest, Wallet};
 
-/// Opens wallets, holds funds and settles holds.
+/// Opens wallets, reserves funds and finalizes reservations.
 pub struct WalletService<S> {
     store: S,
     clock: Arc<dyn Clock>,
@@ -57,8 +57,8 @@ impl<S: WalletStore> WalletService<S> {
         self.store.wallet(id).await
     }
 
-    /// Step 3 of the saga: hold the sender's funds, idempotent by transfer id.
-    pub async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, StoreError> {
+    /// Step 3 of the saga: reserve the sender's funds, idempotent by transfer id.
+    pub async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
         let stamp = EventStamp {
             event_id: self.ids.event_id(),
             at: self.clock.now(),
@@ -72,17 +72,17 @@ impl<S: WalletStore> WalletService<S> {
     }
 }
 
-/// Step 7 of the saga: ledger verdicts capture or release holds.
+/// Step 7 of the saga: ledger outcomes capture or release reservations.
 #[async_trait]
 impl<S: WalletStore> EventHandler for WalletService<S> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
         let (inbound, mut handled) =
-            Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger verdict");
-        let refused = self.store.settle(&inbound, self.clock.now()).await?;
+            Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger outcome");
+        let refused = self.store.finalize(&inbound, self.clock.now()).await?;
         tracing::info!(
             events = inbound.len(),
             refused = refused.len(),
-            "saga: holds settled"
+            "saga: reservations finalized"
         );
         handled.refused.extend(refused);
         Ok(handled)
@@ -93,7 +93,7 @@ impl<S: WalletStore> EventHandler for WalletService<S> {
 /// direct call, used by the embedded mode.
 #[async_trait]
 impl<S: WalletStore> WalletGateway for Arc<WalletService<S>> {
-    async fn reserve(&self, request: &HoldRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         WalletService::reserve(self, request)
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))

@@ -8,9 +8,11 @@ use crate::ids::{TransferId, WalletId};
 use crate::ledger::{Entry, LedgerOutcome, Posting};
 use crate::money::Currency;
 use crate::transfer::{FailureReason, Transfer, TransferKind, TransferStatus};
-use crate::wallet::{Hold, HoldState, Wallet};
+use crate::wallet::{Reservation, ReservationState, Wallet};
 
-use super::fixtures::{at, bal, hold, hold_request, tid, transfer, usd, user_wallet, wid};
+use super::fixtures::{
+    at, bal, reservation, reserve_request, tid, transfer, usd, user_wallet, wid,
+};
 
 const ALICE: u64 = 1;
 const BOB: u64 = 2;
@@ -48,9 +50,15 @@ fn saga(
     }
 }
 
-fn held(id: TransferId, from: WalletId, to: WalletId, amount: &str, state: HoldState) -> Hold {
-    hold(
-        hold_request(id, from, to, usd(amount), Currency::USD),
+fn held(
+    id: TransferId,
+    from: WalletId,
+    to: WalletId,
+    amount: &str,
+    state: ReservationState,
+) -> Reservation {
+    reservation(
+        reserve_request(id, from, to, usd(amount), Currency::USD),
         state,
     )
 }
@@ -76,15 +84,27 @@ fn quiet() -> Snapshot {
             user_wallet(wid(ALICE), Currency::USD, "70"),
             user_wallet(wid(BOB), Currency::USD, "30"),
         ],
-        holds: vec![
-            held(tid(1), system(), wid(ALICE), "100", HoldState::Captured),
-            held(tid(2), wid(ALICE), wid(BOB), "30", HoldState::Captured),
+        reservations: vec![
+            held(
+                tid(1),
+                system(),
+                wid(ALICE),
+                "100",
+                ReservationState::Captured,
+            ),
+            held(
+                tid(2),
+                wid(ALICE),
+                wid(BOB),
+                "30",
+                ReservationState::Captured,
+            ),
             held(
                 tid(3),
                 wid(ALICE),
                 wid(BOB),
                 "500",
-                HoldState::Rejected(FailureReason::InsufficientFunds),
+                ReservationState::Rejected(FailureReason::InsufficientFunds),
             ),
         ],
         transfers: vec![
@@ -107,8 +127,13 @@ fn wallet_mut(s: &mut Snapshot, id: WalletId) -> &mut Wallet {
 /// `quiet()` plus a payment of 20 from alice to bob, held and RESERVED.
 fn with_payment_held() -> Snapshot {
     let mut s = quiet();
-    s.holds
-        .push(held(tid(4), wid(ALICE), wid(BOB), "20", HoldState::Held));
+    s.reservations.push(held(
+        tid(4),
+        wid(ALICE),
+        wid(BOB),
+        "20",
+        ReservationState::Reserved,
+    ));
     s.transfers.push(Transfer {
         status: TransferStatus::Reserved,
         ..saga(tid(4), TransferKind::Transfer, wid(ALICE), wid(BOB), "20")
@@ -141,7 +166,7 @@ fn every_mid_saga_state_passes_the_always_checks() {
             Violation::NotTerminal(tid(4), TransferStatus::Reserved),
         ]
     );
-    // Refused by the ledger, the hold not released yet.
+    // Refused by the ledger, the reservation not released yet.
     let mut s = with_payment_held();
     s.outcomes.insert(
         tid(4),
@@ -155,8 +180,8 @@ fn a_posted_hold_counts_for_the_sender_and_not_yet_for_the_receiver() {
     let mut s = with_payment_held();
     s.entries.extend(posted(tid(4), wid(ALICE), wid(BOB), "20"));
     s.outcomes.insert(tid(4), LedgerOutcome::Succeeded);
-    // Bob credited before alice's hold was captured: the wallets of one
-    // settlement change together, so this is a mismatch for bob.
+    // Bob credited before alice's reservation was captured: the wallets of one
+    // finalization change together, so this is a mismatch for bob.
     wallet_mut(&mut s, wid(BOB)).available = bal("50");
     assert_eq!(
         check_always(&s),

@@ -17,7 +17,7 @@ use crate::ids::{CorrelationId, EventId, IdempotencyKey, TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::ports::{Clock, IdGenerator};
 use crate::transfer::{Transfer, TransferKind, TransferStatus};
-use crate::wallet::{Hold, HoldRequest, HoldState, Wallet};
+use crate::wallet::{Reservation, ReservationState, ReserveRequest, Wallet};
 
 /// The moment every test starts at.
 pub(crate) fn t0() -> Timestamp {
@@ -82,14 +82,14 @@ pub(crate) fn user_wallet(id: WalletId, currency: Currency, available: &str) -> 
 }
 
 /// A reserve request of `amount` USD.
-pub(crate) fn hold_request(
+pub(crate) fn reserve_request(
     transfer: TransferId,
     sender: WalletId,
     receiver: WalletId,
     amount: Amount,
     currency: Currency,
-) -> HoldRequest {
-    HoldRequest {
+) -> ReserveRequest {
+    ReserveRequest {
         transfer_id: transfer,
         correlation_id: cid(1),
         sender_wallet_id: sender,
@@ -99,9 +99,9 @@ pub(crate) fn hold_request(
     }
 }
 
-/// A recorded hold in `state`.
-pub(crate) fn hold(request: HoldRequest, state: HoldState) -> Hold {
-    Hold {
+/// A recorded reservation in `state`.
+pub(crate) fn reservation(request: ReserveRequest, state: ReservationState) -> Reservation {
+    Reservation {
         request,
         state,
         created_at: t0(),

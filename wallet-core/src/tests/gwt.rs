@@ -30,7 +30,7 @@ pub(crate) trait Aggregate: Clone + Debug {
     fn apply_event(&mut self, event: Self::Event);
 }
 
-/// The command a wallet decides on its own: hold these funds.
+/// The command a wallet decides on its own: reserve these funds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HoldFunds(pub Amount);
 
@@ -40,7 +40,7 @@ impl Aggregate for Wallet {
     type Rejection = WalletRejection;
 
     fn decide(&self, command: &HoldFunds) -> Result<WalletChange, WalletRejection> {
-        self.decide_hold(command.0)
+        self.decide_reservation(command.0)
     }
 
     fn apply_event(&mut self, event: WalletChange) {

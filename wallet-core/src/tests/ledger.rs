@@ -13,7 +13,7 @@ use crate::transfer::FailureReason;
 use super::fixtures::{at, tid, unchecked_amount, usd, wid};
 use super::gwt::given;
 
-/// The ledger's knowledge when a request arrives: an earlier verdict and the
+/// The ledger's knowledge when a request arrives: an earlier outcome and the
 /// currencies of accounts that already have entries.
 #[derive(Debug, Clone, Copy, Default)]
 struct Known {
@@ -102,7 +102,7 @@ fn a_transfer_decided_before_is_not_decided_again() {
         LedgerOutcome::Succeeded,
         LedgerOutcome::Failed(FailureReason::CurrencyMismatch),
     ] {
-        // Even a request that would now be refused gets the old verdict.
+        // Even a request that would now be refused gets the old outcome.
         let known = Known {
             previous: Some(previous),
             debit: Some(Currency::EUR),

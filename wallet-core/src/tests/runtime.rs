@@ -22,7 +22,7 @@ use crate::runtime::{
     RelayConfig, dead_letter_topic,
 };
 use crate::service::{LedgerService, WalletService};
-use crate::wallet::{HoldRequest, ReserveOutcome, Wallet};
+use crate::wallet::{ReserveOutcome, ReserveRequest, Wallet};
 
 use super::fixtures::{CountingIds, FakeClock, bal, cid, now_or_never, t0, usd, user_wallet, wid};
 
@@ -90,7 +90,7 @@ impl<H: EventHandler> EventHandler for Flaky<H> {
     }
 }
 
-/// The wallet side with alice (100 USD) and bob (0 USD), and one hold of
+/// The wallet side with alice (100 USD) and bob (0 USD), and one reservation of
 /// 30 USD from alice to bob for transfer `tid`.
 struct WalletSide {
     service: Arc<WalletService<MemoryWalletStore>>,
@@ -124,7 +124,7 @@ impl WalletSide {
     }
 
     fn reserve(&self, transfer: TransferId, amount: &str) -> ReserveOutcome {
-        let request = HoldRequest {
+        let request = ReserveRequest {
             transfer_id: transfer,
             correlation_id: cid(1),
             sender_wallet_id: wid(1),
@@ -164,7 +164,7 @@ impl WalletSide {
     }
 }
 
-fn settled() -> (Balance, Balance, Balance) {
+fn finalized() -> (Balance, Balance, Balance) {
     (bal("70"), bal("0"), bal("30"))
 }
 
@@ -279,8 +279,8 @@ mod consumer {
         let side = WalletSide::new();
         let bus = MemoryBus::new(1);
         let stranger = side.ids.transfer_id();
-        let verdict = side.ledger_succeeded(stranger);
-        publish(&bus, LEDGER_EVENTS, stranger, verdict.encode()).await;
+        let outcome = side.ledger_succeeded(stranger);
+        publish(&bus, LEDGER_EVENTS, stranger, outcome.encode()).await;
         let mut runner = runner(&bus, side.service.clone());
 
         let report = runner.run_once(Duration::ZERO).await.unwrap();
@@ -289,14 +289,14 @@ mod consumer {
         assert_eq!(letters.len(), 1);
         assert_eq!(
             letters[0]["reason"],
-            json!(format!("no hold for transfer {stranger}"))
+            json!(format!("no reservation for transfer {stranger}"))
         );
         assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
         assert_eq!(side.balances(), untouched());
 
         // Delivered again, it was recorded in the inbox with its refusal:
         // skipped, not dead-lettered a second time.
-        publish(&bus, LEDGER_EVENTS, stranger, verdict.encode()).await;
+        publish(&bus, LEDGER_EVENTS, stranger, outcome.encode()).await;
         let report = runner.run_once(Duration::ZERO).await.unwrap();
         assert_eq!((report.delivered, report.dead_lettered), (1, 0));
         assert_eq!(dead_letters(&bus).len(), 1);
@@ -306,9 +306,9 @@ mod consumer {
     async fn an_event_published_twice_is_applied_once() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(4);
-        let verdict = side.ledger_succeeded(side.transfer);
+        let outcome = side.ledger_succeeded(side.transfer);
         for _ in 0..2 {
-            publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+            publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
         }
         let recorder = Arc::new(Recorder::default());
         let mut recording = ConsumerRunner::new(
@@ -322,22 +322,22 @@ mod consumer {
         assert_eq!((report.delivered, report.handled), (2, 1));
         assert_eq!(
             *recorder.batches.lock().unwrap(),
-            vec![vec![verdict.event_id]]
+            vec![vec![outcome.event_id]]
         );
 
         let mut runner = runner(&bus, side.service.clone());
         let report = runner.run_once(Duration::ZERO).await.unwrap();
         assert_eq!((report.delivered, report.handled), (2, 1));
-        assert_eq!(side.balances(), settled());
+        assert_eq!(side.balances(), finalized());
 
         // Once more, in a later batch: the store's inbox drops it.
-        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
         let report = runner.run_once(Duration::ZERO).await.unwrap();
         assert_eq!(
             (report.delivered, report.handled, report.dead_lettered),
             (1, 1, 0)
         );
-        assert_eq!(side.balances(), settled());
+        assert_eq!(side.balances(), finalized());
         assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
     }
 
@@ -363,7 +363,7 @@ mod consumer {
             assert_eq!((report.delivered, report.dead_lettered), (1, 0));
             assert_eq!(side.balances(), (bal("100"), bal("0"), bal("0")));
         }
-        // A success after the release contradicts the hold: dead-lettered,
+        // A success after the release contradicts the reservation: dead-lettered,
         // and nothing moves.
         let late = side.ledger_succeeded(side.transfer);
         publish(&bus, LEDGER_EVENTS, side.transfer, late.encode()).await;
@@ -375,7 +375,7 @@ mod consumer {
             letters[0]["reason"]
                 .as_str()
                 .unwrap()
-                .contains("contradicts hold state Released"),
+                .contains("contradicts reservation state Released"),
             "{}",
             letters[0]
         );
@@ -385,8 +385,8 @@ mod consumer {
     async fn a_transient_failure_is_retried_within_the_batch() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(1);
-        let verdict = side.ledger_succeeded(side.transfer);
-        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        let outcome = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
         let flaky = Flaky::new(side.service.clone(), config().max_retries);
         let mut runner = runner(&bus, flaky.clone());
 
@@ -396,7 +396,7 @@ mod consumer {
             (1, 1, 0)
         );
         assert_eq!(flaky.calls(), config().max_retries + 1);
-        assert_eq!(side.balances(), settled());
+        assert_eq!(side.balances(), finalized());
         assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
         assert!(dead_letters(&bus).is_empty(), "transient is never poison");
     }
@@ -405,8 +405,8 @@ mod consumer {
     async fn a_batch_that_keeps_failing_is_rewound_and_applied_once_later() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(1);
-        let verdict = side.ledger_succeeded(side.transfer);
-        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        let outcome = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
         publish(&bus, LEDGER_EVENTS, side.transfer, b"garbage".to_vec()).await;
         let flaky = Flaky::new(side.service.clone(), config().max_retries + 1);
         let mut runner = runner(&bus, flaky.clone());
@@ -426,7 +426,7 @@ mod consumer {
             (report.delivered, report.handled, report.dead_lettered),
             (2, 1, 1)
         );
-        assert_eq!(side.balances(), settled());
+        assert_eq!(side.balances(), finalized());
         assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
         assert_eq!(dead_letters(&bus).len(), 1);
         assert_eq!(runner.run_once(Duration::ZERO).await.unwrap().delivered, 0);
@@ -436,8 +436,8 @@ mod consumer {
     async fn a_new_subscription_resumes_from_the_committed_offsets() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(2);
-        let verdict = side.ledger_succeeded(side.transfer);
-        publish(&bus, LEDGER_EVENTS, side.transfer, verdict.encode()).await;
+        let outcome = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
         let flaky = Flaky::new(side.service.clone(), u32::MAX);
         let mut dying = runner(&bus, flaky);
         assert!(dying.run_once(Duration::ZERO).await.is_err());
@@ -448,7 +448,7 @@ mod consumer {
             restarted.run_once(Duration::ZERO).await.unwrap().delivered,
             1
         );
-        assert_eq!(side.balances(), settled());
+        assert_eq!(side.balances(), finalized());
     }
 }
 
@@ -562,13 +562,13 @@ mod relay {
             let outcomes = store.outcomes();
             assert_eq!(outcomes.len(), 3);
             assert!(outcomes.values().all(|o| *o == LedgerOutcome::Succeeded));
-            let verdicts = store.unsent(100).await.unwrap();
+            let outcomes = store.unsent(100).await.unwrap();
             let mut verdict_transfers: Vec<TransferId> =
-                verdicts.iter().map(|r| r.envelope.transfer_id).collect();
+                outcomes.iter().map(|r| r.envelope.transfer_id).collect();
             verdict_transfers.sort();
             let mut want = order.clone();
             want.sort();
-            assert_eq!(verdict_transfers, want, "one verdict per transfer");
+            assert_eq!(verdict_transfers, want, "one outcome per transfer");
             let alice_balance = store
                 .balances()
                 .await

@@ -1,5 +1,5 @@
 //! The transaction service against a mocked wallet gateway: ambiguous
-//! reserves, the retrier, ledger verdicts and idempotency keys.
+//! reserves, the retrier, ledger outcomes and idempotency keys.
 //!
 //! The gateway mock forwards to a real in-memory `WalletService` where the
 //! test needs to see what reached the wallet side, so "exactly one
@@ -98,7 +98,7 @@ impl Rig {
         self.clock.advance(MIN_AGE + Duration::from_millis(1));
     }
 
-    fn ledger_verdict(&self, t: &Transfer, event: Event) -> Envelope {
+    fn ledger_decided(&self, t: &Transfer, event: Event) -> Envelope {
         Envelope::new(
             self.ids.event_id(),
             event,
@@ -117,7 +117,7 @@ impl Rig {
             amount: t.amount,
             currency: t.currency,
         };
-        self.ledger_verdict(t, Event::LedgerSucceeded(facts))
+        self.ledger_decided(t, Event::LedgerSucceeded(facts))
     }
 }
 
@@ -214,7 +214,7 @@ async fn a_reserve_that_timed_out_but_committed_is_reserved_once_by_the_retrier(
         report,
         RetryReport {
             attempted: 1,
-            settled: 1
+            answered: 1
         }
     );
     assert_eq!(reached.load(Ordering::SeqCst), 2);
@@ -225,7 +225,7 @@ async fn a_reserve_that_timed_out_but_committed_is_reserved_once_by_the_retrier(
     // Two calls reached the wallet service, one reservation exists.
     let alice = rig.wallet(ALICE);
     assert_eq!((alice.available, alice.reserved), (bal("70"), bal("30")));
-    assert_eq!(rig.wallets.store().holds().len(), 1);
+    assert_eq!(rig.wallets.store().reservations().len(), 1);
     let outbox = rig.wallets.store().unsent(10).await.unwrap();
     assert_eq!(outbox.len(), 1, "one WalletReserved: {outbox:?}");
     assert_eq!(outbox[0].envelope.transfer_id, t.id);
@@ -332,7 +332,7 @@ async fn an_ambiguous_reserve_is_never_failed_and_the_ledger_can_still_finish_it
             report,
             RetryReport {
                 attempted: 1,
-                settled: 0
+                answered: 0
             }
         );
         assert_eq!(
@@ -342,7 +342,7 @@ async fn an_ambiguous_reserve_is_never_failed_and_the_ledger_can_still_finish_it
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1 + RETRIES);
 
-    // The hold did commit somewhere behind those errors: the ledger posted it.
+    // The reservation did commit somewhere behind those errors: the ledger posted it.
     service.handle(&[rig.ledger_succeeded(&t)]).await.unwrap();
     assert_eq!(
         status_of(&service, &t).await,
@@ -373,13 +373,13 @@ async fn a_ledger_failure_while_initiated_fails_the_transfer_with_the_ledgers_re
     let failed = Event::LedgerFailed(LedgerFailure {
         reason: FailureReason::CurrencyMismatch,
     });
-    let verdict = rig.ledger_verdict(&t, failed);
+    let outcome = rig.ledger_decided(&t, failed);
     // Delivered twice: the second is a no-op.
     service
-        .handle(std::slice::from_ref(&verdict))
+        .handle(std::slice::from_ref(&outcome))
         .await
         .unwrap();
-    service.handle(&[verdict]).await.unwrap();
+    service.handle(&[outcome]).await.unwrap();
     assert_eq!(
         status_of(&service, &t).await,
         (
@@ -412,14 +412,14 @@ async fn events_that_are_not_ledger_verdicts_are_refused_by_the_handler() {
         amount: t.amount,
         currency: t.currency,
     };
-    let reserved = rig.ledger_verdict(&t, Event::WalletReserved(facts));
+    let reserved = rig.ledger_decided(&t, Event::WalletReserved(facts));
     let handled = service
         .handle(std::slice::from_ref(&reserved))
         .await
         .unwrap();
     assert_eq!(handled.refused.len(), 1);
     assert_eq!(handled.refused[0].event_id, reserved.event_id);
-    assert_eq!(handled.refused[0].reason, "not a ledger verdict");
+    assert_eq!(handled.refused[0].reason, "not a ledger outcome");
 }
 
 #[tokio::test]
@@ -517,7 +517,7 @@ fn store_with_unanswered_key(rig: &Rig, age: Duration) -> (MockTransferStore, Tr
         .expect_begin()
         .times(1)
         .returning(move |_, _| Ok(existing.clone()));
-    store.expect_settle_reserve().times(0);
+    store.expect_record_reserve().times(0);
     (store, current)
 }
 
@@ -555,7 +555,7 @@ async fn after_the_lease_an_unanswered_key_replays_the_transfer_as_it_is_now() {
 fn store_that_must_stay_empty() -> MockTransferStore {
     let mut store = MockTransferStore::new();
     store.expect_begin().times(0);
-    store.expect_settle_reserve().times(0);
+    store.expect_record_reserve().times(0);
     store
 }
 

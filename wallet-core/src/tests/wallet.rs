@@ -1,17 +1,18 @@
-//! Wallets and holds: `decide_hold` / `apply`, `decide_reserve` and
-//! `decide_settlement`, every transition and every refusal.
+//! Wallets and reservations: `decide_reservation` / `apply`, `decide_reserve` and
+//! `decide_finalize`, every transition and every refusal.
 
 use crate::Timestamp;
 use crate::ledger::LedgerOutcome;
 use crate::money::Currency;
 use crate::transfer::FailureReason;
 use crate::wallet::{
-    FinalizeError, Hold, HoldRequest, HoldState, ReserveDecision, ReserveOutcome, Settlement,
-    Wallet, WalletChange, WalletKind, WalletRejection, decide_reserve, decide_settlement,
+    Finalization, FinalizeError, Reservation, ReservationState, ReserveDecision, ReserveOutcome,
+    ReserveRequest, Wallet, WalletChange, WalletKind, WalletRejection, decide_finalize,
+    decide_reserve,
 };
 
 use super::fixtures::{
-    at, bal, hold, hold_request, t0, tid, unchecked_amount, usd, user_wallet, wid,
+    at, bal, reservation, reserve_request, t0, tid, unchecked_amount, usd, user_wallet, wid,
 };
 use super::gwt::{HoldFunds, given};
 
@@ -31,7 +32,7 @@ mod hold_and_apply {
         let w = given(alice("0"))
             .and([WalletChange::Credited(usd("100"))])
             .when(HoldFunds(usd("30")))
-            .then_expect(WalletChange::Held(usd("30")));
+            .then_expect(WalletChange::Reserved(usd("30")));
         assert_eq!((w.available, w.reserved), (bal("70"), bal("30")));
         assert_eq!(w.updated_at, at(1));
     }
@@ -40,14 +41,14 @@ mod hold_and_apply {
     fn a_user_wallet_may_hold_exactly_its_available_balance() {
         let w = given(alice("25.50"))
             .when(HoldFunds(usd("25.50")))
-            .then_expect(WalletChange::Held(usd("25.50")));
+            .then_expect(WalletChange::Reserved(usd("25.50")));
         assert_eq!((w.available, w.reserved), (bal("0"), bal("25.50")));
     }
 
     #[test]
     fn a_user_wallet_refuses_a_hold_above_its_available_balance() {
         let w = given(alice("30"))
-            .and([WalletChange::Held(usd("20"))])
+            .and([WalletChange::Reserved(usd("20"))])
             .when(HoldFunds(usd("10.01")))
             .then_reject(WalletRejection::InsufficientFunds {
                 available: bal("10"),
@@ -70,12 +71,12 @@ mod hold_and_apply {
     fn a_system_account_holds_beyond_zero_and_goes_negative() {
         let w = given(Wallet::system(Currency::USD, t0()))
             .when(HoldFunds(usd("500")))
-            .then_expect(WalletChange::Held(usd("500")));
+            .then_expect(WalletChange::Reserved(usd("500")));
         assert_eq!(w.kind, WalletKind::System);
         assert_eq!((w.available, w.reserved), (bal("-500"), bal("500")));
         let w = given(w)
             .when(HoldFunds(usd("1")))
-            .then_expect(WalletChange::Held(usd("1")));
+            .then_expect(WalletChange::Reserved(usd("1")));
         assert_eq!((w.available, w.reserved), (bal("-501"), bal("501")));
     }
 
@@ -83,7 +84,7 @@ mod hold_and_apply {
     fn captured_takes_the_funds_out_of_reserved() {
         let w = given(alice("100"))
             .and([
-                WalletChange::Held(usd("40")),
+                WalletChange::Reserved(usd("40")),
                 WalletChange::Captured(usd("40")),
             ])
             .state();
@@ -94,7 +95,7 @@ mod hold_and_apply {
     fn released_moves_reserved_back_to_available() {
         let w = given(alice("100"))
             .and([
-                WalletChange::Held(usd("40")),
+                WalletChange::Reserved(usd("40")),
                 WalletChange::Released(usd("15")),
             ])
             .state();
@@ -107,7 +108,7 @@ mod hold_and_apply {
     fn credited_adds_to_available_only() {
         let w = given(alice("1"))
             .and([
-                WalletChange::Held(usd("1")),
+                WalletChange::Reserved(usd("1")),
                 WalletChange::Credited(usd("9.99")),
             ])
             .state();
@@ -125,7 +126,7 @@ mod hold_and_apply {
     #[should_panic(expected = "reserved < 0")]
     fn capturing_more_than_is_reserved_is_a_bug() {
         let _ = given(alice("100")).and([
-            WalletChange::Held(usd("10")),
+            WalletChange::Reserved(usd("10")),
             WalletChange::Captured(usd("10.01")),
         ]);
     }
@@ -139,31 +140,31 @@ mod hold_and_apply {
     #[test]
     #[should_panic(expected = "available < 0")]
     fn applying_a_hold_a_user_wallet_cannot_cover_is_a_bug() {
-        let _ = given(alice("5")).and([WalletChange::Held(usd("5.01"))]);
+        let _ = given(alice("5")).and([WalletChange::Reserved(usd("5.01"))]);
     }
 }
 
 /// The stored state a reserve is decided on.
 #[derive(Debug, Clone, Default)]
 struct Stored {
-    hold: Option<Hold>,
+    reservation: Option<Reservation>,
     sender: Option<Wallet>,
     receiver: Option<Wallet>,
 }
 
 fn stored(sender: Option<Wallet>, receiver: Option<Wallet>) -> Stored {
     Stored {
-        hold: None,
+        reservation: None,
         sender,
         receiver,
     }
 }
 
-fn reserve(request: &HoldRequest, now: Timestamp) -> impl FnOnce(&Stored) -> ReserveDecision {
+fn reserve(request: &ReserveRequest, now: Timestamp) -> impl FnOnce(&Stored) -> ReserveDecision {
     move |s| {
         decide_reserve(
             request,
-            s.hold.as_ref(),
+            s.reservation.as_ref(),
             s.sender.as_ref(),
             s.receiver.as_ref(),
             now,
@@ -171,14 +172,14 @@ fn reserve(request: &HoldRequest, now: Timestamp) -> impl FnOnce(&Stored) -> Res
     }
 }
 
-fn alice_to_bob(amount: &str) -> HoldRequest {
-    hold_request(tid(1), wid(1), wid(2), usd(amount), Currency::USD)
+fn alice_to_bob(amount: &str) -> ReserveRequest {
+    reserve_request(tid(1), wid(1), wid(2), usd(amount), Currency::USD)
 }
 
-fn rejected(request: &HoldRequest, reason: FailureReason) -> ReserveDecision {
-    ReserveDecision::Reject(Hold {
+fn rejected(request: &ReserveRequest, reason: FailureReason) -> ReserveDecision {
+    ReserveDecision::Reject(Reservation {
         request: request.clone(),
-        state: HoldState::Rejected(reason),
+        state: ReservationState::Rejected(reason),
         created_at: at(5),
         updated_at: at(5),
     })
@@ -193,13 +194,20 @@ mod reserve {
         let decision = given(stored(Some(alice("100")), Some(bob())))
             .when_decided(reserve(&request, at(5)))
             .outcome();
-        let ReserveDecision::Hold { hold, wallets } = decision else {
-            panic!("expected a hold, got {decision:?}");
+        let ReserveDecision::Reserve {
+            reservation,
+            wallets,
+        } = decision
+        else {
+            panic!("expected a reservation, got {decision:?}");
         };
-        assert_eq!(hold.request, request);
-        assert_eq!(hold.state, HoldState::Held);
-        assert_eq!((hold.created_at, hold.updated_at), (at(5), at(5)));
-        assert_eq!(hold.outcome(), ReserveOutcome::Reserved);
+        assert_eq!(reservation.request, request);
+        assert_eq!(reservation.state, ReservationState::Reserved);
+        assert_eq!(
+            (reservation.created_at, reservation.updated_at),
+            (at(5), at(5))
+        );
+        assert_eq!(reservation.outcome(), ReserveOutcome::Reserved);
         assert_eq!(wallets.len(), 1, "only the sender changes: {wallets:?}");
         let sender = &wallets[0];
         assert_eq!(sender.id, wid(1));
@@ -211,8 +219,12 @@ mod reserve {
     fn a_recorded_hold_is_replayed_and_nothing_is_decided_again() {
         let request = alice_to_bob("30");
         let mut s = stored(Some(alice("0")), Some(bob()));
-        for state in [HoldState::Held, HoldState::Captured, HoldState::Released] {
-            s.hold = Some(hold(request.clone(), state));
+        for state in [
+            ReservationState::Reserved,
+            ReservationState::Captured,
+            ReservationState::Released,
+        ] {
+            s.reservation = Some(reservation(request.clone(), state));
             // The sender is empty now: deciding afresh would refuse.
             given(s.clone())
                 .when_decided(reserve(&request, at(5)))
@@ -224,9 +236,9 @@ mod reserve {
     fn a_recorded_refusal_is_replayed_even_if_it_would_now_pass() {
         let request = alice_to_bob("30");
         let s = Stored {
-            hold: Some(hold(
+            reservation: Some(reservation(
                 request.clone(),
-                HoldState::Rejected(FailureReason::InsufficientFunds),
+                ReservationState::Rejected(FailureReason::InsufficientFunds),
             )),
             ..stored(Some(alice("1000")), Some(bob()))
         };
@@ -239,7 +251,7 @@ mod reserve {
 
     #[test]
     fn refuses_the_same_wallet_on_both_sides() {
-        let request = hold_request(tid(1), wid(1), wid(1), usd("1"), Currency::USD);
+        let request = reserve_request(tid(1), wid(1), wid(1), usd("1"), Currency::USD);
         given(stored(Some(alice("100")), Some(alice("100"))))
             .when_decided(reserve(&request, at(5)))
             .then_decides(rejected(&request, FailureReason::SameWallet));
@@ -264,14 +276,18 @@ mod reserve {
     #[test]
     fn a_system_sender_is_created_on_first_use_and_may_go_negative() {
         let system = crate::ids::WalletId::system(Currency::USD);
-        let request = hold_request(tid(1), system, wid(2), usd("250"), Currency::USD);
+        let request = reserve_request(tid(1), system, wid(2), usd("250"), Currency::USD);
         let decision = given(stored(None, Some(bob())))
             .when_decided(reserve(&request, at(5)))
             .outcome();
-        let ReserveDecision::Hold { hold, wallets } = decision else {
-            panic!("expected a hold, got {decision:?}");
+        let ReserveDecision::Reserve {
+            reservation,
+            wallets,
+        } = decision
+        else {
+            panic!("expected a reservation, got {decision:?}");
         };
-        assert_eq!(hold.state, HoldState::Held);
+        assert_eq!(reservation.state, ReservationState::Reserved);
         assert_eq!(wallets.len(), 1, "{wallets:?}");
         let w = &wallets[0];
         assert_eq!(
@@ -285,12 +301,12 @@ mod reserve {
     #[test]
     fn a_system_receiver_is_created_on_first_use_and_stored_after_the_sender() {
         let system = crate::ids::WalletId::system(Currency::USD);
-        let request = hold_request(tid(1), wid(1), system, usd("40"), Currency::USD);
+        let request = reserve_request(tid(1), wid(1), system, usd("40"), Currency::USD);
         let decision = given(stored(Some(alice("100")), None))
             .when_decided(reserve(&request, at(5)))
             .outcome();
-        let ReserveDecision::Hold { wallets, .. } = decision else {
-            panic!("expected a hold, got {decision:?}");
+        let ReserveDecision::Reserve { wallets, .. } = decision else {
+            panic!("expected a reservation, got {decision:?}");
         };
         let ids: Vec<_> = wallets.iter().map(|w| w.id).collect();
         assert_eq!(ids, vec![wid(1), system]);
@@ -303,12 +319,12 @@ mod reserve {
         let system = crate::ids::WalletId::system(Currency::USD);
         let mut known = Wallet::system(Currency::USD, t0());
         known.available = bal("-7");
-        let request = hold_request(tid(1), wid(1), system, usd("40"), Currency::USD);
+        let request = reserve_request(tid(1), wid(1), system, usd("40"), Currency::USD);
         let decision = given(stored(Some(alice("100")), Some(known)))
             .when_decided(reserve(&request, at(5)))
             .outcome();
-        let ReserveDecision::Hold { wallets, .. } = decision else {
-            panic!("expected a hold, got {decision:?}");
+        let ReserveDecision::Reserve { wallets, .. } = decision else {
+            panic!("expected a reservation, got {decision:?}");
         };
         assert_eq!(wallets.len(), 1, "{wallets:?}");
     }
@@ -334,7 +350,7 @@ mod reserve {
     #[test]
     fn refuses_the_system_account_of_another_currency() {
         let eur_system = crate::ids::WalletId::system(Currency::EUR);
-        let request = hold_request(tid(1), eur_system, wid(2), usd("1"), Currency::USD);
+        let request = reserve_request(tid(1), eur_system, wid(2), usd("1"), Currency::USD);
         given(stored(None, Some(bob())))
             .when_decided(reserve(&request, at(5)))
             .then_decides(rejected(&request, FailureReason::CurrencyMismatch));
@@ -343,7 +359,7 @@ mod reserve {
     #[test]
     fn refuses_an_amount_with_more_decimals_than_the_currency_has() {
         // 1.50 is a fine USD amount but not a JPY one.
-        let request = hold_request(tid(1), wid(1), wid(2), usd("1.50"), Currency::JPY);
+        let request = reserve_request(tid(1), wid(1), wid(2), usd("1.50"), Currency::JPY);
         let s = stored(
             Some(user_wallet(wid(1), Currency::JPY, "100")),
             Some(user_wallet(wid(2), Currency::JPY, "0")),
@@ -351,7 +367,7 @@ mod reserve {
         given(s)
             .when_decided(reserve(&request, at(5)))
             .then_decides(rejected(&request, FailureReason::InvalidAmount));
-        let request = hold_request(
+        let request = reserve_request(
             tid(1),
             wid(1),
             wid(2),
@@ -366,7 +382,7 @@ mod reserve {
     #[test]
     fn refuses_zero_and_negative_amounts_that_slipped_past_the_api() {
         for text in ["0", "-5"] {
-            let request = hold_request(
+            let request = reserve_request(
                 tid(1),
                 wid(1),
                 wid(2),
@@ -383,34 +399,34 @@ mod reserve {
     fn refuses_more_than_the_senders_available_balance() {
         let request = alice_to_bob("100.01");
         let mut sender = alice("150");
-        sender.apply(WalletChange::Held(usd("50")), t0());
+        sender.apply(WalletChange::Reserved(usd("50")), t0());
         given(stored(Some(sender), Some(bob())))
             .when_decided(reserve(&request, at(5)))
             .then_decides(rejected(&request, FailureReason::InsufficientFunds));
     }
 }
 
-fn held(amount: &str, state: HoldState) -> Hold {
-    hold(alice_to_bob(amount), state)
+fn held(amount: &str, state: ReservationState) -> Reservation {
+    reservation(alice_to_bob(amount), state)
 }
 
-fn settle(
+fn finalize(
     outcome: LedgerOutcome,
-) -> impl FnOnce(&Option<Hold>) -> Result<Option<Settlement>, FinalizeError> {
-    move |h| decide_settlement(h.as_ref(), tid(1), outcome)
+) -> impl FnOnce(&Option<Reservation>) -> Result<Option<Finalization>, FinalizeError> {
+    move |h| decide_finalize(h.as_ref(), tid(1), outcome)
 }
 
 const FAILED: LedgerOutcome = LedgerOutcome::Failed(FailureReason::CurrencyMismatch);
 
-mod settlement {
+mod finalization {
     use super::*;
 
     #[test]
     fn a_posted_transfer_captures_the_sender_and_credits_the_receiver() {
-        given(Some(held("30", HoldState::Held)))
-            .when_decided(settle(LedgerOutcome::Succeeded))
-            .then_ok(Some(Settlement {
-                state: HoldState::Captured,
+        given(Some(held("30", ReservationState::Reserved)))
+            .when_decided(finalize(LedgerOutcome::Succeeded))
+            .then_ok(Some(Finalization {
+                state: ReservationState::Captured,
                 changes: vec![
                     (wid(1), WalletChange::Captured(usd("30"))),
                     (wid(2), WalletChange::Credited(usd("30"))),
@@ -420,40 +436,40 @@ mod settlement {
 
     #[test]
     fn a_refused_transfer_releases_the_hold() {
-        given(Some(held("30", HoldState::Held)))
-            .when_decided(settle(FAILED))
-            .then_ok(Some(Settlement {
-                state: HoldState::Released,
+        given(Some(held("30", ReservationState::Reserved)))
+            .when_decided(finalize(FAILED))
+            .then_ok(Some(Finalization {
+                state: ReservationState::Released,
                 changes: vec![(wid(1), WalletChange::Released(usd("30")))],
             }));
     }
 
     #[test]
     fn a_repeated_verdict_changes_nothing() {
-        given(Some(held("30", HoldState::Captured)))
-            .when_decided(settle(LedgerOutcome::Succeeded))
+        given(Some(held("30", ReservationState::Captured)))
+            .when_decided(finalize(LedgerOutcome::Succeeded))
             .then_ok(None);
-        given(Some(held("30", HoldState::Released)))
-            .when_decided(settle(FAILED))
+        given(Some(held("30", ReservationState::Released)))
+            .when_decided(finalize(FAILED))
             .then_ok(None);
-        // Another failure reason is still the same verdict.
-        given(Some(held("30", HoldState::Released)))
-            .when_decided(settle(LedgerOutcome::Failed(FailureReason::SameWallet)))
+        // Another failure reason is still the same outcome.
+        given(Some(held("30", ReservationState::Released)))
+            .when_decided(finalize(LedgerOutcome::Failed(FailureReason::SameWallet)))
             .then_ok(None);
     }
 
     #[test]
     fn a_verdict_that_contradicts_the_hold_is_refused() {
-        let rejected = HoldState::Rejected(FailureReason::InsufficientFunds);
+        let rejected = ReservationState::Rejected(FailureReason::InsufficientFunds);
         let cases = [
-            (HoldState::Captured, FAILED),
-            (HoldState::Released, LedgerOutcome::Succeeded),
+            (ReservationState::Captured, FAILED),
+            (ReservationState::Released, LedgerOutcome::Succeeded),
             (rejected, LedgerOutcome::Succeeded),
             (rejected, FAILED),
         ];
         for (state, outcome) in cases {
             given(Some(held("30", state)))
-                .when_decided(settle(outcome))
+                .when_decided(finalize(outcome))
                 .then_reject(FinalizeError::Contradiction { state, outcome });
         }
     }
@@ -462,8 +478,8 @@ mod settlement {
     fn a_verdict_on_an_unknown_hold_is_refused() {
         for outcome in [LedgerOutcome::Succeeded, FAILED] {
             given(None)
-                .when_decided(settle(outcome))
-                .then_reject(FinalizeError::UnknownHold(tid(1)));
+                .when_decided(finalize(outcome))
+                .then_reject(FinalizeError::UnknownReservation(tid(1)));
         }
     }
 }

@@ -284,7 +284,7 @@ impl<L: SimLedger> Sim<L> {
         let transactions = self.world.transactions.clone();
         match run_now(transactions.retry_pending()) {
             Some(Ok(r)) => Outcome::moved(
-                format!("retrier: {} pending, {} settled", r.attempted, r.settled),
+                format!("retrier: {} pending, {} answered", r.attempted, r.answered),
                 r.attempted as u64,
             ),
             Some(Err(e)) => {
@@ -399,7 +399,7 @@ fn head(event_type: &str, schema_version: u16, marker: &str) -> Vec<u8> {
 }
 
 /// A well-formed event that the consumers of `topic` refuse: a ledger
-/// verdict on the wallet topic, a reservation on the ledger topic.
+/// outcome on the wallet topic, a reservation on the ledger topic.
 fn wrong_topic(topic: &str, marker: &str, n: u64, now: wallet_core::Timestamp) -> Envelope {
     let id = |tag: u128| Uuid::from_u128((0xbad_u128 << 112) | (tag << 64) | u128::from(n));
     let event = if topic == WALLET_EVENTS {
