@@ -12,12 +12,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
-use crate::ids::{CorrelationId, EventId, TransferId};
-use crate::ledger::{LedgerOutcome, PostingRequest};
-use crate::money::Amount;
-use crate::ports::{EventStamp, Inbound};
-use crate::transfer::FailureReason;
+use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
+use crate::ledger::PostingRequest;
+use crate::money::{Amount, Currency};
+use crate::outcome::{FailureReason, LedgerOutcome};
+use crate::time::Timestamp;
 use crate::wallet::Reservation;
 
 /// The topic of `WalletReserved`, consumed by the ledger service.
@@ -53,13 +52,13 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostingFacts {
     /// Debited.
-    pub sender_wallet_id: crate::ids::WalletId,
+    pub sender_wallet_id: WalletId,
     /// Credited.
-    pub receiver_wallet_id: crate::ids::WalletId,
+    pub receiver_wallet_id: WalletId,
     /// How much, as a decimal string.
     pub amount: Amount,
     /// ISO code.
-    pub currency: crate::money::Currency,
+    pub currency: Currency,
 }
 
 /// The payload of `LedgerFailed`.
@@ -201,6 +200,64 @@ impl Envelope {
     }
 }
 
+/// An event as a store operation receives it: the envelope, and the body the
+/// operation reads from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound<T> {
+    /// The whole event: its id is the inbox's dedupe key, its correlation id
+    /// is copied into what it causes, and a refusal dead-letters it as is.
+    pub envelope: Envelope,
+    /// What the operation reads from it.
+    pub body: T,
+}
+
+impl<T> Inbound<T> {
+    /// The event's id.
+    pub fn event_id(&self) -> EventId {
+        self.envelope.event_id
+    }
+
+    /// The transfer it concerns.
+    pub fn transfer_id(&self) -> TransferId {
+        self.envelope.transfer_id
+    }
+}
+
+/// The id and time of an event a store operation may write to its outbox.
+/// Made by the caller, so stores never generate ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventStamp {
+    /// The new event's id.
+    pub event_id: EventId,
+    /// When it happens.
+    pub at: Timestamp,
+}
+
+/// What a store writes to its outbox for the relay to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// An event for the service's topic.
+    Event(Envelope),
+    /// A consumed event the store refused, with why, for the consumer
+    /// group's dead-letter topic. Written in the unit that refused it, so it
+    /// cannot be lost between the refusal and its publication.
+    DeadLetter {
+        /// The refused event, as received.
+        event: Envelope,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl Outgoing {
+    /// The transfer it concerns: its partitioning key.
+    pub fn transfer_id(&self) -> TransferId {
+        match self {
+            Outgoing::Event(e) | Outgoing::DeadLetter { event: e, .. } => e.transfer_id,
+        }
+    }
+}
+
 impl Envelope {
     /// The `WalletReserved` event of a new reservation.
     pub fn wallet_reserved(reservation: &Reservation, stamp: EventStamp) -> Envelope {
@@ -228,6 +285,7 @@ impl Envelope {
         stamp: EventStamp,
     ) -> Envelope {
         let r = &cause.body;
+        let cause = &cause.envelope;
         let event = match outcome {
             LedgerOutcome::Succeeded => Event::LedgerSucceeded(PostingFacts {
                 sender_wallet_id: r.sender_wallet_id,

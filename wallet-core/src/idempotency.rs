@@ -10,18 +10,37 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use sha2::{Digest, Sha256};
+
 use crate::ids::{IdempotencyKey, TransferId, WalletId};
 use crate::money::{Amount, Currency};
+use crate::time::Timestamp;
 use crate::transfer::{Transfer, TransferKind};
 
-/// A canonical text of a request: two requests with the same fingerprint are
+/// A stable digest of a request: two requests with the same fingerprint are
 /// the same request (`"10.5"` and `"10.50"` USD included).
+///
+/// Version 1 is `"v1:"` followed by the lowercase hex SHA-256 of the
+/// canonical text: five fields joined by `'\n'`, in this order:
+///
+/// 1. the kind: `transfer`, `deposit` or `withdrawal`;
+/// 2. the sender wallet id and 3. the receiver wallet id, as lowercase
+///    hyphenated uuids (a system account's id for the outside side);
+/// 4. the amount with exactly the currency's number of decimals (`10.50`
+///    USD, `1000` JPY);
+/// 5. the currency's ISO code.
+///
+/// The encoding never depends on how a type prints or is named in code, so
+/// stored fingerprints keep matching across releases. A future encoding
+/// gets a new prefix; records of the old one keep their meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Fingerprint(String);
 
 impl Fingerprint {
+    /// The prefix of the current encoding.
+    pub const VERSION: &'static str = "v1";
+
     /// The fingerprint of a transfer request, after its amount was checked.
     pub fn of_transfer(
         kind: TransferKind,
@@ -30,7 +49,22 @@ impl Fingerprint {
         amount: Amount,
         currency: Currency,
     ) -> Fingerprint {
-        Fingerprint(format!("{kind:?}|{sender}|{receiver}|{amount}|{currency}"))
+        let kind = match kind {
+            TransferKind::Transfer => "transfer",
+            TransferKind::Deposit => "deposit",
+            TransferKind::Withdrawal => "withdrawal",
+        };
+        let mut value = amount.value();
+        value.rescale(currency.scale());
+        let canonical = format!(
+            "{kind}\n{}\n{}\n{value}\n{}",
+            sender.as_uuid().hyphenated(),
+            receiver.as_uuid().hyphenated(),
+            currency.code()
+        );
+        let digest = Sha256::digest(canonical.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Fingerprint(format!("{}:{hex}", Self::VERSION))
     }
 
     /// Wraps a stored fingerprint.
@@ -38,7 +72,7 @@ impl Fingerprint {
         Fingerprint(text)
     }
 
-    /// The canonical text.
+    /// The stored text: version prefix and digest.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -66,6 +66,48 @@ uuid_id! {
     /// Ties together every event and log line caused by one API request.
     CorrelationId
 }
+uuid_id! {
+    /// One running relay or retrier: the owner of the records it claims.
+    WorkerId
+}
+
+/// Makes ids. Injected so the simulator's runs are reproducible.
+pub trait IdGenerator: Send + Sync + 'static {
+    /// A fresh, unique uuid.
+    fn next_uuid(&self) -> Uuid;
+
+    /// A fresh wallet id.
+    fn wallet_id(&self) -> WalletId {
+        WalletId::from_uuid(self.next_uuid())
+    }
+    /// A fresh transfer id.
+    fn transfer_id(&self) -> TransferId {
+        TransferId::from_uuid(self.next_uuid())
+    }
+    /// A fresh event id.
+    fn event_id(&self) -> EventId {
+        EventId::from_uuid(self.next_uuid())
+    }
+    /// A fresh correlation id.
+    fn correlation_id(&self) -> CorrelationId {
+        CorrelationId::from_uuid(self.next_uuid())
+    }
+    /// A fresh worker id.
+    fn worker_id(&self) -> WorkerId {
+        WorkerId::from_uuid(self.next_uuid())
+    }
+}
+
+/// Time-ordered random uuids (version 7): index-friendly, unique across
+/// processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomIds;
+
+impl IdGenerator for RandomIds {
+    fn next_uuid(&self) -> Uuid {
+        Uuid::now_v7()
+    }
+}
 
 impl WalletId {
     /// The system account of a currency: the other side of every deposit and

@@ -6,20 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
 use crate::ids::{TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
-use crate::transfer::FailureReason;
-
-/// The ledger's outcome on a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
-pub enum LedgerOutcome {
-    /// A posting was appended.
-    Succeeded,
-    /// Nothing was posted, for this reason.
-    Failed(FailureReason),
-}
+use crate::outcome::{FailureReason, LedgerOutcome};
+use crate::time::Timestamp;
 
 /// Debit or credit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,9 +120,10 @@ pub enum PostingDecision {
 }
 
 /// Every rule of posting. `previous` is the ledger's earlier outcome on the
-/// transfer, if any; `debit_currency` and `credit_currency` are the accounts'
-/// currencies, for accounts that have entries already (an account keeps the
-/// currency of its first entry).
+/// transfer, if any; `debit_currency` and `credit_currency` are the stored
+/// currencies of the accounts that have entries already (an account keeps
+/// the currency of its first entry). A system account's currency is in its
+/// id, so an adapter need not store or read anything for it.
 pub fn decide_posting(
     request: &PostingRequest,
     previous: Option<LedgerOutcome>,
@@ -146,8 +137,14 @@ pub fn decide_posting(
     if request.sender_wallet_id == request.receiver_wallet_id {
         return PostingDecision::Reject(FailureReason::SameWallet);
     }
-    let fits = |c: Option<Currency>| c.is_none_or(|c| c == request.currency);
-    if !fits(debit_currency) || !fits(credit_currency) {
+    let fits = |id: WalletId, stored: Option<Currency>| {
+        stored
+            .or(id.system_currency())
+            .is_none_or(|c| c == request.currency)
+    };
+    if !fits(request.sender_wallet_id, debit_currency)
+        || !fits(request.receiver_wallet_id, credit_currency)
+    {
         return PostingDecision::Reject(FailureReason::CurrencyMismatch);
     }
     if Amount::new(request.amount.value(), request.currency).is_err() {

@@ -8,17 +8,17 @@ pub mod ledger;
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod money;
+pub mod outcome;
 pub mod ports;
 pub mod runtime;
 pub mod service;
+pub mod time;
 pub mod transfer;
 pub mod wallet;
 
 #[cfg(test)]
 mod tests;
 
-/// A point in time, UTC.
-pub type Timestamp = chrono::DateTime<chrono::Utc>;
-
 pub use ids::{CorrelationId, EventId, IdempotencyKey, TransferId, WalletId};
 pub use money::{Amount, Balance, Currency};
+pub use time::Timestamp;

@@ -1,122 +1,99 @@
 //! Ports: every effect the core needs, one small trait per capability.
 //!
-//! Each store operation is one atomic unit that includes its inbox and outbox
-//! writes; an adapter calls the core's `decide_*` functions inside that unit,
-//! so every business rule lives in the core and every adapter behaves alike.
-//! The consumer-facing operations take a batch, so an adapter can apply many
-//! events in one database transaction.
+//! Store operations are split in two. The write operations (`TransferStore`,
+//! `WalletStore`, `LedgerStore`, `Outbox`) are each one atomic unit that
+//! includes its inbox and outbox writes; an adapter calls the core's
+//! `decide_*` functions inside that unit, so every business rule lives in the
+//! core and every adapter behaves alike. The consumer-facing operations take
+//! a batch, so an adapter can apply many events in one database transaction.
+//! The read queries (`TransferReads`, `WalletReads`, `LedgerReads`) change
+//! nothing, and every query that can return many rows takes a page.
+//!
+//! [`crate::contract`] (feature `contract`) holds the scenarios every
+//! adapter of these ports must pass.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
-use crate::Timestamp;
-use crate::event::Envelope;
+use crate::event::{EventStamp, Inbound, Outgoing};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
-use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
-use crate::ledger::{AccountBalance, Entry, LedgerOutcome, PostingRequest};
+use crate::ids::{EventId, TransferId, WalletId, WorkerId};
+use crate::ledger::{AccountBalance, Entry, PostingRequest};
 use crate::money::Currency;
+use crate::outcome::{LedgerOutcome, ReserveOutcome};
+use crate::time::Timestamp;
 use crate::transfer::Transfer;
-use crate::wallet::{FinalizeError, ReserveOutcome, ReserveRequest, Wallet};
+use crate::wallet::{Reservation, ReserveRequest, Wallet};
 
-/// A storage failure. Business refusals are never errors: they are outcomes.
+pub use crate::ids::{IdGenerator, RandomIds};
+pub use crate::time::{Clock, SystemClock};
+
+/// A storage failure. Business rejections are never errors: they are
+/// outcomes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Transient: connection lost, serialization failure, deadlock, pool
-    /// exhausted. Nothing was written. Retry; HTTP 503.
+    /// exhausted. Nothing was written. Retry with backoff; HTTP 503.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// The store refused data that the core considers valid (a constraint the
-    /// core does not know of). A bug: do not retry; HTTP 500.
+    /// core does not know of), or holds data the core never writes. A bug:
+    /// do not retry and do not skip; HTTP 500. A consumer stops on it until
+    /// an operator acts.
     #[error("storage integrity error: {0}")]
     Integrity(String),
 }
 
-/// Tells the time. Injected so tests and the simulator control it.
-pub trait Clock: Send + Sync + 'static {
-    /// Now.
-    fn now(&self) -> Timestamp;
+/// A worker's lease on the records it claims: nobody else takes them before
+/// `until`, unless the worker acknowledges them first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Who claims.
+    pub worker: WorkerId,
+    /// The time of the claim; leases that ended before it are free.
+    pub now: Timestamp,
+    /// When this lease ends.
+    pub until: Timestamp,
 }
 
-/// Makes ids. Injected so the simulator's runs are reproducible.
-pub trait IdGenerator: Send + Sync + 'static {
-    /// A fresh, unique uuid.
-    fn next_uuid(&self) -> Uuid;
-
-    /// A fresh wallet id.
-    fn wallet_id(&self) -> WalletId {
-        WalletId::from_uuid(self.next_uuid())
-    }
-    /// A fresh transfer id.
-    fn transfer_id(&self) -> TransferId {
-        TransferId::from_uuid(self.next_uuid())
-    }
-    /// A fresh event id.
-    fn event_id(&self) -> EventId {
-        EventId::from_uuid(self.next_uuid())
-    }
-    /// A fresh correlation id.
-    fn correlation_id(&self) -> CorrelationId {
-        CorrelationId::from_uuid(self.next_uuid())
-    }
-}
-
-/// The operating system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        chrono::Utc::now()
-    }
-}
-
-/// Time-ordered random uuids (version 7): index-friendly, unique across
-/// processes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RandomIds;
-
-impl IdGenerator for RandomIds {
-    fn next_uuid(&self) -> Uuid {
-        Uuid::now_v7()
-    }
-}
-
-/// An event as a store operation receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inbound<T> {
-    /// Dedupe key: an event already in the store's inbox is skipped.
-    pub event_id: EventId,
-    /// The transfer it concerns.
-    pub transfer_id: TransferId,
-    /// Copied into any event this one causes.
-    pub correlation_id: CorrelationId,
-    /// What it says.
-    pub body: T,
-}
-
-impl<T> Inbound<T> {
-    /// Takes the metadata from an envelope.
-    pub fn from_envelope(envelope: &Envelope, body: T) -> Inbound<T> {
-        Inbound {
-            event_id: envelope.event_id,
-            transfer_id: envelope.transfer_id,
-            correlation_id: envelope.correlation_id,
-            body,
+impl Claim {
+    /// A claim by `worker` at `now` for `lease`.
+    pub fn new(worker: WorkerId, now: Timestamp, lease: Duration) -> Claim {
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        Claim {
+            worker,
+            now,
+            until: now.checked_add_signed(lease).unwrap_or(now),
         }
     }
 }
 
-/// The id and time of an event a store operation may write to its outbox.
-/// Made by the caller, so stores never generate ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventStamp {
-    /// The new event's id.
-    pub event_id: EventId,
-    /// When it happens.
-    pub at: Timestamp,
+/// A record of a store's outbox, waiting for the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// Position in the outbox: the order of writing.
+    pub seq: u64,
+    /// An event for the service's topic, or a dead letter.
+    pub item: Outgoing,
+}
+
+/// A store's transactional outbox, drained by relays that claim records
+/// under a lease, so several relay instances can share one outbox.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Claims up to `limit` unacknowledged records, oldest first: records no
+    /// live lease holds, and records `claim.worker` holds already (so a
+    /// relay retries its own batch at once). Every returned record is then
+    /// held until `claim.until`. A record is not returned while an older
+    /// unacknowledged record of the same transfer is held by another
+    /// worker, so one transfer's records are published in order.
+    async fn claim(&self, claim: &Claim, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// Marks records published: they are never claimed again. Unknown or
+    /// already acknowledged seqs are ignored.
+    async fn acknowledge(&self, seqs: &[u64]) -> Result<(), StoreError>;
 }
 
 /// The outcome of storing a new transfer under an idempotency key.
@@ -138,13 +115,23 @@ pub enum Begin {
 pub enum ReserveAttempt {
     /// A definite answer.
     Definite(ReserveOutcome),
-    /// Timeout, connection error or 5xx: the reservation may or may not exist. The
-    /// transfer stays INITIATED for the retrier.
+    /// Timeout, connection error or 5xx: the reservation may or may not
+    /// exist. The transfer stays INITIATED for the retrier.
     Ambiguous,
 }
 
-/// The transaction service's database: transfers, idempotency records, inbox.
-#[cfg_attr(test, mockall::automock)]
+/// An event a store refused to apply: it was written to the store's outbox
+/// as a dead letter in the same unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The event.
+    pub event_id: EventId,
+    /// Why.
+    pub reason: String,
+}
+
+/// The transaction service's database, written: transfers, idempotency
+/// records and inbox. Its [`Outbox`] carries dead letters.
 #[async_trait]
 pub trait TransferStore: Send + Sync + 'static {
     /// Stores `transfer` (INITIATED) and a key record with `fingerprint`, or,
@@ -154,9 +141,6 @@ pub trait TransferStore: Send + Sync + 'static {
         transfer: &Transfer,
         fingerprint: &Fingerprint,
     ) -> Result<Begin, StoreError>;
-
-    /// A transfer by id.
-    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
 
     /// Records a reserve attempt: a definite outcome moves the transfer
     /// ([`Transfer::handle`]); either way the key's first response is set to
@@ -169,73 +153,75 @@ pub trait TransferStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Transfer, StoreError>;
 
-    /// Applies ledger outcomes, skipping events already in the inbox. Returns
-    /// the transfers that changed.
+    /// One unit for the batch: for each event not in the inbox, record it in
+    /// the inbox and apply the ledger's outcome to its transfer. An outcome
+    /// for a transfer this store does not know is refused: a dead letter is
+    /// written to the outbox. Returns the transfers that changed and the
+    /// refusals.
     async fn apply_ledger_outcomes(
         &self,
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
-    ) -> Result<Vec<TransferId>, StoreError>;
+    ) -> Result<Applied, StoreError>;
 
-    /// INITIATED transfers created before `created_before`, oldest first.
-    async fn pending_reserves(
+    /// Claims up to `limit` INITIATED transfers created before
+    /// `created_before`, oldest first, that no other worker's live lease
+    /// holds, for the retrier. A claimed transfer is not returned to another
+    /// worker until the lease ends; once its reserve is answered it is no
+    /// longer INITIATED.
+    async fn claim_initiated(
         &self,
+        claim: &Claim,
         created_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError>;
 }
 
-/// An event written to a store's outbox, waiting for the relay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxRecord {
-    /// Position in the outbox; the relay publishes in this order.
-    pub seq: u64,
-    /// The event.
-    pub envelope: Envelope,
+/// What a batch of ledger outcomes did to the transfers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Transfers whose status changed.
+    pub changed: Vec<TransferId>,
+    /// Events refused and dead-lettered through the outbox.
+    pub refused: Vec<Refusal>,
 }
 
-/// A store's transactional outbox.
+/// The transaction service's database, read.
 #[async_trait]
-pub trait Outbox: Send + Sync + 'static {
-    /// Up to `limit` unsent events, oldest first.
-    async fn unsent(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
-    /// Marks events as published; they are not returned again.
-    async fn mark_sent(&self, seqs: &[u64]) -> Result<(), StoreError>;
+pub trait TransferReads: Send + Sync + 'static {
+    /// A transfer by id.
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
+
+    /// Up to `limit` transfers with ids above `after`, by id.
+    async fn transfers_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError>;
 }
 
-/// Why a ledger outcome was not applied by the wallet store: the consumer
-/// dead-letters that event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The event.
-    pub event_id: EventId,
-    /// Why.
-    pub reason: String,
-}
-
-/// The wallet service's database: wallets, reservations, inbox, outbox.
+/// The wallet service's database, written: wallets, reservations,
+/// inbox; its [`Outbox`] carries `WalletReserved` and dead letters. System accounts are not stored: their truth is the ledger.
 #[async_trait]
-pub trait WalletStore: Outbox {
-    /// Stores a new wallet.
+pub trait WalletStore: Send + Sync + 'static {
+    /// Stores a new wallet. An id that exists is an integrity error.
     async fn open_wallet(&self, wallet: &Wallet) -> Result<(), StoreError>;
 
-    /// A wallet by id.
-    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError>;
-
-    /// One unit: lock the wallets, [`crate::wallet::decide_reserve`], store
-    /// the reservation (or refusal) and the sender, and on success write
-    /// `WalletReserved` stamped `stamp` to the outbox. A repeat of a transfer
-    /// id returns its first outcome.
+    /// One unit: lock the sender, [`crate::wallet::decide_reserve`], store
+    /// the reservation (or the rejection) and the sender, and on success
+    /// write `WalletReserved` stamped `stamp` to the outbox. A repeat of a
+    /// transfer id returns its first outcome and writes nothing.
     async fn reserve(
         &self,
         request: &ReserveRequest,
         stamp: EventStamp,
     ) -> Result<ReserveOutcome, StoreError>;
 
-    /// One unit for the whole batch: for each event not in the inbox,
-    /// [`crate::wallet::decide_finalize`] and apply it, locking wallets in id
-    /// order. Events whose outcome contradicts the reservations are recorded in the
-    /// inbox and returned as refusals.
+    /// One unit for the batch: for each event not in the inbox,
+    /// [`crate::wallet::decide_finalize`] and apply it (capture or release),
+    /// locking wallets in id order. An event whose outcome contradicts the
+    /// reservations is recorded in the inbox, written to the outbox as a
+    /// dead letter, and returned.
     async fn finalize(
         &self,
         batch: &[Inbound<LedgerOutcome>],
@@ -243,30 +229,56 @@ pub trait WalletStore: Outbox {
     ) -> Result<Vec<Refusal>, StoreError>;
 }
 
-/// Maps a [`FinalizeError`] to a refusal.
-impl Refusal {
-    /// A refusal of `event_id` because of `error`.
-    pub fn finalize(event_id: EventId, error: &FinalizeError) -> Refusal {
-        Refusal {
-            event_id,
-            reason: error.to_string(),
-        }
-    }
+/// The wallet service's database, read.
+#[async_trait]
+pub trait WalletReads: Send + Sync + 'static {
+    /// A wallet by id.
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError>;
+
+    /// Up to `limit` wallets with ids above `after`, by id.
+    async fn wallets_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<Wallet>, StoreError>;
+
+    /// Up to `limit` reservations with transfer ids above `after`, by
+    /// transfer id.
+    async fn reservations_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, StoreError>;
 }
 
-/// The ledger service's database: entries, outcomes, accounts, inbox, outbox.
+/// The ledger service's database, written: entries, outcomes, accounts,
+/// inbox; its [`Outbox`] carries the outcome events.
 #[async_trait]
-pub trait LedgerStore: Outbox {
-    /// One unit for the whole batch: for each event not in the inbox,
+pub trait LedgerStore: Send + Sync + 'static {
+    /// One unit for the batch: for each event not in the inbox,
     /// [`crate::ledger::decide_posting`], append the posting or record the
-    /// refusal, and write `LedgerSucceeded` / `LedgerFailed` stamped with the
-    /// matching entry of `stamps` to the outbox. Returns how many were decided.
+    /// rejection, and write `LedgerSucceeded` / `LedgerFailed` stamped with
+    /// the event's stamp to the outbox. No row that every posting of a
+    /// currency touches (the system account's) is locked or updated. Returns
+    /// how many events were decided.
     async fn post(
         &self,
-        batch: &[Inbound<PostingRequest>],
-        stamps: &[EventStamp],
+        batch: &[(Inbound<PostingRequest>, EventStamp)],
     ) -> Result<usize, StoreError>;
+}
 
+/// Where a page of [`LedgerReads::postings_page`] starts: after this entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryCursor {
+    /// The last entry's transfer.
+    pub transfer_id: TransferId,
+    /// The last entry's seq.
+    pub seq: u64,
+}
+
+/// The ledger service's database, read.
+#[async_trait]
+pub trait LedgerReads: Send + Sync + 'static {
     /// An account's entries, newest first, with `seq` below `before`.
     async fn entries(
         &self,
@@ -275,11 +287,33 @@ pub trait LedgerStore: Outbox {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
-    /// Every account's balance.
-    async fn balances(&self) -> Result<Vec<AccountBalance>, StoreError>;
+    /// Up to `limit` entries after `after`, ordered by transfer id then seq,
+    /// so one posting's entries are adjacent.
+    async fn postings_page(
+        &self,
+        after: Option<EntryCursor>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// The ledger's outcome on a transfer, if it has one.
     async fn outcome(&self, transfer: TransferId) -> Result<Option<LedgerOutcome>, StoreError>;
+
+    /// Up to `limit` outcomes with transfer ids above `after`, by transfer
+    /// id.
+    async fn outcomes_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<(TransferId, LedgerOutcome)>, StoreError>;
+
+    /// Up to `limit` account balances with account ids above `after`, by
+    /// account id. System accounts included: their balance is the sum of
+    /// their entries.
+    async fn balances_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<AccountBalance>, StoreError>;
 }
 
 /// An ambiguous failure of a call to the wallet service: the reserve may or
@@ -341,7 +375,7 @@ pub struct BusError(pub String);
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
     /// Publishes all of `messages`, keeping their order per key; returns once
-    /// the broker has them all.
+    /// the broker has them all. On an error some may have been published.
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError>;
 }
 

@@ -13,47 +13,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
 use crate::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
-use crate::ledger::LedgerOutcome;
 use crate::money::{Amount, Currency};
-use crate::wallet::ReserveOutcome;
-
-/// Why a transfer failed. The snake_case name is the API error code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FailureReason {
-    /// The sender or the receiver does not exist.
-    WalletNotFound,
-    /// Sender and receiver are the same wallet.
-    SameWallet,
-    /// The wallets, or the wallet and the amount, are in different currencies.
-    CurrencyMismatch,
-    /// The sender's available balance is below the amount.
-    InsufficientFunds,
-    /// The amount is not valid for the currency.
-    InvalidAmount,
-}
-
-impl FailureReason {
-    /// The snake_case code used in the API and in events.
-    pub fn code(&self) -> &'static str {
-        match self {
-            FailureReason::WalletNotFound => "wallet_not_found",
-            FailureReason::SameWallet => "same_wallet",
-            FailureReason::CurrencyMismatch => "currency_mismatch",
-            FailureReason::InsufficientFunds => "insufficient_funds",
-            FailureReason::InvalidAmount => "invalid_amount",
-        }
-    }
-}
-
-impl std::fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.code())
-    }
-}
+use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::time::Timestamp;
 
 /// Where the money comes from and goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -9,32 +9,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
 use crate::ids::{CorrelationId, TransferId, WalletId};
-use crate::ledger::LedgerOutcome;
 use crate::money::{Amount, Balance, Currency};
-use crate::transfer::FailureReason;
+use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::time::Timestamp;
 
-/// A user wallet, or a currency's system account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WalletKind {
-    /// Opened through the API; its available balance never goes negative.
-    User,
-    /// The outside world of one currency (see [`WalletId::system`]); may go
-    /// negative.
-    System,
-}
-
-/// A wallet's balances.
+/// A user wallet's balances. A currency's system account (the other side of
+/// deposits and withdrawals, see [`WalletId::system`]) has no wallet: it is
+/// never checked or locked, and its balance is the ledger's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wallet {
     /// Its id, also its ledger account.
     pub id: WalletId,
     /// Its only currency.
     pub currency: Currency,
-    /// User or system.
-    pub kind: WalletKind,
     /// Spendable now.
     pub available: Balance,
     /// Held for transfers the ledger has not decided yet.
@@ -72,12 +60,15 @@ pub enum WalletRejection {
 }
 
 impl Wallet {
-    /// A new, empty user wallet.
+    /// A new, empty wallet.
     pub fn open(id: WalletId, currency: Currency, now: Timestamp) -> Wallet {
+        assert!(
+            id.system_currency().is_none(),
+            "system accounts have no wallet"
+        );
         Wallet {
             id,
             currency,
-            kind: WalletKind::User,
             available: Balance::zero(currency),
             reserved: Balance::zero(currency),
             created_at: now,
@@ -85,18 +76,9 @@ impl Wallet {
         }
     }
 
-    /// A currency's system account, as it is before its first transfer.
-    pub fn system(currency: Currency, now: Timestamp) -> Wallet {
-        Wallet {
-            id: WalletId::system(currency),
-            kind: WalletKind::System,
-            ..Wallet::open(WalletId::system(currency), currency, now)
-        }
-    }
-
     /// Decides whether `amount` can be held.
     pub fn decide_reservation(&self, amount: Amount) -> Result<WalletChange, WalletRejection> {
-        if self.kind == WalletKind::User && self.available < Balance::from(amount) {
+        if self.available < Balance::from(amount) {
             return Err(WalletRejection::InsufficientFunds {
                 available: self.available,
                 requested: amount,
@@ -126,7 +108,7 @@ impl Wallet {
             self.id
         );
         assert!(
-            self.kind == WalletKind::System || !self.available.is_negative(),
+            !self.available.is_negative(),
             "wallet {} available < 0",
             self.id
         );
@@ -179,16 +161,6 @@ pub struct Reservation {
     pub updated_at: Timestamp,
 }
 
-/// The definite answer to a reserve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
-pub enum ReserveOutcome {
-    /// The funds are held.
-    Reserved,
-    /// Nothing was held.
-    Rejected(FailureReason),
-}
-
 impl Reservation {
     /// The answer this reservation gives to its reserve request, first time or replay.
     pub fn outcome(&self) -> ReserveOutcome {
@@ -204,20 +176,23 @@ impl Reservation {
 pub enum ReserveDecision {
     /// The transfer id was seen before: answer as then, write nothing.
     Replay(ReserveOutcome),
-    /// Record the refusal (so a repeat gets the same answer); no balance moves.
+    /// Record the rejection (so a repeat gets the same answer); no balance
+    /// moves.
     Reject(Reservation),
-    /// Record the reservation, store these wallets (the sender after the reservation, and a
-    /// system account met for the first time), and publish `WalletReserved`.
+    /// Record the reservation, store the sender as it is after it, and
+    /// publish `WalletReserved`.
     Reserve {
         /// The new reservation, in state [`ReservationState::Reserved`].
         reservation: Reservation,
-        /// Wallets to write, sender first.
-        wallets: Vec<Wallet>,
+        /// The sender after the reservation; `None` when the sender is a
+        /// system account, which is neither checked nor written.
+        sender: Option<Wallet>,
     },
 }
 
-/// Every rule of a reserve. `sender` and `receiver` are the stored wallets, if
-/// any; system accounts that were never used are made here.
+/// Every rule of a reserve. `sender` and `receiver` are the stored wallets,
+/// if any; a system account is known by its id alone, so an adapter never
+/// needs to load, lock or write one.
 pub fn decide_reserve(
     request: &ReserveRequest,
     existing: Option<&Reservation>,
@@ -236,44 +211,44 @@ pub fn decide_reserve(
             updated_at: now,
         })
     };
-    let known = |id: WalletId, stored: Option<&Wallet>| -> Option<(Wallet, bool)> {
-        match (stored, id.system_currency()) {
-            (Some(w), _) => Some((w.clone(), false)),
-            (None, Some(c)) => Some((Wallet::system(c, now), true)),
-            (None, None) => None,
-        }
-    };
+    let currency_of =
+        |id: WalletId, stored: Option<&Wallet>| stored.map(|w| w.currency).or(id.system_currency());
     if request.sender_wallet_id == request.receiver_wallet_id {
         return reject(FailureReason::SameWallet);
     }
-    let (Some((mut sender, _)), Some((receiver, receiver_new))) = (
-        known(request.sender_wallet_id, sender),
-        known(request.receiver_wallet_id, receiver),
+    let (Some(sender_currency), Some(receiver_currency)) = (
+        currency_of(request.sender_wallet_id, sender),
+        currency_of(request.receiver_wallet_id, receiver),
     ) else {
         return reject(FailureReason::WalletNotFound);
     };
-    if sender.currency != request.currency || receiver.currency != request.currency {
+    if sender_currency != request.currency || receiver_currency != request.currency {
         return reject(FailureReason::CurrencyMismatch);
     }
     if Amount::new(request.amount.value(), request.currency).is_err() {
         return reject(FailureReason::InvalidAmount);
     }
-    match sender.decide_reservation(request.amount) {
-        Err(WalletRejection::InsufficientFunds { .. }) => reject(FailureReason::InsufficientFunds),
-        Ok(change) => {
-            sender.apply(change, now);
-            let mut wallets = vec![sender];
-            wallets.extend(receiver_new.then_some(receiver));
-            ReserveDecision::Reserve {
-                reservation: Reservation {
-                    request: request.clone(),
-                    state: ReservationState::Reserved,
-                    created_at: now,
-                    updated_at: now,
-                },
-                wallets,
+    let sender = match sender {
+        None => None,
+        Some(wallet) => match wallet.decide_reservation(request.amount) {
+            Err(WalletRejection::InsufficientFunds { .. }) => {
+                return reject(FailureReason::InsufficientFunds);
             }
-        }
+            Ok(change) => {
+                let mut wallet = wallet.clone();
+                wallet.apply(change, now);
+                Some(wallet)
+            }
+        },
+    };
+    ReserveDecision::Reserve {
+        reservation: Reservation {
+            request: request.clone(),
+            state: ReservationState::Reserved,
+            created_at: now,
+            updated_at: now,
+        },
+        sender,
     }
 }
 
@@ -284,8 +259,8 @@ pub enum FinalizeError {
     /// No reserve was ever recorded for this transfer.
     #[error("no reservation for transfer {0}")]
     UnknownReservation(TransferId),
-    /// The outcome contradicts the reservation (captured then failed, or a outcome
-    /// on a refused reserve).
+    /// The outcome contradicts the reservation (captured then failed, or an
+    /// outcome on a rejected reserve).
     #[error("ledger outcome {outcome:?} contradicts reservation state {state:?}")]
     Contradiction {
         /// The reservation's state.
@@ -300,7 +275,8 @@ pub enum FinalizeError {
 pub struct Finalization {
     /// The reservation's new state: captured or released.
     pub state: ReservationState,
-    /// Changes per wallet, sender first.
+    /// Changes per wallet, in wallet id order (the order to lock them in).
+    /// System accounts have no wallet and get no change.
     pub changes: Vec<(WalletId, WalletChange)>,
 }
 
@@ -317,18 +293,26 @@ pub fn decide_finalize(
         reservation.request.receiver_wallet_id,
         reservation.request.amount,
     );
+    let finalization = |state, changes: Vec<(WalletId, WalletChange)>| {
+        let mut changes: Vec<_> = changes
+            .into_iter()
+            .filter(|(id, _)| id.system_currency().is_none())
+            .collect();
+        changes.sort_by_key(|(id, _)| *id);
+        Ok(Some(Finalization { state, changes }))
+    };
     match (reservation.state, outcome) {
-        (ReservationState::Reserved, LedgerOutcome::Succeeded) => Ok(Some(Finalization {
-            state: ReservationState::Captured,
-            changes: vec![
+        (ReservationState::Reserved, LedgerOutcome::Succeeded) => finalization(
+            ReservationState::Captured,
+            vec![
                 (sender, WalletChange::Captured(amount)),
                 (receiver, WalletChange::Credited(amount)),
             ],
-        })),
-        (ReservationState::Reserved, LedgerOutcome::Failed(_)) => Ok(Some(Finalization {
-            state: ReservationState::Released,
-            changes: vec![(sender, WalletChange::Released(amount))],
-        })),
+        ),
+        (ReservationState::Reserved, LedgerOutcome::Failed(_)) => finalization(
+            ReservationState::Released,
+            vec![(sender, WalletChange::Released(amount))],
+        ),
         (ReservationState::Captured, LedgerOutcome::Succeeded)
         | (ReservationState::Released, LedgerOutcome::Failed(_)) => Ok(None),
         (state, outcome) => Err(FinalizeError::Contradiction { state, outcome }),

@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use wallet_core::Currency;
 use wallet_core::event::Envelope;
 use wallet_core::ids::WalletId;
+use wallet_core::outcome::{FailureReason, ReserveOutcome};
 use wallet_core::ports::{GatewayError, WalletGateway};
 use wallet_core::runtime::{EventHandler, HandleError, Handled};
-use wallet_core::transfer::FailureReason;
-use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
+use wallet_core::wallet::ReserveRequest;
 
 use crate::client::Struck;
 use crate::rng::Rng;
@@ -366,10 +366,14 @@ impl<H: EventHandler> EventHandler for Flaky<H> {
         };
         lock(&self.faults).record(FaultKind::HandlerFailure);
         match failure {
-            HandlerFailure::BeforeCommit => Err(HandleError("injected: store unavailable".into())),
+            HandlerFailure::BeforeCommit => {
+                Err(HandleError::Transient("injected: store unavailable".into()))
+            }
             HandlerFailure::AfterCommit => {
                 self.inner.handle(batch).await?;
-                Err(HandleError("injected: commit acknowledged too late".into()))
+                Err(HandleError::Transient(
+                    "injected: commit acknowledged too late".into(),
+                ))
             }
         }
     }

@@ -11,10 +11,12 @@ use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
 use wallet_core::memory::{
     MemoryBus, MemorySubscription, MemoryTransferStore, MemoryWalletStore, groups,
 };
-use wallet_core::ports::{Clock, Outbox, Publisher, Subscription};
+use wallet_core::ports::{
+    Clock, IdGenerator, Outbox, Publisher, Subscription, TransferReads, WalletReads,
+};
 use wallet_core::runtime::{
     BatchReport, ConsumerConfig, ConsumerError, ConsumerRunner, EventHandler, Relay, RelayConfig,
-    RelayError,
+    RelayError, Route,
 };
 use wallet_core::service::{LedgerService, TransactionConfig, TransactionService, WalletService};
 
@@ -58,13 +60,17 @@ impl ConsumerId {
 pub(crate) enum RelayId {
     Wallet,
     Ledger,
+    Transaction,
 }
 
 impl RelayId {
+    pub const ALL: [RelayId; 3] = [RelayId::Wallet, RelayId::Ledger, RelayId::Transaction];
+
     pub fn name(self) -> &'static str {
         match self {
             RelayId::Wallet => "wallet",
             RelayId::Ledger => "ledger",
+            RelayId::Transaction => "transaction",
         }
     }
 }
@@ -109,8 +115,11 @@ impl Settings {
                 currency_cache: 16,
                 ..TransactionConfig::default()
             },
+            // Short leases, so work a dead relay held is taken over within
+            // a few clock ticks of a run.
             relay: RelayConfig {
                 batch_size: max_batch,
+                lease: Duration::from_secs(2),
                 ..RelayConfig::default()
             },
             // No retries inside the runner: a failing batch is rewound at once
@@ -179,12 +188,14 @@ impl<L: SimLedger> Base<L> {
         Arc::new(service)
     }
 
-    fn relay<O: Outbox>(&self, outbox: O, topic: &str) -> Relay<O, MemoryBus> {
+    fn relay<O: Outbox>(&self, outbox: O, route: Route) -> Relay<O, MemoryBus> {
         let wake = Arc::new(Notify::new());
         Relay::new(
             outbox,
             self.bus.clone(),
-            topic,
+            route,
+            self.clock(),
+            self.ids.worker_id(),
             wake,
             self.settings.relay.clone(),
         )
@@ -212,6 +223,7 @@ pub(crate) struct World<L: SimLedger> {
     pub wallets: Arc<WalletSvc>,
     wallet_relay: Relay<MemoryWalletStore, MemoryBus>,
     ledger_relay: Relay<L, MemoryBus>,
+    transaction_relay: Relay<MemoryTransferStore, MemoryBus>,
     ledger_consumer: Runner<LedgerService<L>>,
     wallet_consumer: Runner<WalletSvc>,
     transaction_consumer: Runner<TxSvc>,
@@ -242,8 +254,9 @@ impl<L: SimLedger> World<L> {
         let ledger = base.ledger_service();
         let transactions = base.transaction_service();
         World {
-            wallet_relay: base.relay(base.wallet_store.clone(), WALLET_EVENTS),
-            ledger_relay: base.relay(base.ledger_store.clone(), LEDGER_EVENTS),
+            wallet_relay: base.relay(base.wallet_store.clone(), wallet_route()),
+            ledger_relay: base.relay(base.ledger_store.clone(), ledger_route()),
+            transaction_relay: base.relay(base.transfer_store.clone(), transaction_route()),
             ledger_consumer: base.consumer(groups::LEDGER, WALLET_EVENTS, ledger),
             wallet_consumer: base.consumer(groups::WALLET, LEDGER_EVENTS, wallets.clone()),
             transaction_consumer: base.consumer(
@@ -274,19 +287,20 @@ impl<L: SimLedger> World<L> {
         match service {
             ServiceId::Transaction => {
                 self.transactions = b.transaction_service();
+                self.transaction_relay = b.relay(b.transfer_store.clone(), transaction_route());
                 let handler = self.transactions.clone();
                 self.transaction_consumer = b.consumer(groups::TRANSACTION, LEDGER_EVENTS, handler);
             }
             ServiceId::Wallet => {
                 self.wallets = b.wallet_service();
                 b.wallet_slot.replace(self.wallets.clone());
-                self.wallet_relay = b.relay(b.wallet_store.clone(), WALLET_EVENTS);
+                self.wallet_relay = b.relay(b.wallet_store.clone(), wallet_route());
                 let handler = self.wallets.clone();
                 self.wallet_consumer = b.consumer(groups::WALLET, LEDGER_EVENTS, handler);
             }
             ServiceId::Ledger => {
                 let ledger = b.ledger_service();
-                self.ledger_relay = b.relay(b.ledger_store.clone(), LEDGER_EVENTS);
+                self.ledger_relay = b.relay(b.ledger_store.clone(), ledger_route());
                 self.ledger_consumer = b.consumer(groups::LEDGER, WALLET_EVENTS, ledger);
             }
         }
@@ -329,20 +343,52 @@ impl<L: SimLedger> World<L> {
         match (which, crash) {
             (RelayId::Wallet, None) => run_now(self.wallet_relay.run_once()),
             (RelayId::Ledger, None) => run_now(self.ledger_relay.run_once()),
-            (RelayId::Wallet, Some(n)) => run_now(publish_unmarked(&self.wallet_relay, bus, n)),
-            (RelayId::Ledger, Some(n)) => run_now(publish_unmarked(&self.ledger_relay, bus, n)),
+            (RelayId::Transaction, None) => run_now(self.transaction_relay.run_once()),
+            (RelayId::Wallet, Some(n)) => run_now(publish_unacknowledged(
+                &self.wallet_relay,
+                wallet_route(),
+                bus,
+                n,
+            )),
+            (RelayId::Ledger, Some(n)) => run_now(publish_unacknowledged(
+                &self.ledger_relay,
+                ledger_route(),
+                bus,
+                n,
+            )),
+            (RelayId::Transaction, Some(n)) => run_now(publish_unacknowledged(
+                &self.transaction_relay,
+                transaction_route(),
+                bus,
+                n,
+            )),
         }
     }
 
-    /// The state of the three services' stores.
+    /// The state of the three services' stores, read through their read
+    /// ports.
     pub fn snapshot(&self) -> Snapshot {
+        const ALL: usize = usize::MAX;
         let b = &self.base;
+        let (wallets, reservations, transfers, entries, outcomes) = run_now(async {
+            (
+                b.wallet_store.wallets_page(None, ALL).await,
+                b.wallet_store.reservations_page(None, ALL).await,
+                b.transfer_store.transfers_page(None, ALL).await,
+                b.ledger_store.postings_page(None, ALL).await,
+                b.ledger_store.outcomes_page(None, ALL).await,
+            )
+        })
+        .expect("memory stores answer at once");
         Snapshot {
-            wallets: b.wallet_store.all(),
-            reservations: b.wallet_store.reservations(),
-            transfers: b.transfer_store.all(),
-            entries: b.ledger_store.audit_entries(),
-            outcomes: b.ledger_store.audit_outcomes(),
+            wallets: wallets.expect("memory stores do not fail"),
+            reservations: reservations.expect("memory stores do not fail"),
+            transfers: transfers.expect("memory stores do not fail"),
+            entries: entries.expect("memory stores do not fail"),
+            outcomes: outcomes
+                .expect("memory stores do not fail")
+                .into_iter()
+                .collect(),
         }
     }
 }
@@ -370,15 +416,32 @@ async fn consume<H: EventHandler>(
     result
 }
 
-/// The first half of a relay pass, cut short: publish at most `limit`
-/// messages, in order, and never mark them sent.
-async fn publish_unmarked<O: Outbox>(
+/// The first half of a relay pass, cut short: claim, publish at most
+/// `limit` messages, in order, and never acknowledge them.
+async fn publish_unacknowledged<O: Outbox>(
     relay: &Relay<O, MemoryBus>,
+    route: Route,
     bus: &MemoryBus,
     limit: usize,
 ) -> Result<usize, RelayError> {
-    let (_seqs, mut messages) = relay.pending().await?;
-    messages.truncate(limit);
+    let records = relay.claim().await?;
+    let messages: Vec<_> = records
+        .iter()
+        .take(limit)
+        .map(|r| route.message(&r.item))
+        .collect();
     bus.publish(&messages).await?;
     Ok(messages.len())
+}
+
+fn wallet_route() -> Route {
+    Route::new(Some(WALLET_EVENTS), groups::WALLET)
+}
+
+fn ledger_route() -> Route {
+    Route::new(Some(LEDGER_EVENTS), groups::LEDGER)
+}
+
+fn transaction_route() -> Route {
+    Route::new(None, groups::TRANSACTION)
 }

@@ -22,7 +22,7 @@ use wallet_core::Timestamp;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::ledger::{Direction, Entry};
 use wallet_core::money::{Amount, Currency};
-use wallet_core::ports::LedgerStore;
+use wallet_core::ports::{LedgerReads, LedgerStore};
 use wallet_core::service::LedgerService;
 pub use wallet_core::service::ledger::MAX_PAGE;
 use wallet_http::{ApiError, Json, Path, Query};
@@ -84,7 +84,7 @@ type Svc<S> = Arc<LedgerService<S>>;
 
 /// The public routes, self-contained (error shape included) so they can be
 /// merged with other services' routes in one process.
-pub fn api<S: LedgerStore>(svc: Arc<LedgerService<S>>) -> Router {
+pub fn api<S: LedgerStore + LedgerReads>(svc: Arc<LedgerService<S>>) -> Router {
     let routes = Router::new()
         .route("/v1/wallets/{id}/entries", get(entries::<S>))
         .with_state(svc);
@@ -93,11 +93,11 @@ pub fn api<S: LedgerStore>(svc: Arc<LedgerService<S>>) -> Router {
 
 /// The whole service: [`api`], `/healthz`, 404/405 in the error shape, and
 /// request tracing.
-pub fn router<S: LedgerStore>(svc: Arc<LedgerService<S>>) -> Router {
+pub fn router<S: LedgerStore + LedgerReads>(svc: Arc<LedgerService<S>>) -> Router {
     wallet_http::service_router(api(svc))
 }
 
-async fn entries<S: LedgerStore>(
+async fn entries<S: LedgerStore + LedgerReads>(
     State(svc): State<Svc<S>>,
     Path(account): Path<WalletId>,
     Query(query): Query<PageQuery>,

@@ -8,12 +8,14 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use wallet_core::event::{EventStamp, Inbound};
 use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
-use wallet_core::ledger::{AccountBalance, Entry, LedgerOutcome, PostingRequest};
+use wallet_core::ledger::{AccountBalance, Entry, PostingRequest};
 use wallet_core::memory::{Embedded, EmbeddedConfig};
 use wallet_core::money::Currency;
+use wallet_core::outcome::LedgerOutcome;
 use wallet_core::ports::{
-    EventStamp, Inbound, LedgerStore, Outbox, OutboxRecord, RandomIds, StoreError, SystemClock,
+    EntryCursor, LedgerReads, LedgerStore, RandomIds, StoreError, SystemClock,
 };
 use wallet_core::service::{LedgerService, Parties, TransferRequest};
 use wallet_http::testing::{SystemState, assert_quiet, get, raw, send};
@@ -90,7 +92,7 @@ async fn entries_show_the_postings_newest_first() {
     // The system account's side of the same postings: debits.
     let system = send(&app, get(&entries_uri(WalletId::system(Currency::USD), ""))).await;
     assert_eq!(system.body["entries"][0]["direction"], "debit");
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -141,19 +143,19 @@ async fn a_full_last_page_is_followed_by_an_empty_one() {
 #[tokio::test]
 async fn an_unknown_wallet_has_an_empty_page() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
     let page = send(&app, get(&entries_uri(unknown, ""))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.body, json!({"entries": [], "next_before": null}));
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn bad_limits_queries_and_ids_are_400() {
     let (mut e, app) = system();
     let (wallet, _) = deposited(&mut e, &["1"]).await;
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     for query in [
         "?limit=0",
         "?limit=501",
@@ -172,13 +174,13 @@ async fn bad_limits_queries_and_ids_are_400() {
         .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
     let edge = send(&app, get(&entries_uri(wallet, "?limit=1"))).await;
     assert_eq!(seqs(&edge.body).len(), 1);
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn healthz_unknown_routes_and_wrong_methods() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let health = send(&app, get("/healthz")).await;
     assert_eq!(
         (health.status, health.body),
@@ -191,7 +193,7 @@ async fn healthz_unknown_routes_and_wrong_methods() {
     send(&app, raw(Method::POST, &entries_uri(wallet, ""), None, ""))
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 /// A ledger whose database is down.
@@ -202,24 +204,14 @@ fn down<T>() -> Result<T, StoreError> {
 }
 
 #[async_trait]
-impl Outbox for Down {
-    async fn unsent(&self, _: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        down()
-    }
-    async fn mark_sent(&self, _: &[u64]) -> Result<(), StoreError> {
+impl LedgerStore for Down {
+    async fn post(&self, _: &[(Inbound<PostingRequest>, EventStamp)]) -> Result<usize, StoreError> {
         down()
     }
 }
 
 #[async_trait]
-impl LedgerStore for Down {
-    async fn post(
-        &self,
-        _: &[Inbound<PostingRequest>],
-        _: &[EventStamp],
-    ) -> Result<usize, StoreError> {
-        down()
-    }
+impl LedgerReads for Down {
     async fn entries(
         &self,
         _: WalletId,
@@ -228,10 +220,28 @@ impl LedgerStore for Down {
     ) -> Result<Vec<Entry>, StoreError> {
         down()
     }
-    async fn balances(&self) -> Result<Vec<AccountBalance>, StoreError> {
+    async fn postings_page(
+        &self,
+        _: Option<EntryCursor>,
+        _: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         down()
     }
     async fn outcome(&self, _: TransferId) -> Result<Option<LedgerOutcome>, StoreError> {
+        down()
+    }
+    async fn outcomes_page(
+        &self,
+        _: Option<TransferId>,
+        _: usize,
+    ) -> Result<Vec<(TransferId, LedgerOutcome)>, StoreError> {
+        down()
+    }
+    async fn balances_page(
+        &self,
+        _: Option<WalletId>,
+        _: usize,
+    ) -> Result<Vec<AccountBalance>, StoreError> {
         down()
     }
 }

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use wallet_core::ids::WalletId;
 use wallet_core::money::Currency;
+use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, WalletGateway};
-use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
+use wallet_core::wallet::ReserveRequest;
 
 /// How long one call to the wallet service may take, connection included:
 /// 2 s. A reserve is one short database transaction; a call that takes

@@ -49,7 +49,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use wallet_core::ids::{TransferId, WalletId};
-use wallet_core::ports::{TransferStore, WalletGateway};
+use wallet_core::ports::{TransferReads, TransferStore, WalletGateway};
 use wallet_core::service::{CreateError, Created, Parties, TransactionService};
 use wallet_core::transfer::{Transfer, TransferStatus};
 use wallet_http::{ApiError, Json, Path, Query};
@@ -71,7 +71,9 @@ type Svc<S, G> = Arc<TransactionService<S, G>>;
 
 /// The public routes, self-contained (body limit and error shape included)
 /// so they can be merged with other services' routes in one process.
-pub fn api<S: TransferStore, G: WalletGateway>(svc: Arc<TransactionService<S, G>>) -> Router {
+pub fn api<S: TransferStore + TransferReads, G: WalletGateway>(
+    svc: Arc<TransactionService<S, G>>,
+) -> Router {
     let routes = Router::new()
         .route("/v1/transfers", post(create_transfer::<S, G>))
         .route("/v1/transfers/{id}", get(get_transfer::<S, G>))
@@ -83,11 +85,13 @@ pub fn api<S: TransferStore, G: WalletGateway>(svc: Arc<TransactionService<S, G>
 
 /// The whole service: [`api`], `/healthz`, 404/405 in the error shape, and
 /// request tracing.
-pub fn router<S: TransferStore, G: WalletGateway>(svc: Arc<TransactionService<S, G>>) -> Router {
+pub fn router<S: TransferStore + TransferReads, G: WalletGateway>(
+    svc: Arc<TransactionService<S, G>>,
+) -> Router {
     wallet_http::service_router(api(svc))
 }
 
-async fn create_transfer<S: TransferStore, G: WalletGateway>(
+async fn create_transfer<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     headers: HeaderMap,
     Json(body): Json<TransferBody>,
@@ -96,7 +100,7 @@ async fn create_transfer<S: TransferStore, G: WalletGateway>(
     submit(&svc, request).await
 }
 
-async fn deposit<S: TransferStore, G: WalletGateway>(
+async fn deposit<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(wallet): Path<WalletId>,
     headers: HeaderMap,
@@ -106,7 +110,7 @@ async fn deposit<S: TransferStore, G: WalletGateway>(
     submit(&svc, request).await
 }
 
-async fn withdraw<S: TransferStore, G: WalletGateway>(
+async fn withdraw<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(wallet): Path<WalletId>,
     headers: HeaderMap,
@@ -116,7 +120,7 @@ async fn withdraw<S: TransferStore, G: WalletGateway>(
     submit(&svc, request).await
 }
 
-async fn submit<S: TransferStore, G: WalletGateway>(
+async fn submit<S: TransferStore + TransferReads, G: WalletGateway>(
     svc: &TransactionService<S, G>,
     request: wallet_core::service::TransferRequest,
 ) -> Result<Response, ApiError> {
@@ -179,7 +183,7 @@ pub struct WaitQuery {
     pub wait_ms: Option<u64>,
 }
 
-async fn get_transfer<S: TransferStore, G: WalletGateway>(
+async fn get_transfer<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(id): Path<TransferId>,
     Query(query): Query<WaitQuery>,

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use wallet_core::Timestamp;
 use wallet_core::ids::{CorrelationId, TransferId, WalletId};
 use wallet_core::money::{Amount, Currency};
-use wallet_core::transfer::{FailureReason, Transfer, TransferKind, TransferStatus};
+use wallet_core::outcome::FailureReason;
+use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
 
 /// A transfer, deposit or withdrawal, as every route of the service shows
 /// it.

@@ -14,9 +14,11 @@ use tokio::sync::Notify;
 use wallet_core::ids::{IdempotencyKey, WalletId};
 use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryTransferStore, MemoryWalletService};
 use wallet_core::money::Currency;
-use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
+use wallet_core::outcome::ReserveOutcome;
+use wallet_core::ports::{GatewayError, RandomIds, SystemClock, TransferReads, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
-use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
+use wallet_core::transfer::Transfer;
+use wallet_core::wallet::ReserveRequest;
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, TestResponse, assert_quiet, get, post_keyed, raw, send};
 
@@ -35,6 +37,11 @@ fn unknown_wallet() -> WalletId {
 }
 
 /// A wallet holding `amount`, deposited through the core and drained.
+/// Every transfer the store holds.
+async fn all_transfers(store: &MemoryTransferStore) -> Vec<Transfer> {
+    store.transfers_page(None, 1_000).await.unwrap()
+}
+
 async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId {
     let wallet = e.wallets.open(currency).await.unwrap().id;
     let request = TransferRequest {
@@ -134,7 +141,7 @@ async fn a_transfer_is_accepted_then_succeeds() {
         (available(&e, a).await, available(&e, b).await),
         ("74.50".into(), "25.50".into())
     );
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -165,7 +172,7 @@ async fn deposits_and_withdrawals_go_through_the_system_account() {
     assert_eq!(withdrawal.body["receiver_wallet_id"], json!(system));
     e.drain().await;
     assert_eq!(available(&e, wallet).await, "380");
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -175,7 +182,7 @@ async fn an_amount_as_a_json_number_is_422_and_changes_nothing() {
         funded(&mut e, Currency::USD, "10").await,
         empty(&e, Currency::USD).await,
     );
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     for amount in [json!(5), json!(5.5), json!(-1)] {
         let cases = [
             ("/v1/transfers".to_owned(), transfer(a, b, amount.clone())),
@@ -189,7 +196,7 @@ async fn an_amount_as_a_json_number_is_422_and_changes_nothing() {
             assert!(message.contains("decimal strings"), "{message}");
         }
     }
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -200,7 +207,7 @@ async fn invalid_amounts_are_422_and_change_nothing() {
         empty(&e, Currency::USD).await,
     );
     let yen = empty(&e, Currency::JPY).await;
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let bad = [
         "0",
         "0.00",
@@ -233,7 +240,7 @@ async fn invalid_amounts_are_422_and_change_nothing() {
     )
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -243,7 +250,7 @@ async fn malformed_bodies_are_400_and_change_nothing() {
         funded(&mut e, Currency::USD, "10").await,
         empty(&e, Currency::USD).await,
     );
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let transfers = [
         json!({"sender_wallet_id": 5, "receiver_wallet_id": b, "amount": "1"}),
         json!({"sender_wallet_id": "nope", "receiver_wallet_id": b, "amount": "1"}),
@@ -287,7 +294,7 @@ async fn malformed_bodies_are_400_and_change_nothing() {
     send(&app, untyped)
         .await
         .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -297,7 +304,7 @@ async fn a_body_over_16_kib_is_413_and_changes_nothing() {
         funded(&mut e, Currency::USD, "10").await,
         empty(&e, Currency::USD).await,
     );
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let mut body = transfer(a, b, json!("1"));
     body["idempotency_key"] = json!("k".repeat(MAX_BODY_BYTES));
     post(&app, "/v1/transfers", None, &body)
@@ -307,7 +314,7 @@ async fn a_body_over_16_kib_is_413_and_changes_nothing() {
     post(&app, &deposits(a), None, &padded)
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -317,7 +324,7 @@ async fn idempotency_key_rules_are_400_and_change_nothing() {
         funded(&mut e, Currency::USD, "10").await,
         empty(&e, Currency::USD).await,
     );
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let body = transfer(a, b, json!("1"));
     post(&app, "/v1/transfers", None, &body)
         .await
@@ -353,7 +360,7 @@ async fn idempotency_key_rules_are_400_and_change_nothing() {
     post(&app, &withdrawals(a), None, &empty_key)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "idempotency_key_required");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -368,7 +375,7 @@ async fn the_same_key_in_header_and_body_is_accepted() {
     let created = post(&app, "/v1/transfers", Some("same"), &body).await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
     e.drain().await;
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -376,7 +383,7 @@ async fn unknown_and_system_wallets_are_404_and_change_nothing() {
     let (mut e, app) = system();
     let a = funded(&mut e, Currency::USD, "10").await;
     let system = WalletId::system(Currency::USD);
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let cases = [
         (
             "/v1/transfers".to_owned(),
@@ -402,7 +409,7 @@ async fn unknown_and_system_wallets_are_404_and_change_nothing() {
             .await
             .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
     }
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -411,7 +418,7 @@ async fn same_wallet_and_currency_mismatches_are_422_and_change_nothing() {
     let usd = funded(&mut e, Currency::USD, "10").await;
     let other_usd = empty(&e, Currency::USD).await;
     let eur = empty(&e, Currency::EUR).await;
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     post(
         &app,
         "/v1/transfers",
@@ -449,7 +456,7 @@ async fn same_wallet_and_currency_mismatches_are_422_and_change_nothing() {
     )
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -459,7 +466,7 @@ async fn insufficient_funds_is_422_with_the_failed_transfer() {
         funded(&mut e, Currency::USD, "10").await,
         empty(&e, Currency::USD).await,
     );
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let body = transfer(a, b, json!("10.01"));
     let refused = post(&app, "/v1/transfers", Some("poor"), &body).await;
     refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds");
@@ -477,7 +484,7 @@ async fn insufficient_funds_is_422_with_the_failed_transfer() {
     );
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     e.drain().await;
-    let after = SystemState::capture(&e);
+    let after = SystemState::capture(&e).await;
     assert_eq!(after.wallets, before.wallets, "balances unchanged");
     assert_eq!(after.entries, before.entries);
     assert_eq!(
@@ -490,7 +497,7 @@ async fn insufficient_funds_is_422_with_the_failed_transfer() {
         "only the FAILED transfer"
     );
     withdraw_too_much(&app, a).await;
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 async fn withdraw_too_much(app: &Router, wallet: WalletId) {
@@ -521,7 +528,7 @@ async fn a_repeated_request_gets_the_first_answer_again() {
     .await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     e.drain().await;
-    let quiet = SystemState::capture(&e);
+    let quiet = SystemState::capture(&e).await;
     // "2.50" is the same request as "2.5"; the body key is the same key.
     let mut same = transfer(a, b, json!("2.50"));
     same["idempotency_key"] = json!("again");
@@ -534,8 +541,12 @@ async fn a_repeated_request_gets_the_first_answer_again() {
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.header("location"), first.header("location"));
     e.drain().await;
-    assert_eq!(SystemState::capture(&e), quiet, "a replay moves nothing");
-    assert_quiet(&e);
+    assert_eq!(
+        SystemState::capture(&e).await,
+        quiet,
+        "a replay moves nothing"
+    );
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -553,7 +564,7 @@ async fn a_key_reused_with_another_request_is_422_and_changes_nothing() {
     )
     .await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let others = [
         ("/v1/transfers".to_owned(), transfer(a, b, json!("2"))),
         ("/v1/transfers".to_owned(), transfer(b, a, json!("1"))),
@@ -565,7 +576,7 @@ async fn a_key_reused_with_another_request_is_422_and_changes_nothing() {
             .await
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
     }
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
     let id = first.body["id"].as_str().unwrap();
     let untouched = send(&app, get(&format!("/v1/transfers/{id}"))).await;
     assert_eq!(
@@ -573,7 +584,7 @@ async fn a_key_reused_with_another_request_is_422_and_changes_nothing() {
         "the first transfer is untouched"
     );
     e.drain().await;
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -591,7 +602,7 @@ async fn get_transfer_refuses_unknown_and_malformed_ids_and_bad_waits() {
     )
     .await;
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let unknown = uuid::Uuid::now_v7();
     send(&app, get(&format!("/v1/transfers/{unknown}")))
         .await
@@ -609,7 +620,7 @@ async fn get_transfer_refuses_unknown_and_malformed_ids_and_bad_waits() {
     }
     let now = send(&app, get(&format!("/v1/transfers/{id}?wait_ms=0"))).await;
     assert_eq!((now.status, &now.body), (StatusCode::OK, &created.body));
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -648,7 +659,7 @@ async fn wait_ms_returns_once_the_transfer_is_terminal() {
         waited < Duration::from_secs(5),
         "it did not wait the whole time: {waited:?}"
     );
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
@@ -681,7 +692,7 @@ async fn wait_ms_gives_up_with_the_current_state() {
 #[tokio::test]
 async fn healthz_unknown_routes_and_wrong_methods() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let health = send(&app, get("/healthz")).await;
     assert_eq!(
         (health.status, health.body),
@@ -696,7 +707,7 @@ async fn healthz_unknown_routes_and_wrong_methods() {
     send(&app, raw(Method::PUT, "/v1/wallets/x/deposits", None, ""))
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 /// A gateway whose reserve waits for `release`, telling `entered` when it
@@ -750,11 +761,20 @@ async fn a_key_in_flight_is_409_and_changes_nothing() {
         async move { post(&app, "/v1/transfers", Some("slow"), &body).await }
     });
     entered.notified().await;
-    let before = (SystemState::capture(&e), svc.store().all());
+    let before = (
+        SystemState::capture(&e).await,
+        all_transfers(svc.store()).await,
+    );
     let second = post(&app, "/v1/transfers", Some("slow"), &body).await;
     second.assert_error(StatusCode::CONFLICT, "idempotency_key_in_flight");
     assert_eq!(second.header("retry-after"), Some("1"));
-    assert_eq!((SystemState::capture(&e), svc.store().all()), before);
+    assert_eq!(
+        (
+            SystemState::capture(&e).await,
+            all_transfers(svc.store()).await
+        ),
+        before
+    );
     release.notify_one();
     let first = first.await.unwrap();
     assert_eq!(
@@ -794,7 +814,7 @@ async fn an_unreachable_wallet_service_is_503_and_stores_nothing() {
     );
     let svc = service_over(Broken { inner: None });
     let app = transaction_service::router(svc.clone());
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let response = post(
         &app,
         "/v1/transfers",
@@ -804,8 +824,8 @@ async fn an_unreachable_wallet_service_is_503_and_stores_nothing() {
     .await;
     response.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert_eq!(response.header("retry-after"), Some("1"));
-    assert!(svc.store().all().is_empty());
-    assert_eq!(SystemState::capture(&e), before);
+    assert!(all_transfers(svc.store()).await.is_empty());
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -827,7 +847,7 @@ async fn an_ambiguous_reserve_is_accepted_as_initiated_never_failed() {
     );
     let replay = post(&app, "/v1/transfers", Some("k"), &body).await;
     assert_eq!((replay.status, &replay.body), (first.status, &first.body));
-    assert_eq!(svc.store().all().len(), 1);
+    assert_eq!(all_transfers(svc.store()).await.len(), 1);
 }
 
 #[tokio::test]
@@ -856,5 +876,5 @@ async fn the_three_apis_merge_into_one_router() {
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
     assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }

@@ -14,10 +14,11 @@ use transaction_service::{GatewaySetupError, HttpWalletGateway};
 use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
 use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryTransferStore};
 use wallet_core::money::{Amount, Currency};
+use wallet_core::outcome::{FailureReason, ReserveOutcome};
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
-use wallet_core::transfer::{FailureReason, TransferStatus};
-use wallet_core::wallet::{ReserveOutcome, ReserveRequest};
+use wallet_core::transfer::TransferStatus;
+use wallet_core::wallet::ReserveRequest;
 
 /// Serves `app` on 127.0.0.1 and returns its base URL. The server stops
 /// with the test's runtime.

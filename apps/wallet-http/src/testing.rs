@@ -6,10 +6,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use tower::ServiceExt;
-use wallet_core::audit::{Snapshot, check_quiet};
+use wallet_core::audit::Scope;
 use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
 use wallet_core::ledger::Entry;
-use wallet_core::memory::{Embedded, MemoryBus};
+use wallet_core::memory::Embedded;
+use wallet_core::ports::{LedgerReads, TransferReads, WalletReads};
 use wallet_core::transfer::Transfer;
 use wallet_core::wallet::{Reservation, Wallet};
 
@@ -127,7 +128,7 @@ pub struct SystemState {
     pub reservations: Vec<Reservation>,
     /// Transfers, by id.
     pub transfers: Vec<Transfer>,
-    /// Ledger entries, oldest first.
+    /// Ledger entries, by transfer.
     pub entries: Vec<Entry>,
     /// Messages on `wallet.events`.
     pub wallet_events: usize,
@@ -136,37 +137,31 @@ pub struct SystemState {
 }
 
 impl SystemState {
-    /// The embedded system's state now.
-    pub fn capture(embedded: &Embedded) -> SystemState {
-        SystemState::from_parts(embedded.snapshot(), &embedded.bus)
-    }
-
-    /// The state of a snapshot and a bus, sorted so two captures compare.
-    pub fn from_parts(snapshot: Snapshot, bus: &MemoryBus) -> SystemState {
-        let Snapshot {
-            mut wallets,
-            mut reservations,
-            mut transfers,
-            entries,
-            ..
-        } = snapshot;
-        wallets.sort_by_key(|w| w.id);
-        reservations.sort_by_key(|h| h.request.transfer_id);
-        transfers.sort_by_key(|t| t.id);
+    /// The embedded system's state now, read through the stores' read
+    /// ports.
+    pub async fn capture(embedded: &Embedded) -> SystemState {
+        const ALL: usize = 100_000;
+        let wallets = embedded.wallets.store();
+        let ledger = embedded.ledger.store();
+        let read = "memory stores do not fail";
         SystemState {
-            wallets,
-            reservations,
-            transfers,
-            entries,
-            wallet_events: bus.len(WALLET_EVENTS),
-            ledger_events: bus.len(LEDGER_EVENTS),
+            wallets: wallets.wallets_page(None, ALL).await.expect(read),
+            reservations: wallets.reservations_page(None, ALL).await.expect(read),
+            transfers: embedded
+                .transactions
+                .store()
+                .transfers_page(None, ALL)
+                .await
+                .expect(read),
+            entries: ledger.postings_page(None, ALL).await.expect(read),
+            wallet_events: embedded.bus.len(WALLET_EVENTS),
+            ledger_events: embedded.bus.len(LEDGER_EVENTS),
         }
     }
 }
 
 /// Panics unless every invariant of a quiet system holds.
-#[track_caller]
-pub fn assert_quiet(embedded: &Embedded) {
-    let violations = check_quiet(&embedded.snapshot());
+pub async fn assert_quiet(embedded: &Embedded) {
+    let violations = embedded.audit(Scope::Quiet).await.violations;
     assert!(violations.is_empty(), "invariants broken: {violations:?}");
 }

@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 use wallet_core::Timestamp;
 use wallet_core::ids::WalletId;
 use wallet_core::money::{Balance, Currency};
-use wallet_core::ports::WalletStore;
+use wallet_core::outcome::ReserveOutcome;
+use wallet_core::ports::{WalletReads, WalletStore};
 use wallet_core::service::WalletService;
-use wallet_core::wallet::{ReserveOutcome, ReserveRequest, Wallet, WalletKind};
+use wallet_core::wallet::{ReserveRequest, Wallet};
 use wallet_http::{ApiError, Json, Path};
 
 /// A wallet as the public API shows it. Amounts are decimal strings.
@@ -42,10 +43,8 @@ pub struct WalletResource {
     pub currency: Currency,
     /// Spendable now.
     pub available: Balance,
-    /// Held for transfers the ledger has not decided yet.
+    /// Reserved for transfers the ledger has not decided yet.
     pub reserved: Balance,
-    /// Always `user` through the public API.
-    pub kind: WalletKind,
     /// When it was opened.
     pub created_at: Timestamp,
     /// When a balance last changed.
@@ -59,7 +58,6 @@ impl From<Wallet> for WalletResource {
             currency: w.currency,
             available: w.available,
             reserved: w.reserved,
-            kind: w.kind,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -88,7 +86,7 @@ type Svc<S> = Arc<WalletService<S>>;
 
 /// The public routes, self-contained (body limit and error shape included)
 /// so they can be merged with other services' routes in one process.
-pub fn api<S: WalletStore>(svc: Arc<WalletService<S>>) -> Router {
+pub fn api<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
     let routes = Router::new()
         .route("/v1/wallets", post(open_wallet::<S>))
         .route("/v1/wallets/{id}", get(get_wallet::<S>))
@@ -101,7 +99,7 @@ pub fn api<S: WalletStore>(svc: Arc<WalletService<S>>) -> Router {
 /// They trust their caller (a reserve moves money), so a deployment must
 /// never route them through the public gateway or ingress: expose them on
 /// the service's cluster-internal address only.
-pub fn internal<S: WalletStore>(svc: Arc<WalletService<S>>) -> Router {
+pub fn internal<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
     let routes = Router::new()
         .route("/internal/v1/reserve", post(reserve::<S>))
         .route("/internal/v1/wallets/{id}", get(wallet_currency::<S>))
@@ -111,7 +109,7 @@ pub fn internal<S: WalletStore>(svc: Arc<WalletService<S>>) -> Router {
 
 /// The whole service: [`api`], [`internal`], `/healthz`, 404/405 in the
 /// error shape, and request tracing.
-pub fn router<S: WalletStore>(svc: Arc<WalletService<S>>) -> Router {
+pub fn router<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
     wallet_http::service_router(api(svc.clone()).merge(internal(svc)))
 }
 
@@ -119,7 +117,7 @@ fn wallet_not_found(id: WalletId) -> ApiError {
     ApiError::not_found("wallet_not_found", format!("wallet {id} not found"))
 }
 
-async fn open_wallet<S: WalletStore>(
+async fn open_wallet<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Json(body): Json<OpenWallet>,
 ) -> Result<Response, ApiError> {
@@ -134,25 +132,23 @@ async fn open_wallet<S: WalletStore>(
     Ok(created.into_response())
 }
 
-async fn get_wallet<S: WalletStore>(
+async fn get_wallet<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Path(id): Path<WalletId>,
 ) -> Result<Json<WalletResource>, ApiError> {
-    // System accounts belong to the system; clients never address them.
-    match svc.wallet(id).await? {
-        Some(wallet) if wallet.kind == WalletKind::User => Ok(Json(wallet.into())),
-        _ => Err(wallet_not_found(id)),
-    }
+    // System accounts have no wallet, so clients cannot address them.
+    let wallet = svc.wallet(id).await?.ok_or_else(|| wallet_not_found(id))?;
+    Ok(Json(wallet.into()))
 }
 
-async fn reserve<S: WalletStore>(
+async fn reserve<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Json(request): Json<ReserveRequest>,
 ) -> Result<Json<ReserveOutcome>, ApiError> {
     Ok(Json(svc.reserve(&request).await?))
 }
 
-async fn wallet_currency<S: WalletStore>(
+async fn wallet_currency<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Path(id): Path<WalletId>,
 ) -> Result<Json<WalletCurrency>, ApiError> {

@@ -10,18 +10,38 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use wallet_core::event::{EventStamp, Inbound};
 use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
-use wallet_core::ledger::LedgerOutcome;
 use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryWalletStore};
 use wallet_core::money::{Amount, Currency};
+use wallet_core::outcome::{LedgerOutcome, ReserveOutcome};
 use wallet_core::ports::{
-    EventStamp, Inbound, Outbox, OutboxRecord, RandomIds, Refusal, StoreError, SystemClock,
-    WalletStore,
+    Claim, Clock, IdGenerator, Outbox, OutboxRecord, RandomIds, Refusal, StoreError, SystemClock,
+    WalletReads, WalletStore,
 };
 use wallet_core::service::{Parties, TransferRequest, WalletService};
-use wallet_core::wallet::{ReserveOutcome, ReserveRequest, Wallet};
+use wallet_core::wallet::Reservation;
+use wallet_core::wallet::{ReserveRequest, Wallet};
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, assert_quiet, get, json as json_req, raw, send};
+
+/// Every wallet the store holds.
+async fn all_wallets(store: &MemoryWalletStore) -> Vec<Wallet> {
+    store.wallets_page(None, 1_000).await.unwrap()
+}
+
+/// Every reservation the store holds.
+async fn all_reservations(store: &MemoryWalletStore) -> Vec<Reservation> {
+    store.reservations_page(None, 1_000).await.unwrap()
+}
+
+/// What the store's outbox holds unpublished, claimed by a fresh worker
+/// far in the future (past any lease).
+async fn outbox(store: &MemoryWalletStore) -> Vec<OutboxRecord> {
+    let later = SystemClock.now() + chrono::Duration::days(1);
+    let claim = Claim::new(RandomIds.worker_id(), later, std::time::Duration::ZERO);
+    store.claim(&claim, 1_000).await.unwrap()
+}
 
 fn system() -> (Embedded, Router) {
     let embedded = Embedded::new(EmbeddedConfig::default());
@@ -69,7 +89,7 @@ async fn opening_a_wallet_returns_201_and_the_wallet() {
         (&body["available"], &body["reserved"]),
         (&json!("0"), &json!("0"))
     );
-    assert_eq!(body["kind"], "user");
+    assert_eq!(body.get("kind"), None, "wallets have no kind");
     let id = body["id"].as_str().unwrap();
     assert_eq!(
         response.header("location"),
@@ -77,7 +97,7 @@ async fn opening_a_wallet_returns_201_and_the_wallet() {
     );
     let fetched = send(&app, get(&format!("/v1/wallets/{id}"))).await;
     assert_eq!((fetched.status, &fetched.body), (StatusCode::OK, body));
-    assert_eq!(e.wallets.store().all().len(), 1);
+    assert_eq!(all_wallets(e.wallets.store()).await.len(), 1);
 }
 
 #[tokio::test]
@@ -88,25 +108,25 @@ async fn a_funded_wallet_shows_its_balances_as_strings() {
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.body["available"], "12.50");
     assert_eq!(response.body["reserved"], "0.00");
-    assert_quiet(&e);
+    assert_quiet(&e).await;
 }
 
 #[tokio::test]
 async fn an_unknown_currency_is_422_and_opens_nothing() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     for code in ["XXX", "usd", ""] {
         send(&app, post("/v1/wallets", json!({"currency": code})))
             .await
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
     }
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn malformed_wallet_bodies_are_400_and_open_nothing() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let bodies = [
         "{",
         r#"{"currency": 840}"#,
@@ -124,13 +144,13 @@ async fn malformed_wallet_bodies_are_400_and_open_nothing() {
     send(&app, untyped)
         .await
         .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn a_body_over_16_kib_is_413_and_opens_nothing() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let body = json!({"currency": "USD", "pad": "x".repeat(MAX_BODY_BYTES)});
     send(&app, post("/v1/wallets", body))
         .await
@@ -139,28 +159,33 @@ async fn a_body_over_16_kib_is_413_and_opens_nothing() {
     send(&app, post("/internal/v1/reserve", hold_body))
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn unknown_malformed_and_system_wallet_ids_are_refused() {
     let (mut e, app) = system();
     funded(&mut e, Currency::USD, "1").await;
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
     send(&app, get(&format!("/v1/wallets/{unknown}")))
         .await
         .assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
-    // The USD system account exists since the deposit, but is not public.
+    // The USD system account took part in the deposit, but has no wallet.
     let system = WalletId::system(Currency::USD);
-    assert!(e.wallets.store().all().iter().any(|w| w.id == system));
+    assert!(
+        !all_wallets(e.wallets.store())
+            .await
+            .iter()
+            .any(|w| w.id == system)
+    );
     send(&app, get(&format!("/v1/wallets/{system}")))
         .await
         .assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
     send(&app, get("/v1/wallets/not-a-uuid"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -177,11 +202,7 @@ async fn reserve_holds_funds_once_per_transfer() {
     let wallet = e.wallets.wallet(sender).await.unwrap().unwrap();
     assert_eq!(wallet.available.to_string(), "6.00");
     assert_eq!(wallet.reserved.to_string(), "4.00");
-    assert_eq!(
-        e.wallets.store().unsent(10).await.unwrap().len(),
-        1,
-        "one event"
-    );
+    assert_eq!(outbox(e.wallets.store()).await.len(), 1, "one event");
 }
 
 #[tokio::test]
@@ -191,7 +212,7 @@ async fn reserve_refusals_are_definite_outcomes_and_move_no_money() {
     let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
     let eur = e.wallets.open(Currency::EUR).await.unwrap().id;
     let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let cases = [
         (reservation(sender, receiver, "10.01"), "insufficient_funds"),
         (reservation(sender, unknown, "1"), "wallet_not_found"),
@@ -207,11 +228,11 @@ async fn reserve_refusals_are_definite_outcomes_and_move_no_money() {
             json!({"outcome": "rejected", "reason": reason})
         );
     }
-    let after = SystemState::capture(&e);
+    let after = SystemState::capture(&e).await;
     assert_eq!(after.wallets, before.wallets);
     assert_eq!(after.entries, before.entries);
     assert_eq!(after.wallet_events, before.wallet_events);
-    assert!(e.wallets.store().unsent(10).await.unwrap().is_empty());
+    assert!(outbox(e.wallets.store()).await.is_empty());
 }
 
 #[tokio::test]
@@ -219,7 +240,7 @@ async fn malformed_reserve_requests_are_400_and_hold_nothing() {
     let (mut e, app) = system();
     let sender = funded(&mut e, Currency::USD, "10").await;
     let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let mut number = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
     number["amount"] = json!(1);
     let mut missing = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
@@ -231,14 +252,14 @@ async fn malformed_reserve_requests_are_400_and_hold_nothing() {
             .await
             .assert_error(StatusCode::BAD_REQUEST, "malformed_request");
     }
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn the_internal_wallet_route_tells_the_currency() {
     let (e, app) = system();
     let wallet = e.wallets.open(Currency::KWD).await.unwrap();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let response = send(&app, get(&format!("/internal/v1/wallets/{}", wallet.id))).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.body, json!({"id": wallet.id, "currency": "KWD"}));
@@ -249,13 +270,13 @@ async fn the_internal_wallet_route_tells_the_currency() {
     send(&app, get("/internal/v1/wallets/42"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
 async fn healthz_unknown_routes_and_wrong_methods() {
     let (e, app) = system();
-    let before = SystemState::capture(&e);
+    let before = SystemState::capture(&e).await;
     let health = send(&app, get("/healthz")).await;
     assert_eq!(
         (health.status, health.body),
@@ -270,7 +291,7 @@ async fn healthz_unknown_routes_and_wrong_methods() {
     send(&app, get("/internal/v1/reserve"))
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    assert_eq!(SystemState::capture(&e), before);
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -301,14 +322,26 @@ impl Flaky {
 }
 
 #[async_trait]
-impl Outbox for Flaky {
-    async fn unsent(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+impl WalletReads for Flaky {
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
         self.check()?;
-        self.inner.unsent(limit).await
+        self.inner.wallet(id).await
     }
-    async fn mark_sent(&self, seqs: &[u64]) -> Result<(), StoreError> {
+    async fn wallets_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<Wallet>, StoreError> {
         self.check()?;
-        self.inner.mark_sent(seqs).await
+        self.inner.wallets_page(after, limit).await
+    }
+    async fn reservations_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        self.check()?;
+        self.inner.reservations_page(after, limit).await
     }
 }
 
@@ -317,10 +350,6 @@ impl WalletStore for Flaky {
     async fn open_wallet(&self, wallet: &Wallet) -> Result<(), StoreError> {
         self.check()?;
         self.inner.open_wallet(wallet).await
-    }
-    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
-        self.check()?;
-        self.inner.wallet(id).await
     }
     async fn reserve(
         &self,
@@ -367,6 +396,10 @@ async fn storage_down_is_503_on_every_route() {
             .await
             .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     }
-    assert_eq!(store.inner.all(), vec![wallet], "nothing written");
-    assert!(store.inner.reservations().is_empty());
+    assert_eq!(
+        all_wallets(&store.inner).await,
+        vec![wallet],
+        "nothing written"
+    );
+    assert!(all_reservations(&store.inner).await.is_empty());
 }

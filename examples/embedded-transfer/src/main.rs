@@ -9,7 +9,7 @@
 //! ```
 
 use rust_decimal::Decimal;
-use wallet_core::audit::check_quiet;
+use wallet_core::audit::Scope;
 use wallet_core::memory::{Embedded, EmbeddedConfig};
 use wallet_core::service::{Parties, TransferRequest};
 use wallet_core::{Currency, IdempotencyKey};
@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let violations = check_quiet(&system.snapshot());
+    let violations = system.audit(Scope::Quiet).await.violations;
     assert!(violations.is_empty(), "invariants broken: {violations:?}");
     println!("all invariants hold");
     Ok(())

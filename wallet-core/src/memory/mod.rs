@@ -16,11 +16,12 @@ use tokio::task::JoinHandle;
 pub use bus::{DEFAULT_PARTITIONS, MemoryBus, MemorySubscription};
 pub use stores::{MemoryLedgerStore, MemoryTransferStore, MemoryWalletStore};
 
-use crate::audit::Snapshot;
+use crate::audit::{Audit, AuditReport, Scope};
 use crate::event::{LEDGER_EVENTS, WALLET_EVENTS};
-use crate::ports::{Clock, IdGenerator, RandomIds, SystemClock};
-use crate::runtime::{ConsumerConfig, ConsumerRunner, Relay, RelayConfig};
+use crate::ids::{IdGenerator, RandomIds};
+use crate::runtime::{ConsumerConfig, ConsumerRunner, Relay, RelayConfig, Route};
 use crate::service::{LedgerService, TransactionConfig, TransactionService, WalletService};
+use crate::time::{Clock, SystemClock};
 
 /// The consumer groups of the three services.
 pub mod groups {
@@ -97,6 +98,7 @@ pub struct Embedded {
     pub bus: MemoryBus,
     wallet_relay: Relay<MemoryWalletStore, MemoryBus>,
     ledger_relay: Relay<MemoryLedgerStore, MemoryBus>,
+    transaction_relay: Relay<MemoryTransferStore, MemoryBus>,
     ledger_consumer: Consumer<MemoryLedgerService>,
     wallet_consumer: Consumer<MemoryWalletService>,
     transaction_consumer: Consumer<MemoryTransactionService>,
@@ -133,21 +135,54 @@ impl Embedded {
             config.transaction.clone(),
         ));
         let consumer = |group: &str, topic: &str| bus.subscribe(group, topic);
+        let relay = |route: Route, wake: Arc<Notify>| {
+            (route, config.clock.clone(), config.ids.worker_id(), wake)
+        };
+        let (route, clock, worker, wake) = relay(
+            Route::new(Some(WALLET_EVENTS), groups::WALLET),
+            wallet_woken,
+        );
+        let wallet_relay = Relay::new(
+            wallets.store().clone(),
+            bus.clone(),
+            route,
+            clock,
+            worker,
+            wake,
+            config.relay.clone(),
+        );
+        let (route, clock, worker, wake) = relay(
+            Route::new(Some(LEDGER_EVENTS), groups::LEDGER),
+            ledger_woken,
+        );
+        let ledger_relay = Relay::new(
+            ledger.store().clone(),
+            bus.clone(),
+            route,
+            clock,
+            worker,
+            wake,
+            config.relay.clone(),
+        );
+        // The transaction store's outbox holds only dead letters, which are
+        // rare: its relay is not woken, it polls.
+        let (route, clock, worker, wake) = relay(
+            Route::new(None, groups::TRANSACTION),
+            Arc::new(Notify::new()),
+        );
+        let transaction_relay = Relay::new(
+            transactions.store().clone(),
+            bus.clone(),
+            route,
+            clock,
+            worker,
+            wake,
+            config.relay.clone(),
+        );
         Embedded {
-            wallet_relay: Relay::new(
-                wallets.store().clone(),
-                bus.clone(),
-                WALLET_EVENTS,
-                wallet_woken,
-                config.relay.clone(),
-            ),
-            ledger_relay: Relay::new(
-                ledger.store().clone(),
-                bus.clone(),
-                LEDGER_EVENTS,
-                ledger_woken,
-                config.relay.clone(),
-            ),
+            wallet_relay,
+            ledger_relay,
+            transaction_relay,
             ledger_consumer: ConsumerRunner::new(
                 consumer(groups::LEDGER, WALLET_EVENTS),
                 ledger.clone(),
@@ -200,6 +235,11 @@ impl Embedded {
             .await
             .expect("memory consumer")
             .delivered;
+        moved += self
+            .transaction_relay
+            .run_once()
+            .await
+            .expect("memory relay");
         moved
     }
 
@@ -209,15 +249,16 @@ impl Embedded {
         while self.pump().await > 0 {}
     }
 
-    /// The state of all three services.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            wallets: self.wallets.store().all(),
-            reservations: self.wallets.store().reservations(),
-            transfers: self.transactions.store().all(),
-            entries: self.ledger.store().all_entries(),
-            outcomes: self.ledger.store().outcomes(),
-        }
+    /// Audits the three services' stores.
+    pub async fn audit(&self, scope: Scope) -> AuditReport {
+        Audit::new(scope)
+            .run(
+                self.transactions.store(),
+                self.wallets.store(),
+                self.ledger.store(),
+            )
+            .await
+            .expect("memory stores do not fail")
     }
 
     /// Runs every relay, consumer and the retrier as tokio tasks. Dropping
@@ -233,12 +274,20 @@ impl Embedded {
                 }
             }
         };
+        // An integrity failure stops a consumer; the runner logged it, and
+        // the process keeps serving for an operator to look.
+        let (ledger, wallet, transaction) = (
+            self.ledger_consumer,
+            self.wallet_consumer,
+            self.transaction_consumer,
+        );
         let tasks = vec![
             tokio::spawn(self.wallet_relay.run()),
             tokio::spawn(self.ledger_relay.run()),
-            tokio::spawn(self.ledger_consumer.run()),
-            tokio::spawn(self.wallet_consumer.run()),
-            tokio::spawn(self.transaction_consumer.run()),
+            tokio::spawn(self.transaction_relay.run()),
+            tokio::spawn(async move { drop(ledger.run().await) }),
+            tokio::spawn(async move { drop(wallet.run().await) }),
+            tokio::spawn(async move { drop(transaction.run().await) }),
             tokio::spawn(retrier),
         ];
         Running {

@@ -2,27 +2,25 @@
 //! mutex, so every operation is atomic exactly as a database transaction
 //! would be; clones share the state, as connections share a database.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::Timestamp;
-use crate::event::Envelope;
+use crate::event::{Envelope, EventStamp, Inbound, Outgoing};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
-use crate::ids::{EventId, IdempotencyKey, TransferId, WalletId};
-use crate::ledger::{
-    AccountBalance, Entry, LedgerOutcome, PostingDecision, PostingRequest, decide_posting,
-};
+use crate::ids::{EventId, IdempotencyKey, TransferId, WalletId, WorkerId};
+use crate::ledger::{AccountBalance, Entry, PostingDecision, PostingRequest, decide_posting};
 use crate::money::{Balance, Currency};
+use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::ports::{
-    Begin, EventStamp, Inbound, LedgerStore, Outbox, OutboxRecord, Refusal, ReserveAttempt,
-    StoreError, TransferStore, WalletStore,
+    Applied, Begin, Claim, EntryCursor, LedgerReads, LedgerStore, Outbox, OutboxRecord, Refusal,
+    ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
 };
+use crate::time::Timestamp;
 use crate::transfer::{Transfer, TransferCommand, TransferStatus};
 use crate::wallet::{
-    Reservation, ReserveDecision, ReserveOutcome, ReserveRequest, Wallet, decide_finalize,
-    decide_reserve,
+    Reservation, ReserveDecision, ReserveRequest, Wallet, decide_finalize, decide_reserve,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,33 +30,86 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         .expect("store state poisoned by a failed invariant")
 }
 
+/// Who holds a record, and until when.
+type Lease = (WorkerId, Timestamp);
+
+/// True when `lease` belongs to a worker other than `claim`'s and has not
+/// ended.
+fn held_by_other(lease: Option<Lease>, claim: &Claim) -> bool {
+    lease.is_some_and(|(worker, until)| worker != claim.worker && until > claim.now)
+}
+
+/// The first `limit` of `entries` after `after`, by key.
+fn page<K: Ord + Copy, V: Clone>(map: &BTreeMap<K, V>, after: Option<K>, limit: usize) -> Vec<V> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    let start = after.map_or(Unbounded, Excluded);
+    map.range((start, Unbounded))
+        .take(limit)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[derive(Debug)]
+struct MemRecord {
+    item: Outgoing,
+    lease: Option<Lease>,
+}
+
 /// An outbox kept in memory.
 #[derive(Debug, Default)]
 struct MemOutbox {
-    unsent: BTreeMap<u64, Envelope>,
+    records: BTreeMap<u64, MemRecord>,
     next_seq: u64,
 }
 
 impl MemOutbox {
-    fn push(&mut self, envelope: Envelope) {
+    fn push(&mut self, item: Outgoing) {
         self.next_seq += 1;
-        self.unsent.insert(self.next_seq, envelope);
+        self.records
+            .insert(self.next_seq, MemRecord { item, lease: None });
     }
 
-    fn unsent(&self, limit: usize) -> Vec<OutboxRecord> {
-        self.unsent
-            .iter()
-            .take(limit)
-            .map(|(seq, envelope)| OutboxRecord {
+    fn dead_letter(&mut self, event: &Envelope, reason: String) -> Refusal {
+        let refusal = Refusal {
+            event_id: event.event_id,
+            reason: reason.clone(),
+        };
+        self.push(Outgoing::DeadLetter {
+            event: event.clone(),
+            reason,
+        });
+        refusal
+    }
+
+    fn claim(&mut self, claim: &Claim, limit: usize) -> Vec<OutboxRecord> {
+        // Transfers with an older record another worker holds: their later
+        // records wait, so each transfer's records leave in order.
+        let mut blocked = HashSet::new();
+        let mut claimed = Vec::new();
+        for (seq, record) in &mut self.records {
+            if claimed.len() == limit {
+                break;
+            }
+            let transfer = record.item.transfer_id();
+            if held_by_other(record.lease, claim) {
+                blocked.insert(transfer);
+                continue;
+            }
+            if blocked.contains(&transfer) {
+                continue;
+            }
+            record.lease = Some((claim.worker, claim.until));
+            claimed.push(OutboxRecord {
                 seq: *seq,
-                envelope: envelope.clone(),
-            })
-            .collect()
+                item: record.item.clone(),
+            });
+        }
+        claimed
     }
 
-    fn mark_sent(&mut self, seqs: &[u64]) {
+    fn acknowledge(&mut self, seqs: &[u64]) {
         for seq in seqs {
-            self.unsent.remove(seq);
+            self.records.remove(seq);
         }
     }
 }
@@ -67,11 +118,15 @@ macro_rules! mem_outbox {
     ($store:ty) => {
         #[async_trait]
         impl Outbox for $store {
-            async fn unsent(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-                Ok(lock(&self.state).outbox.unsent(limit))
+            async fn claim(
+                &self,
+                claim: &Claim,
+                limit: usize,
+            ) -> Result<Vec<OutboxRecord>, StoreError> {
+                Ok(lock(&self.state).outbox.claim(claim, limit))
             }
-            async fn mark_sent(&self, seqs: &[u64]) -> Result<(), StoreError> {
-                lock(&self.state).outbox.mark_sent(seqs);
+            async fn acknowledge(&self, seqs: &[u64]) -> Result<(), StoreError> {
+                lock(&self.state).outbox.acknowledge(seqs);
                 Ok(())
             }
         }
@@ -80,9 +135,33 @@ macro_rules! mem_outbox {
 
 #[derive(Debug, Default)]
 struct TransferState {
-    transfers: HashMap<TransferId, Transfer>,
+    transfers: BTreeMap<TransferId, Transfer>,
     keys: HashMap<IdempotencyKey, IdempotencyRecord>,
+    /// INITIATED transfers, oldest first, for the retrier.
+    initiated: BTreeSet<(Timestamp, TransferId)>,
+    /// The retrier's claims on INITIATED transfers.
+    leases: HashMap<TransferId, Lease>,
     inbox: HashSet<EventId>,
+    outbox: MemOutbox,
+}
+
+impl TransferState {
+    /// Moves a transfer, keeping the INITIATED index true. Returns the
+    /// transfer as it then is and whether it changed.
+    fn handle(
+        &mut self,
+        id: TransferId,
+        command: &TransferCommand,
+        now: Timestamp,
+    ) -> Option<(Transfer, bool)> {
+        let transfer = self.transfers.get_mut(&id)?;
+        let changed = transfer.handle(command, now);
+        if transfer.status != TransferStatus::Initiated {
+            self.initiated.remove(&(transfer.created_at, id));
+            self.leases.remove(&id);
+        }
+        Some((transfer.clone(), changed))
+    }
 }
 
 /// The transaction service's store, in memory.
@@ -96,12 +175,9 @@ impl MemoryTransferStore {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// Every transfer, for audits.
-    pub fn all(&self) -> Vec<Transfer> {
-        lock(&self.state).transfers.values().cloned().collect()
-    }
 }
+
+mem_outbox!(MemoryTransferStore);
 
 #[async_trait]
 impl TransferStore for MemoryTransferStore {
@@ -125,11 +201,8 @@ impl TransferStore for MemoryTransferStore {
         };
         s.keys.insert(record.key.clone(), record);
         s.transfers.insert(transfer.id, transfer.clone());
+        s.initiated.insert((transfer.created_at, transfer.id));
         Ok(Begin::Created)
-    }
-
-    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-        Ok(lock(&self.state).transfers.get(&id).cloned())
     }
 
     async fn record_reserve(
@@ -139,14 +212,13 @@ impl TransferStore for MemoryTransferStore {
         now: Timestamp,
     ) -> Result<Transfer, StoreError> {
         let mut s = lock(&self.state);
-        let transfer = s
-            .transfers
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Integrity(format!("no transfer {id}")))?;
-        if let ReserveAttempt::Definite(outcome) = attempt {
-            transfer.handle(&TransferCommand::RecordReserve(outcome), now);
+        let snapshot = match attempt {
+            ReserveAttempt::Definite(outcome) => s
+                .handle(id, &TransferCommand::RecordReserve(outcome), now)
+                .map(|(t, _)| t),
+            ReserveAttempt::Ambiguous => s.transfers.get(&id).cloned(),
         }
-        let snapshot = transfer.clone();
+        .ok_or_else(|| StoreError::Integrity(format!("no transfer {id}")))?;
         let record = s
             .keys
             .get_mut(&snapshot.idempotency_key)
@@ -159,46 +231,73 @@ impl TransferStore for MemoryTransferStore {
         &self,
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
-    ) -> Result<Vec<TransferId>, StoreError> {
+    ) -> Result<Applied, StoreError> {
         let mut s = lock(&self.state);
-        let mut changed = Vec::new();
+        let mut applied = Applied::default();
         for event in batch {
-            if !s.inbox.insert(event.event_id) {
+            if !s.inbox.insert(event.event_id()) {
                 continue;
             }
-            let Some(transfer) = s.transfers.get_mut(&event.transfer_id) else {
-                tracing::error!(transfer_id = %event.transfer_id, "ledger outcome for unknown transfer");
-                continue;
-            };
-            if transfer.handle(&TransferCommand::RecordLedger(event.body), now) {
-                changed.push(transfer.id);
+            let command = TransferCommand::RecordLedger(event.body);
+            match s.handle(event.transfer_id(), &command, now) {
+                Some((transfer, true)) => applied.changed.push(transfer.id),
+                Some((_, false)) => {}
+                None => {
+                    let reason = format!(
+                        "ledger outcome for unknown transfer {}",
+                        event.transfer_id()
+                    );
+                    let refusal = s.outbox.dead_letter(&event.envelope, reason);
+                    applied.refused.push(refusal);
+                }
             }
         }
-        Ok(changed)
+        Ok(applied)
     }
 
-    async fn pending_reserves(
+    async fn claim_initiated(
         &self,
+        claim: &Claim,
         created_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError> {
-        let s = lock(&self.state);
-        let mut pending: Vec<Transfer> = s
-            .transfers
-            .values()
-            .filter(|t| t.status == TransferStatus::Initiated && t.created_at < created_before)
-            .cloned()
+        let mut s = lock(&self.state);
+        let free: Vec<TransferId> = s
+            .initiated
+            .iter()
+            .take_while(|(created, _)| *created < created_before)
+            .map(|(_, id)| *id)
+            .filter(|id| !held_by_other(s.leases.get(id).copied(), claim))
+            .take(limit)
             .collect();
-        pending.sort_by_key(|t| (t.created_at, t.id));
-        pending.truncate(limit);
-        Ok(pending)
+        let mut claimed = Vec::with_capacity(free.len());
+        for id in free {
+            s.leases.insert(id, (claim.worker, claim.until));
+            claimed.push(s.transfers[&id].clone());
+        }
+        Ok(claimed)
+    }
+}
+
+#[async_trait]
+impl TransferReads for MemoryTransferStore {
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        Ok(lock(&self.state).transfers.get(&id).cloned())
+    }
+
+    async fn transfers_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        Ok(page(&lock(&self.state).transfers, after, limit))
     }
 }
 
 #[derive(Debug, Default)]
 struct WalletState {
     wallets: BTreeMap<WalletId, Wallet>,
-    reservations: HashMap<TransferId, Reservation>,
+    reservations: BTreeMap<TransferId, Reservation>,
     inbox: HashSet<EventId>,
     outbox: MemOutbox,
 }
@@ -213,16 +312,6 @@ impl MemoryWalletStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Every wallet, system accounts included, for audits.
-    pub fn all(&self) -> Vec<Wallet> {
-        lock(&self.state).wallets.values().cloned().collect()
-    }
-
-    /// Every reservation, for audits.
-    pub fn reservations(&self) -> Vec<Reservation> {
-        lock(&self.state).reservations.values().cloned().collect()
     }
 }
 
@@ -240,10 +329,6 @@ impl WalletStore for MemoryWalletStore {
         }
         s.wallets.insert(wallet.id, wallet.clone());
         Ok(())
-    }
-
-    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
-        Ok(lock(&self.state).wallets.get(&id).cloned())
     }
 
     async fn reserve(
@@ -268,13 +353,13 @@ impl WalletStore for MemoryWalletStore {
             }
             ReserveDecision::Reserve {
                 reservation,
-                wallets,
+                sender,
             } => {
-                for wallet in wallets {
+                if let Some(wallet) = sender {
                     s.wallets.insert(wallet.id, wallet);
                 }
-                s.outbox
-                    .push(Envelope::wallet_reserved(&reservation, stamp));
+                let event = Envelope::wallet_reserved(&reservation, stamp);
+                s.outbox.push(Outgoing::Event(event));
                 s.reservations.insert(request.transfer_id, reservation);
                 Ok(ReserveOutcome::Reserved)
             }
@@ -289,24 +374,23 @@ impl WalletStore for MemoryWalletStore {
         let mut s = lock(&self.state);
         let mut refused = Vec::new();
         for event in batch {
-            if !s.inbox.insert(event.event_id) {
+            if !s.inbox.insert(event.event_id()) {
                 continue;
             }
-            let finalization = match decide_finalize(
-                s.reservations.get(&event.transfer_id),
-                event.transfer_id,
-                event.body,
-            ) {
-                Ok(Some(finalization)) => finalization,
-                Ok(None) => continue,
-                Err(error) => {
-                    refused.push(Refusal::finalize(event.event_id, &error));
-                    continue;
-                }
-            };
+            let transfer = event.transfer_id();
+            let finalization =
+                match decide_finalize(s.reservations.get(&transfer), transfer, event.body) {
+                    Ok(Some(finalization)) => finalization,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        refused.push(s.outbox.dead_letter(&event.envelope, error.to_string()));
+                        continue;
+                    }
+                };
             for (id, change) in finalization.changes {
-                // Reserve stored both wallets of the reservation and wallets are
-                // never deleted, so a missing one is a broken invariant.
+                // A reservation names only wallets that exist (or system
+                // accounts, which get no change), and wallets are never
+                // deleted, so a missing one is a broken invariant.
                 let wallet = s
                     .wallets
                     .get_mut(&id)
@@ -315,7 +399,7 @@ impl WalletStore for MemoryWalletStore {
             }
             let reservation = s
                 .reservations
-                .get_mut(&event.transfer_id)
+                .get_mut(&transfer)
                 .expect("decided on this reservation");
             reservation.state = finalization.state;
             reservation.updated_at = now;
@@ -324,12 +408,36 @@ impl WalletStore for MemoryWalletStore {
     }
 }
 
+#[async_trait]
+impl WalletReads for MemoryWalletStore {
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
+        Ok(lock(&self.state).wallets.get(&id).cloned())
+    }
+
+    async fn wallets_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<Wallet>, StoreError> {
+        Ok(page(&lock(&self.state).wallets, after, limit))
+    }
+
+    async fn reservations_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        Ok(page(&lock(&self.state).reservations, after, limit))
+    }
+}
+
 #[derive(Debug, Default)]
 struct LedgerState {
     entries: Vec<Entry>,
     by_account: HashMap<WalletId, Vec<usize>>,
-    accounts: HashMap<WalletId, (Currency, Balance)>,
-    outcomes: HashMap<TransferId, LedgerOutcome>,
+    by_transfer: BTreeMap<TransferId, Vec<usize>>,
+    accounts: BTreeMap<WalletId, AccountBalance>,
+    outcomes: BTreeMap<TransferId, LedgerOutcome>,
     inbox: HashSet<EventId>,
     outbox: MemOutbox,
 }
@@ -339,14 +447,27 @@ impl LedgerState {
         let account = self
             .accounts
             .entry(entry.account)
-            .or_insert((entry.currency, Balance::zero(entry.currency)));
-        account.1 = account.1 + entry.signed();
-        let seq = self.entries.len() as u64 + 1;
+            .or_insert(AccountBalance {
+                account: entry.account,
+                currency: entry.currency,
+                balance: Balance::zero(entry.currency),
+            });
+        account.balance = account.balance + entry.signed();
+        let index = self.entries.len();
         self.by_account
             .entry(entry.account)
             .or_default()
-            .push(self.entries.len());
+            .push(index);
+        self.by_transfer
+            .entry(entry.transfer_id)
+            .or_default()
+            .push(index);
+        let seq = index as u64 + 1;
         self.entries.push(Entry { seq, ..entry });
+    }
+
+    fn currency(&self, account: WalletId) -> Option<Currency> {
+        self.accounts.get(&account).map(|a| a.currency)
     }
 }
 
@@ -361,16 +482,6 @@ impl MemoryLedgerStore {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// Every entry, oldest first, for audits.
-    pub fn all_entries(&self) -> Vec<Entry> {
-        lock(&self.state).entries.clone()
-    }
-
-    /// Every outcome, for audits.
-    pub fn outcomes(&self) -> HashMap<TransferId, LedgerOutcome> {
-        lock(&self.state).outcomes.clone()
-    }
 }
 
 mem_outbox!(MemoryLedgerStore);
@@ -379,23 +490,20 @@ mem_outbox!(MemoryLedgerStore);
 impl LedgerStore for MemoryLedgerStore {
     async fn post(
         &self,
-        batch: &[Inbound<PostingRequest>],
-        stamps: &[EventStamp],
+        batch: &[(Inbound<PostingRequest>, EventStamp)],
     ) -> Result<usize, StoreError> {
-        assert_eq!(batch.len(), stamps.len(), "one stamp per event");
         let mut s = lock(&self.state);
         let mut decided = 0;
-        for (event, stamp) in batch.iter().zip(stamps) {
-            if !s.inbox.insert(event.event_id) {
+        for (event, stamp) in batch {
+            if !s.inbox.insert(event.event_id()) {
                 continue;
             }
             let request = &event.body;
-            let currency_of = |id| s.accounts.get(&id).map(|a: &(Currency, Balance)| a.0);
             let decision = decide_posting(
                 request,
                 s.outcomes.get(&request.transfer_id).copied(),
-                currency_of(request.sender_wallet_id),
-                currency_of(request.receiver_wallet_id),
+                s.currency(request.sender_wallet_id),
+                s.currency(request.receiver_wallet_id),
                 stamp.at,
             );
             let outcome = match decision {
@@ -409,13 +517,16 @@ impl LedgerStore for MemoryLedgerStore {
                 PostingDecision::Reject(reason) => LedgerOutcome::Failed(reason),
             };
             s.outcomes.insert(request.transfer_id, outcome);
-            s.outbox
-                .push(Envelope::ledger_decided(event, outcome, *stamp));
+            let event = Envelope::ledger_decided(event, outcome, *stamp);
+            s.outbox.push(Outgoing::Event(event));
             decided += 1;
         }
         Ok(decided)
     }
+}
 
+#[async_trait]
+impl LedgerReads for MemoryLedgerStore {
     async fn entries(
         &self,
         account: WalletId,
@@ -436,22 +547,47 @@ impl LedgerStore for MemoryLedgerStore {
             .collect())
     }
 
-    async fn balances(&self) -> Result<Vec<AccountBalance>, StoreError> {
+    async fn postings_page(
+        &self,
+        after: Option<EntryCursor>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound::{Included, Unbounded};
         let s = lock(&self.state);
-        let mut balances: Vec<AccountBalance> = s
-            .accounts
-            .iter()
-            .map(|(id, (currency, balance))| AccountBalance {
-                account: *id,
-                currency: *currency,
-                balance: *balance,
-            })
-            .collect();
-        balances.sort_by_key(|b| b.account);
-        Ok(balances)
+        let start = after.map_or(Unbounded, |c| Included(c.transfer_id));
+        Ok(s.by_transfer
+            .range((start, Unbounded))
+            .flat_map(|(_, indexes)| indexes.iter().map(|&i| &s.entries[i]))
+            .filter(|e| after.is_none_or(|c| (e.transfer_id, e.seq) > (c.transfer_id, c.seq)))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn outcome(&self, transfer: TransferId) -> Result<Option<LedgerOutcome>, StoreError> {
         Ok(lock(&self.state).outcomes.get(&transfer).copied())
+    }
+
+    async fn outcomes_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<(TransferId, LedgerOutcome)>, StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let s = lock(&self.state);
+        let start = after.map_or(Unbounded, Excluded);
+        Ok(s.outcomes
+            .range((start, Unbounded))
+            .take(limit)
+            .map(|(t, o)| (*t, *o))
+            .collect())
+    }
+
+    async fn balances_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<AccountBalance>, StoreError> {
+        Ok(page(&lock(&self.state).accounts, after, limit))
     }
 }

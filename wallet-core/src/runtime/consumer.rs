@@ -1,22 +1,23 @@
 //! The event consumer runner: at least once, dedupe by event id, bounded
-//! retries with backoff for transient errors, dead-letter for poison.
+//! retries with backoff for transient errors, dead letters for poison, and a
+//! stop on integrity errors.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::event::Envelope;
+use crate::event::{Envelope, Inbound};
 use crate::ids::EventId;
-use crate::ports::{
-    BusError, Delivery, Inbound, Message, Publisher, Refusal, StoreError, Subscription,
-};
+use crate::ports::{BusError, Delivery, Message, Publisher, Refusal, StoreError, Subscription};
 
 /// What a handler did with a batch, beyond what it applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Handled {
-    /// Events it will never apply; the runner dead-letters them.
+    /// Events it will never apply and did not store anything for (the wrong
+    /// type for this consumer); the runner dead-letters them before it
+    /// commits. Refusals a store records go through its outbox instead.
     pub refused: Vec<Refusal>,
 }
 
@@ -33,7 +34,10 @@ impl Handled {
         let mut inbound = Vec::with_capacity(batch.len());
         for envelope in batch {
             match body(envelope) {
-                Some(b) => inbound.push(Inbound::from_envelope(envelope, b)),
+                Some(body) => inbound.push(Inbound {
+                    envelope: envelope.clone(),
+                    body,
+                }),
                 None => handled.refuse(envelope, reason),
             }
         }
@@ -49,16 +53,26 @@ impl Handled {
     }
 }
 
-/// A failure that may pass: the runner retries the whole batch, then, if it
-/// keeps failing, rewinds so the batch is delivered again later. Never turned
-/// into a business outcome or a dead letter.
+/// Why a handler did not apply a batch. Never turned into a business
+/// outcome or a dead letter: the batch is not committed either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("transient failure: {0}")]
-pub struct HandleError(pub String);
+pub enum HandleError {
+    /// A failure that may pass (storage unavailable): the runner retries the
+    /// batch with backoff, then rewinds so it is delivered again later.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A bug or corrupt data (a storage integrity error): retrying cannot
+    /// help and skipping would lose the event, so the runner stops.
+    #[error("integrity failure: {0}")]
+    Integrity(String),
+}
 
 impl From<StoreError> for HandleError {
     fn from(e: StoreError) -> Self {
-        HandleError(e.to_string())
+        match e {
+            StoreError::Integrity(_) => HandleError::Integrity(e.to_string()),
+            _ => HandleError::Transient(e.to_string()),
+        }
     }
 }
 
@@ -135,15 +149,73 @@ pub enum ConsumerError {
     Handler(#[from] HandleError),
 }
 
-/// A dead letter: the original bytes and why they were set aside.
-#[derive(Serialize)]
-struct DeadLetter<'a> {
-    source_topic: &'a str,
-    partition: u32,
-    offset: u64,
-    group: &'a str,
-    reason: &'a str,
-    payload: String,
+impl ConsumerError {
+    /// True for an integrity failure: the runner must stop until an operator
+    /// acts.
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, ConsumerError::Handler(HandleError::Integrity(_)))
+    }
+}
+
+/// Where a dead-lettered message was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+}
+
+/// The payload of a dead-letter message: what was set aside, by whom and
+/// why. Documented in the events reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The consumer group that set it aside.
+    pub group: String,
+    /// Why.
+    pub reason: String,
+    /// The event's id, when the message was an event.
+    pub event_id: Option<EventId>,
+    /// Where it was read, when the runner set it aside; `None` for a
+    /// refusal a store recorded (the event id identifies it).
+    pub source: Option<Source>,
+    /// The message's bytes, as text (invalid UTF-8 replaced).
+    pub payload: String,
+}
+
+impl DeadLetter {
+    /// A message the runner cannot hand to the handler.
+    pub fn undecodable(group: &str, delivery: &Delivery, reason: &str) -> DeadLetter {
+        DeadLetter {
+            group: group.to_owned(),
+            reason: reason.to_owned(),
+            event_id: None,
+            source: Some(Source {
+                topic: delivery.topic.clone(),
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+        }
+    }
+
+    /// An event a handler or a store refused.
+    pub fn refused(group: &str, event: &Envelope, reason: &str) -> DeadLetter {
+        DeadLetter {
+            group: group.to_owned(),
+            reason: reason.to_owned(),
+            event_id: Some(event.event_id),
+            source: None,
+            payload: String::from_utf8_lossy(&event.encode()).into_owned(),
+        }
+    }
+
+    /// The JSON bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("dead letters serialize")
+    }
 }
 
 /// The dead-letter topic of a consumer group.
@@ -219,7 +291,10 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             match Envelope::decode(&d.payload) {
                 Ok(e) if seen.insert(e.event_id) => batch.push((e, d)),
                 Ok(_) => {}
-                Err(error) => poison.push(self.dead_letter(d, &error.to_string())),
+                Err(error) => {
+                    let letter = DeadLetter::undecodable(&self.group, d, &error.to_string());
+                    poison.push(self.dead_letter(d, letter));
+                }
             }
         }
         let envelopes: Vec<Envelope> = batch.iter().map(|(e, _)| e.clone()).collect();
@@ -237,7 +312,8 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                     .iter()
                     .find(|r| r.event_id == envelope.event_id)
                     .map_or("refused", |r| r.reason.as_str());
-                poison.push(self.dead_letter(delivery, reason));
+                let letter = DeadLetter::refused(&self.group, envelope, reason);
+                poison.push(self.dead_letter(delivery, letter));
             }
         }
         report.dead_lettered = poison.len();
@@ -255,6 +331,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         loop {
             match self.handler.handle(batch).await {
                 Ok(handled) => return Ok(handled),
+                Err(e @ HandleError::Integrity(_)) => return Err(e),
                 Err(e) if attempt >= self.config.max_retries => return Err(e),
                 Err(e) => {
                     tracing::warn!(group = %self.group, error = %e, attempt, "batch failed, retrying");
@@ -265,31 +342,35 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         }
     }
 
-    fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Message {
+    fn dead_letter(&self, delivery: &Delivery, letter: DeadLetter) -> Message {
         tracing::error!(group = %self.group, topic = %delivery.topic, partition = delivery.partition,
-            offset = delivery.offset, reason, "dead-lettering message");
-        let letter = DeadLetter {
-            source_topic: &delivery.topic,
-            partition: delivery.partition,
-            offset: delivery.offset,
-            group: &self.group,
-            reason,
-            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
-        };
+            offset = delivery.offset, reason = %letter.reason, "dead-lettering message");
         Message {
             topic: dead_letter_topic(&self.group),
             key: delivery.key.clone(),
-            payload: serde_json::to_vec(&letter).expect("dead letters serialize"),
+            payload: letter.encode(),
         }
     }
 
-    /// Runs until the task is dropped. A batch that keeps failing is rewound
-    /// and tried again after the backoff ceiling, so no event is skipped.
-    pub async fn run(mut self) {
+    /// Runs until an integrity failure, which it returns; the caller logs
+    /// it, counts it and keeps the process up for an operator (nothing is
+    /// committed past the failing batch). A batch that keeps failing
+    /// transiently is rewound and tried again after the backoff ceiling, so
+    /// no event is skipped.
+    pub async fn run(mut self) -> ConsumerError {
         loop {
-            if let Err(error) = self.run_once(self.config.poll_wait).await {
-                tracing::error!(group = %self.group, %error, "batch not committed; will be redelivered");
-                tokio::time::sleep(self.config.backoff_max).await;
+            match self.run_once(self.config.poll_wait).await {
+                Ok(_) => {}
+                Err(error) if error.is_integrity() => {
+                    tracing::error!(group = %self.group, %error,
+                        "integrity failure: consumer stopped until an operator acts");
+                    return error;
+                }
+                Err(error) => {
+                    tracing::error!(group = %self.group, %error,
+                        "batch not committed; will be redelivered");
+                    tokio::time::sleep(self.config.backoff_max).await;
+                }
             }
         }
     }

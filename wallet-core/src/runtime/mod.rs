@@ -6,7 +6,7 @@ mod consumer;
 mod relay;
 
 pub use consumer::{
-    BatchReport, ConsumerConfig, ConsumerError, ConsumerRunner, EventHandler, HandleError, Handled,
-    dead_letter_topic,
+    BatchReport, ConsumerConfig, ConsumerError, ConsumerRunner, DeadLetter, EventHandler,
+    HandleError, Handled, Source, dead_letter_topic,
 };
-pub use relay::{Relay, RelayConfig, RelayError};
+pub use relay::{Relay, RelayConfig, RelayError, Route};

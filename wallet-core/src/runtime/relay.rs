@@ -1,18 +1,27 @@
-//! The outbox relay: publishes what a store's outbox holds, in order, at
-//! least once.
+//! The outbox relay: claims what a store's outbox holds, publishes it in
+//! order, at least once, and acknowledges it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::ports::{BusError, Message, Outbox, Publisher, StoreError};
+use crate::event::Outgoing;
+use crate::ids::WorkerId;
+use crate::ports::{BusError, Claim, Message, Outbox, OutboxRecord, Publisher, StoreError};
+use crate::runtime::consumer::{DeadLetter, dead_letter_topic};
+use crate::time::Clock;
 
 /// Limits of a relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Events per publish at most. Default 500.
+    /// Records per claim and publish at most. Default 500.
     pub batch_size: usize,
+    /// How long a claim holds its records. A relay that dies mid-batch
+    /// delays that batch by at most this long, until another relay claims
+    /// it; a publish must finish well within it, or another relay publishes
+    /// the same records too (consumers dedupe). Default 30 s.
+    pub lease: Duration,
     /// How long an idle relay sleeps when nobody wakes it; bounds the delay of
     /// events written by other processes. Default 100 ms.
     pub idle_poll: Duration,
@@ -24,16 +33,60 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch_size: 500,
+            lease: Duration::from_secs(30),
             idle_poll: Duration::from_millis(100),
             error_backoff: Duration::from_millis(500),
         }
     }
 }
 
-/// Why a relay pass stopped. Nothing is lost: unsent events stay unsent.
+/// Where a relay publishes: the service's event topic, and the dead-letter
+/// topic of the consumer group whose refusals the store records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The topic of the service's events; `None` for a store that writes
+    /// only dead letters.
+    pub events: Option<String>,
+    /// The consumer group of the service; its refusals go to
+    /// [`dead_letter_topic`] of it.
+    pub group: String,
+}
+
+impl Route {
+    /// Events to `events`, dead letters of `group` to its dead-letter topic.
+    pub fn new(events: Option<&str>, group: &str) -> Route {
+        Route {
+            events: events.map(str::to_owned),
+            group: group.to_owned(),
+        }
+    }
+
+    /// The message a record is published as.
+    pub fn message(&self, item: &Outgoing) -> Message {
+        let key = item.transfer_id().to_string().into_bytes();
+        match item {
+            Outgoing::Event(envelope) => Message {
+                topic: self
+                    .events
+                    .clone()
+                    .expect("a store without an event topic wrote an event"),
+                key,
+                payload: envelope.encode(),
+            },
+            Outgoing::DeadLetter { event, reason } => Message {
+                topic: dead_letter_topic(&self.group),
+                key,
+                payload: DeadLetter::refused(&self.group, event, reason).encode(),
+            },
+        }
+    }
+}
+
+/// Why a relay pass stopped. Nothing is lost: unacknowledged records are
+/// claimed again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
-    /// Reading or marking the outbox failed.
+    /// Claiming or acknowledging failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Publishing failed.
@@ -41,61 +94,69 @@ pub enum RelayError {
     Bus(#[from] BusError),
 }
 
-/// Moves events from one outbox to one topic.
+/// Moves records from one outbox to their topics. Several relays, in one
+/// process or many, may drain one outbox: each claims its own batches.
 pub struct Relay<O, P> {
     outbox: O,
     publisher: P,
-    topic: String,
+    route: Route,
+    clock: Arc<dyn Clock>,
+    worker: WorkerId,
     config: RelayConfig,
     wake: Arc<Notify>,
 }
 
 impl<O: Outbox, P: Publisher> Relay<O, P> {
-    /// A relay of `outbox` to `topic`. `wake` is notified by whoever writes
-    /// to the outbox, so events leave at once instead of at the next poll.
+    /// A relay of `outbox` along `route`, claiming as `worker`. `wake` is
+    /// notified by whoever writes to the outbox, so records leave at once
+    /// instead of at the next poll.
     pub fn new(
         outbox: O,
         publisher: P,
-        topic: impl Into<String>,
+        route: Route,
+        clock: Arc<dyn Clock>,
+        worker: WorkerId,
         wake: Arc<Notify>,
         config: RelayConfig,
     ) -> Self {
         Relay {
             outbox,
             publisher,
-            topic: topic.into(),
+            route,
+            clock,
+            worker,
             config,
             wake,
         }
     }
 
-    /// The unsent events as messages for the topic, with their outbox seqs.
-    pub async fn pending(&self) -> Result<(Vec<u64>, Vec<Message>), RelayError> {
-        let records = self.outbox.unsent(self.config.batch_size).await?;
-        Ok(records
-            .into_iter()
-            .map(|r| {
-                let message = Message {
-                    topic: self.topic.clone(),
-                    key: r.envelope.transfer_id.to_string().into_bytes(),
-                    payload: r.envelope.encode(),
-                };
-                (r.seq, message)
-            })
-            .unzip())
+    /// Claims the next batch for this relay.
+    pub async fn claim(&self) -> Result<Vec<OutboxRecord>, RelayError> {
+        let claim = Claim::new(self.worker, self.clock.now(), self.config.lease);
+        Ok(self.outbox.claim(&claim, self.config.batch_size).await?)
     }
 
-    /// Publishes one batch and marks it sent; returns how many went out.
-    /// A crash between the two steps publishes the batch again next time;
-    /// consumers dedupe by event id.
-    pub async fn run_once(&self) -> Result<usize, RelayError> {
-        let (seqs, messages) = self.pending().await?;
-        if messages.is_empty() {
+    /// Publishes a claimed batch and acknowledges it; returns how many went
+    /// out. A crash between the two steps publishes the batch again once
+    /// the lease ends; consumers dedupe by event id.
+    pub async fn publish(&self, records: &[OutboxRecord]) -> Result<usize, RelayError> {
+        if records.is_empty() {
             return Ok(0);
         }
+        let messages: Vec<Message> = records
+            .iter()
+            .map(|r| self.route.message(&r.item))
+            .collect();
         self.publisher.publish(&messages).await?;
-        self.outbox.mark_sent(&seqs).await?;
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        self.outbox.acknowledge(&seqs).await?;
         Ok(seqs.len())
+    }
+
+    /// Claims, publishes and acknowledges one batch.
+    pub async fn run_once(&self) -> Result<usize, RelayError> {
+        let records = self.claim().await?;
+        self.publish(&records).await
     }
 
     /// Runs until the task is dropped.
@@ -111,7 +172,7 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
                     }
                 }
                 Err(error) => {
-                    tracing::error!(topic = %self.topic, %error, "relay pass failed");
+                    tracing::error!(group = %self.route.group, %error, "relay pass failed");
                     tokio::time::sleep(self.config.error_backoff).await;
                 }
             }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::event::Envelope;
-use crate::ids::WalletId;
-use crate::ledger::{AccountBalance, Entry};
-use crate::ports::{Clock, EventStamp, IdGenerator, LedgerStore, StoreError};
+use crate::event::{Envelope, EventStamp};
+use crate::ids::{IdGenerator, WalletId};
+use crate::ledger::Entry;
+use crate::ports::{LedgerReads, LedgerStore, StoreError};
 use crate::runtime::{EventHandler, HandleError, Handled};
+use crate::time::Clock;
 
 /// Most entries one page returns.
 pub const MAX_PAGE: usize = 500;
@@ -22,7 +23,7 @@ pub struct LedgerService<S> {
     outbox_written: Arc<Notify>,
 }
 
-impl<S: LedgerStore> LedgerService<S> {
+impl<S: LedgerStore + LedgerReads> LedgerService<S> {
     /// Wires the service to its ports. `outbox_written` is notified after
     /// each write to the outbox, to wake the relay.
     pub fn new(
@@ -55,16 +56,11 @@ impl<S: LedgerStore> LedgerService<S> {
             .entries(account, before, limit.min(MAX_PAGE))
             .await
     }
-
-    /// Every account's balance.
-    pub async fn balances(&self) -> Result<Vec<AccountBalance>, StoreError> {
-        self.store.balances().await
-    }
 }
 
 /// Step 5 of the saga: post reserved transfers, one posting per transfer.
 #[async_trait]
-impl<S: LedgerStore> EventHandler for LedgerService<S> {
+impl<S: LedgerStore + LedgerReads> EventHandler for LedgerService<S> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
         let (inbound, handled) = Handled::accept(
             batch,
@@ -72,18 +68,21 @@ impl<S: LedgerStore> EventHandler for LedgerService<S> {
             "not a WalletReserved event",
         );
         let now = self.clock.now();
-        let stamps: Vec<EventStamp> = inbound
-            .iter()
-            .map(|_| EventStamp {
-                event_id: self.ids.event_id(),
-                at: now,
+        let batch: Vec<_> = inbound
+            .into_iter()
+            .map(|event| {
+                let stamp = EventStamp {
+                    event_id: self.ids.event_id(),
+                    at: now,
+                };
+                (event, stamp)
             })
             .collect();
-        let decided = self.store.post(&inbound, &stamps).await?;
+        let decided = self.store.post(&batch).await?;
         if decided > 0 {
             self.outbox_written.notify_one();
         }
-        tracing::info!(events = inbound.len(), decided, "saga: ledger decided");
+        tracing::info!(events = batch.len(), decided, "saga: ledger decided");
         Ok(handled)
     }
 }

@@ -10,13 +10,14 @@ use tokio::sync::Notify;
 
 use crate::event::Envelope;
 use crate::idempotency::{self, Fingerprint, IdempotencyCheck};
-use crate::ids::{IdempotencyKey, TransferId, WalletId};
+use crate::ids::{IdGenerator, IdempotencyKey, TransferId, WalletId, WorkerId};
 use crate::money::{Amount, Currency, MoneyError};
 use crate::ports::{
-    Begin, Clock, GatewayError, IdGenerator, ReserveAttempt, StoreError, TransferStore,
+    Begin, Claim, GatewayError, ReserveAttempt, StoreError, TransferReads, TransferStore,
     WalletGateway,
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
+use crate::time::Clock;
 use crate::transfer::{Transfer, TransferKind, TransferStatus};
 use crate::wallet::ReserveRequest;
 
@@ -32,6 +33,10 @@ pub struct TransactionConfig {
     pub retry_min_age: Duration,
     /// Transfers one retrier pass handles at most. Default 100.
     pub retry_batch: usize,
+    /// How long a retrier pass holds the transfers it claimed: another
+    /// instance's retrier leaves them alone meanwhile, and a transfer whose
+    /// reserve stayed ambiguous is tried again after it. Default 2 s.
+    pub retry_lease: Duration,
     /// Wallet currencies remembered at most; the cache is emptied when full.
     /// Default 100,000.
     pub currency_cache: usize,
@@ -45,6 +50,7 @@ impl Default for TransactionConfig {
             idempotency_lease: Duration::from_secs(30),
             retry_min_age: Duration::from_secs(1),
             retry_batch: 100,
+            retry_lease: Duration::from_secs(2),
             currency_cache: 100_000,
             max_wait: Duration::from_secs(30),
         }
@@ -127,7 +133,7 @@ pub enum CreateError {
 /// What one retrier pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryReport {
-    /// Pending transfers found.
+    /// INITIATED transfers claimed and retried.
     pub attempted: usize,
     /// Of those, how many got a definite answer.
     pub answered: usize,
@@ -140,11 +146,12 @@ pub struct TransactionService<S, G> {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     config: TransactionConfig,
+    worker: WorkerId,
     currencies: Mutex<HashMap<WalletId, Currency>>,
     changed: Notify,
 }
 
-impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
+impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G> {
     /// Wires the service to its ports.
     pub fn new(
         store: S,
@@ -154,6 +161,7 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
         config: TransactionConfig,
     ) -> Self {
         TransactionService {
+            worker: ids.worker_id(),
             store,
             gateway,
             clock,
@@ -252,14 +260,16 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
         }
     }
 
-    /// One retrier pass: repeats the reserve of INITIATED transfers older than
-    /// [`TransactionConfig::retry_min_age`] and records definite answers.
+    /// One retrier pass: claims INITIATED transfers older than
+    /// [`TransactionConfig::retry_min_age`] that no other instance holds,
+    /// repeats their reserve and records definite answers.
     pub async fn retry_pending(&self) -> Result<RetryReport, StoreError> {
+        let now = self.clock.now();
         let min_age = chrono::Duration::from_std(self.config.retry_min_age).unwrap_or_default();
-        let cutoff = self.clock.now() - min_age;
+        let claim = Claim::new(self.worker, now, self.config.retry_lease);
         let pending = self
             .store
-            .pending_reserves(cutoff, self.config.retry_batch)
+            .claim_initiated(&claim, now - min_age, self.config.retry_batch)
             .await?;
         let mut report = RetryReport {
             attempted: pending.len(),
@@ -373,18 +383,22 @@ impl<S: TransferStore, G: WalletGateway> TransactionService<S, G> {
 
 /// Step 8 of the saga: ledger outcomes move transfers to their terminal state.
 #[async_trait]
-impl<S: TransferStore, G: WalletGateway> EventHandler for TransactionService<S, G> {
+impl<S: TransferStore + TransferReads, G: WalletGateway> EventHandler for TransactionService<S, G> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
         let (inbound, handled) =
             Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger outcome");
-        let changed = self
+        let applied = self
             .store
             .apply_ledger_outcomes(&inbound, self.clock.now())
             .await?;
-        for id in &changed {
+        for id in &applied.changed {
             tracing::info!(transfer_id = %id, "saga: transfer completed");
         }
-        if !changed.is_empty() {
+        for r in &applied.refused {
+            tracing::error!(event_id = %r.event_id, reason = %r.reason,
+                "ledger outcome refused, dead-lettered through the outbox");
+        }
+        if !applied.changed.is_empty() {
             self.changed.notify_waiters();
         }
         Ok(handled)

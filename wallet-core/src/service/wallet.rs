@@ -5,14 +5,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::event::Envelope;
-use crate::ids::WalletId;
+use crate::event::{Envelope, EventStamp};
+use crate::ids::{IdGenerator, WalletId};
 use crate::money::Currency;
-use crate::ports::{
-    Clock, EventStamp, GatewayError, IdGenerator, StoreError, WalletGateway, WalletStore,
-};
+use crate::outcome::ReserveOutcome;
+use crate::ports::{GatewayError, StoreError, WalletGateway, WalletReads, WalletStore};
 use crate::runtime::{EventHandler, HandleError, Handled};
-use crate::wallet::{ReserveOutcome, ReserveRequest, Wallet};
+use crate::time::Clock;
+use crate::wallet::{ReserveRequest, Wallet};
 
 /// Opens wallets, reserves funds and finalizes reservations.
 pub struct WalletService<S> {
@@ -22,7 +22,7 @@ pub struct WalletService<S> {
     outbox_written: Arc<Notify>,
 }
 
-impl<S: WalletStore> WalletService<S> {
+impl<S: WalletStore + WalletReads> WalletService<S> {
     /// Wires the service to its ports. `outbox_written` is notified after
     /// each write to the outbox, to wake the relay.
     pub fn new(
@@ -74,9 +74,9 @@ impl<S: WalletStore> WalletService<S> {
 
 /// Step 7 of the saga: ledger outcomes capture or release reservations.
 #[async_trait]
-impl<S: WalletStore> EventHandler for WalletService<S> {
+impl<S: WalletStore + WalletReads> EventHandler for WalletService<S> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
-        let (inbound, mut handled) =
+        let (inbound, handled) =
             Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger outcome");
         let refused = self.store.finalize(&inbound, self.clock.now()).await?;
         tracing::info!(
@@ -84,7 +84,13 @@ impl<S: WalletStore> EventHandler for WalletService<S> {
             refused = refused.len(),
             "saga: reservations finalized"
         );
-        handled.refused.extend(refused);
+        for r in &refused {
+            tracing::error!(event_id = %r.event_id, reason = %r.reason,
+                "ledger outcome refused, dead-lettered through the outbox");
+        }
+        if !refused.is_empty() {
+            self.outbox_written.notify_one();
+        }
         Ok(handled)
     }
 }
@@ -92,7 +98,7 @@ impl<S: WalletStore> EventHandler for WalletService<S> {
 /// The wallet gateway of a process that runs the wallet service itself: a
 /// direct call, used by the embedded mode.
 #[async_trait]
-impl<S: WalletStore> WalletGateway for Arc<WalletService<S>> {
+impl<S: WalletStore + WalletReads> WalletGateway for Arc<WalletService<S>> {
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         WalletService::reserve(self, request)
             .await

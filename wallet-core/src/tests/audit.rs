@@ -3,15 +3,16 @@
 
 use std::collections::HashMap;
 
-use crate::audit::{Snapshot, Violation, check_always, check_quiet};
+use crate::audit::{Audit, Scope, Snapshot, Violation};
 use crate::ids::{TransferId, WalletId};
-use crate::ledger::{Entry, LedgerOutcome, Posting};
+use crate::ledger::{Entry, Posting};
 use crate::money::Currency;
-use crate::transfer::{FailureReason, Transfer, TransferKind, TransferStatus};
+use crate::outcome::{FailureReason, LedgerOutcome};
+use crate::transfer::{Transfer, TransferKind, TransferStatus};
 use crate::wallet::{Reservation, ReservationState, Wallet};
 
 use super::fixtures::{
-    at, bal, reservation, reserve_request, tid, transfer, usd, user_wallet, wid,
+    at, bal, now_or_never, reservation, reserve_request, tid, transfer, usd, user_wallet, wid,
 };
 
 const ALICE: u64 = 1;
@@ -19,6 +20,20 @@ const BOB: u64 = 2;
 
 fn system() -> WalletId {
     WalletId::system(Currency::USD)
+}
+
+fn check(s: &Snapshot, scope: Scope) -> Vec<Violation> {
+    now_or_never(Audit::new(scope).run(s, s, s))
+        .expect("a snapshot does not fail")
+        .violations
+}
+
+fn check_always(s: &Snapshot) -> Vec<Violation> {
+    check(s, Scope::Always)
+}
+
+fn check_quiet(s: &Snapshot) -> Vec<Violation> {
+    check(s, Scope::Quiet)
 }
 
 fn posted(transfer: TransferId, debit: WalletId, credit: WalletId, amount: &str) -> [Entry; 2] {
@@ -66,8 +81,6 @@ fn held(
 /// A quiet system: a deposit of 100 to alice, a payment of 30 to bob, and
 /// a payment of 500 refused for insufficient funds.
 fn quiet() -> Snapshot {
-    let mut system_wallet = Wallet::system(Currency::USD, at(0));
-    system_wallet.available = bal("-100");
     let entries = [
         posted(tid(1), system(), wid(ALICE), "100"),
         posted(tid(2), wid(ALICE), wid(BOB), "30"),
@@ -80,7 +93,6 @@ fn quiet() -> Snapshot {
     };
     Snapshot {
         wallets: vec![
-            system_wallet,
             user_wallet(wid(ALICE), Currency::USD, "70"),
             user_wallet(wid(BOB), Currency::USD, "30"),
         ],
@@ -223,12 +235,13 @@ fn a_transfer_posted_twice_is_reported() {
 }
 
 #[test]
-fn a_negative_user_wallet_is_reported_but_not_a_negative_system_account() {
+fn a_negative_wallet_is_reported_but_not_a_negative_system_account() {
     let mut s = quiet();
     let alice = wallet_mut(&mut s, wid(ALICE));
     alice.available = bal("-1");
     let violations = check_always(&s);
     assert!(violations.contains(&Violation::NegativeAvailable(wid(ALICE))));
+    // The system account is 100 below zero in the ledger, and has no wallet.
     assert!(!violations.contains(&Violation::NegativeAvailable(system())));
 }
 
@@ -251,5 +264,58 @@ fn a_terminal_state_that_disagrees_with_the_ledger_is_reported() {
                 posted: false,
             },
         ]
+    );
+}
+
+/// Numbers the entries in order, as a store assigns seqs.
+fn numbered(mut s: Snapshot) -> Snapshot {
+    for (i, e) in s.entries.iter_mut().enumerate() {
+        e.seq = i as u64 + 1;
+    }
+    s
+}
+
+#[test]
+fn the_audit_reads_in_pages_of_any_size_and_finds_the_same() {
+    let mut s = with_payment_held();
+    s.entries.extend(posted(tid(4), wid(ALICE), wid(BOB), "20"));
+    s.entries.extend(posted(tid(2), wid(ALICE), wid(BOB), "30"));
+    s.outcomes.insert(tid(4), LedgerOutcome::Succeeded);
+    let s = numbered(s);
+    let whole = check_quiet(&s);
+    assert!(
+        whole.contains(&Violation::PostedTwice(tid(2), 4)),
+        "{whole:?}"
+    );
+    for page_size in [1, 2, 3, 7] {
+        let audit = Audit {
+            page_size,
+            ..Audit::new(Scope::Quiet)
+        };
+        let report = now_or_never(audit.run(&s, &s, &s)).unwrap();
+        assert_eq!(report.violations, whole, "page size {page_size}");
+        assert_eq!(report.entries, s.entries.len());
+        assert_eq!(report.transfers, s.transfers.len());
+    }
+}
+
+#[test]
+fn a_transfer_not_terminal_for_too_long_is_flagged_even_mid_saga() {
+    let s = with_payment_held();
+    let created = s.transfers[3].created_at;
+    let audit = |now| Audit {
+        stuck_after: Some((now, std::time::Duration::from_secs(60))),
+        ..Audit::new(Scope::Always)
+    };
+    let fresh = now_or_never(audit(created + chrono::Duration::seconds(60)).run(&s, &s, &s));
+    assert_eq!(fresh.unwrap().violations, vec![]);
+    let late = now_or_never(audit(created + chrono::Duration::seconds(61)).run(&s, &s, &s));
+    assert_eq!(
+        late.unwrap().violations,
+        vec![Violation::Stuck {
+            transfer: tid(4),
+            status: TransferStatus::Reserved,
+            since: created,
+        }]
     );
 }

@@ -6,13 +6,13 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::Timestamp;
 use crate::event::{
     DecodeError, Envelope, Event, LedgerFailure, PostingFacts, SCHEMA_VERSION, producer,
 };
 use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
 use crate::money::{Amount, Currency};
-use crate::transfer::FailureReason;
+use crate::outcome::FailureReason;
+use crate::time::Timestamp;
 
 use super::fixtures::{at, cid, eid, tid, usd, wid};
 

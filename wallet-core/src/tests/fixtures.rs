@@ -12,10 +12,10 @@ use chrono::TimeZone;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::Timestamp;
 use crate::ids::{CorrelationId, EventId, IdempotencyKey, TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::ports::{Clock, IdGenerator};
+use crate::time::Timestamp;
 use crate::transfer::{Transfer, TransferKind, TransferStatus};
 use crate::wallet::{Reservation, ReservationState, ReserveRequest, Wallet};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::idempotency::{Fingerprint, IdempotencyCheck, IdempotencyRecord, check};
-use crate::ids::IdempotencyKey;
+use crate::ids::{IdempotencyKey, WalletId};
 use crate::money::{Amount, Currency};
 use crate::transfer::{TransferKind, TransferStatus};
 
@@ -147,4 +147,35 @@ fn fingerprints_differ_in_every_field() {
     for other in others {
         assert_ne!(base, other);
     }
+}
+
+/// Vectors computed outside this code base (SHA-256 of the documented
+/// canonical text), so a change of the encoding cannot go unnoticed: stored
+/// fingerprints would stop matching their retries.
+#[test]
+fn fingerprints_match_pinned_vectors_of_the_canonical_encoding() {
+    // "transfer\n<alice>\n<bob>\n10.50\nUSD"
+    let transfer = Fingerprint::of_transfer(
+        TransferKind::Transfer,
+        wid(1),
+        wid(2),
+        Amount::parse("10.5", Currency::USD).unwrap(),
+        Currency::USD,
+    );
+    assert_eq!(
+        transfer.as_str(),
+        "v1:c95e5dc207774a28c050404d6427bf7d7b8c4420ce0ebb7696013fc64b20c971"
+    );
+    // "deposit\n<JPY system account>\n<alice>\n1000\nJPY"
+    let deposit = Fingerprint::of_transfer(
+        TransferKind::Deposit,
+        WalletId::system(Currency::JPY),
+        wid(1),
+        Amount::parse("1000", Currency::JPY).unwrap(),
+        Currency::JPY,
+    );
+    assert_eq!(
+        deposit.as_str(),
+        "v1:bcedc5e3fa51f0cb05272cd3c041ef2c83ba5fb3b57b56562db0cdc637475e05"
+    );
 }

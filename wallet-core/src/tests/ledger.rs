@@ -4,11 +4,9 @@
 use proptest::prelude::*;
 
 use crate::ids::WalletId;
-use crate::ledger::{
-    Direction, Entry, LedgerOutcome, Posting, PostingDecision, PostingRequest, decide_posting,
-};
+use crate::ledger::{Direction, Entry, Posting, PostingDecision, PostingRequest, decide_posting};
 use crate::money::{Amount, Balance, Currency};
-use crate::transfer::FailureReason;
+use crate::outcome::{FailureReason, LedgerOutcome};
 
 use super::fixtures::{at, tid, unchecked_amount, usd, wid};
 use super::gwt::given;

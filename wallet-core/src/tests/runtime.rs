@@ -11,18 +11,19 @@ use tokio::sync::Notify;
 
 use crate::event::{Envelope, Event, LEDGER_EVENTS, PostingFacts, WALLET_EVENTS, producer};
 use crate::ids::{EventId, TransferId};
-use crate::ledger::LedgerOutcome;
 use crate::memory::{MemoryBus, MemoryLedgerStore, MemoryWalletStore};
 use crate::money::{Balance, Currency};
+use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::ports::{
-    Clock, IdGenerator, LedgerStore, Message, Outbox, Publisher, Subscription, WalletStore,
+    BusError, Claim, Clock, IdGenerator, LedgerReads, Message, Outbox, Publisher, Subscription,
+    WalletStore,
 };
 use crate::runtime::{
     ConsumerConfig, ConsumerError, ConsumerRunner, EventHandler, HandleError, Handled, Relay,
-    RelayConfig, dead_letter_topic,
+    RelayConfig, Route, dead_letter_topic,
 };
 use crate::service::{LedgerService, WalletService};
-use crate::wallet::{ReserveOutcome, ReserveRequest, Wallet};
+use crate::wallet::{ReserveRequest, Wallet};
 
 use super::fixtures::{CountingIds, FakeClock, bal, cid, now_or_never, t0, usd, user_wallet, wid};
 
@@ -84,7 +85,7 @@ impl<H: EventHandler> EventHandler for Flaky<H> {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Err(HandleError("database restarting".into()));
+            return Err(HandleError::Transient("database restarting".into()));
         }
         self.inner.handle(batch).await
     }
@@ -172,6 +173,43 @@ fn untouched() -> (Balance, Balance, Balance) {
     (bal("70"), bal("30"), bal("0"))
 }
 
+/// A broker that is down.
+struct Down;
+
+#[async_trait]
+impl Publisher for Down {
+    async fn publish(&self, _: &[Message]) -> Result<(), BusError> {
+        Err(BusError("broker down".into()))
+    }
+}
+
+/// A handler whose store reports a broken constraint.
+#[derive(Default)]
+struct Broken {
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl EventHandler for Broken {
+    async fn handle(&self, _: &[Envelope]) -> Result<Handled, HandleError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(crate::ports::StoreError::Integrity("check constraint violated".into()).into())
+    }
+}
+
+/// The wallet store's relay, as one worker of its own.
+fn wallet_relay<P: Publisher>(side: &WalletSide, publisher: P) -> Relay<MemoryWalletStore, P> {
+    Relay::new(
+        side.service.store().clone(),
+        publisher,
+        Route::new(Some(WALLET_EVENTS), GROUP),
+        side.clock.clone(),
+        side.ids.worker_id(),
+        Arc::new(Notify::new()),
+        RelayConfig::default(),
+    )
+}
+
 async fn publish(bus: &MemoryBus, topic: &str, key: TransferId, payload: Vec<u8>) {
     let message = Message {
         topic: topic.into(),
@@ -250,9 +288,10 @@ mod consumer {
                 "{letter}"
             );
             assert_eq!(letter["payload"], json!(String::from_utf8_lossy(payload)));
-            assert_eq!(letter["source_topic"], json!(LEDGER_EVENTS));
+            assert_eq!(letter["source"]["topic"], json!(LEDGER_EVENTS));
+            assert_eq!(letter["source"]["offset"], json!(offset));
             assert_eq!(letter["group"], json!(GROUP));
-            assert_eq!(letter["offset"], json!(offset));
+            assert_eq!(letter["event_id"], json!(null));
         }
         // Nothing is delivered again.
         let report = runner.run_once(Duration::ZERO).await.unwrap();
@@ -275,31 +314,73 @@ mod consumer {
     }
 
     #[tokio::test]
-    async fn events_the_handler_refuses_are_dead_lettered_with_its_reason() {
+    async fn a_refusal_commits_its_dead_letter_with_it_so_no_failure_can_lose_it() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(1);
         let stranger = side.ids.transfer_id();
         let outcome = side.ledger_succeeded(stranger);
         publish(&bus, LEDGER_EVENTS, stranger, outcome.encode()).await;
-        let mut runner = runner(&bus, side.service.clone());
+        // The runner's own dead-letter publisher is down: a store's refusal
+        // must not depend on it.
+        let mut runner = ConsumerRunner::new(
+            bus.subscribe(GROUP, LEDGER_EVENTS),
+            side.service.clone(),
+            Down,
+            GROUP,
+            config(),
+        );
 
         let report = runner.run_once(Duration::ZERO).await.unwrap();
-        assert_eq!((report.handled, report.dead_lettered), (1, 1));
+        assert_eq!((report.handled, report.dead_lettered), (1, 0));
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0, "committed");
+        assert_eq!(side.balances(), untouched());
+        assert!(dead_letters(&bus).is_empty(), "not published yet");
+
+        // Delivered again, the inbox skips it: the only dead letter is the
+        // one committed with the refusal.
+        publish(&bus, LEDGER_EVENTS, stranger, outcome.encode()).await;
+        assert_eq!(runner.run_once(Duration::ZERO).await.unwrap().handled, 1);
+
+        // The relay dies after publishing nothing; another one, once the
+        // lease ended, publishes the dead letter once.
+        let dying = wallet_relay(&side, Down);
+        assert!(dying.run_once().await.is_err());
+        let relay = wallet_relay(&side, bus.clone());
+        assert_eq!(
+            relay.run_once().await.unwrap(),
+            0,
+            "leased by the dead relay"
+        );
+        side.clock.advance(RelayConfig::default().lease);
+        // The fixture's WalletReserved, then the dead letter.
+        assert_eq!(relay.run_once().await.unwrap(), 2);
+        assert_eq!(relay.run_once().await.unwrap(), 0);
         let letters = dead_letters(&bus);
         assert_eq!(letters.len(), 1);
         assert_eq!(
             letters[0]["reason"],
             json!(format!("no reservation for transfer {stranger}"))
         );
-        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
-        assert_eq!(side.balances(), untouched());
+        assert_eq!(letters[0]["event_id"], json!(outcome.event_id));
+        assert_eq!(letters[0]["group"], json!(GROUP));
+        let payload = letters[0]["payload"].as_str().unwrap();
+        assert_eq!(Envelope::decode(payload.as_bytes()).unwrap(), outcome);
+    }
 
-        // Delivered again, it was recorded in the inbox with its refusal:
-        // skipped, not dead-lettered a second time.
-        publish(&bus, LEDGER_EVENTS, stranger, outcome.encode()).await;
-        let report = runner.run_once(Duration::ZERO).await.unwrap();
-        assert_eq!((report.delivered, report.dead_lettered), (1, 0));
-        assert_eq!(dead_letters(&bus).len(), 1);
+    #[tokio::test]
+    async fn an_integrity_failure_stops_the_runner_without_retry_or_commit() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let outcome = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
+        let broken = Arc::new(Broken::default());
+        let runner = runner(&bus, broken.clone());
+
+        let error = runner.run().await;
+        assert!(error.is_integrity(), "{error:?}");
+        assert_eq!(broken.calls.load(Ordering::SeqCst), 1, "not retried");
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 1, "not skipped");
+        assert!(dead_letters(&bus).is_empty(), "not dead-lettered");
     }
 
     #[tokio::test]
@@ -342,13 +423,13 @@ mod consumer {
     }
 
     #[tokio::test]
-    async fn a_ledger_failure_releases_the_hold_once() {
+    async fn a_ledger_failure_releases_the_reservation_once() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(1);
         let failed = Envelope::new(
             side.ids.event_id(),
             Event::LedgerFailed(crate::event::LedgerFailure {
-                reason: crate::transfer::FailureReason::CurrencyMismatch,
+                reason: crate::outcome::FailureReason::CurrencyMismatch,
             }),
             side.transfer,
             cid(1),
@@ -368,9 +449,15 @@ mod consumer {
         let late = side.ledger_succeeded(side.transfer);
         publish(&bus, LEDGER_EVENTS, side.transfer, late.encode()).await;
         let report = runner.run_once(Duration::ZERO).await.unwrap();
-        assert_eq!(report.dead_lettered, 1);
+        assert_eq!(report.dead_lettered, 0, "the store dead-letters it");
         assert_eq!(side.balances(), (bal("100"), bal("0"), bal("0")));
+        // The fixture's WalletReserved, then the dead letter.
+        assert_eq!(
+            wallet_relay(&side, bus.clone()).run_once().await.unwrap(),
+            2
+        );
         let letters = dead_letters(&bus);
+        assert_eq!(letters.len(), 1);
         assert!(
             letters[0]["reason"]
                 .as_str()
@@ -467,7 +554,9 @@ mod relay {
         Relay::new(
             side.service.store().clone(),
             bus.clone(),
-            WALLET_EVENTS,
+            Route::new(Some(WALLET_EVENTS), GROUP),
+            side.clock.clone(),
+            side.ids.worker_id(),
             Arc::new(Notify::new()),
             config,
         )
@@ -507,7 +596,9 @@ mod relay {
             }
             assert_eq!(sent, 3);
             assert_eq!(transfer_ids(&bus), order, "batch size {batch_size}");
-            assert!(side.service.store().unsent(10).await.unwrap().is_empty());
+            let anyone = Claim::new(side.ids.worker_id(), side.clock.now(), Duration::ZERO);
+            let left = side.service.store().claim(&anyone, 10).await.unwrap();
+            assert!(left.is_empty(), "everything acknowledged: {left:?}");
             let mut reader = bus.subscribe("reader", WALLET_EVENTS);
             let deliveries = reader.poll(10, Duration::ZERO).await.unwrap();
             let keys: Vec<Vec<u8>> = deliveries.iter().map(|d| d.key.clone()).collect();
@@ -517,18 +608,26 @@ mod relay {
     }
 
     #[tokio::test]
-    async fn a_crash_before_mark_sent_republishes_and_consumers_apply_once() {
+    async fn a_crash_before_acknowledging_republishes_and_consumers_apply_once() {
         for batch_size in [1, 10] {
             let side = WalletSide::new();
             let order = three_holds(&side);
             let bus = MemoryBus::new(2);
-            let relay = relay(&side, &bus, 500);
-            // The relay publishes, then dies before marking the batch sent.
-            let (_seqs, messages) = relay.pending().await.unwrap();
+            // A relay publishes its claim, then dies before acknowledging it.
+            let dead = relay(&side, &bus, 500);
+            let claimed = dead.claim().await.unwrap();
+            let messages: Vec<Message> = claimed
+                .iter()
+                .map(|r| Route::new(Some(WALLET_EVENTS), GROUP).message(&r.item))
+                .collect();
             bus.publish(&messages).await.unwrap();
-            // The restarted relay publishes the same batch again.
-            assert_eq!(relay.run_once().await.unwrap(), 3);
-            assert_eq!(relay.run_once().await.unwrap(), 0);
+            // Its successor waits for the lease, then publishes the batch
+            // again.
+            let successor = relay(&side, &bus, 500);
+            assert_eq!(successor.run_once().await.unwrap(), 0);
+            side.clock.advance(RelayConfig::default().lease);
+            assert_eq!(successor.run_once().await.unwrap(), 3);
+            assert_eq!(successor.run_once().await.unwrap(), 0);
             assert_eq!(bus.len(WALLET_EVENTS), 6);
 
             let ledger = Arc::new(LedgerService::new(
@@ -558,19 +657,21 @@ mod relay {
             }
             assert_eq!(delivered, 6);
             let store = ledger.store();
-            assert_eq!(store.all_entries().len(), 6, "two entries per transfer");
-            let outcomes = store.outcomes();
+            let entries = store.postings_page(None, 100).await.unwrap();
+            assert_eq!(entries.len(), 6, "two entries per transfer");
+            let outcomes = store.outcomes_page(None, 100).await.unwrap();
             assert_eq!(outcomes.len(), 3);
-            assert!(outcomes.values().all(|o| *o == LedgerOutcome::Succeeded));
-            let outcomes = store.unsent(100).await.unwrap();
-            let mut verdict_transfers: Vec<TransferId> =
-                outcomes.iter().map(|r| r.envelope.transfer_id).collect();
-            verdict_transfers.sort();
+            assert!(outcomes.iter().all(|(_, o)| *o == LedgerOutcome::Succeeded));
+            let anyone = Claim::new(side.ids.worker_id(), side.clock.now(), Duration::ZERO);
+            let outbox = store.claim(&anyone, 100).await.unwrap();
+            let mut outcome_transfers: Vec<TransferId> =
+                outbox.iter().map(|r| r.item.transfer_id()).collect();
+            outcome_transfers.sort();
             let mut want = order.clone();
             want.sort();
-            assert_eq!(verdict_transfers, want, "one outcome per transfer");
+            assert_eq!(outcome_transfers, want, "one outcome per transfer");
             let alice_balance = store
-                .balances()
+                .balances_page(None, 100)
                 .await
                 .unwrap()
                 .into_iter()

@@ -1,11 +1,8 @@
 //! The saga's state machine: every (status, command) pair of
 //! `Transfer::decide`, `apply` and `handle`.
 
-use crate::ledger::LedgerOutcome;
-use crate::transfer::{
-    FailureReason, TransferCommand, TransferEvent, TransferRejection, TransferStatus,
-};
-use crate::wallet::ReserveOutcome;
+use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::transfer::{TransferCommand, TransferEvent, TransferRejection, TransferStatus};
 
 use super::fixtures::{at, t0, transfer};
 use super::gwt::given;

@@ -1,14 +1,13 @@
 //! Wallets and reservations: `decide_reservation` / `apply`, `decide_reserve` and
 //! `decide_finalize`, every transition and every refusal.
 
-use crate::Timestamp;
-use crate::ledger::LedgerOutcome;
+use crate::ids::WalletId;
 use crate::money::Currency;
-use crate::transfer::FailureReason;
+use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::time::Timestamp;
 use crate::wallet::{
-    Finalization, FinalizeError, Reservation, ReservationState, ReserveDecision, ReserveOutcome,
-    ReserveRequest, Wallet, WalletChange, WalletKind, WalletRejection, decide_finalize,
-    decide_reserve,
+    Finalization, FinalizeError, Reservation, ReservationState, ReserveDecision, ReserveRequest,
+    Wallet, WalletChange, WalletRejection, decide_finalize, decide_reserve,
 };
 
 use super::fixtures::{
@@ -68,16 +67,9 @@ mod hold_and_apply {
     }
 
     #[test]
-    fn a_system_account_holds_beyond_zero_and_goes_negative() {
-        let w = given(Wallet::system(Currency::USD, t0()))
-            .when(HoldFunds(usd("500")))
-            .then_expect(WalletChange::Reserved(usd("500")));
-        assert_eq!(w.kind, WalletKind::System);
-        assert_eq!((w.available, w.reserved), (bal("-500"), bal("500")));
-        let w = given(w)
-            .when(HoldFunds(usd("1")))
-            .then_expect(WalletChange::Reserved(usd("1")));
-        assert_eq!((w.available, w.reserved), (bal("-501"), bal("501")));
+    #[should_panic(expected = "system accounts have no wallet")]
+    fn a_system_account_has_no_wallet() {
+        let _ = Wallet::open(WalletId::system(Currency::USD), Currency::USD, t0());
     }
 
     #[test]
@@ -133,8 +125,8 @@ mod hold_and_apply {
 
     #[test]
     #[should_panic(expected = "reserved < 0")]
-    fn releasing_what_was_never_held_is_a_bug_even_for_a_system_account() {
-        let _ = given(Wallet::system(Currency::USD, t0())).and([WalletChange::Released(usd("1"))]);
+    fn releasing_what_was_never_reserved_is_a_bug() {
+        let _ = given(alice("100")).and([WalletChange::Released(usd("1"))]);
     }
 
     #[test]
@@ -189,17 +181,17 @@ mod reserve {
     use super::*;
 
     #[test]
-    fn holds_the_senders_funds_and_records_a_held_hold() {
+    fn reserves_the_senders_funds_and_records_the_reservation() {
         let request = alice_to_bob("30");
         let decision = given(stored(Some(alice("100")), Some(bob())))
             .when_decided(reserve(&request, at(5)))
             .outcome();
         let ReserveDecision::Reserve {
             reservation,
-            wallets,
+            sender: Some(sender),
         } = decision
         else {
-            panic!("expected a reservation, got {decision:?}");
+            panic!("expected a reservation of alice's funds, got {decision:?}");
         };
         assert_eq!(reservation.request, request);
         assert_eq!(reservation.state, ReservationState::Reserved);
@@ -208,15 +200,13 @@ mod reserve {
             (at(5), at(5))
         );
         assert_eq!(reservation.outcome(), ReserveOutcome::Reserved);
-        assert_eq!(wallets.len(), 1, "only the sender changes: {wallets:?}");
-        let sender = &wallets[0];
         assert_eq!(sender.id, wid(1));
         assert_eq!((sender.available, sender.reserved), (bal("70"), bal("30")));
         assert_eq!(sender.updated_at, at(5));
     }
 
     #[test]
-    fn a_recorded_hold_is_replayed_and_nothing_is_decided_again() {
+    fn a_recorded_reservation_is_replayed_and_nothing_is_decided_again() {
         let request = alice_to_bob("30");
         let mut s = stored(Some(alice("0")), Some(bob()));
         for state in [
@@ -274,59 +264,48 @@ mod reserve {
     }
 
     #[test]
-    fn a_system_sender_is_created_on_first_use_and_may_go_negative() {
-        let system = crate::ids::WalletId::system(Currency::USD);
+    fn a_system_sender_is_neither_checked_nor_written() {
+        let system = WalletId::system(Currency::USD);
         let request = reserve_request(tid(1), system, wid(2), usd("250"), Currency::USD);
         let decision = given(stored(None, Some(bob())))
             .when_decided(reserve(&request, at(5)))
             .outcome();
         let ReserveDecision::Reserve {
             reservation,
-            wallets,
+            sender: None,
         } = decision
         else {
-            panic!("expected a reservation, got {decision:?}");
+            panic!("expected a reservation with no sender to write, got {decision:?}");
         };
         assert_eq!(reservation.state, ReservationState::Reserved);
-        assert_eq!(wallets.len(), 1, "{wallets:?}");
-        let w = &wallets[0];
-        assert_eq!(
-            (w.id, w.kind, w.currency),
-            (system, WalletKind::System, Currency::USD)
-        );
-        assert_eq!((w.available, w.reserved), (bal("-250"), bal("250")));
-        assert_eq!(w.created_at, at(5));
+        assert_eq!(reservation.request, request);
     }
 
     #[test]
-    fn a_system_receiver_is_created_on_first_use_and_stored_after_the_sender() {
-        let system = crate::ids::WalletId::system(Currency::USD);
+    fn a_system_receiver_needs_no_wallet_and_only_the_sender_is_written() {
+        let system = WalletId::system(Currency::USD);
         let request = reserve_request(tid(1), wid(1), system, usd("40"), Currency::USD);
         let decision = given(stored(Some(alice("100")), None))
             .when_decided(reserve(&request, at(5)))
             .outcome();
-        let ReserveDecision::Reserve { wallets, .. } = decision else {
+        let ReserveDecision::Reserve {
+            sender: Some(sender),
+            ..
+        } = decision
+        else {
             panic!("expected a reservation, got {decision:?}");
         };
-        let ids: Vec<_> = wallets.iter().map(|w| w.id).collect();
-        assert_eq!(ids, vec![wid(1), system]);
-        assert_eq!(wallets[0].available, bal("60"));
-        assert_eq!(wallets[1], Wallet::system(Currency::USD, at(5)));
+        assert_eq!(sender.id, wid(1));
+        assert_eq!(sender.available, bal("60"));
     }
 
     #[test]
-    fn a_stored_system_receiver_is_not_written_again() {
-        let system = crate::ids::WalletId::system(Currency::USD);
-        let mut known = Wallet::system(Currency::USD, t0());
-        known.available = bal("-7");
-        let request = reserve_request(tid(1), wid(1), system, usd("40"), Currency::USD);
-        let decision = given(stored(Some(alice("100")), Some(known)))
+    fn a_system_account_of_another_currency_is_a_currency_mismatch() {
+        let eur_system = WalletId::system(Currency::EUR);
+        let request = reserve_request(tid(1), wid(1), eur_system, usd("40"), Currency::USD);
+        given(stored(Some(alice("100")), None))
             .when_decided(reserve(&request, at(5)))
-            .outcome();
-        let ReserveDecision::Reserve { wallets, .. } = decision else {
-            panic!("expected a reservation, got {decision:?}");
-        };
-        assert_eq!(wallets.len(), 1, "{wallets:?}");
+            .then_decides(rejected(&request, FailureReason::CurrencyMismatch));
     }
 
     #[test]
@@ -349,7 +328,7 @@ mod reserve {
 
     #[test]
     fn refuses_the_system_account_of_another_currency() {
-        let eur_system = crate::ids::WalletId::system(Currency::EUR);
+        let eur_system = WalletId::system(Currency::EUR);
         let request = reserve_request(tid(1), eur_system, wid(2), usd("1"), Currency::USD);
         given(stored(None, Some(bob())))
             .when_decided(reserve(&request, at(5)))
@@ -435,7 +414,7 @@ mod finalization {
     }
 
     #[test]
-    fn a_refused_transfer_releases_the_hold() {
+    fn a_refused_transfer_releases_the_reservation() {
         given(Some(held("30", ReservationState::Reserved)))
             .when_decided(finalize(FAILED))
             .then_ok(Some(Finalization {
@@ -445,7 +424,7 @@ mod finalization {
     }
 
     #[test]
-    fn a_repeated_verdict_changes_nothing() {
+    fn a_repeated_outcome_changes_nothing() {
         given(Some(held("30", ReservationState::Captured)))
             .when_decided(finalize(LedgerOutcome::Succeeded))
             .then_ok(None);
@@ -459,7 +438,7 @@ mod finalization {
     }
 
     #[test]
-    fn a_verdict_that_contradicts_the_hold_is_refused() {
+    fn an_outcome_that_contradicts_the_reservation_is_refused() {
         let rejected = ReservationState::Rejected(FailureReason::InsufficientFunds);
         let cases = [
             (ReservationState::Captured, FAILED),
@@ -475,11 +454,54 @@ mod finalization {
     }
 
     #[test]
-    fn a_verdict_on_an_unknown_hold_is_refused() {
+    fn an_outcome_for_an_unknown_reservation_is_refused() {
         for outcome in [LedgerOutcome::Succeeded, FAILED] {
             given(None)
                 .when_decided(finalize(outcome))
                 .then_reject(FinalizeError::UnknownReservation(tid(1)));
         }
+    }
+
+    #[test]
+    fn changes_come_in_wallet_id_order_so_opposite_transfers_lock_alike() {
+        let request = reserve_request(tid(1), wid(2), wid(1), usd("5"), Currency::USD);
+        given(Some(reservation(request, ReservationState::Reserved)))
+            .when_decided(finalize(LedgerOutcome::Succeeded))
+            .then_ok(Some(Finalization {
+                state: ReservationState::Captured,
+                changes: vec![
+                    (wid(1), WalletChange::Credited(usd("5"))),
+                    (wid(2), WalletChange::Captured(usd("5"))),
+                ],
+            }));
+    }
+
+    #[test]
+    fn a_system_account_gets_no_change() {
+        let system = WalletId::system(Currency::USD);
+        let deposit = reserve_request(tid(1), system, wid(2), usd("5"), Currency::USD);
+        given(Some(reservation(deposit, ReservationState::Reserved)))
+            .when_decided(finalize(LedgerOutcome::Succeeded))
+            .then_ok(Some(Finalization {
+                state: ReservationState::Captured,
+                changes: vec![(wid(2), WalletChange::Credited(usd("5")))],
+            }));
+        let withdrawal = reserve_request(tid(1), wid(1), system, usd("5"), Currency::USD);
+        given(Some(reservation(
+            withdrawal.clone(),
+            ReservationState::Reserved,
+        )))
+        .when_decided(finalize(LedgerOutcome::Succeeded))
+        .then_ok(Some(Finalization {
+            state: ReservationState::Captured,
+            changes: vec![(wid(1), WalletChange::Captured(usd("5")))],
+        }));
+        let deposit = reserve_request(tid(1), system, wid(2), usd("5"), Currency::USD);
+        given(Some(reservation(deposit, ReservationState::Reserved)))
+            .when_decided(finalize(FAILED))
+            .then_ok(Some(Finalization {
+                state: ReservationState::Released,
+                changes: vec![],
+            }));
     }
 }

@@ -11,9 +11,9 @@ use wallet_core::event::{
 };
 use wallet_core::ids::{CorrelationId, EventId, TransferId, WalletId};
 use wallet_core::money::{Amount, Currency};
+use wallet_core::outcome::FailureReason;
 use wallet_core::ports::{Clock, Message, Publisher};
 use wallet_core::service::TransferRequest;
-use wallet_core::transfer::FailureReason;
 
 use super::{Injection, Move, Outcome, Poison, Sim, Suspended};
 use crate::client::{Action, Planned, RequestKind, describe, label, short};
@@ -79,7 +79,7 @@ impl<L: SimLedger> Sim<L> {
                 outcome
             }
             Injection::RelayCrash => {
-                let which = *self.rng.pick(&[RelayId::Wallet, RelayId::Ledger]);
+                let which = *self.rng.pick(&RelayId::ALL);
                 let limit = self.batch();
                 self.relay(which, Some(limit))
             }
@@ -308,7 +308,7 @@ impl<L: SimLedger> Sim<L> {
                 let mut description = format!("{text}: published {n}");
                 if crash.is_some() && n > 0 {
                     lock(&self.faults).record(FaultKind::RelayCrash);
-                    description += ", died before marking them sent";
+                    description += ", died before acknowledging them";
                 }
                 Outcome::moved(description, n as u64)
             }

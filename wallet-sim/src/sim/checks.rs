@@ -3,18 +3,25 @@
 
 use std::collections::HashMap;
 
-use wallet_core::audit::{self, Violation};
+use wallet_core::audit::{Audit, Scope, Snapshot, Violation};
 use wallet_core::event::WALLET_EVENTS;
 use wallet_core::ids::TransferId;
-use wallet_core::ledger::LedgerOutcome;
 use wallet_core::memory::groups;
+use wallet_core::outcome::{FailureReason, LedgerOutcome};
 use wallet_core::runtime::dead_letter_topic;
-use wallet_core::transfer::{FailureReason, Transfer, TransferKind, TransferStatus};
+use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
 
 use super::{Outcome, Sim};
 use crate::client::insufficient_amount;
 use crate::planted::SimLedger;
 use crate::report::Broken;
+
+/// The audit's violations over a snapshot.
+fn audit(snapshot: &Snapshot, scope: Scope) -> Vec<Violation> {
+    let report = crate::exec::run_now(Audit::new(scope).run(snapshot, snapshot, snapshot))
+        .expect("a snapshot answers at once");
+    report.expect("a snapshot does not fail").violations
+}
 
 /// Every consumer group, whose dead-letter topics are watched.
 const GROUPS: [&str; 3] = [groups::LEDGER, groups::WALLET, groups::TRANSACTION];
@@ -34,7 +41,7 @@ fn invariant(v: &Violation) -> &'static str {
         Violation::Unbalanced { .. } => "conservation",
         Violation::SnapshotMismatch { .. } | Violation::StillReserved(_) => "snapshot",
         Violation::NegativeAvailable(_) => "negative",
-        Violation::NotTerminal(..) => "terminal",
+        Violation::NotTerminal(..) | Violation::Stuck { .. } => "terminal",
         Violation::Disagrees { .. } => "agreement",
         Violation::PostedTwice(..) => "double_posting",
     }
@@ -69,7 +76,7 @@ impl<L: SimLedger> Sim<L> {
     /// poison dead-lettered.
     pub(super) fn check_always(&mut self) -> Option<Broken> {
         let snapshot = self.world.snapshot();
-        audited(audit::check_always(&snapshot))
+        audited(audit(&snapshot, Scope::Always))
             .or_else(|| self.check_terminal(&snapshot.transfers))
             .or_else(|| {
                 first(
@@ -145,7 +152,7 @@ impl<L: SimLedger> Sim<L> {
             snapshot.entries.len(),
             self.poison.len()
         );
-        let broken = audited(audit::check_quiet(&snapshot))
+        let broken = audited(audit(&snapshot, Scope::Quiet))
             .or_else(|| first(snapshot.transfers.iter().filter_map(promised)))
             .or_else(|| self.check_poison());
         match broken {

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
 use wallet_core::ids::TransferId;
+use wallet_core::outcome::FailureReason;
 use wallet_core::service::{CreateError, Created};
-use wallet_core::transfer::{FailureReason, TransferStatus};
+use wallet_core::transfer::TransferStatus;
 
 use crate::SimConfig;
 use crate::client::{CURRENCIES, Client, Planned, RequestKind};
@@ -41,10 +42,11 @@ enum Move {
     Resume,
 }
 
-const MOVES: [(Move, u32); 9] = [
+const MOVES: [(Move, u32); 10] = [
     (Move::Request, 30),
     (Move::Relay(RelayId::Wallet), 9),
     (Move::Relay(RelayId::Ledger), 9),
+    (Move::Relay(RelayId::Transaction), 2),
     (Move::Consume(ConsumerId::Ledger), 9),
     (Move::Consume(ConsumerId::Wallet), 9),
     (Move::Consume(ConsumerId::Transaction), 9),
@@ -147,7 +149,10 @@ pub(crate) struct Sim<L: SimLedger> {
     transfers_seen: usize,
     succeeded: usize,
     dead_letters_seen: usize,
-    retry_min_age: Duration,
+    /// How far the drain moves the clock each round: past the retrier's
+    /// minimum age and every lease, so work a dead relay or retrier held
+    /// is taken over.
+    drain_tick: Duration,
     /// Requests waiting for a slow reserve call, oldest first.
     in_flight: Vec<Suspended>,
     /// The gate of an armed slow call, until the call takes it.
@@ -160,7 +165,15 @@ impl<L: SimLedger> Sim<L> {
         let faults = Arc::new(Mutex::new(Faults::new(rng.fork(), config.fault_rate)));
         let planted = config.planted_bug == Some(PlantedBug::FailOnTimeout);
         let settings = Settings::new(config.max_batch, planted);
-        let retry_min_age = settings.transaction.retry_min_age;
+        let drain_tick = [
+            settings.transaction.retry_min_age,
+            settings.transaction.retry_lease,
+            settings.relay.lease,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+            + Duration::from_millis(1);
         let world = World::new(
             SimClock::default(),
             config.partitions,
@@ -188,7 +201,7 @@ impl<L: SimLedger> Sim<L> {
             transfers_seen: 0,
             succeeded: 0,
             dead_letters_seen: 0,
-            retry_min_age,
+            drain_tick,
             in_flight: Vec::new(),
             armed_gate: None,
         }
@@ -254,15 +267,16 @@ impl<L: SimLedger> Sim<L> {
         while !self.in_flight.is_empty() {
             self.step(|s| s.resume(0))?;
         }
-        let past_min_age = self.retry_min_age + Duration::from_millis(1);
+        let drain_tick = self.drain_tick;
         for _ in 0..MAX_DRAIN_ROUNDS {
-            self.step(|s| s.tick(past_min_age))?;
+            self.step(|s| s.tick(drain_tick))?;
             let mut moved = self.step(Self::retry)?;
             moved += self.step(|s| s.relay(RelayId::Wallet, None))?;
             moved += self.step(|s| s.consume_once(ConsumerId::Ledger))?;
             moved += self.step(|s| s.relay(RelayId::Ledger, None))?;
             moved += self.step(|s| s.consume_once(ConsumerId::Wallet))?;
             moved += self.step(|s| s.consume_once(ConsumerId::Transaction))?;
+            moved += self.step(|s| s.relay(RelayId::Transaction, None))?;
             if moved == 0 {
                 return Ok(());
             }
