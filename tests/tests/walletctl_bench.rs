@@ -86,6 +86,8 @@ fn bench_over_http_accounts_for_every_transfer() {
     }
     assert_eq!(count(&report["api_latency_ms"], "count"), 200);
     assert_eq!(count(&report["time_to_terminal_ms"], "count"), accepted);
+    assert!(count(&report["poll_lag_ms"], "count") <= accepted);
+    assert_eq!(count(&report, "pollers"), 32, "4 x the concurrency");
     // Terminal comes after the answer, for the same requests.
     assert!(ms(&report, "time_to_terminal_ms", "max") >= ms(&report, "api_latency_ms", "p50"));
     assert!(report["accepted_per_s"].as_f64().expect("a rate") > 0.0);

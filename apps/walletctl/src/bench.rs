@@ -4,9 +4,9 @@
 //!
 //! - HTTP (`walletctl bench --url URL`): opens `--wallets` wallets, funds each
 //!   with a deposit, sends `--transfers` operations from `--concurrency`
-//!   workers over one pooled keep-alive client, and long-polls every accepted
-//!   transfer (`GET /v1/transfers/{id}?wait_ms=N`) until it is terminal. Only
-//!   loopback targets are accepted.
+//!   workers over one pooled keep-alive client while `--pollers` tasks
+//!   long-poll every accepted transfer (`GET /v1/transfers/{id}?wait_ms=N`)
+//!   until it is terminal. Only loopback targets are accepted.
 //! - Embedded (`walletctl bench --embedded`): the same operations straight
 //!   into the library on the in-memory adapters, on a current-thread tokio
 //!   runtime (so the figures are per core), creating `--batch` transfers and
@@ -65,10 +65,13 @@ pub struct BenchArgs {
     /// `--mix`).
     #[arg(long, default_value_t = 10_000)]
     pub transfers: usize,
-    /// HTTP requests in flight at once (workers sending; as many again wait
-    /// for terminal states). Not used in embedded mode.
+    /// HTTP requests sending operations at once. Not used in embedded mode.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Tasks long-polling accepted transfers until terminal; default: 4 x
+    /// the concurrency.
+    #[arg(long)]
+    pub pollers: Option<usize>,
     /// Embedded mode: transfers created between two rounds of pumping.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
@@ -161,6 +164,7 @@ struct Settings {
     wallets: usize,
     operations: usize,
     concurrency: usize,
+    pollers: usize,
     batch: usize,
     hot: Option<usize>,
     mix: f64,
@@ -205,6 +209,7 @@ impl Settings {
             wallets: args.wallets,
             operations: args.transfers,
             concurrency: if args.embedded { 1 } else { args.concurrency },
+            pollers: args.pollers.unwrap_or(args.concurrency * 4).max(1),
             batch: args.batch,
             hot: args.hot,
             mix: args.mix.unwrap_or(0.0),
@@ -313,6 +318,8 @@ struct Tally {
     succeeded: usize,
     /// Accepted transfers that ended FAILED, by reason.
     failed_after_accept: BTreeMap<String, usize>,
+    /// HTTP mode: from an accepted answer to its first status request.
+    poll_lag: Vec<Duration>,
 }
 
 impl Tally {
@@ -347,6 +354,7 @@ impl Tally {
         self.api_latency.extend(other.api_latency);
         self.time_to_terminal.extend(other.time_to_terminal);
         self.succeeded += other.succeeded;
+        self.poll_lag.extend(other.poll_lag);
         for (reason, n) in other.failed_after_accept {
             *self.failed_after_accept.entry(reason).or_default() += n;
         }
@@ -409,6 +417,8 @@ pub struct Report {
     pub mix: f64,
     /// Requests in flight at once (1 in embedded mode).
     pub concurrency: usize,
+    /// Tasks long-polling accepted transfers (HTTP mode), else null.
+    pub pollers: Option<usize>,
     /// Transfers created between two rounds of pumping (embedded mode),
     /// else null.
     pub batch: Option<usize>,
@@ -444,6 +454,10 @@ pub struct Report {
     pub api_latency_ms: Stats,
     /// Request sent to terminal state seen, every completed transfer, ms.
     pub time_to_terminal_ms: Stats,
+    /// HTTP mode: accepted answer to the first status request about it, ms
+    /// (empty in embedded mode). A transfer already terminal by then has its
+    /// time to terminal overstated by up to this much.
+    pub poll_lag_ms: Stats,
     /// Operations not accepted, by reason: the API's error code of a 422
     /// (`insufficient_funds`, ...), `http_<status>` for other statuses,
     /// `timeout` or `transport_error` when no answer came.
@@ -480,6 +494,7 @@ impl Report {
             hot: settings.hot,
             mix: settings.mix,
             concurrency: settings.concurrency,
+            pollers: (settings.mode == "http").then_some(settings.pollers),
             batch: (settings.mode == "embedded").then_some(settings.batch),
             amount: settings.amount.to_string(),
             currency: settings.currency.to_string(),
@@ -496,6 +511,7 @@ impl Report {
             completed_per_s: per_second(completed, wall_time),
             api_latency_ms: round(Stats::of(&tally.api_latency)),
             time_to_terminal_ms: round(Stats::of(&tally.time_to_terminal)),
+            poll_lag_ms: round(Stats::of(&tally.poll_lag)),
             failures: tally.failures,
             failed_after_accept: tally.failed_after_accept,
         }
@@ -529,7 +545,14 @@ impl Report {
         );
         match self.batch {
             Some(batch) => line("batch", batch.to_string()),
-            None => line("concurrency", self.concurrency.to_string()),
+            None => line(
+                "concurrency",
+                format!(
+                    "{} ({} pollers)",
+                    self.concurrency,
+                    self.pollers.unwrap_or_default()
+                ),
+            ),
         }
         line("attempted", self.attempted.to_string());
         line("accepted", self.accepted.to_string());
@@ -559,10 +582,14 @@ impl Report {
             "\n  {:<18} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
             "ms", "p50", "p95", "p99", "max", "samples"
         ));
-        for (label, s) in [
+        let mut rows = vec![
             ("API latency", self.api_latency_ms),
             ("time to terminal", self.time_to_terminal_ms),
-        ] {
+        ];
+        if self.poll_lag_ms.count > 0 {
+            rows.push(("poll lag", self.poll_lag_ms));
+        }
+        for (label, s) in rows {
             let cell = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
             text.push_str(&format!(
                 "  {label:<18} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
@@ -736,6 +763,7 @@ async fn pump_and_observe(
 struct Accepted {
     id: String,
     sent: Instant,
+    answered: Instant,
 }
 
 /// What a terminal transfer looked like when first seen.
@@ -918,7 +946,7 @@ async fn http(settings: &Settings, progress: &ProgressBar) -> anyhow::Result<Rep
                         } else if let Some(id) = body["id"].as_str() {
                             let id = id.to_owned();
                             // The waiters outlive the senders: a send cannot fail.
-                            let _ = accepted_tx.send(Accepted { id, sent });
+                            let _ = accepted_tx.send(Accepted { id, sent, answered });
                         }
                     }
                     Ok((status, body)) => tally.refused(latency, &refusal_reason(status, &body)),
@@ -930,18 +958,21 @@ async fn http(settings: &Settings, progress: &ProgressBar) -> anyhow::Result<Rep
     }
     drop(accepted_tx);
 
-    // Waiters: as many again long-poll accepted transfers, in the order they
-    // were accepted, while the senders go on.
-    let mut waiters = Vec::with_capacity(settings.concurrency);
-    for _ in 0..settings.concurrency {
+    // Pollers long-poll accepted transfers, in the order they were accepted,
+    // while the senders go on. Too few of them and accepted transfers queue
+    // here, overstating the time to terminal: the report's poll lag shows
+    // by how much at most.
+    let mut waiters = Vec::with_capacity(settings.pollers);
+    for _ in 0..settings.pollers {
         let (api, accepted_rx, max_wait) = (api.clone(), accepted_rx.clone(), settings.max_wait);
         waiters.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             loop {
                 let next = accepted_rx.lock().await.recv().await;
-                let Some(Accepted { id, sent }) = next else {
+                let Some(Accepted { id, sent, answered }) = next else {
                     return tally;
                 };
+                tally.poll_lag.push(answered.elapsed());
                 if let Some(done) = api.wait_terminal(&id, sent + max_wait).await {
                     let after = done.seen - sent;
                     tally.completed(after, done.succeeded, done.reason.as_deref());
@@ -1061,6 +1092,7 @@ mod tests {
             wallets: 4,
             operations: 6,
             concurrency: 1,
+            pollers: 1,
             batch: 500,
             hot: None,
             mix: 0.0,
