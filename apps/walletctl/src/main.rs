@@ -1,6 +1,7 @@
 //! `walletctl`: run the wallet system embedded, drive its API, simulate it
 //! under faults.
 
+mod bench;
 mod client;
 mod dev;
 mod sim;
@@ -68,12 +69,22 @@ enum Command {
     },
     /// Simulate the whole saga under faults, deterministically, from seeds.
     Sim(sim::SimArgs),
+    /// Measure throughput and latency: over HTTP against `--url` (loopback
+    /// only), or in-process with `--embedded`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let Cli { target, command } = Cli::parse();
+    let result = match command {
+        // The bench picks its own runtime: one thread in embedded mode.
+        Command::Bench(args) => bench::run(args, &target),
+        command => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(run(target, command))
+        }
+    };
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -82,9 +93,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = Client::new(cli.target);
-    match cli.command {
+async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
+    let client = Client::new(target);
+    match command {
         Command::Dev { listen } => dev::run(listen).await?,
         Command::Wallet(command) => client.wallet(command).await?,
         Command::Deposit { wallet, movement } => {
@@ -96,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
         Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
         Command::Sim(args) => return sim::run(args),
+        Command::Bench(_) => unreachable!("main runs the bench"),
     }
     Ok(ExitCode::SUCCESS)
 }
