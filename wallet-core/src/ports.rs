@@ -9,7 +9,7 @@
 //! The read queries (`TransferReads`, `WalletReads`, `LedgerReads`) change
 //! nothing, and every query that can return many rows takes a page.
 //!
-//! [`crate::contract`] (feature `contract`) holds the scenarios every
+//! The `contract` module (feature `contract`) holds the scenarios every
 //! adapter of these ports must pass.
 
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! A property of the whole embedded system: whatever clients ask (deposits,
 //! withdrawals and transfers, valid or not, with idempotency keys repeated
 //! with the same or another body) and however often events are delivered
-//! again, once the system is quiet every invariant of DESIGN.md section 5
-//! reservations and every balance equals a model kept by the test.
+//! again, once the system is quiet every invariant (docs/architecture.md)
+//! holds and every balance equals a model kept by the test.
 
 use std::collections::HashMap;
 

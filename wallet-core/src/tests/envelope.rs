@@ -1,5 +1,5 @@
 //! The event envelope: JSON round trips of every event type, the field
-//! names of the contract (DESIGN.md section 4), and what `decode` refuses.
+//! names of the contract (docs/events.md), and what `decode` refuses.
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
