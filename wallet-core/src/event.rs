@@ -10,6 +10,8 @@
 //! The Kafka key of every event is its transfer id, so the events of one
 //! transfer stay in order.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
@@ -107,7 +109,7 @@ pub struct Envelope {
     /// When it happened.
     pub occurred_at: Timestamp,
     /// Which service wrote it.
-    pub producer: String,
+    pub producer: Cow<'static, str>,
 }
 
 /// Why bytes from a topic are not an event this build can handle. Always
@@ -144,7 +146,7 @@ impl Envelope {
         correlation_id: CorrelationId,
         causation_id: Option<EventId>,
         occurred_at: Timestamp,
-        producer: &str,
+        producer: impl Into<Cow<'static, str>>,
     ) -> Envelope {
         Envelope {
             event_id,
@@ -154,7 +156,7 @@ impl Envelope {
             correlation_id,
             causation_id,
             occurred_at,
-            producer: producer.to_owned(),
+            producer: producer.into(),
         }
     }
 

@@ -62,9 +62,15 @@ impl Fingerprint {
             receiver.as_uuid().hyphenated(),
             currency.code()
         );
-        let digest = Sha256::digest(canonical.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Fingerprint(format!("{}:{hex}", Self::VERSION))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(Self::VERSION.len() + 1 + 64);
+        text.push_str(Self::VERSION);
+        text.push(':');
+        for byte in Sha256::digest(canonical.as_bytes()) {
+            text.push(char::from(HEX[usize::from(byte >> 4)]));
+            text.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        Fingerprint(text)
     }
 
     /// Wraps a stored fingerprint.

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod audit;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod event;
 pub mod idempotency;
 pub mod ids;

@@ -12,11 +12,13 @@
 //! The `contract` module (feature `contract`) holds the scenarios every
 //! adapter of these ports must pass.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{EventStamp, Inbound, Outgoing};
+use crate::event::{DecodeError, Envelope, EventStamp, Inbound, Outgoing};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, TransferId, WalletId, WorkerId};
 use crate::ledger::{AccountBalance, Entry, PostingRequest};
@@ -47,7 +49,8 @@ pub enum StoreError {
 }
 
 /// A worker's lease on the records it claims: nobody else takes them before
-/// `until`, unless the worker acknowledges them first.
+/// `until`, unless the worker acknowledges them first. A lease holds while
+/// `now < until`; at `until` it has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
     /// Who claims.
@@ -180,7 +183,7 @@ pub trait TransferStore: Send + Sync + 'static {
 /// What a batch of ledger outcomes did to the transfers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Transfers whose status changed.
+    /// Transfers whose status changed, in no particular order.
     pub changed: Vec<TransferId>,
     /// Events refused and dead-lettered through the outbox.
     pub refused: Vec<Refusal>,
@@ -260,7 +263,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// rejection, and write `LedgerSucceeded` / `LedgerFailed` stamped with
     /// the event's stamp to the outbox. No row that every posting of a
     /// currency touches (the system account's) is locked or updated. Returns
-    /// how many events were decided.
+    /// how many events were decided: a new posting or rejection each; events
+    /// already in the inbox and transfers decided before do not count.
     async fn post(
         &self,
         batch: &[(Inbound<PostingRequest>, EventStamp)],
@@ -340,6 +344,43 @@ pub trait WalletGateway: Send + Sync + 'static {
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError>;
 }
 
+/// What a message carries: bytes, or an event this process made. A broker
+/// client sends the event's JSON ([`Payload::to_bytes`]); an in-process bus
+/// hands the event over as it is, so nothing is encoded and decoded again
+/// inside one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Bytes, as they travel.
+    Bytes(Vec<u8>),
+    /// An event, encoded only when it leaves the process.
+    Event(Arc<Envelope>),
+}
+
+impl Payload {
+    /// The bytes on the wire.
+    pub fn to_bytes(&self) -> Cow<'_, [u8]> {
+        match self {
+            Payload::Bytes(bytes) => Cow::Borrowed(bytes),
+            Payload::Event(envelope) => Cow::Owned(envelope.encode()),
+        }
+    }
+
+    /// The event it carries: decoded from bytes (refusing what
+    /// [`Envelope::decode`] refuses), or as made.
+    pub fn envelope(&self) -> Result<Envelope, DecodeError> {
+        match self {
+            Payload::Bytes(bytes) => Envelope::decode(bytes),
+            Payload::Event(envelope) => Ok(Envelope::clone(envelope)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Payload {
+        Payload::Bytes(bytes)
+    }
+}
+
 /// A message for a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -347,8 +388,8 @@ pub struct Message {
     pub topic: String,
     /// Partitioning key (the transfer id).
     pub key: Vec<u8>,
-    /// Bytes.
-    pub payload: Vec<u8>,
+    /// What it carries.
+    pub payload: Payload,
 }
 
 /// A message read from a topic.
@@ -362,8 +403,8 @@ pub struct Delivery {
     pub offset: u64,
     /// Partitioning key.
     pub key: Vec<u8>,
-    /// Bytes.
-    pub payload: Vec<u8>,
+    /// What it carries.
+    pub payload: Payload,
 }
 
 /// A broker failure. Transient: the relay and the consumer retry.

@@ -352,7 +352,7 @@ async fn redeliver(system: &Embedded, topic: &str, pick: usize) {
     let copy = Message {
         topic: topic.to_owned(),
         key: key.into_bytes(),
-        payload,
+        payload: payload.into(),
     };
     system.bus.publish(&[copy]).await.unwrap();
 }

@@ -428,7 +428,7 @@ async fn publish_unacknowledged<O: Outbox>(
     let messages: Vec<_> = records
         .iter()
         .take(limit)
-        .map(|r| route.message(&r.item))
+        .map(|r| route.message(r.item.clone()))
         .collect();
     bus.publish(&messages).await?;
     Ok(messages.len())

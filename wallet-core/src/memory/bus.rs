@@ -15,17 +15,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::ports::{BusError, Delivery, Message, Publisher, Subscription};
+use crate::ports::{BusError, Delivery, Message, Payload, Publisher, Subscription};
 
 /// Partitions per topic unless configured otherwise.
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
 /// A partition's retained messages: (key, payload), in offset order; the
-/// first one has offset `base`.
+/// first one has offset `base`. Events stay events: nothing is encoded.
 #[derive(Debug, Clone, Default)]
 struct Partition {
     base: u64,
-    messages: VecDeque<(Vec<u8>, Vec<u8>)>,
+    messages: VecDeque<(Vec<u8>, Payload)>,
 }
 
 impl Partition {
@@ -34,7 +34,7 @@ impl Partition {
         self.base + self.messages.len() as u64
     }
 
-    fn get(&self, offset: u64) -> Option<&(Vec<u8>, Vec<u8>)> {
+    fn get(&self, offset: u64) -> Option<&(Vec<u8>, Payload)> {
         let index = offset.checked_sub(self.base)?;
         self.messages.get(usize::try_from(index).ok()?)
     }
@@ -142,7 +142,11 @@ impl MemoryBus {
             .get(topic)
             .map(|ps| {
                 ps.iter()
-                    .flat_map(|p| p.messages.iter().map(|(_, payload)| payload.clone()))
+                    .flat_map(|p| {
+                        p.messages
+                            .iter()
+                            .map(|(_, payload)| payload.to_bytes().into_owned())
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -172,10 +176,11 @@ impl Publisher for MemoryBus {
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
         let mut s = self.lock();
         for m in messages {
-            let partitions = s
-                .topics
-                .entry(m.topic.clone())
-                .or_insert_with(|| vec![Partition::default(); self.partitions as usize]);
+            if !s.topics.contains_key(&m.topic) {
+                let partitions = vec![Partition::default(); self.partitions as usize];
+                s.topics.insert(m.topic.clone(), partitions);
+            }
+            let partitions = s.topics.get_mut(&m.topic).expect("inserted above");
             let p = partition_of(&m.key, self.partitions) as usize;
             partitions[p]
                 .messages

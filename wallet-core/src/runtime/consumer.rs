@@ -197,7 +197,7 @@ impl DeadLetter {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+            payload: String::from_utf8_lossy(&delivery.payload.to_bytes()).into_owned(),
         }
     }
 
@@ -284,12 +284,17 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             delivered: deliveries.len(),
             ..BatchReport::default()
         };
-        let mut seen = HashSet::new();
-        let mut batch = Vec::with_capacity(deliveries.len());
+        let mut seen = HashSet::with_capacity(deliveries.len());
+        // The envelopes handed to the handler, and where each came from.
+        let mut envelopes = Vec::with_capacity(deliveries.len());
+        let mut sources = Vec::with_capacity(deliveries.len());
         let mut poison = Vec::new();
         for d in deliveries {
-            match Envelope::decode(&d.payload) {
-                Ok(e) if seen.insert(e.event_id) => batch.push((e, d)),
+            match d.payload.envelope() {
+                Ok(e) if seen.insert(e.event_id) => {
+                    envelopes.push(e);
+                    sources.push(d);
+                }
                 Ok(_) => {}
                 Err(error) => {
                     let letter = DeadLetter::undecodable(&self.group, d, &error.to_string());
@@ -297,7 +302,6 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 }
             }
         }
-        let envelopes: Vec<Envelope> = batch.iter().map(|(e, _)| e.clone()).collect();
         report.handled = envelopes.len();
         let handled = self.handle_with_retries(&envelopes).await?;
         let refused: HashSet<EventId> = handled.refused.iter().map(|r| r.event_id).collect();
@@ -305,7 +309,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             tracing::error!(group = %self.group, event_id = %r.event_id, reason = %r.reason,
                 "event refused, dead-lettered");
         }
-        for (envelope, delivery) in &batch {
+        for (envelope, delivery) in envelopes.iter().zip(sources) {
             if refused.contains(&envelope.event_id) {
                 let reason = handled
                     .refused
@@ -348,7 +352,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         Message {
             topic: dead_letter_topic(&self.group),
             key: delivery.key.clone(),
-            payload: letter.encode(),
+            payload: letter.encode().into(),
         }
     }
 

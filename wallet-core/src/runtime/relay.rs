@@ -8,7 +8,9 @@ use tokio::sync::Notify;
 
 use crate::event::Outgoing;
 use crate::ids::WorkerId;
-use crate::ports::{BusError, Claim, Message, Outbox, OutboxRecord, Publisher, StoreError};
+use crate::ports::{
+    BusError, Claim, Message, Outbox, OutboxRecord, Payload, Publisher, StoreError,
+};
 use crate::runtime::consumer::{DeadLetter, dead_letter_topic};
 use crate::time::Clock;
 
@@ -62,8 +64,15 @@ impl Route {
     }
 
     /// The message a record is published as.
-    pub fn message(&self, item: &Outgoing) -> Message {
-        let key = item.transfer_id().to_string().into_bytes();
+    pub fn message(&self, item: Outgoing) -> Message {
+        let mut key = [0; uuid::fmt::Hyphenated::LENGTH];
+        let key = item
+            .transfer_id()
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut key)
+            .as_bytes()
+            .to_vec();
         match item {
             Outgoing::Event(envelope) => Message {
                 topic: self
@@ -71,12 +80,14 @@ impl Route {
                     .clone()
                     .expect("a store without an event topic wrote an event"),
                 key,
-                payload: envelope.encode(),
+                payload: Payload::Event(Arc::new(envelope)),
             },
             Outgoing::DeadLetter { event, reason } => Message {
                 topic: dead_letter_topic(&self.group),
                 key,
-                payload: DeadLetter::refused(&self.group, event, reason).encode(),
+                payload: DeadLetter::refused(&self.group, &event, &reason)
+                    .encode()
+                    .into(),
             },
         }
     }
@@ -139,16 +150,16 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
     /// Publishes a claimed batch and acknowledges it; returns how many went
     /// out. A crash between the two steps publishes the batch again once
     /// the lease ends; consumers dedupe by event id.
-    pub async fn publish(&self, records: &[OutboxRecord]) -> Result<usize, RelayError> {
+    pub async fn publish(&self, records: Vec<OutboxRecord>) -> Result<usize, RelayError> {
         if records.is_empty() {
             return Ok(0);
         }
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         let messages: Vec<Message> = records
-            .iter()
-            .map(|r| self.route.message(&r.item))
+            .into_iter()
+            .map(|r| self.route.message(r.item))
             .collect();
         self.publisher.publish(&messages).await?;
-        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         self.outbox.acknowledge(&seqs).await?;
         Ok(seqs.len())
     }
@@ -156,7 +167,7 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
     /// Claims, publishes and acknowledges one batch.
     pub async fn run_once(&self) -> Result<usize, RelayError> {
         let records = self.claim().await?;
-        self.publish(&records).await
+        self.publish(records).await
     }
 
     /// Runs until the task is dropped.

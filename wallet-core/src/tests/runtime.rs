@@ -214,7 +214,7 @@ async fn publish(bus: &MemoryBus, topic: &str, key: TransferId, payload: Vec<u8>
     let message = Message {
         topic: topic.into(),
         key: key.to_string().into_bytes(),
-        payload,
+        payload: payload.into(),
     };
     bus.publish(&[message]).await.unwrap();
 }
@@ -617,8 +617,8 @@ mod relay {
             let dead = relay(&side, &bus, 500);
             let claimed = dead.claim().await.unwrap();
             let messages: Vec<Message> = claimed
-                .iter()
-                .map(|r| Route::new(Some(WALLET_EVENTS), GROUP).message(&r.item))
+                .into_iter()
+                .map(|r| Route::new(Some(WALLET_EVENTS), GROUP).message(r.item))
                 .collect();
             bus.publish(&messages).await.unwrap();
             // Its successor waits for the lease, then publishes the batch
@@ -692,7 +692,7 @@ mod retention {
         Message {
             topic: "t".into(),
             key: key.as_bytes().to_vec(),
-            payload: key.as_bytes().to_vec(),
+            payload: key.as_bytes().to_vec().into(),
         }
     }
 

@@ -378,7 +378,7 @@ impl<L: SimLedger> Sim<L> {
         let message = Message {
             topic: topic.to_owned(),
             key: marker.clone().into_bytes(),
-            payload,
+            payload: payload.into(),
         };
         let bus = self.world.bus().clone();
         if run_now(bus.publish(&[message])).is_none() {
@@ -421,6 +421,6 @@ fn wrong_topic(topic: &str, marker: &str, n: u64, now: wallet_core::Timestamp) -
         CorrelationId::from_uuid(id(5)),
         None,
         now,
-        marker,
+        marker.to_owned(),
     )
 }

@@ -1,0 +1,852 @@
+//! Scenarios of [`TransferStore`] and [`TransferReads`], and of the
+//! transfer store's [`Outbox`], which carries dead letters only.
+
+use crate::contract::Fixture;
+use crate::contract::data::{TestData, assert_page_after, at, outbox_items, request_of};
+use crate::contract::outbox::{self, TransferFeed};
+use crate::event::Outgoing;
+use crate::idempotency::{Fingerprint, IdempotencyRecord};
+use crate::ids::{IdGenerator, TransferId};
+use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::ports::{Begin, Claim, Outbox, ReserveAttempt, TransferReads, TransferStore};
+use crate::time::Timestamp;
+use crate::transfer::{Transfer, TransferStatus};
+
+crate::__contract_scenarios!(transfer_store => __contract_names());
+
+/// Stores `transfer` and asserts it was created.
+async fn begin<S: TransferStore>(store: &S, transfer: &Transfer, fingerprint: &Fingerprint) {
+    let begun = store
+        .begin(transfer, fingerprint)
+        .await
+        .unwrap_or_else(|e| panic!("begin failed: {e}"));
+    assert_eq!(
+        begun,
+        Begin::Created,
+        "begin of a new key should create transfer {}",
+        transfer.id
+    );
+}
+
+/// A new transfer created at `created_at`, stored.
+async fn begun<S: TransferStore>(store: &S, data: &TestData, created_at: Timestamp) -> Transfer {
+    let (transfer, fingerprint) = data.transfer(created_at);
+    begin(store, &transfer, &fingerprint).await;
+    transfer
+}
+
+async fn record<S: TransferStore>(
+    store: &S,
+    id: TransferId,
+    attempt: ReserveAttempt,
+    now: Timestamp,
+) -> Transfer {
+    store
+        .record_reserve(id, attempt, now)
+        .await
+        .unwrap_or_else(|e| panic!("record_reserve({attempt:?}) failed: {e}"))
+}
+
+async fn stored<S: TransferReads>(store: &S, id: TransferId) -> Transfer {
+    store
+        .transfer(id)
+        .await
+        .unwrap_or_else(|e| panic!("transfer({id}) failed: {e}"))
+        .unwrap_or_else(|| panic!("transfer {id} is missing"))
+}
+
+/// The key record of `transfer`, read the only way the ports allow: `begin`
+/// again under the same key, which must write nothing.
+async fn key_record<S: TransferStore>(
+    store: &S,
+    data: &TestData,
+    transfer: &Transfer,
+) -> (IdempotencyRecord, Transfer) {
+    let (mut probe, fingerprint) = data.transfer(transfer.created_at);
+    probe.idempotency_key = transfer.idempotency_key.clone();
+    match store
+        .begin(&probe, &fingerprint)
+        .await
+        .unwrap_or_else(|e| panic!("begin failed: {e}"))
+    {
+        Begin::Existing { record, current } => (*record, *current),
+        Begin::Created => panic!(
+            "begin under the key of transfer {} created another transfer",
+            transfer.id
+        ),
+    }
+}
+
+async fn claim_initiated<S: TransferStore>(
+    store: &S,
+    claim: Claim,
+    created_before: Timestamp,
+    limit: usize,
+) -> Vec<TransferId> {
+    store
+        .claim_initiated(&claim, created_before, limit)
+        .await
+        .unwrap_or_else(|e| panic!("claim_initiated failed: {e}"))
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+fn claim(worker: crate::ids::WorkerId, now: i64, until: i64) -> Claim {
+    Claim {
+        worker,
+        now: at(now),
+        until: at(until),
+    }
+}
+
+/// `begin` of a new key stores the transfer as given, INITIATED.
+pub async fn begin_stores_an_initiated_transfer<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let transfer = begun(&store, &data, at(10)).await;
+    assert_eq!(
+        stored(&store, transfer.id).await,
+        transfer,
+        "transfer(id) should return the transfer exactly as begun"
+    );
+    assert_eq!(
+        transfer.status,
+        TransferStatus::Initiated,
+        "test data: a new transfer is INITIATED"
+    );
+    let page = store
+        .transfers_page(None, 10)
+        .await
+        .expect("transfers_page");
+    assert_eq!(
+        page,
+        vec![transfer],
+        "transfers_page should hold the one transfer begun"
+    );
+}
+
+/// `begin` under a key that exists returns the key's record and the
+/// transfer it points to, and stores nothing: not the other transfer, not a
+/// new record.
+pub async fn begin_with_a_known_key_returns_the_record_and_writes_nothing<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let (first, first_fingerprint) = data.transfer(at(10));
+    begin(&store, &first, &first_fingerprint).await;
+
+    let (mut other, other_fingerprint) = data.transfer(at(20));
+    other.idempotency_key = first.idempotency_key.clone();
+    let begun = store
+        .begin(&other, &other_fingerprint)
+        .await
+        .expect("begin under a used key");
+    let Begin::Existing { record, current } = begun else {
+        panic!("begin under a used key should return Begin::Existing, got {begun:?}");
+    };
+    assert_eq!(
+        record.key, first.idempotency_key,
+        "the record should be the key's"
+    );
+    assert_eq!(
+        record.fingerprint, first_fingerprint,
+        "the record should keep the first request's fingerprint"
+    );
+    assert_eq!(
+        record.transfer_id, first.id,
+        "the record should point to the first transfer"
+    );
+    assert_eq!(
+        record.created_at, first.created_at,
+        "the record's created_at should be when the first request arrived (the transfer's created_at)"
+    );
+    assert_eq!(
+        record.response, None,
+        "no response was recorded yet, so the record's response should be None"
+    );
+    assert_eq!(
+        *current, first,
+        "Existing.current should be the first transfer as stored"
+    );
+    assert_eq!(
+        store.transfer(other.id).await.expect("transfer"),
+        None,
+        "the second transfer under a used key must not be stored"
+    );
+    let page = store
+        .transfers_page(None, 10)
+        .await
+        .expect("transfers_page");
+    assert_eq!(
+        page,
+        vec![first],
+        "only the first transfer should be stored"
+    );
+}
+
+/// A definite `Reserved` answer moves an INITIATED transfer to RESERVED.
+pub async fn record_reserve_reserved_moves_to_reserved<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let transfer = begun(&store, &data, at(10)).await;
+    let answer = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+    let returned = record(&store, transfer.id, answer, at(11)).await;
+    assert_eq!(
+        returned.status,
+        TransferStatus::Reserved,
+        "record_reserve(Reserved) should return the transfer RESERVED"
+    );
+    assert_eq!(
+        returned.updated_at,
+        at(11),
+        "a transfer that moved should be updated at the answer's time"
+    );
+    assert_eq!(
+        stored(&store, transfer.id).await,
+        returned,
+        "the stored transfer should be the one record_reserve returned"
+    );
+}
+
+/// A definite rejection moves an INITIATED transfer to FAILED with the
+/// rejection's reason.
+pub async fn record_reserve_rejected_fails_with_the_reason<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let transfer = begun(&store, &data, at(10)).await;
+    let answer =
+        ReserveAttempt::Definite(ReserveOutcome::Rejected(FailureReason::InsufficientFunds));
+    let returned = record(&store, transfer.id, answer, at(11)).await;
+    assert_eq!(
+        (returned.status, returned.failure_reason),
+        (
+            TransferStatus::Failed,
+            Some(FailureReason::InsufficientFunds)
+        ),
+        "record_reserve(Rejected) should fail the transfer with the reason"
+    );
+    assert_eq!(
+        stored(&store, transfer.id).await,
+        returned,
+        "the stored transfer should be the one record_reserve returned"
+    );
+}
+
+/// An ambiguous attempt leaves the transfer INITIATED, for the retrier.
+pub async fn record_reserve_ambiguous_leaves_initiated<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let transfer = begun(&store, &data, at(10)).await;
+    let returned = record(&store, transfer.id, ReserveAttempt::Ambiguous, at(11)).await;
+    assert_eq!(
+        returned, transfer,
+        "record_reserve(Ambiguous) should return the transfer unchanged"
+    );
+    assert_eq!(
+        stored(&store, transfer.id).await,
+        transfer,
+        "record_reserve(Ambiguous) should leave the stored transfer unchanged"
+    );
+}
+
+/// The key's response is set by the first `record_reserve`, to the transfer
+/// as it then was (INITIATED after an ambiguous attempt, RESERVED after a
+/// definite one), and no later attempt changes it.
+pub async fn record_reserve_keeps_the_keys_first_response<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+
+    // A definite answer first: the response is the RESERVED transfer.
+    let transfer = begun(&store, &data, at(10)).await;
+    let reserved = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+    let first = record(&store, transfer.id, reserved, at(11)).await;
+    let (record_now, _) = key_record(&store, &data, &transfer).await;
+    assert_eq!(
+        record_now.response.as_ref(),
+        Some(&first),
+        "after the first record_reserve the key's response should be the transfer it returned"
+    );
+    let rejected = ReserveAttempt::Definite(ReserveOutcome::Rejected(FailureReason::SameWallet));
+    record(&store, transfer.id, rejected, at(12)).await;
+    record(&store, transfer.id, ReserveAttempt::Ambiguous, at(13)).await;
+    let (record_later, current) = key_record(&store, &data, &transfer).await;
+    assert_eq!(
+        record_later.response.as_ref(),
+        Some(&first),
+        "a later record_reserve must not change the key's first response"
+    );
+    assert_eq!(
+        current, first,
+        "a contradictory rejection after RESERVED must not move the transfer"
+    );
+
+    // An ambiguous attempt first: the response is the INITIATED transfer,
+    // even after a definite answer moves the transfer on.
+    let transfer = begun(&store, &data, at(20)).await;
+    let initiated = record(&store, transfer.id, ReserveAttempt::Ambiguous, at(21)).await;
+    let moved = record(&store, transfer.id, reserved, at(22)).await;
+    assert_eq!(
+        moved.status,
+        TransferStatus::Reserved,
+        "a definite answer after an ambiguous one should still move the transfer"
+    );
+    let (record_now, current) = key_record(&store, &data, &transfer).await;
+    assert_eq!(
+        record_now.response.as_ref(),
+        Some(&initiated),
+        "the response set by the first (ambiguous) attempt should stay the INITIATED transfer"
+    );
+    assert_eq!(
+        current, moved,
+        "Existing.current should be the transfer as stored now"
+    );
+}
+
+/// Ledger outcomes finish transfers: `LedgerSucceeded` moves a RESERVED
+/// transfer to SUCCEEDED, `LedgerFailed` to FAILED with the reason, and
+/// both are reported as changed.
+pub async fn ledger_outcomes_finish_transfers<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let reserved = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+    let to_succeed = begun(&store, &data, at(10)).await;
+    let to_fail = begun(&store, &data, at(11)).await;
+    // An INITIATED transfer whose reserve answer was lost still finishes.
+    let unanswered = begun(&store, &data, at(12)).await;
+    record(&store, to_succeed.id, reserved, at(13)).await;
+    record(&store, to_fail.id, reserved, at(13)).await;
+
+    let batch = [
+        data.ledger_outcome(&request_of(&to_succeed), LedgerOutcome::Succeeded),
+        data.ledger_outcome(
+            &request_of(&to_fail),
+            LedgerOutcome::Failed(FailureReason::CurrencyMismatch),
+        ),
+        data.ledger_outcome(&request_of(&unanswered), LedgerOutcome::Succeeded),
+    ];
+    let applied = store
+        .apply_ledger_outcomes(&batch, at(20))
+        .await
+        .expect("apply_ledger_outcomes");
+    let mut changed = applied.changed.clone();
+    changed.sort();
+    let mut expected = vec![to_succeed.id, to_fail.id, unanswered.id];
+    expected.sort();
+    assert_eq!(
+        changed, expected,
+        "every transfer the batch moved should be reported as changed"
+    );
+    assert!(
+        applied.refused.is_empty(),
+        "outcomes for known transfers must not be refused: {:?}",
+        applied.refused
+    );
+    let succeeded = stored(&store, to_succeed.id).await;
+    assert_eq!(
+        (
+            succeeded.status,
+            succeeded.failure_reason,
+            succeeded.updated_at
+        ),
+        (TransferStatus::Succeeded, None, at(20)),
+        "LedgerSucceeded should move a RESERVED transfer to SUCCEEDED at the batch's time"
+    );
+    let failed = stored(&store, to_fail.id).await;
+    assert_eq!(
+        (failed.status, failed.failure_reason),
+        (
+            TransferStatus::Failed,
+            Some(FailureReason::CurrencyMismatch)
+        ),
+        "LedgerFailed should move a RESERVED transfer to FAILED with the ledger's reason"
+    );
+    assert_eq!(
+        stored(&store, unanswered.id).await.status,
+        TransferStatus::Succeeded,
+        "LedgerSucceeded should move an INITIATED transfer to SUCCEEDED"
+    );
+}
+
+/// The inbox keeps each event id once: a second delivery of an event, in
+/// the same batch or in a later call, does nothing, not even a second dead
+/// letter for an event that was refused.
+pub async fn ledger_outcomes_are_deduplicated_by_event_id<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let transfer = begun(&store, &data, at(10)).await;
+    let succeeded = data.ledger_outcome(&request_of(&transfer), LedgerOutcome::Succeeded);
+    // A transfer this store never saw: its refusal is the only trace the
+    // ports show of whether an event was applied again.
+    let (stranger, _) = data.transfer(at(11));
+    let unknown = data.ledger_outcome(&request_of(&stranger), LedgerOutcome::Succeeded);
+
+    let first = store
+        .apply_ledger_outcomes(
+            &[succeeded.clone(), unknown.clone(), unknown.clone()],
+            at(20),
+        )
+        .await
+        .expect("apply_ledger_outcomes");
+    assert_eq!(
+        first.changed,
+        vec![transfer.id],
+        "the first delivery should change the transfer once"
+    );
+    assert_eq!(
+        first.refused.len(),
+        1,
+        "an event repeated within one batch should be refused once: {:?}",
+        first.refused
+    );
+
+    let again = store
+        .apply_ledger_outcomes(&[succeeded, unknown], at(30))
+        .await
+        .expect("apply_ledger_outcomes");
+    assert!(
+        again.changed.is_empty() && again.refused.is_empty(),
+        "a second call with the same event ids should do nothing, got {again:?}"
+    );
+    assert_eq!(
+        stored(&store, transfer.id).await.updated_at,
+        at(20),
+        "a redelivered event must not touch the transfer"
+    );
+    let dead_letters = outbox_items(&store).await;
+    assert_eq!(
+        dead_letters.len(),
+        1,
+        "a refused event delivered three times should be dead-lettered once: {dead_letters:?}"
+    );
+}
+
+/// A SUCCEEDED or FAILED transfer never moves again: not by a contradictory
+/// ledger outcome under a new event id, not by a late reserve answer. Such
+/// events are not refusals either: nothing is dead-lettered.
+pub async fn a_terminal_transfer_never_moves<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let succeeded = begun(&store, &data, at(10)).await;
+    let failed = begun(&store, &data, at(11)).await;
+    let batch = [
+        data.ledger_outcome(&request_of(&succeeded), LedgerOutcome::Succeeded),
+        data.ledger_outcome(
+            &request_of(&failed),
+            LedgerOutcome::Failed(FailureReason::SameWallet),
+        ),
+    ];
+    store
+        .apply_ledger_outcomes(&batch, at(20))
+        .await
+        .expect("apply_ledger_outcomes");
+    let before = (
+        stored(&store, succeeded.id).await,
+        stored(&store, failed.id).await,
+    );
+
+    let late = [
+        data.ledger_outcome(
+            &request_of(&succeeded),
+            LedgerOutcome::Failed(FailureReason::InsufficientFunds),
+        ),
+        data.ledger_outcome(&request_of(&failed), LedgerOutcome::Succeeded),
+    ];
+    let applied = store
+        .apply_ledger_outcomes(&late, at(30))
+        .await
+        .expect("apply_ledger_outcomes");
+    assert!(
+        applied.changed.is_empty(),
+        "no terminal transfer may change: {:?}",
+        applied.changed
+    );
+    assert!(
+        applied.refused.is_empty(),
+        "late outcomes on known terminal transfers are no-ops, not refusals: {:?}",
+        applied.refused
+    );
+    for id in [succeeded.id, failed.id] {
+        record(
+            &store,
+            id,
+            ReserveAttempt::Definite(ReserveOutcome::Reserved),
+            at(31),
+        )
+        .await;
+    }
+    let after = (
+        stored(&store, succeeded.id).await,
+        stored(&store, failed.id).await,
+    );
+    assert_eq!(
+        after, before,
+        "terminal transfers must stay exactly as they were"
+    );
+    assert!(
+        outbox_items(&store).await.is_empty(),
+        "nothing should be dead-lettered for late events on known transfers"
+    );
+}
+
+/// An outcome for a transfer the store does not know is refused: returned
+/// in `Applied::refused` and written to the outbox as a dead letter holding
+/// the event as received.
+pub async fn an_outcome_for_an_unknown_transfer_is_dead_lettered<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let (stranger, _) = data.transfer(at(10));
+    let event = data.ledger_outcome(&request_of(&stranger), LedgerOutcome::Succeeded);
+    let applied = store
+        .apply_ledger_outcomes(std::slice::from_ref(&event), at(20))
+        .await
+        .expect("apply_ledger_outcomes");
+    assert!(
+        applied.changed.is_empty(),
+        "nothing should change: {applied:?}"
+    );
+    assert_eq!(
+        applied
+            .refused
+            .iter()
+            .map(|r| r.event_id)
+            .collect::<Vec<_>>(),
+        vec![event.event_id()],
+        "the outcome for an unknown transfer should be refused"
+    );
+    assert!(
+        !applied.refused[0].reason.is_empty(),
+        "a refusal should say why"
+    );
+    assert_eq!(
+        store.transfer(stranger.id).await.expect("transfer"),
+        None,
+        "a refused outcome must not create a transfer"
+    );
+    let items = outbox_items(&store).await;
+    assert_eq!(
+        items.len(),
+        1,
+        "exactly one dead letter should be in the outbox: {items:?}"
+    );
+    match &items[0] {
+        Outgoing::DeadLetter {
+            event: letter,
+            reason,
+        } => {
+            assert_eq!(
+                letter, &event.envelope,
+                "the dead letter should hold the refused event as received"
+            );
+            assert_eq!(
+                reason, &applied.refused[0].reason,
+                "the dead letter's reason should be the refusal's"
+            );
+        }
+        other => panic!("the outbox should hold a dead letter, got {other:?}"),
+    }
+}
+
+/// `claim_initiated` returns INITIATED transfers created strictly before
+/// the cutoff, oldest first, up to the limit, and skips what another
+/// worker's live lease holds.
+pub async fn claim_initiated_returns_old_initiated_transfers_oldest_first<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    // Begun out of order, so "oldest first" is by creation time, not by
+    // the order of writing or of ids.
+    let c = begun(&store, &data, at(30)).await;
+    let a = begun(&store, &data, at(10)).await;
+    let d = begun(&store, &data, at(40)).await;
+    let b = begun(&store, &data, at(20)).await;
+    let (one, two) = (data.worker_id(), data.worker_id());
+
+    let first = claim_initiated(&store, claim(one, 100, 200), at(35), 2).await;
+    assert_eq!(
+        first,
+        vec![a.id, b.id],
+        "the two oldest INITIATED transfers created before the cutoff, oldest first"
+    );
+    let second = claim_initiated(&store, claim(two, 110, 210), at(35), 10).await;
+    assert_eq!(
+        second,
+        vec![c.id],
+        "another worker should get only what the first does not hold, and nothing created after the cutoff"
+    );
+    let all = claim_initiated(&store, claim(data.worker_id(), 300, 400), at(50), 10).await;
+    assert_eq!(
+        all,
+        vec![a.id, b.id, c.id, d.id],
+        "once every lease ended, every INITIATED transfer before the cutoff, oldest first"
+    );
+    let strict = claim_initiated(&store, claim(data.worker_id(), 500, 600), at(30), 10).await;
+    assert_eq!(
+        strict,
+        vec![a.id, b.id],
+        "a transfer created exactly at the cutoff is not created before it"
+    );
+}
+
+/// A transfer claimed by one worker is not returned to another until the
+/// lease ends; the holder itself gets it again at once.
+pub async fn claim_initiated_respects_other_workers_leases<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let transfer = begun(&store, &data, at(10)).await;
+    let (holder, other) = (data.worker_id(), data.worker_id());
+
+    let held = claim_initiated(&store, claim(holder, 100, 200), at(50), 10).await;
+    assert_eq!(held, vec![transfer.id], "the first claim gets the transfer");
+    let blocked = claim_initiated(&store, claim(other, 150, 250), at(50), 10).await;
+    assert!(
+        blocked.is_empty(),
+        "another worker must not get a transfer under a live lease, got {blocked:?}"
+    );
+    let again = claim_initiated(&store, claim(holder, 160, 260), at(50), 10).await;
+    assert_eq!(
+        again,
+        vec![transfer.id],
+        "the worker holding the lease gets its transfer again"
+    );
+    let after = claim_initiated(&store, claim(other, 300, 400), at(50), 10).await;
+    assert_eq!(
+        after,
+        vec![transfer.id],
+        "once the lease ended another worker gets the transfer"
+    );
+}
+
+/// Once a transfer is no longer INITIATED (a definite reserve answer or a
+/// ledger outcome moved it) no worker claims it, even after its lease
+/// ended; an ambiguous answer keeps it claimable.
+pub async fn claim_initiated_skips_transfers_no_longer_initiated<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let reserved = begun(&store, &data, at(10)).await;
+    let rejected = begun(&store, &data, at(11)).await;
+    let ambiguous = begun(&store, &data, at(12)).await;
+    let finished = begun(&store, &data, at(13)).await;
+    let worker = data.worker_id();
+    let held = claim_initiated(&store, claim(worker, 100, 200), at(50), 10).await;
+    assert_eq!(
+        held.len(),
+        4,
+        "the first claim should get all four transfers"
+    );
+
+    record(
+        &store,
+        reserved.id,
+        ReserveAttempt::Definite(ReserveOutcome::Reserved),
+        at(101),
+    )
+    .await;
+    record(
+        &store,
+        rejected.id,
+        ReserveAttempt::Definite(ReserveOutcome::Rejected(FailureReason::WalletNotFound)),
+        at(101),
+    )
+    .await;
+    record(&store, ambiguous.id, ReserveAttempt::Ambiguous, at(101)).await;
+    store
+        .apply_ledger_outcomes(
+            &[data.ledger_outcome(&request_of(&finished), LedgerOutcome::Succeeded)],
+            at(101),
+        )
+        .await
+        .expect("apply_ledger_outcomes");
+
+    let own = claim_initiated(&store, claim(worker, 110, 210), at(50), 10).await;
+    assert_eq!(
+        own,
+        vec![ambiguous.id],
+        "even the lease holder gets only what is still INITIATED"
+    );
+    let later = claim_initiated(&store, claim(data.worker_id(), 300, 400), at(50), 10).await;
+    assert_eq!(
+        later,
+        vec![ambiguous.id],
+        "after the lease ended only the still INITIATED transfer is claimable"
+    );
+}
+
+/// `transfer` reads one transfer by id (`None` for an unknown id), and
+/// `transfers_page` returns transfers by id, after `after`, up to `limit`.
+pub async fn transfers_are_read_by_id_and_paged_in_id_order<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let mut made: Vec<(Transfer, Fingerprint)> =
+        (0..5).map(|i| data.transfer(at(10 + i))).collect();
+    // Written in an order unlike the ids' order.
+    for index in [3, 0, 4, 1, 2] {
+        let (transfer, fingerprint) = &made[index];
+        begin(&store, transfer, fingerprint).await;
+    }
+    made.sort_by_key(|(t, _)| t.id);
+    let all: Vec<Transfer> = made.into_iter().map(|(t, _)| t).collect();
+
+    for transfer in &all {
+        assert_eq!(
+            &stored(&store, transfer.id).await,
+            transfer,
+            "transfer(id) should return the stored transfer"
+        );
+    }
+    assert_eq!(
+        store.transfer(data.transfer_id()).await.expect("transfer"),
+        None,
+        "transfer(id) of an unknown id should be None"
+    );
+
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .transfers_page(after, 2)
+            .await
+            .expect("transfers_page");
+        assert!(page.len() <= 2, "a page must not exceed its limit");
+        assert_page_after("transfers_page", after, page.iter().map(|t| t.id));
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        pages.push(page);
+    }
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2, 1],
+        "five transfers in pages of two"
+    );
+    assert_eq!(
+        pages.concat(),
+        all,
+        "pages should hold every transfer once, by id"
+    );
+    assert!(
+        store
+            .transfers_page(Some(all[4].id), 10)
+            .await
+            .expect("transfers_page")
+            .is_empty(),
+        "nothing comes after the largest id"
+    );
+    assert_eq!(
+        store.transfers_page(None, 0).await.expect("transfers_page"),
+        Vec::<Transfer>::new(),
+        "a page of limit 0 is empty"
+    );
+}
+
+/// The outbox's claims return the oldest records first, up to the limit;
+/// here the records are dead letters of outcomes for unknown transfers.
+pub async fn outbox_claims_oldest_first_up_to_limit<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    outbox::claims_oldest_first_up_to_limit(fixture, &TransferFeed).await;
+}
+
+/// Records under another worker's live lease are not claimed.
+pub async fn outbox_leases_keep_records_from_other_workers<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    outbox::leases_keep_records_from_other_workers(fixture, &TransferFeed).await;
+}
+
+/// Acknowledged records are never claimed again; acknowledging twice, or
+/// an unknown seq, is ignored.
+pub async fn outbox_acknowledged_records_never_return<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    outbox::acknowledged_records_never_return(fixture, &TransferFeed).await;
+}
+
+/// Unacknowledged records whose lease ended go to the next worker.
+pub async fn outbox_records_return_when_the_lease_ends<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    outbox::records_return_when_the_lease_ends(fixture, &TransferFeed).await;
+}
+
+/// A worker claiming again gets its own unacknowledged records again, and
+/// its lease moves to the new claim's end.
+pub async fn outbox_a_worker_reclaims_its_own_records<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    outbox::a_worker_reclaims_its_own_records(fixture, &TransferFeed).await;
+}
+
+/// While one worker holds a transfer's older record, no other worker gets
+/// its newer record. The transfer's two records are the dead letters of two
+/// outcomes for the same unknown transfer.
+pub async fn outbox_keeps_each_transfers_records_in_order<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads + Outbox,
+{
+    outbox::keeps_each_transfers_records_in_order(fixture, &TransferFeed).await;
+}
