@@ -19,6 +19,7 @@ pub use stores::{MemoryLedgerStore, MemoryTransferStore, MemoryWalletStore};
 use crate::audit::{Audit, AuditReport, Scope};
 use crate::event::{LEDGER_EVENTS, WALLET_EVENTS};
 use crate::ids::{IdGenerator, RandomIds};
+use crate::ports::Outbox;
 use crate::runtime::{ConsumerConfig, ConsumerRunner, Relay, RelayConfig, Route};
 use crate::service::{LedgerService, TransactionConfig, TransactionService, WalletService};
 use crate::time::{Clock, SystemClock};
@@ -135,49 +136,28 @@ impl Embedded {
             config.transaction.clone(),
         ));
         let consumer = |group: &str, topic: &str| bus.subscribe(group, topic);
-        let relay = |route: Route, wake: Arc<Notify>| {
-            (route, config.clock.clone(), config.ids.worker_id(), wake)
-        };
-        let (route, clock, worker, wake) = relay(
+        let wallet_relay = relay(
+            &config,
+            &bus,
+            wallets.store().clone(),
             Route::new(Some(WALLET_EVENTS), groups::WALLET),
             wallet_woken,
         );
-        let wallet_relay = Relay::new(
-            wallets.store().clone(),
-            bus.clone(),
-            route,
-            clock,
-            worker,
-            wake,
-            config.relay.clone(),
-        );
-        let (route, clock, worker, wake) = relay(
+        let ledger_relay = relay(
+            &config,
+            &bus,
+            ledger.store().clone(),
             Route::new(Some(LEDGER_EVENTS), groups::LEDGER),
             ledger_woken,
         );
-        let ledger_relay = Relay::new(
-            ledger.store().clone(),
-            bus.clone(),
-            route,
-            clock,
-            worker,
-            wake,
-            config.relay.clone(),
-        );
         // The transaction store's outbox holds only dead letters, which are
         // rare: its relay is not woken, it polls.
-        let (route, clock, worker, wake) = relay(
+        let transaction_relay = relay(
+            &config,
+            &bus,
+            transactions.store().clone(),
             Route::new(None, groups::TRANSACTION),
             Arc::new(Notify::new()),
-        );
-        let transaction_relay = Relay::new(
-            transactions.store().clone(),
-            bus.clone(),
-            route,
-            clock,
-            worker,
-            wake,
-            config.relay.clone(),
         );
         Embedded {
             wallet_relay,
@@ -298,6 +278,27 @@ impl Embedded {
             tasks,
         }
     }
+}
+
+/// A relay of `outbox` on the bus, as a worker of its own.
+fn relay<O: Outbox>(
+    config: &EmbeddedConfig,
+    bus: &MemoryBus,
+    outbox: O,
+    route: Route,
+    wake: Arc<Notify>,
+) -> Relay<O, MemoryBus> {
+    let worker = config.ids.worker_id();
+    let clock = config.clock.clone();
+    Relay::new(
+        outbox,
+        bus.clone(),
+        route,
+        clock,
+        worker,
+        wake,
+        config.relay.clone(),
+    )
 }
 
 /// The embedded system with its loops running.
