@@ -10,7 +10,10 @@ fn main() {
     let range = args.first().map_or("0..100", String::as_str);
     let (a, b) = range.split_once("..").expect("a range A..B");
     let (a, b): (u64, u64) = (a.parse().expect("A"), b.parse().expect("B"));
-    let mut config = wallet_sim::SimConfig::default();
+    let mut config = wallet_sim::SimConfig {
+        trace_len: 100_000,
+        ..wallet_sim::SimConfig::default()
+    };
     if let Some(t) = args.get(1) {
         config.transfers = t.parse().expect("transfers");
     }
@@ -26,7 +29,8 @@ fn main() {
         });
         if let Some(f) = &report.failure {
             println!("{f}");
-            for line in report.trace.iter().rev().take(12).rev() {
+            let shown = std::env::var("SIM_TRACE").map_or(12, |n| n.parse().unwrap_or(12));
+            for line in report.trace.iter().rev().take(shown).rev() {
                 println!("    {line}");
             }
         }

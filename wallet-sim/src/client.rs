@@ -5,10 +5,13 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 use uuid::Uuid;
-use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
+use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
 use wallet_core::money::{Amount, Currency};
+use wallet_core::outcome::{FailureReason, ReserveOutcome};
+use wallet_core::ports::StoreError;
 use wallet_core::service::{CreateError, Created, Parties, TransferRequest};
 use wallet_core::transfer::TransferStatus;
+use wallet_core::wallet::ReserveRequest;
 
 use crate::rng::Rng;
 
@@ -33,6 +36,9 @@ pub enum RequestKind {
     Deposit,
     /// Money out to the system account.
     Withdrawal,
+    /// A withdrawal of exactly the wallet's available balance, read just
+    /// before: it must be reserved.
+    WithdrawAll,
     /// Wallet to wallet, same currency.
     Transfer,
     /// A wallet that does not exist, or a system account, named by a client.
@@ -51,6 +57,12 @@ pub enum RequestKind {
     RepeatSame,
     /// An earlier key with another body.
     RepeatDifferent,
+    /// Another internal caller (an older or buggy transaction-service
+    /// version) asks the wallet service to reserve for a request the API
+    /// would refuse: an unknown wallet, one wallet twice, two currencies, an
+    /// amount invalid for the currency, or more than the sender has. The
+    /// wallet service must reject it, for that reason.
+    InternalReserve,
 }
 
 impl RequestKind {
@@ -60,6 +72,7 @@ impl RequestKind {
             RequestKind::OpenWallet => "open_wallet",
             RequestKind::Deposit => "deposit",
             RequestKind::Withdrawal => "withdrawal",
+            RequestKind::WithdrawAll => "withdraw_all",
             RequestKind::Transfer => "transfer",
             RequestKind::UnknownWallet => "unknown_wallet",
             RequestKind::SameWallet => "same_wallet",
@@ -69,6 +82,7 @@ impl RequestKind {
             RequestKind::Insufficient => "insufficient",
             RequestKind::RepeatSame => "repeat_same",
             RequestKind::RepeatDifferent => "repeat_different",
+            RequestKind::InternalReserve => "internal_reserve",
         }
     }
 }
@@ -79,10 +93,11 @@ impl fmt::Display for RequestKind {
     }
 }
 
-const WEIGHTS: [(RequestKind, u32); 12] = [
+const WEIGHTS: [(RequestKind, u32); 14] = [
     (RequestKind::OpenWallet, 2),
     (RequestKind::Deposit, 20),
     (RequestKind::Withdrawal, 8),
+    (RequestKind::WithdrawAll, 2),
     (RequestKind::Transfer, 34),
     (RequestKind::UnknownWallet, 3),
     (RequestKind::SameWallet, 2),
@@ -92,6 +107,7 @@ const WEIGHTS: [(RequestKind, u32); 12] = [
     (RequestKind::Insufficient, 3),
     (RequestKind::RepeatSame, 12),
     (RequestKind::RepeatDifferent, 4),
+    (RequestKind::InternalReserve, 3),
 ];
 
 /// What a request does.
@@ -101,6 +117,8 @@ pub(crate) enum Action {
     Open(Currency),
     /// `TransactionService::create`.
     Create(TransferRequest),
+    /// `WalletService::reserve`, to be rejected for this reason.
+    Reserve(ReserveRequest, FailureReason),
 }
 
 /// A request about to be sent.
@@ -115,7 +133,13 @@ pub(crate) struct Planned {
 /// What the client remembers of a key that created a transfer.
 #[derive(Debug, Clone)]
 struct KeyRecord {
+    /// The kind of the first request.
+    kind: RequestKind,
     request: TransferRequest,
+    /// True while the key may not be stored at all: its first request died
+    /// without an answer, maybe before the transfer was stored. A repeat
+    /// may then create the transfer.
+    maybe_absent: bool,
     /// The transfer, once an answer named it.
     transfer: Option<TransferId>,
     /// False while the first request's answer was lost (its caller crashed)
@@ -129,9 +153,17 @@ pub(crate) struct Struck {
     pub lookup: bool,
     pub reserve: bool,
     pub crash: bool,
-    pub handler: bool,
+    /// A store unit failed or lost its answer.
+    pub store: bool,
+    /// Of those, an integrity error.
+    pub integrity: bool,
+    /// A publish or an offset commit failed or lost its answer.
+    pub bus: bool,
     pub slow: bool,
     pub reset: bool,
+    /// The ledger refused the transfer of a late answer, for this reason,
+    /// because the run skewed its view: the answer may say so.
+    pub refused: Option<FailureReason>,
 }
 
 /// The clients' shared memory of wallets and keys.
@@ -181,8 +213,9 @@ impl Client {
         self.wallets.push((id, currency));
     }
 
-    /// Chooses the next request.
-    pub fn plan(&mut self, rng: &mut Rng) -> Planned {
+    /// Chooses the next request; `available` tells a wallet's available
+    /// balance now.
+    pub fn plan(&mut self, rng: &mut Rng, available: &dyn Fn(WalletId) -> Decimal) -> Planned {
         let kind = rng.weighted(&WEIGHTS);
         if self.wallets.is_empty() {
             return self.open(rng);
@@ -190,6 +223,8 @@ impl Client {
         let planned = match kind {
             RequestKind::OpenWallet => Some(self.open(rng)),
             RequestKind::RepeatSame | RequestKind::RepeatDifferent => self.repeat(kind, rng),
+            RequestKind::InternalReserve => Some(self.internal_reserve(rng)),
+            RequestKind::WithdrawAll => self.withdraw_all(rng, available),
             _ => self.create(kind, rng).map(|request| Planned {
                 kind,
                 action: Action::Create(request),
@@ -245,6 +280,11 @@ impl Client {
             // Clients may not name system accounts.
             return WalletId::system(*rng.pick(&CURRENCIES));
         }
+        self.absent_wallet()
+    }
+
+    /// A wallet id nobody opened.
+    fn absent_wallet(&mut self) -> WalletId {
         self.next_unknown += 1;
         WalletId::from_uuid(Uuid::from_u128(
             (0xdead_u128 << 112) | u128::from(self.next_unknown),
@@ -353,6 +393,99 @@ impl Client {
         }
     }
 
+    /// A withdrawal of all that a wallet holds; `None` when it holds
+    /// nothing.
+    fn withdraw_all(
+        &mut self,
+        rng: &mut Rng,
+        available: &dyn Fn(WalletId) -> Decimal,
+    ) -> Option<Planned> {
+        let (wallet, c) = self.wallet(rng);
+        let amount = available(wallet);
+        if amount <= Decimal::ZERO {
+            return None;
+        }
+        let request = TransferRequest {
+            key: self.key(),
+            parties: Parties::Withdrawal(wallet),
+            amount,
+            currency: rng.chance(0.5).then_some(c),
+        };
+        Some(Planned {
+            kind: RequestKind::WithdrawAll,
+            action: Action::Create(request),
+            repeat_of: None,
+        })
+    }
+
+    /// A reserve request the wallet service must reject, and the reason.
+    /// `transfer_id` is made by the caller's id generator.
+    fn internal_reserve(&mut self, rng: &mut Rng) -> Planned {
+        let (wallet, c) = self.wallet(rng);
+        let units = |rng: &mut Rng, c| amount(rng, c, 1, 20_000);
+        let valid = |value: Decimal, c| Amount::new(value, c).expect("a valid amount");
+        let (sender, receiver, value, currency, reason) = match rng.below(5) {
+            0 => {
+                let unknown = self.absent_wallet();
+                let (s, r) = if rng.chance(0.5) {
+                    (unknown, wallet)
+                } else {
+                    (wallet, unknown)
+                };
+                let value = valid(units(rng, c), c);
+                (s, r, value, c, FailureReason::WalletNotFound)
+            }
+            1 => (
+                wallet,
+                wallet,
+                valid(units(rng, c), c),
+                c,
+                FailureReason::SameWallet,
+            ),
+            2 => {
+                let other = other_currency(c, rng);
+                let value = valid(units(rng, other), other);
+                let (s, r) = match self.pair(rng, false) {
+                    Some((s, r, _)) if rng.chance(0.5) => (s, r),
+                    _ => (wallet, WalletId::system(c)),
+                };
+                (s, r, value, other, FailureReason::CurrencyMismatch)
+            }
+            3 => {
+                // One decimal more than the currency has, as a reader of the
+                // wire would get it: `Amount::new` refuses to make one.
+                let value = units(rng, c) + Decimal::new(1, c.scale() + 1);
+                let text = serde_json::Value::String(value.to_string());
+                let value = serde_json::from_value(text).expect("a plain decimal");
+                (
+                    wallet,
+                    WalletId::system(c),
+                    value,
+                    c,
+                    FailureReason::InvalidAmount,
+                )
+            }
+            _ => {
+                let value = valid(insufficient_amount(), c);
+                let receiver = WalletId::system(c);
+                (wallet, receiver, value, c, FailureReason::InsufficientFunds)
+            }
+        };
+        let request = ReserveRequest {
+            transfer_id: TransferId::from_uuid(Uuid::nil()),
+            correlation_id: CorrelationId::from_uuid(Uuid::nil()),
+            sender_wallet_id: sender,
+            receiver_wallet_id: receiver,
+            amount: value,
+            currency,
+        };
+        Planned {
+            kind: RequestKind::InternalReserve,
+            action: Action::Reserve(request, reason),
+            repeat_of: None,
+        }
+    }
+
     /// An earlier key again, with its body (amount rewritten with a trailing
     /// zero) or with another amount.
     fn repeat(&mut self, kind: RequestKind, rng: &mut Rng) -> Option<Planned> {
@@ -427,7 +560,9 @@ impl Client {
     pub fn suspended(&mut self, planned: &Planned) -> usize {
         if let Action::Create(request) = &planned.action {
             self.keys.push(KeyRecord {
+                kind: planned.kind,
                 request: request.clone(),
+                maybe_absent: false,
                 transfer: None,
                 answered: false,
             });
@@ -467,20 +602,54 @@ impl Client {
     ) -> Result<(), String> {
         let creates = matches!(
             planned.kind,
-            RequestKind::Deposit | RequestKind::Withdrawal | RequestKind::Transfer
+            RequestKind::Deposit
+                | RequestKind::Withdrawal
+                | RequestKind::WithdrawAll
+                | RequestKind::Transfer
         );
         let allowed = match label {
             "unavailable" => struck.lookup,
             "crashed" => struck.crash,
-            "initiated" => struck.reserve || struck.reset,
+            "store_error" => struck.store,
+            // The reserve's answer was lost: a timeout, a reset, or the
+            // wallet store's unit failing or losing its answer.
+            "initiated" => struck.reserve || struck.reset || struck.store,
             "succeeded" => late && creates,
-            other => expected(planned.kind, other) && self.repeat_agrees(planned, result),
+            other
+                if late
+                    && struck
+                        .refused
+                        .is_some_and(|r| other == format!("failed:{r}")) =>
+            {
+                creates
+            }
+            // A slow call reserves after other steps ran: the balance it
+            // was sized on may be gone.
+            "failed:insufficient_funds" if late && planned.kind == RequestKind::WithdrawAll => true,
+            other => {
+                (expected(planned.kind, other) || self.created_by_repeat(planned, other))
+                    && self.repeat_agrees(planned, result)
+            }
         };
         if allowed {
             Ok(())
         } else {
             Err(format!("{} request answered {label}", planned.kind))
         }
+    }
+
+    /// A repeat of a key whose first request died unanswered may be the
+    /// one that stores it.
+    fn created_by_repeat(&self, planned: &Planned, label: &str) -> bool {
+        planned.repeat_of.map(|i| &self.keys[i]).is_some_and(|r| {
+            // Later than its first try, an all-of-the-balance amount
+            // may no longer be covered.
+            let kind = match r.kind {
+                RequestKind::WithdrawAll => RequestKind::Withdrawal,
+                kind => kind,
+            };
+            r.maybe_absent && r.transfer.is_none() && expected(kind, label)
+        })
     }
 
     /// A replay names the transfer the key first created; a 409 comes only
@@ -494,6 +663,16 @@ impl Client {
             return true;
         };
         match result {
+            Some(Ok(c)) if !c.replayed => {
+                // Created by the repeat: only a key that may be absent, and
+                // with the repeat's own body.
+                let Action::Create(request) = &planned.action else {
+                    return false;
+                };
+                record.maybe_absent
+                    && record.transfer.is_none()
+                    && c.transfer.amount.value() == request.amount
+            }
             Some(Ok(c)) => {
                 record.transfer.is_none_or(|id| id == c.transfer.id)
                     && c.transfer.amount.value() == record.request.amount
@@ -509,25 +688,40 @@ impl Client {
         };
         if let Some(i) = planned.repeat_of {
             if let Some(Ok(c)) = result {
-                self.keys[i].transfer = Some(c.transfer.id);
-                self.keys[i].answered = true;
+                let record = &mut self.keys[i];
+                if !c.replayed {
+                    // The repeat stored the key: its body is the key's now.
+                    record.request = request.clone();
+                }
+                record.transfer = Some(c.transfer.id);
+                record.answered = true;
+                record.maybe_absent = false;
             }
             return;
         }
+        let record = |transfer: Option<TransferId>, answered: bool| KeyRecord {
+            kind: planned.kind,
+            request: request.clone(),
+            maybe_absent: transfer.is_none(),
+            transfer,
+            answered,
+        };
         let stored = match result {
-            None => Some(KeyRecord {
-                request: request.clone(),
-                transfer: None,
-                answered: false,
-            }),
-            Some(Ok(c)) => Some(KeyRecord {
-                request: request.clone(),
-                transfer: Some(c.transfer.id),
-                answered: true,
-            }),
+            None => Some(record(None, false)),
+            Some(Ok(c)) => Some(record(Some(c.transfer.id), true)),
             Some(Err(_)) => None,
         };
         self.keys.extend(stored);
+    }
+}
+
+/// The outcome label of an internal reserve's answer.
+pub(crate) fn reserve_label(result: Option<&Result<ReserveOutcome, StoreError>>) -> String {
+    match result {
+        None => "crashed".to_owned(),
+        Some(Ok(ReserveOutcome::Reserved)) => "reserved".to_owned(),
+        Some(Ok(ReserveOutcome::Rejected(reason))) => format!("rejected:{reason}"),
+        Some(Err(_)) => "store_error".to_owned(),
     }
 }
 
@@ -536,6 +730,7 @@ fn expected(kind: RequestKind, label: &str) -> bool {
     match kind {
         RequestKind::OpenWallet => label == "opened",
         RequestKind::Deposit => label == "reserved",
+        RequestKind::WithdrawAll => label == "reserved",
         RequestKind::Withdrawal | RequestKind::Transfer => {
             matches!(label, "reserved" | "failed:insufficient_funds")
         }
@@ -546,5 +741,6 @@ fn expected(kind: RequestKind, label: &str) -> bool {
         RequestKind::BadAmount => label == "invalid_amount",
         RequestKind::RepeatSame => matches!(label, "replayed" | "in_flight"),
         RequestKind::RepeatDifferent => label == "key_reused",
+        RequestKind::InternalReserve => label.starts_with("rejected:"),
     }
 }

@@ -1,8 +1,8 @@
-//! The faults the simulator injects, and the wrappers that inject the ones
-//! that happen inside the services' calls (the reserve call, a handler's
-//! store).
+//! The faults the simulator injects, the shared state that arms them for
+//! the port wrappers (`crate::ports`), and the wallet gateway with the
+//! network's faults.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,48 +10,67 @@ use std::task::Poll;
 
 use async_trait::async_trait;
 use wallet_core::Currency;
-use wallet_core::event::Envelope;
-use wallet_core::ids::WalletId;
+use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
-use wallet_core::ports::{GatewayError, WalletGateway};
-use wallet_core::runtime::{EventHandler, HandleError, Handled};
+use wallet_core::ports::{GatewayError, WalletGateway, WalletReads, WalletStore};
+use wallet_core::service::WalletService;
 use wallet_core::wallet::ReserveRequest;
 
 use crate::client::Struck;
 use crate::rng::Rng;
-use crate::world::WalletSvc;
 
 /// A kind of fault, as counted in reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum FaultKind {
-    /// A consumer handled a batch twice before committing it.
+    /// A subscription's poll returned a batch again: the next poll
+    /// redelivers it, or the batch carries each message twice.
     DuplicateDelivery,
-    /// A consumer crashed after handling a batch and before storing its
-    /// offsets: the batch is delivered again.
-    ConsumerCrash,
-    /// A handler's store failed transiently, before or after its commit; the
-    /// runner rewound the batch.
-    HandlerFailure,
-    /// A relay crashed after publishing and before marking the rows sent:
-    /// the events go out again.
+    /// A subscription's offset commit failed before storing anything.
+    CommitFailure,
+    /// A subscription stored the offsets, then its answer was lost (error).
+    CommitLost,
+    /// A publish failed after some (maybe none) of its messages went out.
+    PublishFailure,
+    /// A publish delivered every message, then its answer was lost (error).
+    PublishAckLost,
+    /// A store's unit failed before applying anything
+    /// (`StoreError::Unavailable`).
+    StoreUnavailable,
+    /// A store's unit committed, then its answer was lost
+    /// (`StoreError::Unavailable` after applying).
+    StoreAckLost,
+    /// A store refused a unit with `StoreError::Integrity` (a constraint
+    /// the core does not know of), applying nothing: a consumer must report
+    /// an integrity failure and not commit past the batch.
+    StoreIntegrity,
+    /// A relay died at an await point (after its claim, after publishing,
+    /// ...); a new relay instance took its place and took the records
+    /// over once the lease ended.
     RelayCrash,
+    /// A consumer died at an await point (after its handler's unit
+    /// committed and before the offset commit, ...); it restarted from the
+    /// committed offsets.
+    ConsumerCrash,
+    /// A request or a retrier pass of a transaction-service instance died at
+    /// an await point (after the transfer was stored, after the reservation
+    /// committed, ...); the instance restarted.
+    CrashInRequest,
     /// The reserve call timed out before the wallet service saw it.
     ReserveTimeoutBefore,
     /// The reserve call timed out after the reservation committed.
     ReserveTimeoutAfter,
     /// A wallet-currency lookup timed out (the request got a 503).
     LookupTimeout,
-    /// The transaction service died during a reserve call (before or after
-    /// the reservation committed) and restarted.
-    CrashInRequest,
     /// A reserve call was slow (before or after the reservation committed):
-    /// the request stayed in flight while other steps ran, and answered late.
+    /// the request or retrier pass stayed in flight while other steps ran,
+    /// and answered late.
     SlowReserve,
     /// A slow reserve call was cut by a wallet service restart after the
     /// reservation committed: the caller saw the connection reset.
     ConnectionReset,
-    /// The transaction service restarted: caches and consumer positions lost.
+    /// A transaction-service instance restarted: caches, requests in flight
+    /// and consumer positions lost.
     RestartTransaction,
     /// The wallet service restarted.
     RestartWallet,
@@ -60,44 +79,68 @@ pub enum FaultKind {
     /// A poison message was published (undecodable bytes, unknown event
     /// type, newer schema version, or an event on the wrong topic).
     Poison,
+    /// The ledger saw a reserved transfer's posting request otherwise than
+    /// the wallet reserved it (another currency, one wallet twice, an
+    /// amount invalid for the currency) and refused it.
+    LedgerSkew,
+    /// A well-formed ledger outcome that contradicts the reservations (or
+    /// names an unknown transfer) was published: the wallet store (and the
+    /// transaction store) must dead-letter it.
+    ForgedOutcome,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::DuplicateDelivery,
-        FaultKind::ConsumerCrash,
-        FaultKind::HandlerFailure,
+        FaultKind::CommitFailure,
+        FaultKind::CommitLost,
+        FaultKind::PublishFailure,
+        FaultKind::PublishAckLost,
+        FaultKind::StoreUnavailable,
+        FaultKind::StoreAckLost,
+        FaultKind::StoreIntegrity,
         FaultKind::RelayCrash,
+        FaultKind::ConsumerCrash,
+        FaultKind::CrashInRequest,
         FaultKind::ReserveTimeoutBefore,
         FaultKind::ReserveTimeoutAfter,
         FaultKind::LookupTimeout,
-        FaultKind::CrashInRequest,
         FaultKind::SlowReserve,
         FaultKind::ConnectionReset,
         FaultKind::RestartTransaction,
         FaultKind::RestartWallet,
         FaultKind::RestartLedger,
         FaultKind::Poison,
+        FaultKind::LedgerSkew,
+        FaultKind::ForgedOutcome,
     ];
 
     /// The snake_case name used in traces and tables.
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::DuplicateDelivery => "duplicate_delivery",
-            FaultKind::ConsumerCrash => "consumer_crash",
-            FaultKind::HandlerFailure => "handler_failure",
+            FaultKind::CommitFailure => "commit_failure",
+            FaultKind::CommitLost => "commit_lost",
+            FaultKind::PublishFailure => "publish_failure",
+            FaultKind::PublishAckLost => "publish_ack_lost",
+            FaultKind::StoreUnavailable => "store_unavailable",
+            FaultKind::StoreAckLost => "store_ack_lost",
+            FaultKind::StoreIntegrity => "store_integrity",
             FaultKind::RelayCrash => "relay_crash",
+            FaultKind::ConsumerCrash => "consumer_crash",
+            FaultKind::CrashInRequest => "crash_in_request",
             FaultKind::ReserveTimeoutBefore => "reserve_timeout_before",
             FaultKind::ReserveTimeoutAfter => "reserve_timeout_after",
             FaultKind::LookupTimeout => "lookup_timeout",
-            FaultKind::CrashInRequest => "crash_in_request",
             FaultKind::SlowReserve => "slow_reserve",
             FaultKind::ConnectionReset => "connection_reset",
             FaultKind::RestartTransaction => "restart_transaction",
             FaultKind::RestartWallet => "restart_wallet",
             FaultKind::RestartLedger => "restart_ledger",
             FaultKind::Poison => "poison",
+            FaultKind::LedgerSkew => "ledger_skew",
+            FaultKind::ForgedOutcome => "forged_outcome",
         }
     }
 }
@@ -108,53 +151,123 @@ impl fmt::Display for FaultKind {
     }
 }
 
-/// When an armed handler failure strikes.
+/// One of the three services' stores, as the fault wrappers name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HandlerFailure {
-    /// The store is down: nothing is written.
-    BeforeCommit,
-    /// The unit commits, then the connection drops before the answer.
-    AfterCommit,
+pub(crate) enum StorePort {
+    Transfers,
+    Wallets,
+    Ledger,
 }
 
-/// Where an armed crash or delay strikes in a reserve call.
+impl Skew {
+    /// Why the ledger refuses a request seen so.
+    pub fn reason(self) -> FailureReason {
+        match self {
+            Skew::Currency => FailureReason::CurrencyMismatch,
+            Skew::SameWallet => FailureReason::SameWallet,
+            Skew::Amount => FailureReason::InvalidAmount,
+        }
+    }
+}
+
+impl StorePort {
+    pub fn name(self) -> &'static str {
+        match self {
+            StorePort::Transfers => "transfer_store",
+            StorePort::Wallets => "wallet_store",
+            StorePort::Ledger => "ledger_store",
+        }
+    }
+}
+
+/// How an armed store unit fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CrashPoint {
-    /// Before the wallet service sees the call.
-    BeforeReserve,
-    /// After the reservation committed.
-    AfterReserve,
+pub(crate) enum StoreFault {
+    /// Nothing is applied; `StoreError::Unavailable`.
+    Unavailable,
+    /// The unit commits, then `StoreError::Unavailable`.
+    AckLost,
+    /// Nothing is applied; `StoreError::Integrity`.
+    Integrity,
 }
 
-enum ReservePlan {
-    Normal,
-    TimeoutBefore,
-    TimeoutAfter,
-    Crash(CrashPoint),
-    Slow(CrashPoint, Gate),
+/// A store fault armed for the `skip`-th next write call (claims and
+/// acknowledgements of its outbox included) of one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoreArm {
+    pub port: StorePort,
+    pub skip: u32,
+    pub fault: StoreFault,
 }
 
-/// Holds a slow call until the simulator opens it. Polled with a no-op
-/// waker, so it needs no wake-up: the simulator polls the call again.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Gate(Arc<AtomicBool>);
+/// How an armed publish fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublishFault {
+    /// Part of the batch (maybe nothing) goes out, then an error.
+    Partial,
+    /// All of it goes out, then an error.
+    AckLost,
+}
 
-impl Gate {
-    /// Lets the call go on.
-    pub fn open(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
+/// A fault armed for the next call of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscriptionFault {
+    /// The next poll's batch is returned again by the poll after it.
+    Redeliver,
+    /// The next poll's batch carries each message twice.
+    Doubled,
+    /// The next commit fails before storing.
+    CommitFails,
+    /// The next commit stores, then fails.
+    CommitLost,
+}
 
-    async fn wait(&self) {
-        std::future::poll_fn(|_| {
-            if self.0.load(Ordering::SeqCst) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
+/// How the ledger's view of a posting request is skewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skew {
+    /// Another currency than the wallets': refused `currency_mismatch`.
+    Currency,
+    /// The sender as the receiver: refused `same_wallet`.
+    SameWallet,
+    /// An amount with more decimals than the currency has: refused
+    /// `invalid_amount`.
+    Amount,
+}
+
+/// Where an armed crash strikes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CrashArm {
+    /// At the n-th await point of the step (1 is the first).
+    Count(u32),
+    /// At the first await point with this name (`after wallet_store.finalize`).
+    Named(&'static str),
+}
+
+/// What `TransferStore::begin` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BeginSeen {
+    /// A new key: the transfer was stored.
+    Created,
+    /// A known key.
+    Existing {
+        /// Its first response was recorded.
+        answered: bool,
+        /// How long ago the key was first stored.
+        age: chrono::Duration,
+    },
+}
+
+/// What the port wrappers saw during a step, for the coverage counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// Posting requests handed to the ledger store and not decided by it
+    /// (already in its inbox, or already decided).
+    pub ledger_skipped: u64,
+    /// What `TransferStore::begin` answered.
+    pub begin: Option<BeginSeen>,
+    /// Write calls made to the stores (claims that took nothing aside):
+    /// when none was made, the stores are as the last check saw them.
+    pub writes: u64,
 }
 
 /// The fault state shared by the simulator and its wrappers: rates of the
@@ -167,12 +280,29 @@ pub(crate) struct Faults {
     pub counts: BTreeMap<FaultKind, u64>,
     /// Notes of the faults fired during the current step, for its trace line.
     notes: Vec<String>,
-    /// A crash for the next reserve call.
-    pub crash: Option<CrashPoint>,
-    /// A failure for the next handler call.
-    pub handler: Option<HandlerFailure>,
+    /// Kinds fired during the current step.
+    struck: BTreeSet<FaultKind>,
+    /// A store fault for a coming write call.
+    pub store: Option<StoreArm>,
+    /// A fault for the next publish.
+    pub publish: Option<PublishFault>,
+    /// A fault for the next subscription call it concerns.
+    pub subscription: Option<SubscriptionFault>,
+    /// A crash for the current step.
+    pub crash: Option<CrashArm>,
+    /// Where the current step died, once it did.
+    pub crashed: Option<String>,
     /// A delay for the next reserve call.
-    pub slow: Option<(CrashPoint, Gate)>,
+    pub slow: Option<(SlowPoint, Gate)>,
+    /// The most messages the next poll returns (the broker's batching).
+    pub poll_limit: Option<usize>,
+    /// Posting requests the ledger will see skewed, by transfer; kept until
+    /// they reach the ledger, drain included.
+    pub skews: BTreeMap<TransferId, Skew>,
+    /// Skews that reached the ledger, with the reason it must refuse for.
+    pub skewed: BTreeMap<TransferId, FailureReason>,
+    /// What the wrappers saw during the current step.
+    pub observed: Observed,
 }
 
 pub(crate) type SharedFaults = Arc<Mutex<Faults>>;
@@ -193,50 +323,166 @@ impl Faults {
             lookup_rate: fault_rate / 5.0,
             counts: BTreeMap::new(),
             notes: Vec::new(),
+            struck: BTreeSet::new(),
+            store: None,
+            publish: None,
+            subscription: None,
             crash: None,
-            handler: None,
+            crashed: None,
             slow: None,
+            poll_limit: None,
+            skews: BTreeMap::new(),
+            skewed: BTreeMap::new(),
+            observed: Observed::default(),
         }
     }
 
-    /// No more faults: the run is draining.
+    /// No more faults: the run is draining. Skews already armed stay: they
+    /// are the ledger's view of transfers on their way.
     pub fn stop(&mut self) {
         self.reserve_rate = 0.0;
         self.lookup_rate = 0.0;
+        self.disarm();
+    }
+
+    /// Forgets the faults armed for a step that did not fire.
+    pub fn disarm(&mut self) {
+        self.store = None;
+        self.publish = None;
+        self.subscription = None;
         self.crash = None;
-        self.handler = None;
+        self.crashed = None;
         self.slow = None;
+        self.poll_limit = None;
     }
 
     /// Counts a fault and notes it for the current step's trace line.
     pub fn record(&mut self, kind: FaultKind) {
-        *self.counts.entry(kind).or_default() += 1;
-        self.notes.push(kind.name().to_owned());
+        self.record_with(kind, String::new());
     }
 
-    /// The notes of the faults fired since the last call.
+    /// Counts a fault and notes it with a detail.
+    pub fn record_with(&mut self, kind: FaultKind, detail: String) {
+        *self.counts.entry(kind).or_default() += 1;
+        self.struck.insert(kind);
+        if detail.is_empty() {
+            self.notes.push(kind.name().to_owned());
+        } else {
+            self.notes.push(format!("{} {detail}", kind.name()));
+        }
+    }
+
+    /// The notes of the faults fired since the last call; the step is over.
     pub fn take_notes(&mut self) -> Vec<String> {
+        self.struck.clear();
         std::mem::take(&mut self.notes)
+    }
+
+    /// True when `kind` struck the current step.
+    pub fn has(&self, kind: FaultKind) -> bool {
+        self.struck.contains(&kind)
     }
 
     /// Which faults struck the current step so far.
     pub fn struck(&self) -> Struck {
-        let has = |kind: FaultKind| self.notes.iter().any(|n| n == kind.name());
+        let has = |kind: FaultKind| self.has(kind);
         Struck {
             lookup: has(FaultKind::LookupTimeout),
             reserve: has(FaultKind::ReserveTimeoutBefore) || has(FaultKind::ReserveTimeoutAfter),
-            crash: has(FaultKind::CrashInRequest),
-            handler: has(FaultKind::HandlerFailure),
+            crash: self.crashed.is_some(),
+            store: has(FaultKind::StoreUnavailable)
+                || has(FaultKind::StoreAckLost)
+                || has(FaultKind::StoreIntegrity),
+            integrity: has(FaultKind::StoreIntegrity),
+            bus: has(FaultKind::PublishFailure)
+                || has(FaultKind::PublishAckLost)
+                || has(FaultKind::CommitFailure)
+                || has(FaultKind::CommitLost),
             slow: has(FaultKind::SlowReserve),
             reset: has(FaultKind::ConnectionReset),
+            refused: None,
+        }
+    }
+
+    /// An await point named `when` `what`: true when the armed crash strikes
+    /// here (the caller then yields, and the step's driver drops it).
+    pub fn point(&mut self, when: &str, what: &str) -> bool {
+        let strikes = match &mut self.crash {
+            None => false,
+            Some(CrashArm::Count(n)) => {
+                *n -= 1;
+                *n == 0
+            }
+            Some(CrashArm::Named(name)) => {
+                name.strip_prefix(when)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    == Some(what)
+            }
+        };
+        if strikes {
+            self.crash = None;
+            self.crashed = Some(format!("{when} {what}"));
+        }
+        strikes
+    }
+
+    /// The fault of the coming write call of `port`, if it is armed for it.
+    pub fn store_fault(&mut self, port: StorePort) -> Option<StoreFault> {
+        let arm = self.store.filter(|a| a.port == port)?;
+        if arm.skip > 0 {
+            self.store = Some(StoreArm {
+                skip: arm.skip - 1,
+                ..arm
+            });
+            return None;
+        }
+        self.store = None;
+        Some(arm.fault)
+    }
+
+    /// The fault of a publish of `len` messages: `Some(n)` publishes the
+    /// first `n` and fails.
+    pub fn publish_fault(&mut self, len: usize) -> Option<usize> {
+        let fault = self.publish.take()?;
+        Some(match fault {
+            PublishFault::Partial => {
+                let n = self.rng.below(len as u64) as usize;
+                self.record_with(
+                    FaultKind::PublishFailure,
+                    format!("after {n} of {len} messages"),
+                );
+                n
+            }
+            PublishFault::AckLost => {
+                self.record(FaultKind::PublishAckLost);
+                len
+            }
+        })
+    }
+
+    /// The subscription fault armed for a poll, if any.
+    pub fn poll_fault(&mut self) -> Option<SubscriptionFault> {
+        match self.subscription {
+            Some(f @ (SubscriptionFault::Redeliver | SubscriptionFault::Doubled)) => {
+                self.subscription = None;
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+
+    /// The subscription fault armed for a commit, if any.
+    pub fn commit_fault(&mut self) -> Option<SubscriptionFault> {
+        match self.subscription {
+            Some(f @ (SubscriptionFault::CommitFails | SubscriptionFault::CommitLost)) => {
+                self.subscription = None;
+                Some(f)
+            }
+            _ => None,
         }
     }
 
     fn reserve_plan(&mut self) -> ReservePlan {
-        if let Some(point) = self.crash.take() {
-            self.record(FaultKind::CrashInRequest);
-            return ReservePlan::Crash(point);
-        }
         if let Some((point, gate)) = self.slow.take() {
             self.record(FaultKind::SlowReserve);
             return ReservePlan::Slow(point, gate);
@@ -262,24 +508,68 @@ impl Faults {
     }
 }
 
+/// Where a slow reserve call waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlowPoint {
+    /// Before the wallet service sees the call.
+    BeforeReserve,
+    /// After the reservation committed.
+    AfterReserve,
+}
+
+enum ReservePlan {
+    Normal,
+    TimeoutBefore,
+    TimeoutAfter,
+    Slow(SlowPoint, Gate),
+}
+
+/// Holds a slow call until the simulator opens it. Polled with a no-op
+/// waker, so it needs no wake-up: the simulator polls the call again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// Lets the call go on.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|_| {
+            if self.0.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// The wallet service instance now running, and how many times it was
 /// restarted; a restart swaps it.
-#[derive(Clone)]
-pub(crate) struct WalletSlot(Arc<Mutex<(u64, Arc<WalletSvc>)>>);
+pub(crate) struct WalletSlot<W>(Arc<Mutex<(u64, Arc<WalletService<W>>)>>);
 
-impl WalletSlot {
-    pub fn new(service: Arc<WalletSvc>) -> WalletSlot {
+impl<W> Clone for WalletSlot<W> {
+    fn clone(&self) -> Self {
+        WalletSlot(self.0.clone())
+    }
+}
+
+impl<W: WalletStore + WalletReads> WalletSlot<W> {
+    pub fn new(service: Arc<WalletService<W>>) -> WalletSlot<W> {
         WalletSlot(Arc::new(Mutex::new((0, service))))
     }
 
     /// The running instance and its generation.
-    fn current(&self) -> (u64, Arc<WalletSvc>) {
+    fn current(&self) -> (u64, Arc<WalletService<W>>) {
         let slot = lock(&self.0);
         (slot.0, slot.1.clone())
     }
 
     /// Puts a restarted instance in place.
-    pub fn replace(&self, service: Arc<WalletSvc>) {
+    pub fn replace(&self, service: Arc<WalletService<W>>) {
         let mut slot = lock(&self.0);
         *slot = (slot.0 + 1, service);
     }
@@ -287,15 +577,17 @@ impl WalletSlot {
 
 /// The transaction service's line to the wallet service, in process, with
 /// the network's failures: timeouts before or after the call took effect,
-/// and the caller dying mid-call (the future never finishes).
-pub(crate) struct SimGateway {
-    pub wallets: WalletSlot,
+/// and slow calls answering late (or cut by a restart of the wallet
+/// service). A crash of the caller is injected at the wallet store's await
+/// points, like every other crash.
+pub(crate) struct SimGateway<W> {
+    pub wallets: WalletSlot<W>,
     pub faults: SharedFaults,
     /// Planted bug: report a timeout as a definite refusal.
     pub timeout_is_refusal: bool,
 }
 
-impl SimGateway {
+impl<W> SimGateway<W> {
     /// What the caller sees of an ambiguous failure.
     fn ambiguous(&self, error: GatewayError) -> Result<ReserveOutcome, GatewayError> {
         if self.timeout_is_refusal {
@@ -307,25 +599,23 @@ impl SimGateway {
 }
 
 #[async_trait]
-impl WalletGateway for SimGateway {
+impl<W: WalletStore + WalletReads> WalletGateway for SimGateway<W> {
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
         let plan = lock(&self.faults).reserve_plan();
         match &plan {
             ReservePlan::TimeoutBefore => return self.ambiguous(GatewayError::Timeout),
-            ReservePlan::Crash(CrashPoint::BeforeReserve) => std::future::pending().await,
-            ReservePlan::Slow(CrashPoint::BeforeReserve, gate) => gate.wait().await,
+            ReservePlan::Slow(SlowPoint::BeforeReserve, gate) => gate.wait().await,
             _ => {}
         }
         // Taken after a slow start: the call reaches whichever instance runs.
         let (generation, wallets) = self.wallets.current();
-        let outcome = wallets
-            .reserve(request)
-            .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let outcome = match wallets.reserve(request).await {
+            Ok(outcome) => outcome,
+            Err(e) => return self.ambiguous(GatewayError::Unavailable(e.to_string())),
+        };
         match plan {
             ReservePlan::TimeoutAfter => self.ambiguous(GatewayError::Timeout),
-            ReservePlan::Crash(_) => std::future::pending().await,
-            ReservePlan::Slow(CrashPoint::AfterReserve, gate) => {
+            ReservePlan::Slow(SlowPoint::AfterReserve, gate) => {
                 gate.wait().await;
                 if self.wallets.current().0 != generation {
                     lock(&self.faults).record(FaultKind::ConnectionReset);
@@ -348,33 +638,5 @@ impl WalletGateway for SimGateway {
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         Ok(wallet.map(|w| w.currency))
-    }
-}
-
-/// A consumer's handler whose store fails when the simulator arms it.
-pub(crate) struct Flaky<H> {
-    pub inner: H,
-    pub faults: SharedFaults,
-}
-
-#[async_trait]
-impl<H: EventHandler> EventHandler for Flaky<H> {
-    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
-        let failure = lock(&self.faults).handler.take();
-        let Some(failure) = failure else {
-            return self.inner.handle(batch).await;
-        };
-        lock(&self.faults).record(FaultKind::HandlerFailure);
-        match failure {
-            HandlerFailure::BeforeCommit => {
-                Err(HandleError::Transient("injected: store unavailable".into()))
-            }
-            HandlerFailure::AfterCommit => {
-                self.inner.handle(batch).await?;
-                Err(HandleError::Transient(
-                    "injected: commit acknowledged too late".into(),
-                ))
-            }
-        }
     }
 }

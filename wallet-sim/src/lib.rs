@@ -1,15 +1,18 @@
 //! Deterministic simulation of the wallet saga under injected faults.
 //!
-//! [`run`] drives the three services' application logic (the
+//! [`run`] drives the real runtime of `wallet-core` (the
 //! `TransactionService`, `WalletService` and `LedgerService`, the outbox
-//! relays and the consumer runners of `wallet-core`) over the in-memory
-//! stores and bus, on one thread, in an order chosen by a seeded PRNG, with a
-//! virtual clock and counter-made ids. It injects faults (duplicate and
-//! repeated deliveries, crashed relays and consumers, reserve calls that
-//! time out before or after they took effect, a process dying mid-request,
-//! service restarts, poison messages), checks the invariants that hold at
-//! every moment after every step, then drains without faults and checks
-//! those of a quiet system.
+//! `Relay`s and the `ConsumerRunner`s, each step their own `run_once`) over
+//! the in-memory stores and bus, on one thread, in an order chosen by a
+//! seeded PRNG, with a virtual clock and counter-made ids. Faults are
+//! injected at the ports the runtime calls: stores whose units fail or lose
+//! their answer, publishes that fail part-way, offset commits that fail,
+//! polls that deliver a batch twice, steps that die at an await point
+//! (after a publish, after a unit committed, ...), reserve calls that time
+//! out, restarts, poison and forged events. It checks the invariants that
+//! hold at every moment after every step, counts the state machines'
+//! transitions it reached, then drains without faults and checks those of a
+//! quiet system. [`run_on`] runs the same on other adapters of the ports.
 //!
 //! Same seed, same configuration, same build: the same run, step for step.
 //! A failure names its seed and step, so it can be replayed.
@@ -23,23 +26,26 @@
 //! assert_eq!(report, wallet_sim::run(&wallet_sim::SimConfig { transfers: 50, ..wallet_sim::SimConfig::new(7) }));
 //! ```
 
+mod adapters;
 mod client;
 mod clock;
+mod coverage;
 mod exec;
 mod faults;
 mod planted;
+mod ports;
 mod report;
 mod rng;
 mod sim;
 mod world;
 
-use wallet_core::memory::MemoryLedgerStore;
-
+pub use adapters::{Adapters, MemoryAdapters};
 pub use client::RequestKind;
 pub use clock::{SimClock, SimIds};
+pub use coverage::{Coverage, Transition};
 pub use faults::FaultKind;
 pub use planted::PlantedBug;
-pub use report::{Failure, SimReport, Summary};
+pub use report::{Failure, SimReport, Summary, write_coverage};
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,15 +112,17 @@ impl SimConfig {
     }
 }
 
-/// Runs one simulation. Never panics on a broken invariant: violations,
-/// including panics of the core's own assertions, come back in
-/// [`SimReport::failure`].
+/// Runs one simulation on the in-memory adapters. Never panics on a broken
+/// invariant: violations, including panics of the core's own assertions,
+/// come back in [`SimReport::failure`].
 pub fn run(config: &SimConfig) -> SimReport {
-    let config = config.normalized();
     match config.planted_bug {
-        Some(PlantedBug::DoublePosting) => {
-            sim::Sim::<planted::DoublePostingLedger>::new(&config).run()
-        }
-        _ => sim::Sim::<MemoryLedgerStore>::new(&config).run(),
+        Some(PlantedBug::DoublePosting) => run_on(planted::DoublePostingAdapters, config),
+        _ => run_on(MemoryAdapters, config),
     }
+}
+
+/// Runs one simulation on the stores and bus `adapters` makes.
+pub fn run_on<A: Adapters>(adapters: A, config: &SimConfig) -> SimReport {
+    sim::Sim::new(adapters, &config.normalized()).run()
 }

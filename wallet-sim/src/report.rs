@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use crate::client::RequestKind;
+use crate::coverage::{Coverage, Transition};
 use crate::faults::FaultKind;
 
 /// The first broken invariant of a run.
@@ -18,11 +19,14 @@ pub struct Failure {
     pub step: u64,
     /// Which invariant. Of the audit: `conservation`, `snapshot`,
     /// `negative`, `double_posting`, `terminal`, `agreement`. Of the
-    /// simulator: `terminal_moved`, `lost_transfer`, `contract` (an API
-    /// answer the request did not allow), `outcome` (a final status the
-    /// request did not allow), `dead_letter`, `quiescence`, `stalled` (a
-    /// call waited), `panic` (a core assertion), and `store_error`,
-    /// `relay_error`, `consumer_error` (an in-memory port failed).
+    /// simulator: `terminal_moved`, `lost_transfer`, `ledger_moved` (a
+    /// ledger outcome changed or vanished), `contract` (an API answer the
+    /// request did not allow), `outcome` (a final status the request did
+    /// not allow), `dead_letter` (a saga event dead-lettered, or a provoked
+    /// refusal or a poison message missing from its dead-letter topic),
+    /// `quiescence`, `stalled` (a call waited), `panic` (a core assertion),
+    /// and `store_error`, `relay_error`, `consumer_error` (a port failed
+    /// without an injected fault).
     pub invariant: String,
     /// What exactly was wrong.
     pub detail: String,
@@ -74,6 +78,8 @@ pub struct SimReport {
     pub succeeded: usize,
     /// Messages in the dead-letter topics at the end.
     pub dead_letters: usize,
+    /// How often each transition of the state machines was reached.
+    pub coverage: Coverage,
     /// The last steps, oldest first, numbered.
     pub trace: Vec<String>,
     /// FNV-1a over every step's description: equal hashes, equal runs.
@@ -157,6 +163,8 @@ pub struct Summary {
     pub transfers: u64,
     /// Of those, SUCCEEDED.
     pub succeeded: u64,
+    /// Transitions reached, all runs together.
+    pub coverage: Coverage,
     /// Violations by invariant.
     pub violations: BTreeMap<String, u64>,
     /// The failed runs, by seed.
@@ -174,6 +182,9 @@ impl Summary {
         for ((kind, _), n) in &report.requests {
             *self.requests.entry(*kind).or_default() += n;
         }
+        for (transition, n) in &report.coverage {
+            *self.coverage.entry(*transition).or_default() += n;
+        }
         self.transfers += report.transfers as u64;
         self.succeeded += report.succeeded as u64;
         if let Some(failure) = &report.failure {
@@ -190,7 +201,7 @@ impl Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row =
-            |f: &mut fmt::Formatter<'_>, name: &str, n: u64| writeln!(f, "  {name:<26} {n:>12}");
+            |f: &mut fmt::Formatter<'_>, name: &str, n: u64| writeln!(f, "  {name:<56} {n:>10}");
         writeln!(f, "runs")?;
         row(f, "runs", self.runs)?;
         row(f, "passed", self.runs - self.failures.len() as u64)?;
@@ -204,6 +215,8 @@ impl fmt::Display for Summary {
             row(f, kind.name(), self.faults.get(&kind).copied().unwrap_or(0))?;
         }
         row(f, "total", self.faults.values().sum())?;
+        writeln!(f, "transitions reached")?;
+        write_coverage(f, &self.coverage)?;
         writeln!(f, "violations")?;
         if self.violations.is_empty() {
             row(f, "none", 0)?;
@@ -213,4 +226,20 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// The coverage table: every expected transition, with its count, then any
+/// other reached.
+pub fn write_coverage(f: &mut impl fmt::Write, coverage: &Coverage) -> fmt::Result {
+    let row =
+        |f: &mut dyn fmt::Write, t: Transition, n: u64| writeln!(f, "  {:<56} {n:>10}", t.name());
+    for t in Transition::ALL {
+        row(f, t, coverage.get(&t).copied().unwrap_or(0))?;
+    }
+    for (t, n) in coverage {
+        if !Transition::ALL.contains(t) {
+            row(f, *t, *n)?;
+        }
+    }
+    Ok(())
 }

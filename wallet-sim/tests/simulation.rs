@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use wallet_sim::{FaultKind, PlantedBug, RequestKind, SimConfig, SimReport, run};
+use wallet_sim::{
+    Coverage, FaultKind, MemoryAdapters, PlantedBug, RequestKind, SimConfig, SimReport, Transition,
+    run, run_on,
+};
 
 /// The fixed seeds' configuration: realistic request counts, one step in
 /// ten a fault.
@@ -87,10 +90,43 @@ fn the_fixed_seeds_inject_every_fault_and_send_every_request_kind() {
         (RequestKind::UnknownWallet, "wallet_not_found"),
         (RequestKind::CrossCurrency, "currency_mismatch"),
         (RequestKind::SameWallet, "same_wallet"),
+        (RequestKind::InternalReserve, "rejected:wallet_not_found"),
+        (RequestKind::InternalReserve, "rejected:same_wallet"),
+        (RequestKind::InternalReserve, "rejected:currency_mismatch"),
+        (RequestKind::InternalReserve, "rejected:invalid_amount"),
+        (RequestKind::InternalReserve, "rejected:insufficient_funds"),
     ] {
         let wanted = (wanted.0, wanted.1.to_owned());
         assert!(outcomes.contains(&wanted), "never saw {wanted:?}");
     }
+}
+
+#[test]
+fn the_fixed_seeds_reach_every_transition_of_every_state_machine() {
+    let mut coverage = Coverage::new();
+    for report in fixed_seeds() {
+        for (transition, n) in &report.coverage {
+            *coverage.entry(*transition).or_default() += n;
+        }
+    }
+    let missing: Vec<String> = Transition::ALL
+        .iter()
+        .filter(|t| coverage.get(t).copied().unwrap_or(0) == 0)
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never reached in seeds 0..40: {missing:#?}"
+    );
+}
+
+#[test]
+fn the_generic_world_on_memory_adapters_is_the_default_run() {
+    let config = SimConfig {
+        transfers: 60,
+        ..config(11)
+    };
+    assert_eq!(run_on(MemoryAdapters, &config), run(&config));
 }
 
 #[test]
@@ -166,6 +202,11 @@ fn catches(bug: PlantedBug, invariants: &[&str]) {
 #[test]
 fn a_ledger_consumer_that_posts_redeliveries_again_is_caught_and_replayed() {
     catches(PlantedBug::DoublePosting, &["double_posting", "snapshot"]);
+}
+
+#[test]
+fn dead_letters_published_after_the_unit_are_lost_and_caught() {
+    catches(PlantedBug::DeadLetterOutsideUnit, &["dead_letter"]);
 }
 
 #[test]

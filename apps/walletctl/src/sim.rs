@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wallet_sim::{FaultKind, PlantedBug, SimConfig, SimReport, Summary};
+use wallet_sim::{FaultKind, PlantedBug, SimConfig, SimReport, Summary, write_coverage};
 
 /// Options of `walletctl sim`.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,6 +60,9 @@ pub enum Planted {
     DoublePosting,
     /// A reserve timeout is taken for a refusal.
     FailOnTimeout,
+    /// The wallet store's refusals are published after its unit, as the
+    /// old design did, instead of through its outbox.
+    DeadLetterOutsideUnit,
 }
 
 /// Runs `walletctl sim`; the exit code is non-zero when a run broke an
@@ -75,6 +78,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         planted_bug: args.planted_bug.map(|bug| match bug {
             Planted::DoublePosting => PlantedBug::DoublePosting,
             Planted::FailOnTimeout => PlantedBug::FailOnTimeout,
+            Planted::DeadLetterOutsideUnit => PlantedBug::DeadLetterOutsideUnit,
         }),
         ..SimConfig::default()
     };
@@ -131,6 +135,9 @@ fn run_one(mut config: SimConfig, verbose: bool) -> ExitCode {
         elapsed.as_secs_f64(),
     );
     println!("faults: {}", fault_counts(&report));
+    let mut coverage = String::new();
+    write_coverage(&mut coverage, &report.coverage).expect("writing to a string");
+    print!("transitions reached\n{coverage}");
     let Some(failure) = &report.failure else {
         return ExitCode::SUCCESS;
     };
@@ -213,10 +220,10 @@ fn print_summary(
     print!("{summary}");
     let secs = elapsed.as_secs_f64();
     println!("time");
-    println!("  {:<26} {:>12.2}", "wall seconds", secs);
-    println!("  {:<26} {:>12}", "threads", jobs);
+    println!("  {:<56} {:>10.2}", "wall seconds", secs);
+    println!("  {:<56} {:>10}", "threads", jobs);
     println!(
-        "  {:<26} {:>12.0}",
+        "  {:<56} {:>10.0}",
         "steps per second",
         summary.steps as f64 / secs
     );
@@ -255,6 +262,7 @@ fn replay_command(config: &SimConfig) -> String {
     let planted = match config.planted_bug {
         Some(PlantedBug::DoublePosting) => " --planted-bug double-posting",
         Some(PlantedBug::FailOnTimeout) => " --planted-bug fail-on-timeout",
+        Some(PlantedBug::DeadLetterOutsideUnit) => " --planted-bug dead-letter-outside-unit",
         _ => "",
     };
     format!(

@@ -1,30 +1,30 @@
 //! The invariants: those that hold after every step, and those of a quiet
-//! system.
+//! system. Everything is read through the stores' read ports and the
+//! simulator's own reader of the dead-letter topics; the coverage counts
+//! come from diffing what the read ports show between steps.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use wallet_core::audit::{Audit, Scope, Snapshot, Violation};
+use wallet_core::audit::{Audit, AuditReport, Scope, Violation};
 use wallet_core::event::WALLET_EVENTS;
 use wallet_core::ids::TransferId;
 use wallet_core::memory::groups;
 use wallet_core::outcome::{FailureReason, LedgerOutcome};
-use wallet_core::runtime::dead_letter_topic;
+use wallet_core::ports::{LedgerReads, StoreError, TransferReads, WalletReads};
+use wallet_core::runtime::DeadLetter;
 use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
+use wallet_core::wallet::{Reservation, ReservationState};
 
 use super::{Outcome, Sim};
-use crate::client::insufficient_amount;
-use crate::planted::SimLedger;
+use crate::adapters::Adapters;
+use crate::client::{insufficient_amount, short};
+use crate::coverage::{Transition, count};
+use crate::exec::run_now;
+use crate::faults::lock;
 use crate::report::Broken;
 
-/// The audit's violations over a snapshot.
-fn audit(snapshot: &Snapshot, scope: Scope) -> Vec<Violation> {
-    let report = crate::exec::run_now(Audit::new(scope).run(snapshot, snapshot, snapshot))
-        .expect("a snapshot answers at once");
-    report.expect("a snapshot does not fail").violations
-}
-
-/// Every consumer group, whose dead-letter topics are watched.
-const GROUPS: [&str; 3] = [groups::LEDGER, groups::WALLET, groups::TRANSACTION];
+/// Rows per read: every table of a run fits in one page.
+const PAGE: usize = 1 << 20;
 
 /// The groups that read `topic`.
 fn readers(topic: &str) -> &'static [&'static str] {
@@ -48,91 +48,239 @@ fn invariant(v: &Violation) -> &'static str {
 }
 
 /// One of several violations, chosen independently of the order they were
-/// found in (the stores list from hash maps), so a replay reports the same.
+/// found in, so a replay reports the same.
 fn first(violations: impl IntoIterator<Item = Broken>) -> Option<Broken> {
     violations
         .into_iter()
         .min_by(|a, b| (a.invariant, &a.detail).cmp(&(b.invariant, &b.detail)))
 }
 
-fn audited(violations: Vec<Violation>) -> Option<Broken> {
+fn audited(report: &AuditReport) -> Option<Broken> {
     first(
-        violations
+        report
+            .violations
             .iter()
             .map(|v| Broken::new(invariant(v), v.to_string())),
     )
 }
 
-/// A dead letter's original payload and reason.
-fn letter(bytes: &[u8]) -> (String, String) {
-    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    let field = |name: &str| value[name].as_str().unwrap_or_default().to_owned();
-    (field("payload"), field("reason"))
+/// The marker of a poison message, if `payload` carries one.
+fn poison_marker(payload: &str) -> Option<String> {
+    let start = payload.find("poison#")?;
+    let end = start + payload[start..].find(';')?;
+    Some(payload[start..=end].to_owned())
 }
 
-impl<L: SimLedger> Sim<L> {
+/// What the read ports show, in one go.
+struct State {
+    audit: AuditReport,
+    transfers: Vec<Transfer>,
+    reservations: Vec<Reservation>,
+    outcomes: Vec<(TransferId, LedgerOutcome)>,
+}
+
+/// Reads the state through the read ports and audits it.
+async fn read_state(
+    scope: Scope,
+    transfers: &impl TransferReads,
+    wallets: &impl WalletReads,
+    ledger: &impl LedgerReads,
+) -> Result<State, StoreError> {
+    let audit = Audit {
+        scope,
+        page_size: PAGE,
+        stuck_after: None,
+    };
+    Ok(State {
+        audit: audit.run(transfers, wallets, ledger).await?,
+        transfers: transfers.transfers_page(None, PAGE).await?,
+        reservations: wallets.reservations_page(None, PAGE).await?,
+        outcomes: ledger.outcomes_page(None, PAGE).await?,
+    })
+}
+
+/// The transfer transition from `was` to `now`, told apart by the
+/// ledger's outcome.
+fn transfer_transition(
+    was: TransferStatus,
+    now: TransferStatus,
+    outcome: Option<LedgerOutcome>,
+) -> Option<Transition> {
+    use TransferStatus::*;
+    let refused = matches!(outcome, Some(LedgerOutcome::Failed(_)));
+    Some(match (was, now) {
+        (Initiated, Reserved) => Transition::TransferReserved,
+        (Initiated, Failed) if refused => Transition::TransferRefusedUnanswered,
+        (Initiated, Failed) => Transition::TransferRejected,
+        (Initiated, Succeeded) => Transition::TransferSucceededUnanswered,
+        (Reserved, Succeeded) => Transition::TransferSucceeded,
+        (Reserved, Failed) => Transition::TransferRefused,
+        _ => return None,
+    })
+}
+
+impl<A: Adapters> Sim<A> {
+    fn read(&self, scope: Scope) -> Result<State, Broken> {
+        let (transfers, wallets, ledger) = self.world.reads();
+        run_now(read_state(scope, transfers, wallets, ledger))
+            .ok_or_else(|| Broken::new("stalled", "a read did not answer at once"))?
+            .map_err(|e| Broken::new("store_error", format!("read: {e}")))
+    }
+
     /// What must hold after every step: the audit's invariants of any
-    /// moment, no terminal transfer moving, no transfer lost, nothing but
-    /// poison dead-lettered.
+    /// moment, no terminal transfer moving, no transfer lost, no ledger
+    /// outcome changing, terminal transfers agreeing with the ledger,
+    /// nothing dead-lettered but what the run provoked. A step that made no
+    /// write call to any store left them as the last check saw them: only
+    /// the dead-letter topics are read then.
     pub(super) fn check_always(&mut self) -> Option<Broken> {
-        let snapshot = self.world.snapshot();
-        audited(audit(&snapshot, Scope::Always))
-            .or_else(|| self.check_terminal(&snapshot.transfers))
-            .or_else(|| {
-                first(
-                    snapshot
-                        .transfers
-                        .iter()
-                        .filter_map(|t| disagrees(t, &snapshot.outcomes)),
-                )
-            })
+        let writes = lock(&self.faults).observed.writes;
+        if writes == 0 {
+            return self.check_dead_letters();
+        }
+        let state = match self.read(Scope::Always) {
+            Ok(state) => state,
+            Err(broken) => return Some(broken),
+        };
+        audited(&state.audit)
+            .or_else(|| self.observe(state))
             .or_else(|| self.check_dead_letters())
     }
 
-    fn check_terminal(&mut self, transfers: &[Transfer]) -> Option<Broken> {
-        if transfers.len() < self.transfers_seen {
+    /// Diffs the state against the last check's: checks what may never
+    /// change and counts the transitions.
+    fn observe(&mut self, state: State) -> Option<Broken> {
+        let State {
+            transfers,
+            reservations,
+            outcomes,
+            ..
+        } = state;
+        let mut broken = Vec::new();
+        if outcomes.len() < self.seen.outcomes.len() {
+            broken.push(Broken::new("ledger_moved", "a ledger outcome disappeared"));
+        }
+        for (id, outcome) in outcomes {
+            match self.seen.outcomes.get(&id) {
+                None => {
+                    let transition = match outcome {
+                        LedgerOutcome::Succeeded => Transition::LedgerPosted,
+                        LedgerOutcome::Failed(r) => Transition::LedgerRejected(r),
+                    };
+                    count(&mut self.coverage, transition, 1);
+                    self.seen.outcomes.insert(id, outcome);
+                }
+                Some(was) if *was != outcome => broken.push(Broken::new(
+                    "ledger_moved",
+                    format!("the ledger's outcome on {id} was {was:?}, is now {outcome:?}"),
+                )),
+                Some(_) => {}
+            }
+        }
+        if transfers.len() < self.seen.transfers.len() {
             let detail = format!(
                 "{} transfers, {} before",
                 transfers.len(),
-                self.transfers_seen
+                self.seen.transfers.len()
             );
-            return Some(Broken::new("lost_transfer", detail));
+            broken.push(Broken::new("lost_transfer", detail));
         }
-        self.transfers_seen = transfers.len();
-        let mut moved = Vec::new();
-        for t in transfers {
+        for t in &transfers {
             let now = (t.status, t.failure_reason);
-            match self.terminal.get(&t.id) {
-                Some(&was) if was != now => moved.push(Broken::new(
+            let outcome = self.seen.outcomes.get(&t.id);
+            broken.extend(disagrees(t, outcome));
+            let known = self.seen.transfers.get(&t.id).copied();
+            let was = known.unwrap_or((TransferStatus::Initiated, None));
+            if known == Some(now) {
+                continue;
+            }
+            if was.0.is_terminal() {
+                broken.push(Broken::new(
                     "terminal_moved",
                     format!("transfer {} was {was:?}, is now {now:?}", t.id),
-                )),
-                Some(_) => {}
-                None if t.status.is_terminal() => {
-                    self.terminal.insert(t.id, now);
-                    if t.status == TransferStatus::Succeeded {
-                        self.succeeded += 1;
-                    }
-                }
-                None => {}
+                ));
+                continue;
             }
+            if was == now {
+                // New, and still INITIATED.
+                self.seen.transfers.insert(t.id, now);
+                continue;
+            }
+            if let Some(transition) = transfer_transition(was.0, t.status, outcome.copied()) {
+                count(&mut self.coverage, transition, 1);
+            }
+            if t.status == TransferStatus::Succeeded {
+                self.succeeded += 1;
+            }
+            self.seen.transfers.insert(t.id, now);
         }
-        first(moved)
+        for r in reservations {
+            let id = r.request.transfer_id;
+            let was = self.seen.reservations.get(&id).map(|w| w.state);
+            if was == Some(r.state) {
+                continue;
+            }
+            for transition in reservation_transitions(was, r.state) {
+                count(&mut self.coverage, transition, 1);
+            }
+            self.seen.reservations.insert(id, r);
+        }
+        let skipped = std::mem::take(&mut lock(&self.faults).observed.ledger_skipped);
+        count(
+            &mut self.coverage,
+            Transition::LedgerDuplicateSkipped,
+            skipped,
+        );
+        first(broken)
     }
 
+    /// Reads the dead letters published since the last step. Each must be
+    /// a poison message or a forged event dead-lettered by a group that
+    /// must refuse it: a saga event in a dead-letter topic means a consumer
+    /// refused a legitimate event.
     fn check_dead_letters(&mut self) -> Option<Broken> {
-        let bus = self.world.bus();
-        let total: usize = GROUPS.iter().map(|g| bus.len(&dead_letter_topic(g))).sum();
-        if total == self.dead_letters_seen {
-            return None;
-        }
-        self.dead_letters_seen = total;
+        let letters = self.world.new_dead_letters();
+        self.dead_letters_seen += letters.len();
         let mut wrong = Vec::new();
-        for group in GROUPS {
-            for bytes in bus.messages(&dead_letter_topic(group)) {
-                let (payload, reason) = letter(&bytes);
-                if !payload.contains("poison#") {
-                    let detail = format!("{group} dead-lettered a saga event: {reason}");
+        for (group, bytes) in letters {
+            let Ok(letter) = serde_json::from_slice::<DeadLetter>(&bytes) else {
+                let detail = format!("{group}: a dead letter that does not parse");
+                wrong.push(Broken::new("dead_letter", detail));
+                continue;
+            };
+            if let Some(marker) = poison_marker(&letter.payload) {
+                let poison = self.poison.iter().find(|p| p.marker == marker);
+                if let Some(poison) = poison.filter(|p| !letter.reason.starts_with(p.reason)) {
+                    let detail = format!(
+                        "{group} dead-lettered {marker} for {:?}, not for {:?}",
+                        letter.reason, poison.reason
+                    );
+                    wrong.push(Broken::new("dead_letter", detail));
+                }
+                self.poison_seen.insert((marker, group));
+                count(&mut self.coverage, Transition::DeadLetterPoison, 1);
+                continue;
+            }
+            let expected = letter
+                .event_id
+                .and_then(|id| self.forged.get(&id).map(|groups| (id, groups)));
+            match expected {
+                Some((id, groups)) if groups.contains(&group) => {
+                    self.forged_seen.insert((id, group));
+                    let transition = if group == groups::WALLET {
+                        Transition::DeadLetterWalletStore
+                    } else {
+                        Transition::DeadLetterTransferStore
+                    };
+                    if letter.source.is_none() {
+                        count(&mut self.coverage, transition, 1);
+                    }
+                }
+                _ => {
+                    let detail = format!(
+                        "{group} dead-lettered a saga event {:?}: {}",
+                        letter.event_id, letter.reason
+                    );
                     wrong.push(Broken::new("dead_letter", detail));
                 }
             }
@@ -142,37 +290,61 @@ impl<L: SimLedger> Sim<L> {
 
     /// The checks of a quiet system: the audit's (every transfer terminal
     /// and agreeing with the ledger, wallets equal to the ledger, nothing
-    /// reserved), outcomes the requests promised, and every poison message
-    /// in the dead-letter topic of every group that read it.
+    /// reserved), outcomes the requests promised, every poison message in
+    /// the dead-letter topic of every group that read it, and every forged
+    /// event in the dead-letter topic of every group that must refuse it.
     pub(super) fn final_checks(&mut self) -> Outcome {
-        let snapshot = self.world.snapshot();
+        if let Some(broken) = self.check_dead_letters() {
+            return Outcome::broken("final checks".to_owned(), broken);
+        }
+        let state = match self.read(Scope::Quiet) {
+            Ok(state) => state,
+            Err(broken) => return Outcome::broken("final checks".to_owned(), broken),
+        };
         let description = format!(
-            "final checks: {} transfers, {} entries, {} poison messages",
-            snapshot.transfers.len(),
-            snapshot.entries.len(),
-            self.poison.len()
+            "final checks: {} transfers, {} entries, {} poison messages, {} forged events",
+            state.transfers.len(),
+            state.audit.entries,
+            self.poison.len(),
+            self.forged.len()
         );
-        let broken = audited(audit(&snapshot, Scope::Quiet))
-            .or_else(|| first(snapshot.transfers.iter().filter_map(promised)))
-            .or_else(|| self.check_poison());
+        let skewed = lock(&self.faults).skewed.clone();
+        let broken = audited(&state.audit)
+            .or_else(|| {
+                first(
+                    state
+                        .transfers
+                        .iter()
+                        .filter_map(|t| promised(t, &skewed, &self.seen.outcomes)),
+                )
+            })
+            .or_else(|| self.check_expected_dead_letters());
         match broken {
             Some(broken) => Outcome::broken(description, broken),
             None => Outcome::ok(description),
         }
     }
 
-    fn check_poison(&self) -> Option<Broken> {
-        let bus = self.world.bus();
+    fn check_expected_dead_letters(&self) -> Option<Broken> {
         let mut missing = Vec::new();
         for poison in &self.poison {
             for group in readers(poison.topic) {
-                let topic = dead_letter_topic(group);
-                let found = bus
-                    .messages(&topic)
-                    .iter()
-                    .any(|bytes| letter(bytes).0.contains(&poison.marker));
-                if !found {
-                    let detail = format!("{} on {} is not in {topic}", poison.marker, poison.topic);
+                if !self.poison_seen.contains(&(poison.marker.clone(), *group)) {
+                    let detail = format!(
+                        "{} on {} is not in {group}.dlq",
+                        poison.marker, poison.topic
+                    );
+                    missing.push(Broken::new("dead_letter", detail));
+                }
+            }
+        }
+        for (id, groups) in &self.forged {
+            for group in groups {
+                if !self.forged_seen.contains(&(*id, *group)) {
+                    let detail = format!(
+                        "forged event {} was refused but is not in {group}.dlq",
+                        short(id.as_uuid())
+                    );
                     missing.push(Broken::new("dead_letter", detail));
                 }
             }
@@ -181,11 +353,34 @@ impl<L: SimLedger> Sim<L> {
     }
 }
 
+/// The reservation transitions from `was` (none: new) to `now`.
+fn reservation_transitions(
+    was: Option<ReservationState>,
+    now: ReservationState,
+) -> Vec<Transition> {
+    use ReservationState::*;
+    match (was, now) {
+        (None, Reserved) => vec![Transition::ReservationReserved],
+        (None, Rejected(reason)) => vec![Transition::ReservationRejected(reason)],
+        (None, Captured) => vec![
+            Transition::ReservationReserved,
+            Transition::ReservationCaptured,
+        ],
+        (None, Released) => vec![
+            Transition::ReservationReserved,
+            Transition::ReservationReleased,
+        ],
+        (Some(Reserved), Captured) => vec![Transition::ReservationCaptured],
+        (Some(Reserved), Released) => vec![Transition::ReservationReleased],
+        _ => Vec::new(),
+    }
+}
+
 /// A terminal transfer that contradicts the ledger. Checked at every step,
 /// not only once quiet: SUCCEEDED comes only from a posting, FAILED only
 /// when nothing was or will be posted, and ledger rows are never removed.
-fn disagrees(t: &Transfer, outcomes: &HashMap<TransferId, LedgerOutcome>) -> Option<Broken> {
-    let posted = outcomes.get(&t.id) == Some(&LedgerOutcome::Succeeded);
+fn disagrees(t: &Transfer, outcome: Option<&LedgerOutcome>) -> Option<Broken> {
+    let posted = outcome == Some(&LedgerOutcome::Succeeded);
     let contradicts = match t.status {
         TransferStatus::Succeeded => !posted,
         TransferStatus::Failed => posted,
@@ -199,8 +394,15 @@ fn disagrees(t: &Transfer, outcomes: &HashMap<TransferId, LedgerOutcome>) -> Opt
 
 /// What a transfer's request promised, once quiet: a deposit always
 /// succeeds (the system account may go negative); a transfer of more than
-/// anyone holds always fails for insufficient funds.
-fn promised(t: &Transfer) -> Option<Broken> {
+/// anyone holds always fails for insufficient funds; a transfer whose
+/// posting request the ledger saw skewed (`skewed`: the reason it must
+/// refuse it for) fails for that reason, whatever it was. The audit checks
+/// that nothing was posted for a FAILED one and nothing stays reserved.
+fn promised(
+    t: &Transfer,
+    skewed: &BTreeMap<TransferId, FailureReason>,
+    outcomes: &BTreeMap<TransferId, LedgerOutcome>,
+) -> Option<Broken> {
     let done = (t.status, t.failure_reason);
     let broken = |want: &str| {
         let detail = format!(
@@ -209,6 +411,13 @@ fn promised(t: &Transfer) -> Option<Broken> {
         );
         Some(Broken::new("outcome", detail))
     };
+    if let Some(reason) = skewed.get(&t.id) {
+        let refused = Some(&LedgerOutcome::Failed(*reason));
+        if done != (TransferStatus::Failed, Some(*reason)) || outcomes.get(&t.id) != refused {
+            return broken(&format!("FAILED {reason} by the ledger"));
+        }
+        return None;
+    }
     if t.kind == TransferKind::Deposit && t.status != TransferStatus::Succeeded {
         return broken("SUCCEEDED");
     }

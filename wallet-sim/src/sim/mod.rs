@@ -4,7 +4,7 @@
 mod actions;
 mod checks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -12,19 +12,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
-use wallet_core::ids::TransferId;
-use wallet_core::outcome::FailureReason;
-use wallet_core::service::{CreateError, Created};
+use wallet_core::ids::{EventId, TransferId};
+use wallet_core::outcome::{FailureReason, LedgerOutcome};
+use wallet_core::ports::StoreError;
+use wallet_core::service::{CreateError, Created, RetryReport};
 use wallet_core::transfer::TransferStatus;
+use wallet_core::wallet::Reservation;
 
 use crate::SimConfig;
+use crate::adapters::Adapters;
 use crate::client::{CURRENCIES, Client, Planned, RequestKind};
 use crate::clock::SimClock;
+use crate::coverage::Coverage;
 use crate::faults::{Faults, Gate, SharedFaults, lock};
-use crate::planted::{PlantedBug, SimLedger};
+use crate::planted::PlantedBug;
 use crate::report::{Broken, Failure, SimReport, Trace};
 use crate::rng::Rng;
-use crate::world::{ConsumerId, RelayId, ServiceId, Settings, World};
+use crate::world::{ConsumerId, INSTANCES, RelayId, ServiceId, Settings, World};
 
 /// Drain rounds after which a system that still moves is reported as not
 /// reaching quiet.
@@ -59,27 +63,40 @@ const MOVES: [(Move, u32); 10] = [
 /// here: the gateway rolls them on every call.
 #[derive(Debug, Clone, Copy)]
 enum Injection {
+    /// A consumer's poll delivers a batch twice.
     Duplicate,
-    ConsumerCrash,
-    HandlerFailure,
+    /// A consumer's offset commit fails or loses its answer.
+    CommitFault,
+    /// A relay's (or a runner's dead-letter) publish fails part-way or
+    /// loses its answer.
+    PublishFault,
+    /// A store's unit fails or loses its answer, in any step that writes it.
+    StoreFault,
     RelayCrash,
+    ConsumerCrash,
     CrashInRequest,
     SlowReserve,
     Restart(ServiceId),
     Poison,
+    LedgerSkew,
+    Forged,
 }
 
-const INJECTIONS: [(Injection, u32); 10] = [
+const INJECTIONS: [(Injection, u32); 14] = [
     (Injection::Duplicate, 3),
-    (Injection::ConsumerCrash, 3),
-    (Injection::HandlerFailure, 3),
+    (Injection::CommitFault, 2),
+    (Injection::PublishFault, 3),
+    (Injection::StoreFault, 4),
     (Injection::RelayCrash, 3),
+    (Injection::ConsumerCrash, 3),
     (Injection::CrashInRequest, 3),
     (Injection::SlowReserve, 3),
     (Injection::Restart(ServiceId::Transaction), 1),
     (Injection::Restart(ServiceId::Wallet), 1),
     (Injection::Restart(ServiceId::Ledger), 1),
     (Injection::Poison, 1),
+    (Injection::LedgerSkew, 2),
+    (Injection::Forged, 2),
 ];
 
 /// What a step did.
@@ -113,29 +130,58 @@ impl Outcome {
     }
 }
 
-/// A request whose reserve call is slow: it waits at its gate while other
-/// steps run.
+/// What a suspended call answers.
+enum Answer {
+    Created(Result<Created, CreateError>),
+    Retried(Result<RetryReport, StoreError>),
+}
+
+/// Who waits for a suspended call.
+enum Waiter {
+    /// A client, for its request: its plan and its key's index in the
+    /// client's memory.
+    Request { planned: Planned, key: usize },
+    /// A retrier pass.
+    Retrier,
+}
+
+/// A request or retrier pass whose reserve call is slow: it waits at its
+/// gate while other steps run.
 struct Suspended {
-    planned: Planned,
+    /// The transaction-service instance running it.
+    instance: usize,
+    waiter: Waiter,
     /// Its trace text.
     text: String,
-    /// Its key's index in the client's memory.
-    key: usize,
     gate: Gate,
-    future: Pin<Box<dyn Future<Output = Result<Created, CreateError>>>>,
+    future: Pin<Box<dyn Future<Output = Answer>>>,
 }
 
 /// A poison message published by the run.
 struct Poison {
     marker: String,
     topic: &'static str,
+    /// How the reason of its dead letters starts.
+    reason: &'static str,
+}
+
+/// The state the read ports showed at the last check, for the checks and
+/// the coverage diff.
+#[derive(Default)]
+struct Seen {
+    /// Every transfer's status and failure reason.
+    transfers: BTreeMap<TransferId, (TransferStatus, Option<FailureReason>)>,
+    /// Every reservation.
+    reservations: BTreeMap<TransferId, Reservation>,
+    /// The ledger's outcomes.
+    outcomes: BTreeMap<TransferId, LedgerOutcome>,
 }
 
 /// One run.
-pub(crate) struct Sim<L: SimLedger> {
+pub(crate) struct Sim<A: Adapters> {
     config: SimConfig,
     rng: Rng,
-    world: World<L>,
+    world: World<A>,
     faults: SharedFaults,
     client: Client,
     trace: Trace,
@@ -144,27 +190,35 @@ pub(crate) struct Sim<L: SimLedger> {
     /// Request indexes before which a poison message goes to a topic.
     poison_plan: Vec<(usize, &'static str)>,
     poison: Vec<Poison>,
-    /// Terminal transfers as first seen terminal.
-    terminal: BTreeMap<TransferId, (TransferStatus, Option<FailureReason>)>,
-    transfers_seen: usize,
+    /// (marker, group) of every poison message found dead-lettered.
+    poison_seen: BTreeSet<(String, &'static str)>,
+    /// Forged events, with the groups that must dead-letter them.
+    forged: BTreeMap<EventId, Vec<&'static str>>,
+    /// (event, group) of every forged event found dead-lettered.
+    forged_seen: BTreeSet<(EventId, &'static str)>,
+    seen: Seen,
+    coverage: Coverage,
     succeeded: usize,
     dead_letters_seen: usize,
     /// How far the drain moves the clock each round: past the retrier's
     /// minimum age and every lease, so work a dead relay or retrier held
     /// is taken over.
     drain_tick: Duration,
-    /// Requests waiting for a slow reserve call, oldest first.
+    /// Requests and retrier passes waiting for a slow reserve call, oldest
+    /// first.
     in_flight: Vec<Suspended>,
     /// The gate of an armed slow call, until the call takes it.
     armed_gate: Option<Gate>,
 }
 
-impl<L: SimLedger> Sim<L> {
-    pub fn new(config: &SimConfig) -> Sim<L> {
+impl<A: Adapters> Sim<A> {
+    pub fn new(adapters: A, config: &SimConfig) -> Sim<A> {
         let mut rng = Rng::new(config.seed);
         let faults = Arc::new(Mutex::new(Faults::new(rng.fork(), config.fault_rate)));
-        let planted = config.planted_bug == Some(PlantedBug::FailOnTimeout);
-        let settings = Settings::new(config.max_batch, planted);
+        let mut settings = Settings::new(config.max_batch);
+        settings.timeout_is_refusal = config.planted_bug == Some(PlantedBug::FailOnTimeout);
+        settings.dead_letters_outside_unit =
+            config.planted_bug == Some(PlantedBug::DeadLetterOutsideUnit);
         let drain_tick = [
             settings.transaction.retry_min_age,
             settings.transaction.retry_lease,
@@ -175,6 +229,7 @@ impl<L: SimLedger> Sim<L> {
         .unwrap_or_default()
             + Duration::from_millis(1);
         let world = World::new(
+            adapters,
             SimClock::default(),
             config.partitions,
             faults.clone(),
@@ -197,8 +252,11 @@ impl<L: SimLedger> Sim<L> {
             issued: 0,
             poison_plan,
             poison: Vec::new(),
-            terminal: BTreeMap::new(),
-            transfers_seen: 0,
+            poison_seen: BTreeSet::new(),
+            forged: BTreeMap::new(),
+            forged_seen: BTreeSet::new(),
+            seen: Seen::default(),
+            coverage: Coverage::new(),
             succeeded: 0,
             dead_letters_seen: 0,
             drain_tick,
@@ -215,9 +273,10 @@ impl<L: SimLedger> Sim<L> {
             steps: self.trace.steps(),
             faults: lock(&self.faults).counts.clone(),
             requests: self.requests,
-            transfers: self.transfers_seen,
+            transfers: self.seen.transfers.len(),
             succeeded: self.succeeded,
             dead_letters: self.dead_letters_seen,
+            coverage: self.coverage,
             trace: self.trace.last(),
             trace_hash: self.trace.hash(),
             failure,
@@ -260,7 +319,7 @@ impl<L: SimLedger> Sim<L> {
     }
 
     /// No more faults: pump everything, with the clock past the retrier's
-    /// minimum age, until a whole round moves nothing.
+    /// minimum age and every lease, until a whole round moves nothing.
     fn drain(&mut self) -> Result<(), Failure> {
         lock(&self.faults).stop();
         // Slow calls answer first; they are not faults of the drain.
@@ -270,13 +329,23 @@ impl<L: SimLedger> Sim<L> {
         let drain_tick = self.drain_tick;
         for _ in 0..MAX_DRAIN_ROUNDS {
             self.step(|s| s.tick(drain_tick))?;
-            let mut moved = self.step(Self::retry)?;
-            moved += self.step(|s| s.relay(RelayId::Wallet, None))?;
-            moved += self.step(|s| s.consume_once(ConsumerId::Ledger))?;
-            moved += self.step(|s| s.relay(RelayId::Ledger, None))?;
-            moved += self.step(|s| s.consume_once(ConsumerId::Wallet))?;
-            moved += self.step(|s| s.consume_once(ConsumerId::Transaction))?;
-            moved += self.step(|s| s.relay(RelayId::Transaction, None))?;
+            let mut moved = 0;
+            for i in 0..INSTANCES {
+                moved += self.step(|s| s.retry(i))?;
+            }
+            for (relay, consumer) in [
+                (RelayId::Wallet, ConsumerId::Ledger),
+                (RelayId::Ledger, ConsumerId::Wallet),
+            ] {
+                for i in 0..INSTANCES {
+                    moved += self.step(|s| s.relay(relay, i))?;
+                }
+                moved += self.step(|s| s.consume(consumer, None))?;
+            }
+            moved += self.step(|s| s.consume(ConsumerId::Transaction, None))?;
+            for i in 0..INSTANCES {
+                moved += self.step(|s| s.relay(RelayId::Transaction, i))?;
+            }
             if moved == 0 {
                 return Ok(());
             }
@@ -291,11 +360,16 @@ impl<L: SimLedger> Sim<L> {
     /// Runs one step: records it in the trace, catches a panic as a
     /// violation, then checks the invariants that hold at every moment.
     fn step(&mut self, act: impl FnOnce(&mut Self) -> Outcome) -> Result<u64, Failure> {
+        lock(&self.faults).observed = Default::default();
         let outcome = catch_unwind(AssertUnwindSafe(|| act(self))).unwrap_or_else(|payload| {
             let message = panic_message(payload.as_ref());
             Outcome::broken("panicked".to_owned(), Broken::new("panic", message))
         });
-        let notes = lock(&self.faults).take_notes();
+        let notes = {
+            let mut faults = lock(&self.faults);
+            faults.disarm();
+            faults.take_notes()
+        };
         let mut description = outcome.description;
         if !notes.is_empty() {
             description = format!("{description} [fault: {}]", notes.join(", "));
@@ -335,15 +409,15 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use wallet_core::memory::MemoryLedgerStore;
     use wallet_core::money::{Amount, Currency};
     use wallet_core::wallet::{Wallet, WalletChange};
 
     use super::*;
+    use crate::adapters::MemoryAdapters;
 
     #[test]
     fn a_panic_of_a_core_assertion_is_reported_as_a_violation() {
-        let mut sim = Sim::<MemoryLedgerStore>::new(&SimConfig::new(5));
+        let mut sim = Sim::new(MemoryAdapters, &SimConfig::new(5));
         let failure = sim
             .step(|s| {
                 let now = wallet_core::ports::Clock::now(s.world.clock());
