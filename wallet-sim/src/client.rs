@@ -140,6 +140,10 @@ struct KeyRecord {
     /// without an answer, maybe before the transfer was stored. A repeat
     /// may then create the transfer.
     maybe_absent: bool,
+    /// The key may be stored with either of two bodies (a repeat with
+    /// another body died unanswered while the key may have been absent):
+    /// the client no longer repeats it.
+    ambiguous: bool,
     /// The transfer, once an answer named it.
     transfer: Option<TransferId>,
     /// False while the first request's answer was lost (its caller crashed)
@@ -489,17 +493,20 @@ impl Client {
     /// An earlier key again, with its body (amount rewritten with a trailing
     /// zero) or with another amount.
     fn repeat(&mut self, kind: RequestKind, rng: &mut Rng) -> Option<Planned> {
-        if self.keys.is_empty() {
+        let usable: Vec<usize> = (0..self.keys.len())
+            .filter(|i| !self.keys[*i].ambiguous)
+            .collect();
+        if usable.is_empty() {
             return None;
         }
         // Half the repeats are of the latest keys, as a client retrying a
         // request it just sent would; only those can meet a 409 while the
         // first answer is lost.
-        let len = self.keys.len() as u64;
+        let len = usable.len() as u64;
         let index = if rng.chance(0.5) {
-            (len - 1 - rng.below(len.min(4))) as usize
+            usable[(len - 1 - rng.below(len.min(4))) as usize]
         } else {
-            rng.below(len) as usize
+            usable[rng.below(len) as usize]
         };
         let mut request = self.keys[index].request.clone();
         if kind == RequestKind::RepeatSame {
@@ -558,11 +565,21 @@ impl Client {
     /// Remembers the key of a request whose answer is delayed; returns the
     /// index to pass to [`Client::judge_late`].
     pub fn suspended(&mut self, planned: &Planned) -> usize {
+        if let Some(i) = planned.repeat_of {
+            // The repeat stored its body if the key was absent: which body
+            // the key holds is unknown until it answers, maybe for good.
+            let record = &mut self.keys[i];
+            if record.maybe_absent && planned.kind == RequestKind::RepeatDifferent {
+                record.ambiguous = true;
+            }
+            return i;
+        }
         if let Action::Create(request) = &planned.action {
             self.keys.push(KeyRecord {
                 kind: planned.kind,
                 request: request.clone(),
                 maybe_absent: false,
+                ambiguous: false,
                 transfer: None,
                 answered: false,
             });
@@ -588,6 +605,7 @@ impl Client {
             }
             record.transfer = Some(created.transfer.id);
             record.answered = true;
+            record.maybe_absent = false;
         }
         Ok(())
     }
@@ -600,13 +618,15 @@ impl Client {
         struck: Struck,
         late: bool,
     ) -> Result<(), String> {
+        // A late answer comes from a request that stored a transfer: a
+        // new one, or a repeat of a key that was absent.
         let creates = matches!(
             planned.kind,
             RequestKind::Deposit
                 | RequestKind::Withdrawal
                 | RequestKind::WithdrawAll
                 | RequestKind::Transfer
-        );
+        ) || planned.repeat_of.is_some_and(|i| self.keys[i].maybe_absent);
         let allowed = match label {
             "unavailable" => struck.lookup,
             "crashed" => struck.crash,
@@ -687,6 +707,11 @@ impl Client {
             return;
         };
         if let Some(i) = planned.repeat_of {
+            let record = &mut self.keys[i];
+            let unknown = matches!(result, None | Some(Err(CreateError::Store(_))));
+            if unknown && record.maybe_absent && planned.kind == RequestKind::RepeatDifferent {
+                record.ambiguous = true;
+            }
             if let Some(Ok(c)) = result {
                 let record = &mut self.keys[i];
                 if !c.replayed {
@@ -703,6 +728,7 @@ impl Client {
             kind: planned.kind,
             request: request.clone(),
             maybe_absent: transfer.is_none(),
+            ambiguous: false,
             transfer,
             answered,
         };

@@ -129,13 +129,14 @@ impl Transition {
 impl Transition {
     /// Its place in [`Transition::ALL`] (after every listed one if not
     /// listed), then its name: the order of tables and maps.
-    fn order(&self) -> (usize, &'static str) {
+    fn order(&self) -> (usize, u8, &'static str) {
         let place = Transition::ALL.iter().position(|t| t == self);
-        let reason = match self {
-            Transition::ReservationRejected(r) | Transition::LedgerRejected(r) => r.code(),
-            _ => "",
+        let (machine, reason) = match self {
+            Transition::ReservationRejected(r) => (1, r.code()),
+            Transition::LedgerRejected(r) => (2, r.code()),
+            _ => (0, ""),
         };
-        (place.unwrap_or(usize::MAX), reason)
+        (place.unwrap_or(usize::MAX), machine, reason)
     }
 }
 

@@ -10,10 +10,14 @@ use std::task::Poll;
 
 use async_trait::async_trait;
 use wallet_core::Currency;
-use wallet_core::ids::{TransferId, WalletId};
+use wallet_core::Timestamp;
+use wallet_core::ids::{TransferId, WalletId, WorkerId};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
-use wallet_core::ports::{GatewayError, WalletGateway, WalletReads, WalletStore};
+use wallet_core::ports::{
+    Claim, GatewayError, OutboxRecord, WalletGateway, WalletReads, WalletStore,
+};
 use wallet_core::service::WalletService;
+use wallet_core::transfer::Transfer;
 use wallet_core::wallet::ReserveRequest;
 
 use crate::client::Struck;
@@ -52,9 +56,10 @@ pub enum FaultKind {
     /// committed and before the offset commit, ...); it restarted from the
     /// committed offsets.
     ConsumerCrash,
-    /// A request or a retrier pass of a transaction-service instance died at
-    /// an await point (after the transfer was stored, after the reservation
-    /// committed, ...); the instance restarted.
+    /// A request or a retrier pass died at an await point (after the
+    /// transfer was stored, after the reservation committed, ...); the
+    /// service instance that ran it (a transaction-service instance, or the
+    /// wallet service for its own requests) restarted.
     CrashInRequest,
     /// The reserve call timed out before the wallet service saw it.
     ReserveTimeoutBefore,
@@ -152,7 +157,7 @@ impl fmt::Display for FaultKind {
 }
 
 /// One of the three services' stores, as the fault wrappers name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum StorePort {
     Transfers,
     Wallets,
@@ -303,6 +308,23 @@ pub(crate) struct Faults {
     pub skewed: BTreeMap<TransferId, FailureReason>,
     /// What the wrappers saw during the current step.
     pub observed: Observed,
+    /// The leases the stores' claims gave, as their answers showed them.
+    leases: Leases,
+    /// Broken promises of a port seen by its wrapper (a claim that gave
+    /// away a held record, or kept back a free one).
+    pub broken_ports: Vec<String>,
+}
+
+/// The leases the claims of the stores gave, as seen at their ports: each
+/// claim is checked against the promises of `Outbox::claim` and
+/// `TransferStore::claim_initiated`.
+#[derive(Debug, Default)]
+struct Leases {
+    /// Outbox records claimed and not acknowledged: their transfer, holder
+    /// and the end of the lease.
+    records: BTreeMap<(StorePort, u64), (TransferId, WorkerId, Timestamp)>,
+    /// INITIATED transfers claimed by a retrier: holder and lease end.
+    transfers: BTreeMap<TransferId, (WorkerId, Timestamp)>,
 }
 
 pub(crate) type SharedFaults = Arc<Mutex<Faults>>;
@@ -334,6 +356,91 @@ impl Faults {
             skews: BTreeMap::new(),
             skewed: BTreeMap::new(),
             observed: Observed::default(),
+            leases: Leases::default(),
+            broken_ports: Vec::new(),
+        }
+    }
+
+    /// Checks an outbox claim against what earlier claims gave: no record
+    /// another worker holds is given, nor one behind an older record of
+    /// its transfer that another worker holds; and a claim that took fewer
+    /// than `limit` took every known record that is free for it.
+    pub fn outbox_claimed(
+        &mut self,
+        port: StorePort,
+        claim: &Claim,
+        limit: usize,
+        records: &[OutboxRecord],
+    ) {
+        let known: Vec<(u64, TransferId, WorkerId, Timestamp)> = self
+            .leases
+            .records
+            .range((port, 0)..=(port, u64::MAX))
+            .map(|((_, seq), (t, w, until))| (*seq, *t, *w, *until))
+            .collect();
+        let held = |w: WorkerId, until: Timestamp| w != claim.worker && until > claim.now;
+        let blocked = |seq: u64, transfer: TransferId| {
+            known
+                .iter()
+                .any(|(s, t, w, until)| *s < seq && *t == transfer && held(*w, *until))
+        };
+        let name = port.name();
+        for r in records {
+            let transfer = r.item.transfer_id();
+            if let Some((_, _, w, until)) = known.iter().find(|k| k.0 == r.seq)
+                && held(*w, *until)
+            {
+                self.broken_ports.push(format!(
+                    "{name}: record {} claimed while another worker holds it until {until}",
+                    r.seq
+                ));
+            }
+            if blocked(r.seq, transfer) {
+                self.broken_ports.push(format!(
+                    "{name}: record {} claimed before an older held record of its transfer",
+                    r.seq
+                ));
+            }
+        }
+        if records.len() < limit {
+            for (seq, transfer, w, until) in &known {
+                let free = !held(*w, *until) && !blocked(*seq, *transfer);
+                if free && !records.iter().any(|r| r.seq == *seq) {
+                    self.broken_ports.push(format!(
+                        "{name}: free record {seq} not claimed (its lease ended at {until})"
+                    ));
+                }
+            }
+        }
+        for r in records {
+            let lease = (r.item.transfer_id(), claim.worker, claim.until);
+            self.leases.records.insert((port, r.seq), lease);
+        }
+    }
+
+    /// Forgets acknowledged records (also when the acknowledgement failed:
+    /// the leases are then only unknown, never wrongly assumed).
+    pub fn outbox_acknowledged(&mut self, port: StorePort, seqs: &[u64]) {
+        for seq in seqs {
+            self.leases.records.remove(&(port, *seq));
+        }
+    }
+
+    /// Checks a retrier's claim: no transfer another worker holds is given.
+    pub fn initiated_claimed(&mut self, claim: &Claim, transfers: &[Transfer]) {
+        for t in transfers {
+            if let Some((w, until)) = self.leases.transfers.get(&t.id)
+                && *w != claim.worker
+                && *until > claim.now
+            {
+                self.broken_ports.push(format!(
+                    "transfer_store: transfer {} claimed while another retrier holds it until {until}",
+                    t.id
+                ));
+            }
+            self.leases
+                .transfers
+                .insert(t.id, (claim.worker, claim.until));
         }
     }
 

@@ -32,7 +32,8 @@ use wallet_core::transfer::Transfer;
 use wallet_core::wallet::{Reservation, ReserveRequest, Wallet};
 
 use crate::faults::{
-    BeginSeen, FaultKind, SharedFaults, Skew, StoreFault, StorePort, SubscriptionFault, lock,
+    BeginSeen, FaultKind, Faults, SharedFaults, Skew, StoreFault, StorePort, SubscriptionFault,
+    lock,
 };
 
 /// `Pending` once, then `Ready`: an await point where a step can die.
@@ -95,18 +96,22 @@ impl<S> FaultyStore<S> {
         Some(error)
     }
 
-    /// A claim that took records (leases) counts as a write.
-    fn claimed(&self, n: usize) {
-        if n > 0 {
-            lock(&self.faults).observed.writes += 1;
-        }
-    }
-
     /// One write unit: its await points and its armed fault.
     async fn unit<T>(
         &self,
         call: &'static str,
         unit: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.unit_seen(call, unit, |_, _| {}).await
+    }
+
+    /// One write unit, whose answer `seen` looks at as the store gave it
+    /// (before an armed fault loses it).
+    async fn unit_seen<T>(
+        &self,
+        call: &'static str,
+        unit: impl Future<Output = Result<T, StoreError>>,
+        seen: impl FnOnce(&mut Faults, &T),
     ) -> Result<T, StoreError> {
         let what = format!("{}.{call}", self.port.name());
         point(&self.faults, "before", &what).await;
@@ -121,6 +126,9 @@ impl<S> FaultyStore<S> {
             return Err(refused);
         }
         let result = unit.await;
+        if let Ok(value) = &result {
+            seen(&mut lock(&self.faults), value);
+        }
         point(&self.faults, "after", &what).await;
         if fault == Some(StoreFault::AckLost) && result.is_ok() {
             lock(&self.faults).record_with(FaultKind::StoreAckLost, what.clone());
@@ -135,12 +143,19 @@ impl<S> FaultyStore<S> {
 #[async_trait]
 impl<S: Outbox> Outbox for FaultyStore<S> {
     async fn claim(&self, claim: &Claim, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let claimed = self.unit("claim", self.inner.claim(claim, limit)).await;
-        self.claimed(claimed.as_ref().map_or(0, Vec::len));
-        claimed
+        let port = self.port;
+        let claimed = self.inner.claim(claim, limit);
+        self.unit_seen("claim", claimed, |faults, records| {
+            if !records.is_empty() {
+                faults.observed.writes += 1;
+            }
+            faults.outbox_claimed(port, claim, limit, records);
+        })
+        .await
     }
 
     async fn acknowledge(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        lock(&self.faults).outbox_acknowledged(self.port, seqs);
         self.unit("acknowledge", self.inner.acknowledge(seqs)).await
     }
 }
@@ -192,9 +207,13 @@ impl<S: TransferStore> TransferStore for FaultyStore<S> {
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError> {
         let claimed = self.inner.claim_initiated(claim, created_before, limit);
-        let claimed = self.unit("claim_initiated", claimed).await;
-        self.claimed(claimed.as_ref().map_or(0, Vec::len));
-        claimed
+        self.unit_seen("claim_initiated", claimed, |faults, transfers| {
+            if !transfers.is_empty() {
+                faults.observed.writes += 1;
+            }
+            faults.initiated_claimed(claim, transfers);
+        })
+        .await
     }
 }
 

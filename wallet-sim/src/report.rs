@@ -24,9 +24,12 @@ pub struct Failure {
     /// request did not allow), `outcome` (a final status the request did
     /// not allow), `dead_letter` (a saga event dead-lettered, or a provoked
     /// refusal or a poison message missing from its dead-letter topic),
-    /// `quiescence`, `stalled` (a call waited), `panic` (a core assertion),
-    /// and `store_error`, `relay_error`, `consumer_error` (a port failed
-    /// without an injected fault).
+    /// `claim` (a store's claim gave away a record or transfer another
+    /// worker held, or kept back a free one), `quiescence`, `stalled` (a
+    /// call waited), `panic` (a core assertion), and `store_error`,
+    /// `relay_error`, `consumer_error` (a step failed without an injected
+    /// fault, or a consumer reported an integrity failure as transient or
+    /// the reverse).
     pub invariant: String,
     /// What exactly was wrong.
     pub detail: String,

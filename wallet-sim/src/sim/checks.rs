@@ -134,6 +134,10 @@ impl<A: Adapters> Sim<A> {
     /// write call to any store left them as the last check saw them: only
     /// the dead-letter topics are read then.
     pub(super) fn check_always(&mut self) -> Option<Broken> {
+        let broken_ports = std::mem::take(&mut lock(&self.faults).broken_ports);
+        if let Some(broken) = first(broken_ports.into_iter().map(|d| Broken::new("claim", d))) {
+            return Some(broken);
+        }
         let writes = lock(&self.faults).observed.writes;
         if writes == 0 {
             return self.check_dead_letters();

@@ -32,7 +32,7 @@ use crate::world::{ConsumerId, INSTANCES, RelayId, ServiceId, Settings, World};
 
 /// Drain rounds after which a system that still moves is reported as not
 /// reaching quiet.
-const MAX_DRAIN_ROUNDS: u32 = 1_000;
+const MAX_DRAIN_ROUNDS: u32 = 100;
 
 /// A step of the active phase that is not a fault.
 #[derive(Debug, Clone, Copy)]
