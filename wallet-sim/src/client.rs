@@ -127,7 +127,7 @@ pub(crate) struct Planned {
     pub kind: RequestKind,
     pub action: Action,
     /// For repeats, the index of the key repeated.
-    repeat_of: Option<usize>,
+    pub repeat_of: Option<usize>,
 }
 
 /// What the client remembers of a key that created a transfer.
@@ -212,6 +212,11 @@ pub(crate) fn describe(request: &TransferRequest) -> String {
 }
 
 impl Client {
+    /// How many wallets the clients know they opened.
+    pub fn wallets_opened(&self) -> usize {
+        self.wallets.len()
+    }
+
     /// Remembers an opened wallet.
     pub fn opened(&mut self, id: WalletId, currency: Currency) {
         self.wallets.push((id, currency));
@@ -488,6 +493,25 @@ impl Client {
             action: Action::Reserve(request, reason),
             repeat_of: None,
         }
+    }
+
+    /// The index of the latest key remembered.
+    pub fn last_key(&self) -> Option<usize> {
+        self.keys.len().checked_sub(1)
+    }
+
+    /// Key `index` again with its body, as a client retrying a request it
+    /// got no answer to; `None` when the key's body is in doubt.
+    pub fn repeat_key(&self, index: usize) -> Option<Planned> {
+        let record = self.keys.get(index).filter(|r| !r.ambiguous)?;
+        let mut request = record.request.clone();
+        let scale = request.amount.scale();
+        request.amount.rescale(scale + 1);
+        Some(Planned {
+            kind: RequestKind::RepeatSame,
+            action: Action::Create(request),
+            repeat_of: Some(index),
+        })
     }
 
     /// An earlier key again, with its body (amount rewritten with a trailing

@@ -17,7 +17,7 @@ use wallet_core::ports::{
     Claim, GatewayError, OutboxRecord, WalletGateway, WalletReads, WalletStore,
 };
 use wallet_core::service::WalletService;
-use wallet_core::transfer::Transfer;
+use wallet_core::transfer::{Transfer, TransferStatus};
 use wallet_core::wallet::ReserveRequest;
 
 use crate::client::Struck;
@@ -270,6 +270,8 @@ pub(crate) struct Observed {
     pub ledger_skipped: u64,
     /// What `TransferStore::begin` answered.
     pub begin: Option<BeginSeen>,
+    /// Posting requests the ledger store said it decided.
+    pub ledger_decided: u64,
     /// Write calls made to the stores (claims that took nothing aside):
     /// when none was made, the stores are as the last check saw them.
     pub writes: u64,
@@ -418,6 +420,13 @@ impl Faults {
         }
     }
 
+    /// When the leases known to be held end.
+    pub fn lease_ends(&self) -> Vec<Timestamp> {
+        let records = self.leases.records.values().map(|(_, _, until)| *until);
+        let transfers = self.leases.transfers.values().map(|(_, until)| *until);
+        records.chain(transfers).collect()
+    }
+
     /// Forgets acknowledged records (also when the acknowledgement failed:
     /// the leases are then only unknown, never wrongly assumed).
     pub fn outbox_acknowledged(&mut self, port: StorePort, seqs: &[u64]) {
@@ -426,9 +435,21 @@ impl Faults {
         }
     }
 
-    /// Checks a retrier's claim: no transfer another worker holds is given.
-    pub fn initiated_claimed(&mut self, claim: &Claim, transfers: &[Transfer]) {
+    /// Checks a retrier's claim: only INITIATED transfers created before
+    /// `created_before`, and none another worker holds.
+    pub fn initiated_claimed(
+        &mut self,
+        claim: &Claim,
+        created_before: Timestamp,
+        transfers: &[Transfer],
+    ) {
         for t in transfers {
+            if t.status != TransferStatus::Initiated || t.created_at >= created_before {
+                self.broken_ports.push(format!(
+                    "transfer_store: claim_initiated before {created_before} gave transfer {} ({:?}, created {})",
+                    t.id, t.status, t.created_at
+                ));
+            }
             if let Some((w, until)) = self.leases.transfers.get(&t.id)
                 && *w != claim.worker
                 && *until > claim.now

@@ -34,6 +34,7 @@ mod exec;
 mod faults;
 mod planted;
 mod ports;
+mod reads;
 mod report;
 mod rng;
 mod sim;

@@ -211,7 +211,7 @@ impl<S: TransferStore> TransferStore for FaultyStore<S> {
             if !transfers.is_empty() {
                 faults.observed.writes += 1;
             }
-            faults.initiated_claimed(claim, transfers);
+            faults.initiated_claimed(claim, created_before, transfers);
         })
         .await
     }
@@ -335,7 +335,9 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
         let result = self.inner.post(&batch).await;
         if let Ok(decided) = &result {
             let skipped = batch.len().saturating_sub(*decided) as u64;
-            lock(&self.faults).observed.ledger_skipped += skipped;
+            let mut faults = lock(&self.faults);
+            faults.observed.ledger_skipped += skipped;
+            faults.observed.ledger_decided += *decided as u64;
         }
         point(&self.faults, "after", &what).await;
         if fault == Some(StoreFault::AckLost) && result.is_ok() {

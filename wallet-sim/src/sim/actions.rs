@@ -149,17 +149,41 @@ impl<A: Adapters> Sim<A> {
         }
     }
 
-    /// A clock advance: a random one, or now and then exactly a lease or
-    /// the retrier's minimum age, so work started in the last step meets
-    /// each limit on its boundary.
+    /// A clock advance: a random one, or now and then one that lands
+    /// exactly on a boundary: the end of a lease a claim gave, or the time
+    /// an INITIATED transfer reaches the retrier's minimum age or its key's
+    /// idempotency lease, so each limit is met on its boundary.
     fn tick_length(&mut self) -> Duration {
-        let t = &self.world.settings().transaction;
-        let exact = [t.idempotency_lease, t.retry_min_age, t.retry_lease];
-        if self.rng.chance(0.3) {
-            *self.rng.pick(&exact)
-        } else {
-            Duration::from_millis(self.rng.range(1, 3_000))
+        if !self.rng.chance(0.3) {
+            return Duration::from_millis(self.rng.range(1, 3_000));
         }
+        let now = self.world.clock().now();
+        let t = &self.world.settings().transaction;
+        let min_age = chrono::Duration::from_std(t.retry_min_age).expect("a short limit");
+        // Each kind of boundary as likely as the others, however many of
+        // each there are.
+        let kinds = [
+            lock(&self.faults).lease_ends(),
+            self.seen.initiated.values().map(|c| *c + min_age).collect(),
+            self.unanswered.iter().map(|(ends, _)| *ends).collect(),
+        ];
+        let ahead: Vec<Vec<_>> = kinds
+            .into_iter()
+            .map(|mut d: Vec<_>| {
+                d.retain(|d| *d > now);
+                d.sort();
+                d.dedup();
+                d
+            })
+            .filter(|d| !d.is_empty())
+            .collect();
+        if ahead.is_empty() {
+            let exact = [t.idempotency_lease, t.retry_min_age, t.retry_lease];
+            return *self.rng.pick(&exact);
+        }
+        let deadlines = self.rng.pick(&ahead);
+        let deadline = *self.rng.pick(deadlines);
+        (deadline - now).to_std().expect("a deadline ahead")
     }
 
     /// A transaction-service instance or relay instance.
@@ -263,7 +287,22 @@ impl<A: Adapters> Sim<A> {
                 .flatten()
                 .map_or(Decimal::ZERO, |w| w.available.value())
         };
-        let planned = self.client.plan(&mut self.rng, &available);
+        // A client whose request died unanswered retries it, half the time
+        // exactly when the key's idempotency lease ends.
+        let now = self.world.clock().now();
+        self.unanswered.retain(|(ends, _)| *ends >= now);
+        let due = self
+            .unanswered
+            .iter()
+            .find(|(ends, _)| *ends == now)
+            .map(|(_, key)| *key);
+        let retried = due
+            .filter(|_| self.rng.chance(0.5))
+            .and_then(|key| self.client.repeat_key(key));
+        let planned = match retried {
+            Some(planned) => planned,
+            None => self.client.plan(&mut self.rng, &available),
+        };
         self.issued += 1;
         match planned.action.clone() {
             Action::Open(currency) => self.open_wallet(planned.kind, currency, true),
@@ -420,6 +459,19 @@ impl<A: Adapters> Sim<A> {
         let mut description = format!("{text} -> {label}");
         if let Some(Ok(created)) = &result {
             description += &format!(" {}", short(created.transfer.id.as_uuid()));
+        }
+        // Died after storing the key and before recording its answer: the
+        // key stays unanswered, a repeat gets 409 until its lease ends.
+        let stored = begin == Some(BeginSeen::Created);
+        let recorded = lock(&self.faults)
+            .crashed
+            .as_deref()
+            .is_some_and(|p| p == "after transfer_store.record_reserve");
+        if result.is_none() && stored && !recorded {
+            let key = planned.repeat_of.or(self.client.last_key());
+            let lease = self.world.settings().transaction.idempotency_lease;
+            let ends = self.world.clock().now() + chrono::Duration::from_std(lease).expect("short");
+            self.unanswered.extend(key.map(|k| (ends, k)));
         }
         let outcome = match result {
             // The process died with the request: restart it.

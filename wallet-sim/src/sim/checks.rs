@@ -3,12 +3,13 @@
 //! simulator's own reader of the dead-letter topics; the coverage counts
 //! come from diffing what the read ports show between steps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wallet_core::audit::{Audit, AuditReport, Scope, Violation};
 use wallet_core::event::WALLET_EVENTS;
-use wallet_core::ids::TransferId;
+use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::memory::groups;
+use wallet_core::money::Balance;
 use wallet_core::outcome::{FailureReason, LedgerOutcome};
 use wallet_core::ports::{LedgerReads, StoreError, TransferReads, WalletReads};
 use wallet_core::runtime::DeadLetter;
@@ -21,10 +22,14 @@ use crate::client::{insufficient_amount, short};
 use crate::coverage::{Transition, count};
 use crate::exec::run_now;
 use crate::faults::lock;
+use crate::reads::{Checked, Notes};
 use crate::report::Broken;
 
-/// Rows per read: every table of a run fits in one page.
+/// Rows per read after each step: every table of a run fits in one page.
 const PAGE: usize = 1 << 20;
+
+/// Rows per read in the final checks: small, so every read port pages.
+const SMALL_PAGE: usize = 7;
 
 /// The groups that read `topic`.
 fn readers(topic: &str) -> &'static [&'static str] {
@@ -71,6 +76,15 @@ fn poison_marker(payload: &str) -> Option<String> {
     Some(payload[start..=end].to_owned())
 }
 
+/// The notes of broken read-port promises, and the three read ports
+/// whose answers are checked.
+type CheckedReads<A> = (
+    Notes,
+    Checked<<A as Adapters>::Transfers>,
+    Checked<<A as Adapters>::Wallets>,
+    Checked<<A as Adapters>::Ledger>,
+);
+
 /// What the read ports show, in one go.
 struct State {
     audit: AuditReport,
@@ -82,21 +96,105 @@ struct State {
 /// Reads the state through the read ports and audits it.
 async fn read_state(
     scope: Scope,
+    page: usize,
     transfers: &impl TransferReads,
     wallets: &impl WalletReads,
     ledger: &impl LedgerReads,
 ) -> Result<State, StoreError> {
     let audit = Audit {
         scope,
-        page_size: PAGE,
+        page_size: page,
         stuck_after: None,
     };
     Ok(State {
         audit: audit.run(transfers, wallets, ledger).await?,
-        transfers: transfers.transfers_page(None, PAGE).await?,
-        reservations: wallets.reservations_page(None, PAGE).await?,
-        outcomes: ledger.outcomes_page(None, PAGE).await?,
+        transfers: all(|after| transfers.transfers_page(after, page), |t| t.id).await?,
+        reservations: all(
+            |after| wallets.reservations_page(after, page),
+            |r| r.request.transfer_id,
+        )
+        .await?,
+        outcomes: all(|after| ledger.outcomes_page(after, page), |(t, _)| *t).await?,
     })
+}
+
+/// Every row of a paged read.
+async fn all<T, K: Copy, F: std::future::Future<Output = Result<Vec<T>, StoreError>>>(
+    page: impl Fn(Option<K>) -> F,
+    key: impl Fn(&T) -> K,
+) -> Result<Vec<T>, StoreError> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let next = page(after).await?;
+        let Some(last) = next.last() else {
+            return Ok(rows);
+        };
+        after = Some(key(last));
+        rows.extend(next);
+    }
+}
+
+/// Each account's entries, paged newest first through `entries`, against
+/// its balance from `balances_page`: the two read ports must agree, every
+/// wallet's ledger history must sum to what it holds once quiet, and every
+/// entry carries a position the store assigned (not the zero of an entry
+/// not yet appended), once.
+async fn histories(
+    wallets: &impl WalletReads,
+    ledger: &impl LedgerReads,
+) -> Result<Vec<Broken>, StoreError> {
+    let mut broken = Vec::new();
+    let balances = all(
+        |after| ledger.balances_page(after, SMALL_PAGE),
+        |b| b.account,
+    )
+    .await?;
+    let wallets = all(|after| wallets.wallets_page(after, SMALL_PAGE), |w| w.id).await?;
+    let mut accounts: BTreeMap<WalletId, Balance> =
+        wallets.iter().map(|w| (w.id, Balance::ZERO)).collect();
+    accounts.extend(balances.iter().map(|b| (b.account, Balance::ZERO)));
+    let mut seqs = BTreeSet::new();
+    for (account, sum) in &mut accounts {
+        let mut before = None;
+        loop {
+            let page = ledger.entries(*account, before, SMALL_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.seq);
+            for e in &page {
+                *sum = *sum + e.signed();
+                if e.seq == 0 || !seqs.insert(e.seq) {
+                    let detail = format!(
+                        "entry of {account} with seq {} (unassigned or twice)",
+                        e.seq
+                    );
+                    broken.push(Broken::new("read_port", detail));
+                }
+            }
+        }
+    }
+    for (account, sum) in &accounts {
+        let stated = balances
+            .iter()
+            .find(|b| b.account == *account)
+            .map_or(Balance::ZERO, |b| b.balance);
+        if stated != *sum {
+            let detail = format!("account {account}: entries sum to {sum}, balance says {stated}");
+            broken.push(Broken::new("read_port", detail));
+        }
+    }
+    for w in &wallets {
+        if w.available + w.reserved != accounts[&w.id] {
+            let detail = format!(
+                "wallet {} holds {}, its ledger history sums to {}",
+                w.id,
+                w.available + w.reserved,
+                accounts[&w.id]
+            );
+            broken.push(Broken::new("snapshot", detail));
+        }
+    }
+    Ok(broken)
 }
 
 /// The transfer transition from `was` to `now`, told apart by the
@@ -120,11 +218,31 @@ fn transfer_transition(
 }
 
 impl<A: Adapters> Sim<A> {
-    fn read(&self, scope: Scope) -> Result<State, Broken> {
+    /// The read ports, each answer checked against its port's promises.
+    fn checked_reads(&self) -> CheckedReads<A> {
+        let notes = Notes::default();
         let (transfers, wallets, ledger) = self.world.reads();
-        run_now(read_state(scope, transfers, wallets, ledger))
+        (
+            notes.clone(),
+            Checked::new(transfers.clone(), notes.clone()),
+            Checked::new(wallets.clone(), notes.clone()),
+            Checked::new(ledger.clone(), notes),
+        )
+    }
+
+    fn read(&self, scope: Scope, page: usize) -> Result<State, Broken> {
+        let (notes, transfers, wallets, ledger) = self.checked_reads();
+        let state = run_now(read_state(scope, page, &transfers, &wallets, &ledger))
             .ok_or_else(|| Broken::new("stalled", "a read did not answer at once"))?
-            .map_err(|e| Broken::new("store_error", format!("read: {e}")))
+            .map_err(|e| Broken::new("store_error", format!("read: {e}")))?;
+        match first(
+            lock(&notes)
+                .iter()
+                .map(|n| Broken::new("read_port", n.clone())),
+        ) {
+            Some(broken) => Err(broken),
+            None => Ok(state),
+        }
     }
 
     /// What must hold after every step: the audit's invariants of any
@@ -142,10 +260,15 @@ impl<A: Adapters> Sim<A> {
         if writes == 0 {
             return self.check_dead_letters();
         }
-        let state = match self.read(Scope::Always) {
+        let state = match self.read(Scope::Always, PAGE) {
             Ok(state) => state,
             Err(broken) => return Some(broken),
         };
+        let opened = self.client.wallets_opened();
+        if state.audit.wallets < opened {
+            let detail = format!("{} wallets read, {opened} opened", state.audit.wallets);
+            return Some(Broken::new("lost_wallet", detail));
+        }
         audited(&state.audit)
             .or_else(|| self.observe(state))
             .or_else(|| self.check_dead_letters())
@@ -161,6 +284,21 @@ impl<A: Adapters> Sim<A> {
             ..
         } = state;
         let mut broken = Vec::new();
+        let (transfer_reads, _, ledger_reads) = self.world.reads();
+        let (transfer_reads, ledger_reads) = (transfer_reads.clone(), ledger_reads.clone());
+        // What a changed row's own read answers must agree with its page.
+        let by_id = |t: &Transfer| run_now(transfer_reads.transfer(t.id)).and_then(Result::ok);
+        let outcome_of = |id| run_now(ledger_reads.outcome(id)).and_then(Result::ok);
+        let decided = std::mem::take(&mut lock(&self.faults).observed.ledger_decided);
+        let new_outcomes = outcomes
+            .iter()
+            .filter(|(id, _)| !self.seen.outcomes.contains_key(id))
+            .count() as u64;
+        if new_outcomes != decided {
+            let detail =
+                format!("the ledger said it decided {decided}, {new_outcomes} outcomes are new");
+            broken.push(Broken::new("read_port", detail));
+        }
         if outcomes.len() < self.seen.outcomes.len() {
             broken.push(Broken::new("ledger_moved", "a ledger outcome disappeared"));
         }
@@ -172,6 +310,10 @@ impl<A: Adapters> Sim<A> {
                         LedgerOutcome::Failed(r) => Transition::LedgerRejected(r),
                     };
                     count(&mut self.coverage, transition, 1);
+                    if outcome_of(id) != Some(Some(outcome)) {
+                        let detail = format!("outcome({id}) disagrees with outcomes_page");
+                        broken.push(Broken::new("read_port", detail));
+                    }
                     self.seen.outcomes.insert(id, outcome);
                 }
                 Some(was) if *was != outcome => broken.push(Broken::new(
@@ -198,6 +340,10 @@ impl<A: Adapters> Sim<A> {
             if known == Some(now) {
                 continue;
             }
+            if by_id(t) != Some(Some(t.clone())) {
+                let detail = format!("transfer({}) disagrees with transfers_page", t.id);
+                broken.push(Broken::new("read_port", detail));
+            }
             if was.0.is_terminal() {
                 broken.push(Broken::new(
                     "terminal_moved",
@@ -208,7 +354,11 @@ impl<A: Adapters> Sim<A> {
             if was == now {
                 // New, and still INITIATED.
                 self.seen.transfers.insert(t.id, now);
+                self.seen.initiated.insert(t.id, t.created_at);
                 continue;
+            }
+            if t.status != TransferStatus::Initiated {
+                self.seen.initiated.remove(&t.id);
             }
             if let Some(transition) = transfer_transition(was.0, t.status, outcome.copied()) {
                 count(&mut self.coverage, transition, 1);
@@ -301,10 +451,22 @@ impl<A: Adapters> Sim<A> {
         if let Some(broken) = self.check_dead_letters() {
             return Outcome::broken("final checks".to_owned(), broken);
         }
-        let state = match self.read(Scope::Quiet) {
+        // Small pages now: every read port pages, and an account's entries
+        // are read back one page at a time.
+        let state = match self.read(Scope::Quiet, SMALL_PAGE) {
             Ok(state) => state,
             Err(broken) => return Outcome::broken("final checks".to_owned(), broken),
         };
+        let (notes, _, wallets, ledger) = self.checked_reads();
+        let histories = match run_now(histories(&wallets, &ledger)) {
+            Some(Ok(broken)) => broken,
+            Some(Err(e)) => vec![Broken::new("store_error", format!("read: {e}"))],
+            None => vec![Broken::new("stalled", "a read did not answer at once")],
+        };
+        let noted = lock(&notes).clone();
+        let histories = histories
+            .into_iter()
+            .chain(noted.into_iter().map(|n| Broken::new("read_port", n)));
         let description = format!(
             "final checks: {} transfers, {} entries, {} poison messages, {} forged events",
             state.transfers.len(),
@@ -314,6 +476,7 @@ impl<A: Adapters> Sim<A> {
         );
         let skewed = lock(&self.faults).skewed.clone();
         let broken = audited(&state.audit)
+            .or_else(|| first(histories))
             .or_else(|| {
                 first(
                     state

@@ -175,6 +175,8 @@ struct Seen {
     reservations: BTreeMap<TransferId, Reservation>,
     /// The ledger's outcomes.
     outcomes: BTreeMap<TransferId, LedgerOutcome>,
+    /// INITIATED transfers, with when they were created.
+    initiated: BTreeMap<TransferId, wallet_core::Timestamp>,
 }
 
 /// One run.
@@ -209,6 +211,9 @@ pub(crate) struct Sim<A: Adapters> {
     in_flight: Vec<Suspended>,
     /// The gate of an armed slow call, until the call takes it.
     armed_gate: Option<Gate>,
+    /// Keys stored by a request that died before its answer was recorded,
+    /// with the time their idempotency lease ends.
+    unanswered: Vec<(wallet_core::Timestamp, usize)>,
 }
 
 impl<A: Adapters> Sim<A> {
@@ -262,6 +267,7 @@ impl<A: Adapters> Sim<A> {
             drain_tick,
             in_flight: Vec::new(),
             armed_gate: None,
+            unanswered: Vec::new(),
         }
     }
 
