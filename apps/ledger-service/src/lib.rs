@@ -25,25 +25,32 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::ports::{LedgerReads, LedgerStore};
 use wallet_core::service::LedgerService;
 pub use wallet_core::service::ledger::MAX_PAGE;
-use wallet_http::{ApiError, Json, Path, Query};
+use wallet_http::openapi::string_enum;
+use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 /// Entries per page when the client does not say.
 pub const DEFAULT_PAGE: usize = 50;
 
 /// One ledger entry of an account, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Entry)]
 pub struct EntryResource {
     /// Position in the ledger; newer entries have larger numbers.
     pub seq: u64,
     /// The transfer that posted it.
+    #[schema(value_type = uuid::Uuid)]
     pub transfer_id: TransferId,
     /// `debit` (money left the account) or `credit`.
+    #[schema(schema_with = direction_schema)]
     pub direction: Direction,
     /// How much, as a decimal string.
+    #[schema(value_type = String, example = "10.50")]
     pub amount: Amount,
     /// The account's currency.
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     /// When it was posted.
+    #[schema(value_type = String, format = DateTime)]
     pub posted_at: Timestamp,
 }
 
@@ -60,8 +67,12 @@ impl From<Entry> for EntryResource {
     }
 }
 
+fn direction_schema() -> utoipa::openapi::schema::Object {
+    string_enum(&["debit", "credit"], false)
+}
+
 /// One page of an account's entries, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntriesPage {
     /// The entries.
     pub entries: Vec<EntryResource>,
@@ -71,10 +82,11 @@ pub struct EntriesPage {
 }
 
 /// The query of the entries route.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Entries wanted, 1 to [`MAX_PAGE`].
+    /// Entries wanted, 1 to [`MAX_PAGE`] (500); 50 when not given.
     pub limit: Option<usize>,
     /// Only entries with a smaller `seq`.
     pub before: Option<u64>,
@@ -91,12 +103,33 @@ pub fn api<S: LedgerStore + LedgerReads>(svc: Arc<LedgerService<S>>) -> Router {
     wallet_http::limit_body(routes)
 }
 
-/// The whole service: [`api`], `/healthz`, 404/405 in the error shape, and
-/// request tracing.
+/// The whole service: [`api`], its description at `/openapi.json`,
+/// `/healthz`, 404/405 in the error shape, and request tracing.
 pub fn router<S: LedgerStore + LedgerReads>(svc: Arc<LedgerService<S>>) -> Router {
-    wallet_http::service_router(api(svc))
+    wallet_http::service_router(api(svc).merge(wallet_http::openapi::route(openapi())))
 }
 
+/// The OpenAPI description of [`api`]'s routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(entries))]
+struct ApiDoc;
+
+/// A wallet's ledger entries, newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/wallets/{id}/entries",
+    tag = "ledger",
+    params(("id" = uuid::Uuid, Path, description = "The wallet"), PageQuery),
+    responses(
+        (status = 200, description = "A page of entries; empty for an id without entries", body = EntriesPage),
+        (status = 400, description = "`invalid_id`, `invalid_query`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
 async fn entries<S: LedgerStore + LedgerReads>(
     State(svc): State<Svc<S>>,
     Path(account): Path<WalletId>,

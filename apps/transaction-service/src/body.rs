@@ -15,22 +15,40 @@ use wallet_http::ApiError;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The body of `POST /v1/transfers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TransferRequest)]
 pub(crate) struct TransferBody {
+    /// The wallet debited.
+    #[schema(value_type = uuid::Uuid)]
     sender_wallet_id: WalletId,
+    /// The wallet credited.
+    #[schema(value_type = uuid::Uuid)]
     receiver_wallet_id: WalletId,
+    /// A decimal string at most at the currency's scale (`"10.50"`); a JSON
+    /// number is refused.
+    #[schema(value_type = String, example = "10.50")]
     amount: AmountInput,
+    /// ISO 4217 code; when given, both wallets must hold it.
+    #[schema(example = "USD")]
     currency: Option<String>,
+    /// The key, when the `Idempotency-Key` header is not sent.
     idempotency_key: Option<String>,
 }
 
 /// The body of deposits and withdrawals; the wallet is in the path.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = MovementRequest)]
 pub(crate) struct MovementBody {
+    /// A decimal string at most at the currency's scale (`"10.50"`); a JSON
+    /// number is refused.
+    #[schema(value_type = String, example = "10.50")]
     amount: AmountInput,
+    /// ISO 4217 code; when given, the wallet must hold it.
+    #[schema(example = "USD")]
     currency: Option<String>,
+    /// The key, when the `Idempotency-Key` header is not sent.
     idempotency_key: Option<String>,
 }
 

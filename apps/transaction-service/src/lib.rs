@@ -52,7 +52,7 @@ use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::ports::{TransferReads, TransferStore, WalletGateway};
 use wallet_core::service::{CreateError, Created, Parties, TransactionService};
 use wallet_core::transfer::{Transfer, TransferStatus};
-use wallet_http::{ApiError, Json, Path, Query};
+use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 pub use body::IDEMPOTENCY_KEY;
 pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
@@ -83,14 +83,70 @@ pub fn api<S: TransferStore + TransferReads, G: WalletGateway>(
     wallet_http::limit_body(routes)
 }
 
-/// The whole service: [`api`], `/healthz`, 404/405 in the error shape, and
-/// request tracing.
+/// The whole service: [`api`], its description at `/openapi.json`,
+/// `/healthz`, 404/405 in the error shape, and request tracing.
 pub fn router<S: TransferStore + TransferReads, G: WalletGateway>(
     svc: Arc<TransactionService<S, G>>,
 ) -> Router {
-    wallet_http::service_router(api(svc))
+    wallet_http::service_router(api(svc).merge(wallet_http::openapi::route(openapi())))
 }
 
+/// The OpenAPI description of [`api`]'s routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_transfer, get_transfer, deposit, withdraw))]
+struct ApiDoc;
+
+/// The answers of the routes that create a transfer, deposit or withdrawal.
+/// A repeat with the same key gets the first answer again, with the header
+/// `Idempotent-Replayed: true`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes answers, never built
+enum SubmitAnswers {
+    /// Accepted: RESERVED (the ledger will decide), or INITIATED (the wallet
+    /// service did not answer; the retrier finishes it). `Location` names
+    /// the transfer.
+    #[response(status = 202)]
+    Accepted(TransferResource),
+    /// `malformed_request`, `idempotency_key_required`,
+    /// `idempotency_key_mismatch`, `invalid_idempotency_key`.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `wallet_not_found`.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// `idempotency_key_in_flight`: the first request with this key is still
+    /// being answered; retry.
+    #[response(status = 409)]
+    InFlight(ErrorBody),
+    /// `body_too_large`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Nothing stored: `invalid_amount`, `unknown_currency`, `same_wallet`,
+    /// `currency_mismatch`, `idempotency_key_reused`. Or the wallet service
+    /// refused: the transfer is FAILED, `transfer_id` names it, and the code
+    /// is its reason: `insufficient_funds`, `wallet_not_found`,
+    /// `same_wallet`, `currency_mismatch`, `invalid_amount`.
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// `unavailable`: storage or the wallet service is down; nothing stored;
+    /// retry.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Moves money from one wallet to another.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    tag = "transfers",
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended transfer; 1 to 255 visible ASCII characters")),
+    request_body = TransferBody,
+    responses(SubmitAnswers)
+)]
 async fn create_transfer<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     headers: HeaderMap,
@@ -100,6 +156,18 @@ async fn create_transfer<S: TransferStore + TransferReads, G: WalletGateway>(
     submit(&svc, request).await
 }
 
+/// Puts money into a wallet, from the currency's system account.
+#[utoipa::path(
+    post,
+    path = "/v1/wallets/{id}/deposits",
+    tag = "transfers",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The wallet credited"),
+        ("Idempotency-Key" = String, Header, description = "Unique per intended deposit")
+    ),
+    request_body = MovementBody,
+    responses(SubmitAnswers)
+)]
 async fn deposit<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(wallet): Path<WalletId>,
@@ -110,6 +178,18 @@ async fn deposit<S: TransferStore + TransferReads, G: WalletGateway>(
     submit(&svc, request).await
 }
 
+/// Takes money out of a wallet, to the currency's system account.
+#[utoipa::path(
+    post,
+    path = "/v1/wallets/{id}/withdrawals",
+    tag = "transfers",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The wallet debited"),
+        ("Idempotency-Key" = String, Header, description = "Unique per intended withdrawal")
+    ),
+    request_body = MovementBody,
+    responses(SubmitAnswers)
+)]
 async fn withdraw<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(wallet): Path<WalletId>,
@@ -175,14 +255,28 @@ fn create_error(error: CreateError) -> ApiError {
 }
 
 /// The query of `GET /v1/transfers/{id}`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Wait up to this many milliseconds (0 to [`MAX_WAIT_MS`]) for the
     /// transfer to be SUCCEEDED or FAILED.
     pub wait_ms: Option<u64>,
 }
 
+/// A transfer as it is now, or once it is SUCCEEDED or FAILED.
+#[utoipa::path(
+    get,
+    path = "/v1/transfers/{id}",
+    tag = "transfers",
+    params(("id" = uuid::Uuid, Path, description = "The transfer"), WaitQuery),
+    responses(
+        (status = 200, description = "The transfer", body = TransferResource),
+        (status = 400, description = "`invalid_id`, `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`transfer_not_found`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
 async fn get_transfer<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(id): Path<TransferId>,

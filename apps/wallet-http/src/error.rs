@@ -22,14 +22,14 @@ pub struct ApiError {
 }
 
 /// The JSON body of an error answer, for servers and clients alike.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// The object inside [`ErrorBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, snake_case, for programs.
     pub code: String,
@@ -37,6 +37,7 @@ pub struct ErrorDetail {
     pub message: String,
     /// The FAILED transfer a refused transfer request created; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub transfer_id: Option<TransferId>,
 }
 

@@ -24,6 +24,7 @@
 
 mod error;
 mod extract;
+pub mod openapi;
 mod routes;
 #[cfg(feature = "test-util")]
 pub mod testing;

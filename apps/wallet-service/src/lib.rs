@@ -32,22 +32,29 @@ use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{WalletReads, WalletStore};
 use wallet_core::service::WalletService;
 use wallet_core::wallet::{ReserveRequest, Wallet};
-use wallet_http::{ApiError, Json, Path};
+use wallet_http::{ApiError, ErrorBody, Json, Path};
 
 /// A wallet as the public API shows it. Amounts are decimal strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Wallet)]
 pub struct WalletResource {
     /// Its id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: WalletId,
     /// Its only currency.
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     /// Spendable now.
+    #[schema(value_type = String, example = "10.50")]
     pub available: Balance,
     /// Reserved for transfers the ledger has not decided yet.
+    #[schema(value_type = String, example = "0.00")]
     pub reserved: Balance,
     /// When it was opened.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When a balance last changed.
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
@@ -65,20 +72,23 @@ impl From<Wallet> for WalletResource {
 }
 
 /// The body of `POST /v1/wallets`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenWallet {
     /// An ISO 4217 code the system knows, upper case. Taken as text so an
     /// unknown code is a 422, not a malformed body.
+    #[schema(example = "USD")]
     pub currency: String,
 }
 
 /// The answer of `GET /internal/v1/wallets/{id}`: all the gateway needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WalletCurrency {
     /// The wallet.
+    #[schema(value_type = uuid::Uuid)]
     pub id: WalletId,
     /// Its currency, which never changes.
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
 }
 
@@ -107,16 +117,46 @@ pub fn internal<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Rou
     wallet_http::limit_body(routes)
 }
 
-/// The whole service: [`api`], [`internal`], `/healthz`, 404/405 in the
-/// error shape, and request tracing.
+/// The whole service: [`api`], [`internal`], the description of both at
+/// `/openapi.json`, `/healthz`, 404/405 in the error shape, and request
+/// tracing.
 pub fn router<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
-    wallet_http::service_router(api(svc.clone()).merge(internal(svc)))
+    let mut doc = openapi();
+    doc.merge(<InternalDoc as utoipa::OpenApi>::openapi());
+    let routes = api(svc.clone()).merge(internal(svc));
+    wallet_http::service_router(routes.merge(wallet_http::openapi::route(doc)))
 }
+
+/// The OpenAPI description of [`api`]'s routes (the public ones).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(open_wallet, get_wallet))]
+struct ApiDoc;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(reserve, wallet_currency))]
+struct InternalDoc;
 
 fn wallet_not_found(id: WalletId) -> ApiError {
     ApiError::not_found("wallet_not_found", format!("wallet {id} not found"))
 }
 
+/// Opens an empty wallet in one currency.
+#[utoipa::path(
+    post,
+    path = "/v1/wallets",
+    tag = "wallets",
+    request_body = OpenWallet,
+    responses(
+        (status = 201, description = "Opened; `Location` names it", body = WalletResource),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 422, description = "`unknown_currency`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
 async fn open_wallet<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Json(body): Json<OpenWallet>,
@@ -132,6 +172,19 @@ async fn open_wallet<S: WalletStore + WalletReads>(
     Ok(created.into_response())
 }
 
+/// A wallet's balances.
+#[utoipa::path(
+    get,
+    path = "/v1/wallets/{id}",
+    tag = "wallets",
+    params(("id" = uuid::Uuid, Path, description = "The wallet")),
+    responses(
+        (status = 200, description = "The wallet", body = WalletResource),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 404, description = "`wallet_not_found`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
 async fn get_wallet<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Path(id): Path<WalletId>,
@@ -141,6 +194,17 @@ async fn get_wallet<S: WalletStore + WalletReads>(
     Ok(Json(wallet.into()))
 }
 
+/// Reserves funds for a transfer; idempotent by transfer id. Internal.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/reserve",
+    tag = "internal",
+    request_body(content = Object, description = "A reserve request: transfer id, sender, receiver, amount, currency"),
+    responses(
+        (status = 200, description = "The outcome: reserved, or rejected with its reason", body = Object),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
 async fn reserve<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Json(request): Json<ReserveRequest>,
@@ -148,6 +212,17 @@ async fn reserve<S: WalletStore + WalletReads>(
     Ok(Json(svc.reserve(&request).await?))
 }
 
+/// A wallet's currency. Internal.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/wallets/{id}",
+    tag = "internal",
+    params(("id" = uuid::Uuid, Path, description = "The wallet")),
+    responses(
+        (status = 200, description = "Its currency", body = WalletCurrency),
+        (status = 404, description = "`wallet_not_found`", body = ErrorBody)
+    )
+)]
 async fn wallet_currency<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Path(id): Path<WalletId>,

@@ -6,15 +6,22 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use wallet_core::memory::{Embedded, EmbeddedConfig};
 
-/// Serves every public route of the three services on `listen` until Ctrl-C.
+/// Serves every public route of the three services, and their OpenAPI
+/// description at `/openapi.json`, on `listen` until Ctrl-C.
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     init_tracing();
     let running = Embedded::new(EmbeddedConfig::default()).spawn();
+    let doc = wallet_http::openapi::public([
+        transaction_service::openapi(),
+        wallet_service::openapi(),
+        ledger_service::openapi(),
+    ]);
     let app = wallet_http::service_router(
         axum::Router::new()
             .merge(transaction_service::api(running.transactions.clone()))
             .merge(wallet_service::api(running.wallets.clone()))
-            .merge(ledger_service::api(running.ledger.clone())),
+            .merge(ledger_service::api(running.ledger.clone()))
+            .merge(wallet_http::openapi::route(doc)),
     );
     let listener = tokio::net::TcpListener::bind(listen)
         .await

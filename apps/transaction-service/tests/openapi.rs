@@ -1,0 +1,419 @@
+//! The OpenAPI document stays true: `docs/openapi.json` is what the
+//! handlers' annotations describe, every public route answers as described,
+//! and every answer of a scenario through the routers is in the document:
+//! its status listed for its route, its body valid against the schema, and
+//! an error's code named in that status's description.
+//!
+//! After a change of the API, `UPDATE_OPENAPI=1 cargo test -p
+//! transaction-service --test openapi` rewrites the file.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use wallet_core::memory::{Embedded, EmbeddedConfig};
+use wallet_http::MAX_BODY_BYTES;
+use wallet_http::testing::{TestResponse, get, json as request, post_keyed, raw, send};
+
+fn document() -> Value {
+    let doc = wallet_http::openapi::public([
+        transaction_service::openapi(),
+        wallet_service::openapi(),
+        ledger_service::openapi(),
+    ]);
+    serde_json::to_value(doc).expect("the document serializes")
+}
+
+fn checked_in() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
+}
+
+#[test]
+fn the_checked_in_document_is_the_generated_one() {
+    let generated = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+    let path = checked_in();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        stored == generated,
+        "docs/openapi.json differs from the handlers' annotations; rerun with UPDATE_OPENAPI=1 to rewrite it"
+    );
+}
+
+/// Resolves a `$ref` to a component schema.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            let target = &doc["components"]["schemas"][name];
+            assert!(!target.is_null(), "unresolved {reference}");
+            resolve(doc, target)
+        }
+        None => schema,
+    }
+}
+
+fn type_matches(name: &str, value: &Value) -> bool {
+    match name {
+        "null" => value.is_null(),
+        "string" => value.is_string(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        other => panic!("schema type {other} not handled by this check"),
+    }
+}
+
+/// The first way `value` breaks `schema`, as a path and a reason. Every
+/// field of an object must be a documented property.
+fn violation(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+    let schema = resolve(doc, schema);
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema.get(key).and_then(Value::as_array) {
+            let fits = options
+                .iter()
+                .any(|o| violation(doc, o, value, at).is_none());
+            return (!fits).then(|| format!("{at}: {value} fits none of {key}"));
+        }
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        return all.iter().find_map(|s| violation(doc, s, value, at));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_matches(t, value)) {
+        return Some(format!("{at}: {value} is not of type {types:?}"));
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        return Some(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let (Some(items), Some(values)) = (schema.get("items"), value.as_array()) {
+        return values
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| violation(doc, items, v, &format!("{at}[{i}]")));
+    }
+    if let Some(object) = value.as_object() {
+        let properties = schema["properties"].as_object();
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        for name in required.iter().filter_map(Value::as_str) {
+            if !object.contains_key(name) {
+                return Some(format!("{at}: required field {name} missing"));
+            }
+        }
+        for (name, field) in object {
+            let Some(property) = properties.and_then(|p| p.get(name)) else {
+                return Some(format!("{at}: field {name} is not documented"));
+            };
+            if let Some(v) = violation(doc, property, field, &format!("{at}.{name}")) {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// The public routes as `walletctl dev` serves them, over one embedded
+/// system whose events the test drains by hand.
+fn system() -> (Embedded, Router) {
+    let embedded = Embedded::new(EmbeddedConfig::default());
+    let app = wallet_http::service_router(
+        Router::new()
+            .merge(transaction_service::api(embedded.transactions.clone()))
+            .merge(wallet_service::api(embedded.wallets.clone()))
+            .merge(ledger_service::api(embedded.ledger.clone())),
+    );
+    (embedded, app)
+}
+
+/// Checks answers against the document and remembers which operations
+/// they covered.
+struct Checker {
+    doc: Value,
+    covered: BTreeSet<(String, String)>,
+}
+
+impl Checker {
+    fn check(&mut self, method: &str, template: &str, answer: &TestResponse) {
+        let operation = &self.doc["paths"][template][method];
+        assert!(
+            !operation.is_null(),
+            "{method} {template} is not documented"
+        );
+        self.covered
+            .insert((template.to_owned(), method.to_owned()));
+        let status = answer.status.as_u16().to_string();
+        let response = &operation["responses"][&status];
+        assert!(
+            !response.is_null(),
+            "{method} {template} answered {status}, which is not documented: {}",
+            answer.body
+        );
+        if answer.status.is_client_error() || answer.status.is_server_error() {
+            let code = answer.code();
+            let description = response["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains(&format!("`{code}`")),
+                "{method} {template} {status}: code {code} is not named in {description:?}"
+            );
+        }
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(
+            !schema.is_null(),
+            "{method} {template} {status} has no schema"
+        );
+        if let Some(v) = violation(&self.doc, schema, &answer.body, "body") {
+            panic!("{method} {template} {status}: {v}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_answer_of_a_session_is_in_the_document() {
+    let (mut embedded, app) = system();
+    let mut checker = Checker {
+        doc: document(),
+        covered: BTreeSet::new(),
+    };
+    let c = &mut checker;
+
+    // Wallets.
+    let opened = send(
+        &app,
+        request(Method::POST, "/v1/wallets", &json!({"currency": "USD"})),
+    )
+    .await;
+    assert_eq!(opened.status, StatusCode::CREATED);
+    c.check("post", "/v1/wallets", &opened);
+    let a = opened.body["id"].as_str().unwrap().to_owned();
+    let other = send(
+        &app,
+        request(Method::POST, "/v1/wallets", &json!({"currency": "USD"})),
+    )
+    .await;
+    let b = other.body["id"].as_str().unwrap().to_owned();
+    let unknown = send(
+        &app,
+        request(Method::POST, "/v1/wallets", &json!({"currency": "XXX"})),
+    )
+    .await;
+    c.check("post", "/v1/wallets", &unknown);
+    let malformed = send(
+        &app,
+        request(Method::POST, "/v1/wallets", &json!({"cur": 1})),
+    )
+    .await;
+    c.check("post", "/v1/wallets", &malformed);
+    c.check(
+        "get",
+        "/v1/wallets/{id}",
+        &send(&app, get(&format!("/v1/wallets/{a}"))).await,
+    );
+    let missing = uuid::Uuid::now_v7();
+    let not_found = send(&app, get(&format!("/v1/wallets/{missing}"))).await;
+    c.check("get", "/v1/wallets/{id}", &not_found);
+    c.check(
+        "get",
+        "/v1/wallets/{id}",
+        &send(&app, get("/v1/wallets/nope")).await,
+    );
+
+    // Deposits and withdrawals.
+    let deposit = |key: &str| {
+        post_keyed(
+            &format!("/v1/wallets/{a}/deposits"),
+            Some(key),
+            &json!({"amount": "10.00"}),
+        )
+    };
+    let deposited = send(&app, deposit("d1")).await;
+    assert_eq!(deposited.status, StatusCode::ACCEPTED);
+    c.check("post", "/v1/wallets/{id}/deposits", &deposited);
+    embedded.drain().await;
+    let unkeyed = post_keyed(
+        &format!("/v1/wallets/{a}/deposits"),
+        None,
+        &json!({"amount": "1"}),
+    );
+    c.check(
+        "post",
+        "/v1/wallets/{id}/deposits",
+        &send(&app, unkeyed).await,
+    );
+    let reused = post_keyed(
+        &format!("/v1/wallets/{a}/deposits"),
+        Some("d1"),
+        &json!({"amount": "2.00"}),
+    );
+    c.check(
+        "post",
+        "/v1/wallets/{id}/deposits",
+        &send(&app, reused).await,
+    );
+    let to_nobody = post_keyed(
+        &format!("/v1/wallets/{missing}/deposits"),
+        Some("d2"),
+        &json!({"amount": "1"}),
+    );
+    c.check(
+        "post",
+        "/v1/wallets/{id}/deposits",
+        &send(&app, to_nobody).await,
+    );
+    let too_much = post_keyed(
+        &format!("/v1/wallets/{b}/withdrawals"),
+        Some("w1"),
+        &json!({"amount": "1.00"}),
+    );
+    let refused = send(&app, too_much).await;
+    assert_eq!(refused.code(), "insufficient_funds");
+    c.check("post", "/v1/wallets/{id}/withdrawals", &refused);
+    let withdrawal = post_keyed(
+        &format!("/v1/wallets/{a}/withdrawals"),
+        Some("w2"),
+        &json!({"amount": "1.00"}),
+    );
+    c.check(
+        "post",
+        "/v1/wallets/{id}/withdrawals",
+        &send(&app, withdrawal).await,
+    );
+
+    // Transfers.
+    let body = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "2.50"});
+    let created = send(&app, post_keyed("/v1/transfers", Some("t1"), &body)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    c.check("post", "/v1/transfers", &created);
+    embedded.drain().await;
+    let replayed = send(&app, post_keyed("/v1/transfers", Some("t1"), &body)).await;
+    c.check("post", "/v1/transfers", &replayed);
+    let number = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": 2.5});
+    c.check(
+        "post",
+        "/v1/transfers",
+        &send(&app, post_keyed("/v1/transfers", Some("t2"), &number)).await,
+    );
+    let same = json!({"sender_wallet_id": a, "receiver_wallet_id": a, "amount": "1"});
+    c.check(
+        "post",
+        "/v1/transfers",
+        &send(&app, post_keyed("/v1/transfers", Some("t3"), &same)).await,
+    );
+    let big = "x".repeat(MAX_BODY_BYTES + 1);
+    let too_large = raw(
+        Method::POST,
+        "/v1/transfers",
+        Some("application/json"),
+        axum::body::Body::from(big),
+    );
+    c.check("post", "/v1/transfers", &send(&app, too_large).await);
+    let id = created.body["id"].as_str().unwrap();
+    let shown = send(&app, get(&format!("/v1/transfers/{id}?wait_ms=10"))).await;
+    assert_eq!(shown.body["status"], "SUCCEEDED");
+    c.check("get", "/v1/transfers/{id}", &shown);
+    let missing_transfer = send(&app, get(&format!("/v1/transfers/{missing}"))).await;
+    c.check("get", "/v1/transfers/{id}", &missing_transfer);
+    let bad_wait = send(&app, get(&format!("/v1/transfers/{id}?wait_ms=99999999"))).await;
+    c.check("get", "/v1/transfers/{id}", &bad_wait);
+
+    // Entries.
+    let entries = send(&app, get(&format!("/v1/wallets/{a}/entries?limit=2"))).await;
+    assert_eq!(entries.body["entries"].as_array().map(Vec::len), Some(2));
+    c.check("get", "/v1/wallets/{id}/entries", &entries);
+    let bad_limit = send(&app, get(&format!("/v1/wallets/{a}/entries?limit=0"))).await;
+    c.check("get", "/v1/wallets/{id}/entries", &bad_limit);
+
+    // Every documented operation was exercised, so each is a route.
+    let documented: BTreeSet<(String, String)> = checker.doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().unwrap().keys();
+            methods.map(move |m| (path.clone(), m.clone()))
+        })
+        .collect();
+    assert_eq!(
+        documented, checker.covered,
+        "documented operations not exercised"
+    );
+}
+
+#[test]
+fn the_checker_refuses_what_breaks_a_schema() {
+    let doc = document();
+    let transfer = json!({"$ref": "#/components/schemas/Transfer"});
+    let mut value = json!({
+        "id": "0192f0c0-0000-7000-8000-000000000001",
+        "status": "SUCCEEDED",
+        "failure_reason": null,
+        "sender_wallet_id": "0192f0c0-0000-7000-8000-000000000002",
+        "receiver_wallet_id": "0192f0c0-0000-7000-8000-000000000003",
+        "amount": "1.00",
+        "currency": "USD",
+        "kind": "transfer",
+        "correlation_id": "0192f0c0-0000-7000-8000-000000000004",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z"
+    });
+    assert_eq!(violation(&doc, &transfer, &value, "body"), None);
+    value["status"] = json!("DONE");
+    assert!(violation(&doc, &transfer, &value, "body").is_some());
+    value["status"] = json!("FAILED");
+    value["extra"] = json!(1);
+    assert!(violation(&doc, &transfer, &value, "body").is_some());
+    value.as_object_mut().unwrap().remove("extra");
+    value.as_object_mut().unwrap().remove("amount");
+    assert!(violation(&doc, &transfer, &value, "body").is_some());
+}
+
+#[tokio::test]
+async fn each_service_serves_the_description_of_its_routes() {
+    let embedded = Embedded::new(EmbeddedConfig::default());
+    let services = [
+        (
+            transaction_service::router(embedded.transactions.clone()),
+            &[
+                "/v1/transfers",
+                "/v1/transfers/{id}",
+                "/v1/wallets/{id}/deposits",
+                "/v1/wallets/{id}/withdrawals",
+            ][..],
+        ),
+        (
+            wallet_service::router(embedded.wallets.clone()),
+            &[
+                "/internal/v1/reserve",
+                "/internal/v1/wallets/{id}",
+                "/v1/wallets",
+                "/v1/wallets/{id}",
+            ][..],
+        ),
+        (
+            ledger_service::router(embedded.ledger.clone()),
+            &["/v1/wallets/{id}/entries"][..],
+        ),
+    ];
+    for (router, paths) in services {
+        let served = send(&router, get(wallet_http::openapi::OPENAPI_PATH)).await;
+        assert_eq!(served.status, StatusCode::OK);
+        let listed: Vec<&str> = served.body["paths"]
+            .as_object()
+            .expect("a document with paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(listed, paths);
+    }
+}
