@@ -26,6 +26,17 @@ pub const WALLET_EVENTS: &str = "wallet.events";
 /// The topic of `LedgerSucceeded` and `LedgerFailed`, consumed by the wallet
 /// and transaction services.
 pub const LEDGER_EVENTS: &str = "ledger.events";
+/// The consumer groups of the three services (and the names their dead
+/// letters and metrics carry).
+pub mod groups {
+    /// The ledger service, reading `wallet.events`.
+    pub const LEDGER: &str = "ledger-service";
+    /// The wallet service, reading `ledger.events`.
+    pub const WALLET: &str = "wallet-service";
+    /// The transaction service, reading `ledger.events`.
+    pub const TRANSACTION: &str = "transaction-service";
+}
+
 /// The schema version this build writes and the highest it reads.
 pub const SCHEMA_VERSION: u16 = 1;
 

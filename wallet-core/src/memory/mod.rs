@@ -24,15 +24,7 @@ use crate::runtime::{ConsumerConfig, ConsumerRunner, Relay, RelayConfig, Route};
 use crate::service::{LedgerService, TransactionConfig, TransactionService, WalletService};
 use crate::time::{Clock, SystemClock};
 
-/// The consumer groups of the three services.
-pub mod groups {
-    /// The ledger service, reading `wallet.events`.
-    pub const LEDGER: &str = "ledger-service";
-    /// The wallet service, reading `ledger.events`.
-    pub const WALLET: &str = "wallet-service";
-    /// The transaction service, reading `ledger.events`.
-    pub const TRANSACTION: &str = "transaction-service";
-}
+pub use crate::event::groups;
 
 /// The wallet service on memory.
 pub type MemoryWalletService = WalletService<MemoryWalletStore>;

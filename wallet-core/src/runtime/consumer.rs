@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Envelope, Inbound};
 use crate::ids::EventId;
+use crate::metrics::{self, DeadLetteredBy};
 use crate::ports::{BusError, Delivery, Message, Publisher, Refusal, StoreError, Subscription};
 
 /// What a handler did with a batch, beyond what it applied.
@@ -303,6 +304,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             }
         }
         report.handled = envelopes.len();
+        metrics::events_handled(&self.group, envelopes.len());
         let handled = self.handle_with_retries(&envelopes).await?;
         let refused: HashSet<EventId> = handled.refused.iter().map(|r| r.event_id).collect();
         for r in &handled.refused {
@@ -323,6 +325,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         report.dead_lettered = poison.len();
         if !poison.is_empty() {
             self.dead_letters.publish(&poison).await?;
+            metrics::dead_letters(&self.group, DeadLetteredBy::Runner, poison.len());
         }
         Ok(report)
     }
@@ -339,6 +342,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 Err(e) if attempt >= self.config.max_retries => return Err(e),
                 Err(e) => {
                     tracing::warn!(group = %self.group, error = %e, attempt, "batch failed, retrying");
+                    metrics::consumer_retry(&self.group);
                     tokio::time::sleep(self.config.backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -368,6 +372,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 Err(error) if error.is_integrity() => {
                     tracing::error!(group = %self.group, %error,
                         "integrity failure: consumer stopped until an operator acts");
+                    metrics::integrity_stall(&self.group);
                     return error;
                 }
                 Err(error) => {

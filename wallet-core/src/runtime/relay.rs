@@ -161,6 +161,7 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
             .collect();
         self.publisher.publish(&messages).await?;
         self.outbox.acknowledge(&seqs).await?;
+        crate::metrics::relay_published(&self.route.group, seqs.len());
         Ok(seqs.len())
     }
 

@@ -8,10 +8,12 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
-use crate::event::Envelope;
+use crate::event::{Envelope, groups};
 use crate::idempotency::{self, Fingerprint, IdempotencyCheck};
 use crate::ids::{IdGenerator, IdempotencyKey, TransferId, WalletId, WorkerId};
+use crate::metrics::{self, DeadLetteredBy};
 use crate::money::{Amount, Currency, MoneyError};
+use crate::outcome::LedgerOutcome;
 use crate::ports::{
     Begin, Claim, GatewayError, ReserveAttempt, StoreError, TransferReads, TransferStore,
     WalletGateway,
@@ -223,6 +225,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .store
             .record_reserve(transfer.id, attempt, self.clock.now())
             .await?;
+        metrics::saga_transition(transfer.status, 1);
         self.changed.notify_waiters();
         Ok(Created {
             transfer,
@@ -275,12 +278,15 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             attempted: pending.len(),
             answered: 0,
         };
+        metrics::reserve_retries(pending.len());
         for transfer in pending {
             let attempt = self.attempt_reserve(&transfer).await;
             if let ReserveAttempt::Definite(_) = attempt {
-                self.store
+                let moved = self
+                    .store
                     .record_reserve(transfer.id, attempt, self.clock.now())
                     .await?;
+                metrics::saga_transition(moved.status, 1);
                 report.answered += 1;
             }
         }
@@ -301,12 +307,14 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         };
         match self.gateway.reserve(&request).await {
             Ok(outcome) => {
-                tracing::info!(transfer_id = %transfer.id, ?outcome, "saga: reserve answered");
+                tracing::info!(transfer_id = %transfer.id, correlation_id = %transfer.correlation_id,
+                    ?outcome, "saga: reserve answered");
                 ReserveAttempt::Definite(outcome)
             }
             Err(error) => {
-                tracing::warn!(transfer_id = %transfer.id, %error,
-                    "saga: reserve ambiguous, left INITIATED for the retrier");
+                tracing::warn!(transfer_id = %transfer.id, correlation_id = %transfer.correlation_id,
+                    %error, "saga: reserve ambiguous, left INITIATED for the retrier");
+                metrics::reserve_ambiguous();
                 ReserveAttempt::Ambiguous
             }
         }
@@ -392,8 +400,22 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> EventHandler for Transa
             .apply_ledger_outcomes(&inbound, self.clock.now())
             .await?;
         for id in &applied.changed {
-            tracing::info!(transfer_id = %id, "saga: transfer completed");
+            let Some(cause) = inbound.iter().find(|i| i.envelope.transfer_id == *id) else {
+                continue;
+            };
+            let to = match cause.body {
+                LedgerOutcome::Succeeded => TransferStatus::Succeeded,
+                LedgerOutcome::Failed(_) => TransferStatus::Failed,
+            };
+            tracing::info!(transfer_id = %id, correlation_id = %cause.envelope.correlation_id,
+                status = ?to, "saga: transfer completed");
+            metrics::saga_transition(to, 1);
         }
+        metrics::dead_letters(
+            groups::TRANSACTION,
+            DeadLetteredBy::Store,
+            applied.refused.len(),
+        );
         for r in &applied.refused {
             tracing::error!(event_id = %r.event_id, reason = %r.reason,
                 "ledger outcome refused, dead-lettered through the outbox");

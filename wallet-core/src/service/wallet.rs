@@ -5,8 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::event::{Envelope, EventStamp};
+use crate::event::{Envelope, EventStamp, groups};
 use crate::ids::{IdGenerator, WalletId};
+use crate::metrics::{self, DeadLetteredBy};
 use crate::money::Currency;
 use crate::outcome::ReserveOutcome;
 use crate::ports::{GatewayError, StoreError, WalletGateway, WalletReads, WalletStore};
@@ -88,6 +89,7 @@ impl<S: WalletStore + WalletReads> EventHandler for WalletService<S> {
             tracing::error!(event_id = %r.event_id, reason = %r.reason,
                 "ledger outcome refused, dead-lettered through the outbox");
         }
+        metrics::dead_letters(groups::WALLET, DeadLetteredBy::Store, refused.len());
         if !refused.is_empty() {
             self.outbox_written.notify_one();
         }

@@ -1,0 +1,67 @@
+//! `GET /healthz` (the process serves) and `GET /readyz` (what it needs
+//! answers: its database, the broker).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+/// A check of one dependency: `Ok` when it answers, or why not.
+pub type Check =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Wraps an async check.
+pub fn check<F, Fut>(f: F) -> Check
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()))
+}
+
+/// `/healthz` and `/readyz`. Ready is 200 when every check passes, else 503
+/// with each check's answer; the checks run one after the other, each
+/// under `timeout`.
+pub fn routes(checks: Vec<(&'static str, Check)>, timeout: std::time::Duration) -> Router {
+    let checks = Arc::new(checks);
+    Router::new()
+        .route("/healthz", get(wallet_http::healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let checks = checks.clone();
+                async move { ready(&checks, timeout).await }
+            }),
+        )
+}
+
+async fn ready(
+    checks: &[(&'static str, Check)],
+    timeout: std::time::Duration,
+) -> (StatusCode, axum::Json<Value>) {
+    let mut answers = Map::new();
+    let mut all = true;
+    for (name, check) in checks {
+        let answer = match tokio::time::timeout(timeout, check()).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(reason)) => reason,
+            Err(_) => format!("no answer in {timeout:?}"),
+        };
+        all &= answer == "ok";
+        answers.insert((*name).to_owned(), Value::from(answer));
+    }
+    let status = if all { "ready" } else { "not_ready" };
+    let code = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        axum::Json(json!({"status": status, "checks": answers})),
+    )
+}

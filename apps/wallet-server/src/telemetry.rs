@@ -1,0 +1,91 @@
+//! Logs and metrics of a service process.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object
+/// per line when `json`. Every line of a saga carries its `transfer_id` and
+/// `correlation_id` fields, as the core logs them.
+pub fn init_logs(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Latency buckets, in seconds: from 0.5 ms to 10 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's metrics, rendered in Prometheus text form.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Installs the process-wide recorder; once per process.
+    pub fn install() -> anyhow::Result<Metrics> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
+            .context("latency buckets")?
+            .install_recorder()
+            .context("installing the metrics recorder")?;
+        Ok(Metrics { handle })
+    }
+
+    /// The metrics as Prometheus text.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// `GET /metrics`.
+    pub fn route(&self) -> Router {
+        let metrics = self.clone();
+        Router::new().route(
+            "/metrics",
+            get(move || async move {
+                let content_type = "text/plain; version=0.0.4; charset=utf-8";
+                ([("content-type", content_type)], metrics.render())
+            }),
+        )
+    }
+}
+
+/// Counts the requests of `routes` by route template, method and status
+/// (`http_requests_total`) and records their latency
+/// (`http_request_duration_seconds`). Applied to matched routes only, so a
+/// scan of random paths does not make a label per path.
+pub fn track_requests(routes: Router) -> Router {
+    routes.route_layer(axum::middleware::from_fn(record))
+}
+
+async fn record(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
+}

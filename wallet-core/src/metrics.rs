@@ -1,0 +1,81 @@
+//! The metrics the core records, through the `metrics` facade: nothing is
+//! recorded until the process installs a recorder (a service binary installs
+//! a Prometheus one), and then each is a counter named here.
+//!
+//! | name | labels | counts |
+//! | --- | --- | --- |
+//! | `wallet_saga_transitions_total` | `to` | transfers reaching `RESERVED`, `SUCCEEDED` or `FAILED` as this process moved them |
+//! | `wallet_reserve_ambiguous_total` | | reserve calls without a definite answer (the transfer stays INITIATED for the retrier) |
+//! | `wallet_reserve_retries_total` | | reserves the retrier attempted again |
+//! | `wallet_events_handled_total` | `group` | events handed to a consumer's handler |
+//! | `wallet_consumer_retries_total` | `group` | batches retried after a transient failure |
+//! | `wallet_dead_letters_total` | `group`, `by` | events dead-lettered: `by="runner"` (undecodable, wrong type) or `by="store"` (refused in the store's unit) |
+//! | `wallet_integrity_stalls_total` | `group` | consumers stopped on an integrity error, until an operator acts |
+//! | `wallet_relay_published_total` | `group` | outbox records a relay published |
+
+use crate::transfer::TransferStatus;
+
+/// A transfer moved to `to`.
+pub(crate) fn saga_transition(to: TransferStatus, n: usize) {
+    let to = match to {
+        TransferStatus::Initiated => return,
+        TransferStatus::Reserved => "RESERVED",
+        TransferStatus::Succeeded => "SUCCEEDED",
+        TransferStatus::Failed => "FAILED",
+    };
+    metrics::counter!("wallet_saga_transitions_total", "to" => to).increment(n as u64);
+}
+
+/// A reserve call got no definite answer.
+pub(crate) fn reserve_ambiguous() {
+    metrics::counter!("wallet_reserve_ambiguous_total").increment(1);
+}
+
+/// The retrier attempted `n` reserves again.
+pub(crate) fn reserve_retries(n: usize) {
+    metrics::counter!("wallet_reserve_retries_total").increment(n as u64);
+}
+
+/// A consumer handed `n` events to its handler.
+pub(crate) fn events_handled(group: &str, n: usize) {
+    metrics::counter!("wallet_events_handled_total", "group" => group.to_owned())
+        .increment(n as u64);
+}
+
+/// A consumer retries a batch after a transient failure.
+pub(crate) fn consumer_retry(group: &str) {
+    metrics::counter!("wallet_consumer_retries_total", "group" => group.to_owned()).increment(1);
+}
+
+/// Who dead-lettered an event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DeadLetteredBy {
+    /// The consumer runner: undecodable, or not an event its handler takes.
+    Runner,
+    /// The store, in the unit that refused it.
+    Store,
+}
+
+/// `n` events of `group` were dead-lettered.
+pub(crate) fn dead_letters(group: &str, by: DeadLetteredBy, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let by = match by {
+        DeadLetteredBy::Runner => "runner",
+        DeadLetteredBy::Store => "store",
+    };
+    metrics::counter!("wallet_dead_letters_total", "group" => group.to_owned(), "by" => by)
+        .increment(n as u64);
+}
+
+/// A consumer of `group` stopped on an integrity error.
+pub(crate) fn integrity_stall(group: &str) {
+    metrics::counter!("wallet_integrity_stalls_total", "group" => group.to_owned()).increment(1);
+}
+
+/// A relay of `group` published `n` records.
+pub(crate) fn relay_published(group: &str, n: usize) {
+    metrics::counter!("wallet_relay_published_total", "group" => group.to_owned())
+        .increment(n as u64);
+}
