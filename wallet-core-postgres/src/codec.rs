@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wallet_core::event::Envelope;
 use wallet_core::ids::{TransferId, WalletId};
-use wallet_core::money::{Amount, Balance, Currency};
+use wallet_core::money::{Amount, Balance, Currency, MoneyError};
 use wallet_core::ports::StoreError;
 
 use crate::error::corrupt;
@@ -32,9 +32,23 @@ pub(crate) fn currency(code: &str) -> Result<Currency, StoreError> {
     Currency::parse(code).map_err(corrupt)
 }
 
-/// An amount, checked against its currency and kept at its scale.
+/// An amount at its currency's scale. A request whose amount has more
+/// decimals than its currency allows is stored as it came (the core rejects
+/// it as `invalid_amount` and remembers the rejection with the request), so
+/// such an amount is read back at the scale it was stored with: as an
+/// amount of the currency with that scale, which is the same value.
 pub(crate) fn amount(value: Decimal, currency: Currency) -> Result<Amount, StoreError> {
-    Amount::new(value, currency).map_err(corrupt)
+    match Amount::new(value, currency) {
+        Err(MoneyError::TooManyDecimals { .. }) => {
+            let stored_at = Currency::ALL
+                .iter()
+                .filter(|c| c.scale() >= value.scale())
+                .min_by_key(|c| c.scale())
+                .ok_or_else(|| corrupt(format!("amount {value} has too many decimals")))?;
+            Amount::new(value, *stored_at).map_err(corrupt)
+        }
+        other => other.map_err(corrupt),
+    }
 }
 
 /// A balance at the currency's scale.
@@ -102,7 +116,10 @@ mod tests {
     fn amounts_are_checked_against_their_currency() {
         let ten = Decimal::new(1000, 2);
         assert_eq!(amount(ten, Currency::USD).unwrap().to_string(), "10.00");
-        assert!(amount(Decimal::new(1005, 3), Currency::USD).is_err());
+        // Stored as it came, read back as the same value and scale.
+        let odd = amount(Decimal::new(105, 1), Currency::JPY).unwrap();
+        assert_eq!(odd.value(), Decimal::new(105, 1));
+        assert_eq!(odd.value().scale(), 2, "the smallest scale that holds it");
         assert!(amount(Decimal::ZERO, Currency::USD).is_err());
         assert_eq!(
             balance(Decimal::new(-5, 0), Currency::USD)

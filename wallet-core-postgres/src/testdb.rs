@@ -94,6 +94,18 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Drops it now, ending the connections still open on it.
+    pub async fn drop_now(self) -> Result<(), sqlx::Error> {
+        let mut conn = PgConnectOptions::from_str(&server_url())?.connect().await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
 }
 
 async fn drop_stale(conn: &mut PgConnection, older_than: Duration) -> Result<u64, sqlx::Error> {

@@ -123,7 +123,10 @@ async fn two_relays_drain_one_outbox_without_loss_or_duplicates() {
         .unwrap();
     assert_eq!(stored as usize, RECORDS);
     println!("two relays: {by_relay:?} published in {elapsed:?}");
-    assert!(by_relay.iter().all(|n| *n > 0), "both relays took part: {by_relay:?}");
+    assert!(
+        by_relay.iter().all(|n| *n > 0),
+        "both relays took part: {by_relay:?}"
+    );
     for relay in relays {
         relay.abort();
     }
