@@ -65,6 +65,11 @@ pub(crate) async fn write(conn: &mut PgConnection, items: &[Outgoing]) -> Result
 /// being claimed by a concurrent claimer right now (it was skipped as
 /// locked), and its lease is not visible yet, so publishing the younger one
 /// could overtake it.
+///
+/// Both checks are per-record probes of the `(transfer_id, seq)` index of
+/// unsent rows (`OFFSET 0` keeps the planner from turning them into joins
+/// over every unsent row), so a claim costs the same with a backlog of
+/// millions as with an empty outbox.
 pub(crate) async fn claim(
     pool: &PgPool,
     claim: &Claim,
@@ -79,17 +84,21 @@ pub(crate) async fn claim(
                    SELECT 1 FROM outbox o
                    WHERE o.transfer_id = c.transfer_id AND o.seq < c.seq
                      AND o.sent_at IS NULL
-                     AND o.lease_until > $2 AND o.lease_worker <> $1)
+                     AND o.lease_until > $2 AND o.lease_worker <> $1
+                   OFFSET 0)
              ORDER BY c.seq
              LIMIT $4
              FOR UPDATE SKIP LOCKED
+         ), picked AS (
+             SELECT coalesce(array_agg(seq), '{}') AS seqs FROM candidates
          ), ready AS (
-             SELECT c.seq FROM candidates c
+             SELECT c.seq FROM candidates c, picked p
              WHERE NOT EXISTS (
                  SELECT 1 FROM outbox o
                  WHERE o.transfer_id = c.transfer_id AND o.seq < c.seq
                    AND o.sent_at IS NULL
-                   AND o.seq NOT IN (SELECT seq FROM candidates))
+                   AND o.seq <> ALL (p.seqs)
+                 OFFSET 0)
          )
          UPDATE outbox SET lease_worker = $1, lease_until = $3
          FROM ready WHERE outbox.seq = ready.seq

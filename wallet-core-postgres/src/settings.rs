@@ -26,9 +26,10 @@ pub struct PgSettings {
     /// The server gives up waiting for a row lock after this long
     /// (`lock_timeout`); the unit fails with `Unavailable`. Default 2 s.
     pub lock_timeout: Duration,
-    /// How long a relay's claim holds outbox records, and the retrier's
-    /// claim holds INITIATED transfers: a worker that dies delays its batch
-    /// by at most this long. Default 30 s.
+    /// How long a relay's claim holds outbox records ([`Self::relay_config`]):
+    /// a relay that dies delays its batch by at most this long. (The
+    /// retrier's claim on INITIATED transfers takes its lease from the
+    /// transaction service's configuration.) Default 30 s.
     pub claim_lease: Duration,
     /// How long an idle relay waits for a wake (LISTEN/NOTIFY) before it
     /// looks at the outbox anyway. Default 250 ms.
