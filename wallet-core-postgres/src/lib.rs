@@ -1,5 +1,95 @@
-//! PostgreSQL adapters of `wallet-core`'s stores: one database per service,
-//! transactional outbox and inbox, idempotency records, append-only ledger.
+//! PostgreSQL adapters of `wallet-core`'s stores, one database per service:
 //!
-//! The adapters land with the PostgreSQL issue; until then the services run
-//! on `wallet_core::memory`.
+//! | store                | database    | ports                                      |
+//! |----------------------|-------------|--------------------------------------------|
+//! | [`PgTransferStore`]  | transaction | `TransferStore`, `TransferReads`, `Outbox` |
+//! | [`PgWalletStore`]    | wallet      | `WalletStore`, `WalletReads`, `Outbox`     |
+//! | [`PgLedgerStore`]    | ledger      | `LedgerStore`, `LedgerReads`, `Outbox`     |
+//!
+//! Each write operation of a port is one database transaction, inbox check
+//! and outbox rows included; the adapter loads rows, asks the core's
+//! `decide_*` functions, and writes what they decided. Each database has
+//! its own embedded migrations ([`migrate_transaction_db`],
+//! [`migrate_wallet_db`], [`migrate_ledger_db`]), safe to apply again.
+//! Relays of an outbox wake on `NOTIFY` through an [`OutboxWake`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use wallet_core_postgres::{PgSettings, PgWalletStore, migrate_wallet_db};
+//! let settings = PgSettings::default();
+//! let pool = settings.connect("postgres://postgres@127.0.0.1/wallet").await?;
+//! migrate_wallet_db(&pool).await?;
+//! let wallets = PgWalletStore::new(pool, &settings);
+//! # Ok(()) }
+//! ```
+//!
+//! `docs/postgres.md` describes the schema, the units of work, the claims
+//! and the settings.
+
+mod codec;
+mod error;
+mod ledger;
+mod outbox;
+mod settings;
+pub mod testdb;
+mod transfer;
+mod wallet;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::PgPool;
+
+pub use ledger::PgLedgerStore;
+pub use outbox::{OUTBOX_CHANNEL, OutboxWake, prune_sent};
+pub use settings::PgSettings;
+pub use transfer::PgTransferStore;
+pub use wallet::PgWalletStore;
+
+/// The transaction service's schema.
+pub static TRANSACTION_MIGRATIONS: Migrator = sqlx::migrate!("migrations/transaction");
+/// The wallet service's schema.
+pub static WALLET_MIGRATIONS: Migrator = sqlx::migrate!("migrations/wallet");
+/// The ledger service's schema.
+pub static LEDGER_MIGRATIONS: Migrator = sqlx::migrate!("migrations/ledger");
+
+/// Brings the transaction service's database to this build's schema.
+/// Applied migrations are skipped, so running it again changes nothing;
+/// concurrent runs wait on each other.
+pub async fn migrate_transaction_db(pool: &PgPool) -> Result<(), MigrateError> {
+    TRANSACTION_MIGRATIONS.run(pool).await
+}
+
+/// Brings the wallet service's database to this build's schema; as
+/// [`migrate_transaction_db`].
+pub async fn migrate_wallet_db(pool: &PgPool) -> Result<(), MigrateError> {
+    WALLET_MIGRATIONS.run(pool).await
+}
+
+/// Brings the ledger service's database to this build's schema; as
+/// [`migrate_transaction_db`].
+pub async fn migrate_ledger_db(pool: &PgPool) -> Result<(), MigrateError> {
+    LEDGER_MIGRATIONS.run(pool).await
+}
+
+/// What every store holds: its pool, and the announcer of its outbox rows
+/// when the settings ask for one.
+#[derive(Debug, Clone)]
+struct Base {
+    pool: PgPool,
+    announcer: Option<outbox::Announcer>,
+}
+
+impl Base {
+    fn new(pool: PgPool, settings: &PgSettings) -> Base {
+        let announcer = settings
+            .announce_outbox
+            .then(|| outbox::Announcer::start(pool.clone()));
+        Base { pool, announcer }
+    }
+
+    /// Tells relays that a committed unit wrote outbox rows.
+    fn announce(&self) {
+        if let Some(announcer) = &self.announcer {
+            announcer.announce();
+        }
+    }
+}

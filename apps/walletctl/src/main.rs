@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod dev;
+mod postgres;
 mod sim;
 
 use std::net::SocketAddr;
@@ -72,6 +73,12 @@ enum Command {
     /// Measure throughput and latency: over HTTP against `--url` (loopback
     /// only), or in-process with `--embedded`.
     Bench(bench::BenchArgs),
+    /// Apply the schema migrations of the services' PostgreSQL databases
+    /// (any of the three); applied migrations are skipped.
+    Migrate(postgres::Databases),
+    /// Check the system's invariants on the three PostgreSQL databases, in
+    /// pages; exits non-zero, naming the ids, on any violation.
+    Audit(postgres::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +114,8 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
         Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
         Command::Sim(args) => return sim::run(args),
+        Command::Migrate(databases) => return postgres::migrate(databases).await,
+        Command::Audit(args) => return postgres::audit(args).await,
         Command::Bench(_) => unreachable!("main runs the bench"),
     }
     Ok(ExitCode::SUCCESS)

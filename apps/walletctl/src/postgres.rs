@@ -1,0 +1,160 @@
+//! `walletctl migrate` and `walletctl audit`: the services' PostgreSQL
+//! databases, by URL.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use wallet_core::audit::{Audit, AuditReport, Scope};
+use wallet_core::ports::{Clock, SystemClock};
+use wallet_core_postgres::{
+    PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore, migrate_ledger_db,
+    migrate_transaction_db, migrate_wallet_db,
+};
+
+/// The three databases; each may be left out where the command allows it.
+#[derive(Debug, clap::Args)]
+pub struct Databases {
+    /// The transaction service's database URL.
+    #[arg(long, env = "WALLET_TRANSACTION_DB")]
+    transaction_db: Option<String>,
+    /// The wallet service's database URL.
+    #[arg(long, env = "WALLET_WALLET_DB")]
+    wallet_db: Option<String>,
+    /// The ledger service's database URL.
+    #[arg(long, env = "WALLET_LEDGER_DB")]
+    ledger_db: Option<String>,
+}
+
+/// What `walletctl audit` checks.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    databases: Databases,
+    /// `quiet`: every invariant, for a system with nothing in flight
+    /// (every transfer terminal, nothing reserved); `always`: those that
+    /// hold mid-saga too, for a live system.
+    #[arg(long, default_value = "quiet", value_parser = ["quiet", "always"])]
+    scope: String,
+    /// Flag transfers not terminal this many seconds after they were
+    /// created (0: do not flag).
+    #[arg(long, default_value_t = 300)]
+    stuck_after_secs: u64,
+    /// Rows per read.
+    #[arg(long, default_value_t = 1_000)]
+    page_size: usize,
+}
+
+/// Settings for a command-line tool: a small pool, no outbox announcements
+/// (it writes no outbox rows).
+fn settings() -> PgSettings {
+    PgSettings {
+        max_connections: 2,
+        announce_outbox: false,
+        ..PgSettings::default()
+    }
+}
+
+/// Applies each given database's migrations; at least one is needed.
+pub async fn migrate(databases: Databases) -> anyhow::Result<ExitCode> {
+    let settings = settings();
+    let targets: [(&str, Option<String>); 3] = [
+        ("transaction", databases.transaction_db),
+        ("wallet", databases.wallet_db),
+        ("ledger", databases.ledger_db),
+    ];
+    if targets.iter().all(|(_, url)| url.is_none()) {
+        anyhow::bail!("name at least one of --transaction-db, --wallet-db, --ledger-db");
+    }
+    for (service, url) in targets {
+        let Some(url) = url else { continue };
+        let pool = settings
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to the {service} database"))?;
+        match service {
+            "transaction" => migrate_transaction_db(&pool).await,
+            "wallet" => migrate_wallet_db(&pool).await,
+            _ => migrate_ledger_db(&pool).await,
+        }
+        .with_context(|| format!("migrating the {service} database"))?;
+        println!("{service} database: migrated");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the core's audit over the three databases' read ports; prints the
+/// report and fails when it found a violation.
+pub async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings();
+    let url = |url: Option<String>, flag: &str| url.with_context(|| format!("audit needs {flag}"));
+    let databases = args.databases;
+    let transfers = url(databases.transaction_db, "--transaction-db")?;
+    let wallets = url(databases.wallet_db, "--wallet-db")?;
+    let ledger = url(databases.ledger_db, "--ledger-db")?;
+    let connect = |url: String, service: &'static str| {
+        let settings = settings.clone();
+        async move {
+            settings
+                .connect(&url)
+                .await
+                .with_context(|| format!("connecting to the {service} database"))
+        }
+    };
+    let transfers = PgTransferStore::new(connect(transfers, "transaction").await?, &settings);
+    let wallets = PgWalletStore::new(connect(wallets, "wallet").await?, &settings);
+    let ledger = PgLedgerStore::new(connect(ledger, "ledger").await?, &settings);
+    let scope = if args.scope == "always" {
+        Scope::Always
+    } else {
+        Scope::Quiet
+    };
+    let audit = Audit {
+        scope,
+        page_size: args.page_size.max(1),
+        stuck_after: (args.stuck_after_secs > 0).then(|| {
+            (
+                SystemClock.now(),
+                Duration::from_secs(args.stuck_after_secs),
+            )
+        }),
+    };
+    let report = audit
+        .run(&transfers, &wallets, &ledger)
+        .await
+        .context("reading the databases")?;
+    print!("{}", table(&args.scope, &report));
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The report as a table: what was read, the sums per currency, and one
+/// line per violation naming its ids.
+pub fn table(scope: &str, report: &AuditReport) -> String {
+    let mut out = format!("walletctl audit (scope {scope})\n");
+    let mut line = |label: &str, value: String| out.push_str(&format!("  {label:<18} {value}\n"));
+    line("wallets", report.wallets.to_string());
+    line("reservations", report.reservations.to_string());
+    line("ledger entries", report.entries.to_string());
+    line("transfers", report.transfers.to_string());
+    for (currency, sum) in &report.sums {
+        line(&format!("sum {currency}"), sum.value().to_string());
+    }
+    line("violations", report.violations.len().to_string());
+    for violation in &report.violations {
+        line("violation", violation.to_string());
+    }
+    line(
+        "result",
+        if report.violations.is_empty() {
+            "clean"
+        } else {
+            "VIOLATED"
+        }
+        .to_owned(),
+    );
+    out
+}

@@ -1,0 +1,301 @@
+//! The outbox every service database has: writing records in a unit,
+//! claiming them under a lease with `FOR UPDATE SKIP LOCKED`,
+//! acknowledging, pruning, and the LISTEN/NOTIFY wake of relays.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use wallet_core::event::Outgoing;
+use wallet_core::ports::{Claim, OutboxRecord, StoreError};
+
+use crate::codec;
+use crate::error::Db;
+
+/// The channel on which stores announce new outbox rows and relays listen.
+pub const OUTBOX_CHANNEL: &str = "wallet_core_outbox";
+
+/// Appends `items` to the outbox in the caller's unit, in order.
+pub(crate) async fn write(conn: &mut PgConnection, items: &[Outgoing]) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut transfers = Vec::with_capacity(items.len());
+    let mut envelopes = Vec::with_capacity(items.len());
+    let mut reasons: Vec<Option<String>> = Vec::with_capacity(items.len());
+    for item in items {
+        transfers.push(item.transfer_id().as_uuid());
+        match item {
+            Outgoing::Event(envelope) => {
+                envelopes.push(codec::envelope_text(envelope));
+                reasons.push(None);
+            }
+            Outgoing::DeadLetter { event, reason } => {
+                envelopes.push(codec::envelope_text(event));
+                reasons.push(Some(reason.clone()));
+            }
+        }
+    }
+    sqlx::query(
+        "INSERT INTO outbox (transfer_id, envelope, dead_letter)
+         SELECT t, e::jsonb, r
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(t, e, r, n)
+         ORDER BY n",
+    )
+    .bind(transfers)
+    .bind(envelopes)
+    .bind(reasons)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// Claims up to `limit` records as the [`wallet_core::ports::Outbox`] doc
+/// promises.
+///
+/// The first step picks, oldest first, unsent records that no other
+/// worker's live lease holds and that no older record of their transfer,
+/// held by another worker, blocks; it locks them with `SKIP LOCKED`, so two
+/// claimers never wait on each other. The second step drops a record whose
+/// transfer has an older unsent record this claim did not pick: that one is
+/// being claimed by a concurrent claimer right now (it was skipped as
+/// locked), and its lease is not visible yet, so publishing the younger one
+/// could overtake it.
+///
+/// Both checks are per-record probes of the `(transfer_id, seq)` index of
+/// unsent rows (`OFFSET 0` keeps the planner from turning them into joins
+/// over every unsent row), so a claim costs the same with a backlog of
+/// millions as with an empty outbox.
+pub(crate) async fn claim(
+    pool: &PgPool,
+    claim: &Claim,
+    limit: usize,
+) -> Result<Vec<OutboxRecord>, StoreError> {
+    let rows = sqlx::query(
+        "WITH candidates AS (
+             SELECT c.seq, c.transfer_id FROM outbox c
+             WHERE c.sent_at IS NULL
+               AND (c.lease_until IS NULL OR c.lease_until <= $2 OR c.lease_worker = $1)
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox o
+                   WHERE o.transfer_id = c.transfer_id AND o.seq < c.seq
+                     AND o.sent_at IS NULL
+                     AND o.lease_until > $2 AND o.lease_worker <> $1
+                   OFFSET 0)
+             ORDER BY c.seq
+             LIMIT $4
+             FOR UPDATE SKIP LOCKED
+         ), picked AS (
+             SELECT coalesce(array_agg(seq), '{}') AS seqs FROM candidates
+         ), ready AS (
+             SELECT c.seq FROM candidates c, picked p
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM outbox o
+                 WHERE o.transfer_id = c.transfer_id AND o.seq < c.seq
+                   AND o.sent_at IS NULL
+                   AND o.seq <> ALL (p.seqs)
+                 OFFSET 0)
+         )
+         UPDATE outbox SET lease_worker = $1, lease_until = $3
+         FROM ready WHERE outbox.seq = ready.seq
+         RETURNING outbox.seq, outbox.envelope::text AS envelope, outbox.dead_letter",
+    )
+    .bind(claim.worker.as_uuid())
+    .bind(claim.now)
+    .bind(claim.until)
+    .bind(codec::limit(limit))
+    .fetch_all(pool)
+    .await
+    .db()?;
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let event = codec::envelope(row.try_get("envelope").db()?)?;
+        let item = match row.try_get::<Option<String>, _>("dead_letter").db()? {
+            None => Outgoing::Event(event),
+            Some(reason) => Outgoing::DeadLetter { event, reason },
+        };
+        let seq = codec::seq(row.try_get("seq").db()?)?;
+        records.push(OutboxRecord { seq, item });
+    }
+    records.sort_unstable_by_key(|r| r.seq);
+    Ok(records)
+}
+
+/// Marks records sent; they are never claimed again.
+pub(crate) async fn acknowledge(pool: &PgPool, seqs: &[u64]) -> Result<(), StoreError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = seqs.iter().copied().map(codec::seq_param).collect();
+    sqlx::query(
+        "UPDATE outbox SET sent_at = now(), lease_worker = NULL, lease_until = NULL
+         WHERE seq = ANY($1) AND sent_at IS NULL",
+    )
+    .bind(seqs)
+    .execute(pool)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// Deletes outbox rows sent longer than `retention` ago (by the database's
+/// clock), `batch` rows per statement, and returns how many went. Unsent
+/// rows are never deleted. Run it now and then (every few minutes) on each
+/// service database; [`crate::PgSettings::sent_retention`] is the documented
+/// default retention.
+pub async fn prune_sent(
+    pool: &PgPool,
+    retention: Duration,
+    batch: usize,
+) -> Result<u64, StoreError> {
+    let millis = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut pruned = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox
+                 WHERE sent_at < now() - $1::bigint * interval '1 millisecond'
+                 LIMIT $2)",
+        )
+        .bind(millis)
+        .bind(codec::limit(batch.max(1)))
+        .execute(pool)
+        .await
+        .db()?
+        .rows_affected();
+        pruned += deleted;
+        if deleted < batch.max(1) as u64 {
+            return Ok(pruned);
+        }
+    }
+}
+
+/// Aborts a background task when the last handle on it goes.
+#[derive(Debug)]
+pub(crate) struct TaskGuard(JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends `NOTIFY` on [`OUTBOX_CHANNEL`] after units that wrote outbox rows,
+/// from its own task and outside those units.
+///
+/// A `NOTIFY` inside the writing transaction would make every such
+/// transaction take the server's notification-queue lock until its commit
+/// is flushed, so all outbox-writing commits of the database would queue
+/// behind one another. Here the writer only sets a permit; the task sends
+/// one `NOTIFY` for however many units committed while it was sending the
+/// previous one.
+#[derive(Debug, Clone)]
+pub(crate) struct Announcer {
+    signal: Arc<Notify>,
+    _task: Arc<TaskGuard>,
+}
+
+impl Announcer {
+    /// Starts announcing on `pool`'s database. Needs a tokio runtime.
+    pub(crate) fn start(pool: PgPool) -> Announcer {
+        let signal = Arc::new(Notify::new());
+        let waiting = signal.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                waiting.notified().await;
+                let sent = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(OUTBOX_CHANNEL)
+                    .execute(&pool)
+                    .await;
+                if let Err(error) = sent {
+                    // Relays fall back on their poll; nothing is lost.
+                    tracing::debug!(%error, "outbox announcement failed");
+                }
+            }
+        });
+        Announcer {
+            signal,
+            _task: Arc::new(TaskGuard(task)),
+        }
+    }
+
+    /// Records that a unit wrote outbox rows and committed.
+    pub(crate) fn announce(&self) {
+        self.signal.notify_one();
+    }
+}
+
+/// Wakes relays when a store of the database announces new outbox rows:
+/// a task LISTENs on [`OUTBOX_CHANNEL`] and notifies every relay waiting on
+/// [`OutboxWake::notify`], the `wake` that `wallet_core::runtime::Relay::new`
+/// takes. A relay still polls every `idle_poll`, which covers a lost
+/// connection and writers that do not announce.
+#[derive(Debug)]
+pub struct OutboxWake {
+    notify: Arc<Notify>,
+    _task: TaskGuard,
+}
+
+impl OutboxWake {
+    /// Listens on `pool`'s database. When this returns the listener is
+    /// registered, so rows announced from then on wake the relays. Needs a
+    /// tokio runtime; the task ends when the `OutboxWake` is dropped.
+    pub async fn listen(pool: &PgPool) -> Result<OutboxWake, StoreError> {
+        let mut listener = PgListener::connect_with(pool).await.db()?;
+        listener.listen(OUTBOX_CHANNEL).await.db()?;
+        let notify = Arc::new(Notify::new());
+        let wake = notify.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(_)) => wake.notify_waiters(),
+                    // The connection dropped; the next call reconnects and
+                    // listens again. Rows written meanwhile were not
+                    // announced to us, so look now.
+                    Ok(None) => wake.notify_waiters(),
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox listener failed; relays poll meanwhile");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(OutboxWake {
+            notify,
+            _task: TaskGuard(task),
+        })
+    }
+
+    /// The wake to hand to each relay of this database.
+    pub fn notify(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+}
+
+/// Implements [`wallet_core::ports::Outbox`] for a store with a `pool()`.
+macro_rules! pg_outbox {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl wallet_core::ports::Outbox for $store {
+            async fn claim(
+                &self,
+                claim: &wallet_core::ports::Claim,
+                limit: usize,
+            ) -> Result<Vec<wallet_core::ports::OutboxRecord>, wallet_core::ports::StoreError> {
+                $crate::outbox::claim(self.pool(), claim, limit).await
+            }
+
+            async fn acknowledge(
+                &self,
+                seqs: &[u64],
+            ) -> Result<(), wallet_core::ports::StoreError> {
+                $crate::outbox::acknowledge(self.pool(), seqs).await
+            }
+        }
+    };
+}
+pub(crate) use pg_outbox;

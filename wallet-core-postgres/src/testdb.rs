@@ -1,0 +1,143 @@
+//! Fresh databases for tests and benchmarks, on the server named by
+//! `WALLET_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
+//!
+//! Each [`TestDatabase::create`] makes a new database named
+//! `wcpg_test_<unix seconds>_<random>`, so tests run in parallel without
+//! sharing rows. Databases live on after the test (a store may outlive the
+//! fixture that made it); the first creation in a process drops test
+//! databases older than [`STALE_AFTER`], and [`drop_test_databases`] drops
+//! them on demand. A missing server is a failure, never a skip.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+
+/// The variable naming the test server.
+pub const URL_VAR: &str = "WALLET_TEST_DATABASE_URL";
+/// The server used when [`URL_VAR`] is not set.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The prefix of every test database's name.
+pub const PREFIX: &str = "wcpg_test_";
+/// Test databases older than this are dropped when a process creates its
+/// first one: no test runs that long.
+pub const STALE_AFTER: Duration = Duration::from_secs(60 * 60);
+
+static CLEANED: AtomicBool = AtomicBool::new(false);
+
+/// The test server's URL: [`URL_VAR`], or [`DEFAULT_URL`].
+pub fn server_url() -> String {
+    std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A database made for one test.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn connect_server(server: &str) -> PgConnection {
+    let options = PgConnectOptions::from_str(server)
+        .unwrap_or_else(|e| panic!("{URL_VAR}={server} is not a PostgreSQL URL: {e}"));
+    options.connect().await.unwrap_or_else(|e| {
+        panic!(
+            "no PostgreSQL answers at {server} ({e}); start it (scripts/lib/postgres.sh) \
+             or set {URL_VAR}"
+        )
+    })
+}
+
+impl TestDatabase {
+    /// Creates an empty database on the test server. Panics, with what to
+    /// do, when the server does not answer.
+    pub async fn create() -> TestDatabase {
+        let server = server_url();
+        let mut conn = connect_server(&server).await;
+        if !CLEANED.swap(true, Ordering::SeqCst) {
+            if let Err(error) = drop_stale(&mut conn, STALE_AFTER).await {
+                tracing::warn!(%error, "dropping stale test databases failed");
+            }
+        }
+        let name = format!(
+            "{PREFIX}{}_{}",
+            now_seconds(),
+            uuid::Uuid::new_v4().simple()
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        let _ = conn.close().await;
+        let options = PgConnectOptions::from_str(&server)
+            .expect("checked above")
+            .database(&name);
+        let url = options.to_url_lossy().to_string();
+        TestDatabase { name, url }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops it now, ending the connections still open on it.
+    pub async fn drop_now(self) -> Result<(), sqlx::Error> {
+        let mut conn = PgConnectOptions::from_str(&server_url())?.connect().await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn drop_stale(conn: &mut PgConnection, older_than: Duration) -> Result<u64, sqlx::Error> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(PREFIX)
+            .fetch_all(&mut *conn)
+            .await?;
+    let cutoff = now_seconds().saturating_sub(older_than.as_secs());
+    let mut dropped = 0;
+    for name in names {
+        let created = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        // Only names this module made, checked character by character, are
+        // put in the statement.
+        let ours = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ours && created.is_some_and(|c| c <= cutoff) {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
+/// Drops the test databases on the server at `server` created more than
+/// `older_than` ago (`Duration::ZERO`: all of them, connections ended);
+/// returns how many.
+pub async fn drop_test_databases(server: &str, older_than: Duration) -> Result<u64, sqlx::Error> {
+    let mut conn = PgConnectOptions::from_str(server)?.connect().await?;
+    drop_stale(&mut conn, older_than).await
+}

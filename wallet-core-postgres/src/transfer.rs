@@ -1,0 +1,403 @@
+//! The transaction service's store: transfers, idempotency keys, inbox, and
+//! an outbox of dead letters.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
+use wallet_core::event::{Inbound, Outgoing};
+use wallet_core::idempotency::{Fingerprint, IdempotencyRecord};
+use wallet_core::ids::{CorrelationId, EventId, IdempotencyKey, TransferId, WalletId};
+use wallet_core::outcome::LedgerOutcome;
+use wallet_core::ports::{
+    Applied, Begin, Claim, Refusal, ReserveAttempt, StoreError, TransferReads, TransferStore,
+};
+use wallet_core::time::Timestamp;
+use wallet_core::transfer::{Transfer, TransferCommand, TransferStatus};
+
+use crate::codec;
+use crate::error::{Db, corrupt};
+use crate::outbox::pg_outbox;
+use crate::{Base, PgSettings};
+
+/// The columns [`transfer_of`] reads, of `transfers t`.
+macro_rules! columns {
+    () => {
+        "t.id, t.kind, t.status, t.failure_reason, t.sender_wallet_id, \
+         t.receiver_wallet_id, t.amount, t.currency, t.correlation_id, t.idempotency_key, \
+         t.created_at, t.updated_at"
+    };
+}
+
+/// The transaction service's store on its PostgreSQL database. Clones share
+/// the pool.
+#[derive(Debug, Clone)]
+pub struct PgTransferStore {
+    base: Base,
+}
+
+impl PgTransferStore {
+    /// A store on `pool`, whose database has the transaction schema
+    /// ([`crate::migrate_transaction_db`]). Needs a tokio runtime when
+    /// `settings.announce_outbox` is set.
+    pub fn new(pool: PgPool, settings: &PgSettings) -> Self {
+        PgTransferStore {
+            base: Base::new(pool, settings),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.base.pool
+    }
+}
+
+pg_outbox!(PgTransferStore);
+
+fn transfer_of(row: &PgRow) -> Result<Transfer, StoreError> {
+    let currency = codec::currency(row.try_get("currency").db()?)?;
+    let reason: Option<String> = row.try_get("failure_reason").db()?;
+    let key: String = row.try_get("idempotency_key").db()?;
+    Ok(Transfer {
+        id: TransferId::from_uuid(row.try_get("id").db()?),
+        kind: codec::parse_text(row.try_get("kind").db()?)?,
+        status: codec::parse_text(row.try_get("status").db()?)?,
+        failure_reason: reason.as_deref().map(codec::parse_text).transpose()?,
+        sender_wallet_id: WalletId::from_uuid(row.try_get("sender_wallet_id").db()?),
+        receiver_wallet_id: WalletId::from_uuid(row.try_get("receiver_wallet_id").db()?),
+        amount: codec::amount(row.try_get("amount").db()?, currency)?,
+        currency,
+        correlation_id: CorrelationId::from_uuid(row.try_get("correlation_id").db()?),
+        idempotency_key: IdempotencyKey::new(key).map_err(corrupt)?,
+        created_at: row.try_get("created_at").db()?,
+        updated_at: row.try_get("updated_at").db()?,
+    })
+}
+
+fn json_of(transfer: &Transfer) -> String {
+    serde_json::to_string(transfer).expect("transfers always serialize")
+}
+
+/// Writes the new status of transfers the core moved, in one statement.
+async fn write_statuses(conn: &mut PgConnection, moved: &[&Transfer]) -> Result<(), StoreError> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let ids = codec::transfer_uuids(moved.iter().map(|t| t.id));
+    let statuses: Vec<String> = moved.iter().map(|t| codec::text_of(&t.status)).collect();
+    let reasons: Vec<Option<String>> = moved
+        .iter()
+        .map(|t| t.failure_reason.as_ref().map(codec::text_of))
+        .collect();
+    let updated: Vec<Timestamp> = moved.iter().map(|t| t.updated_at).collect();
+    // A transfer that leaves INITIATED leaves the retrier's queue: its lease
+    // goes with it.
+    sqlx::query(
+        "UPDATE transfers SET status = u.status, failure_reason = u.reason,
+             updated_at = u.updated_at, lease_worker = NULL, lease_until = NULL
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+             AS u(id, status, reason, updated_at)
+         WHERE transfers.id = u.id",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(reasons)
+    .bind(updated)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// Records `event_ids` in the inbox; returns those that were not there.
+pub(crate) async fn inbox_new(
+    conn: &mut PgConnection,
+    event_ids: impl Iterator<Item = EventId>,
+) -> Result<HashSet<EventId>, StoreError> {
+    let ids: Vec<uuid::Uuid> = event_ids.map(|id| id.as_uuid()).collect();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let fresh: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO inbox (event_id) SELECT * FROM UNNEST($1::uuid[])
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+    .db()?;
+    Ok(fresh.into_iter().map(EventId::from_uuid).collect())
+}
+
+#[async_trait]
+impl TransferStore for PgTransferStore {
+    async fn begin(
+        &self,
+        transfer: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Begin, StoreError> {
+        // One statement, so one unit: the key is inserted unless it exists,
+        // and the transfer only with it.
+        let inserted = sqlx::query(
+            "WITH k AS (
+                 INSERT INTO idempotency_keys (key, fingerprint, transfer_id, created_at)
+                 VALUES ($10, $13, $1, $11)
+                 ON CONFLICT (key) DO NOTHING RETURNING key)
+             INSERT INTO transfers (id, kind, status, failure_reason, sender_wallet_id,
+                 receiver_wallet_id, amount, currency, correlation_id, idempotency_key,
+                 created_at, updated_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, k.key, $11, $12 FROM k",
+        )
+        .bind(transfer.id.as_uuid())
+        .bind(codec::text_of(&transfer.kind))
+        .bind(codec::text_of(&transfer.status))
+        .bind(transfer.failure_reason.as_ref().map(codec::text_of))
+        .bind(transfer.sender_wallet_id.as_uuid())
+        .bind(transfer.receiver_wallet_id.as_uuid())
+        .bind(transfer.amount.value())
+        .bind(transfer.currency.code())
+        .bind(transfer.correlation_id.as_uuid())
+        .bind(transfer.idempotency_key.as_str())
+        .bind(transfer.created_at)
+        .bind(transfer.updated_at)
+        .bind(fingerprint.as_str())
+        .execute(self.pool())
+        .await
+        .db()?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Begin::Created);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            ", k.fingerprint, k.transfer_id AS key_transfer,
+                 k.created_at AS key_created_at, k.response::text AS response
+             FROM idempotency_keys k JOIN transfers t ON t.id = k.transfer_id
+             WHERE k.key = $1"
+        ))
+        .bind(transfer.idempotency_key.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .db()?
+        .ok_or_else(|| {
+            StoreError::Integrity(format!(
+                "key {} neither inserted nor found",
+                transfer.idempotency_key
+            ))
+        })?;
+        let response: Option<String> = row.try_get("response").db()?;
+        let record = IdempotencyRecord {
+            key: transfer.idempotency_key.clone(),
+            fingerprint: Fingerprint::from_stored(row.try_get("fingerprint").db()?),
+            transfer_id: TransferId::from_uuid(row.try_get("key_transfer").db()?),
+            created_at: row.try_get("key_created_at").db()?,
+            response: response
+                .map(|text| serde_json::from_str(&text).map_err(corrupt))
+                .transpose()?,
+        };
+        Ok(Begin::Existing {
+            record: Box::new(record),
+            current: Box::new(transfer_of(&row)?),
+        })
+    }
+
+    async fn record_reserve(
+        &self,
+        id: TransferId,
+        attempt: ReserveAttempt,
+        now: Timestamp,
+    ) -> Result<Transfer, StoreError> {
+        let mut tx = self.pool().begin().await.db()?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            ", k.response IS NULL AS unanswered
+             FROM transfers t JOIN idempotency_keys k ON k.key = t.idempotency_key
+             WHERE t.id = $1 FOR UPDATE OF t, k"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?
+        .ok_or_else(|| StoreError::Integrity(format!("no transfer {id} with a key record")))?;
+        let mut transfer = transfer_of(&row)?;
+        let unanswered: bool = row.try_get("unanswered").db()?;
+        let changed = match attempt {
+            ReserveAttempt::Definite(outcome) => {
+                transfer.handle(&TransferCommand::RecordReserve(outcome), now)
+            }
+            ReserveAttempt::Ambiguous => false,
+        };
+        if changed {
+            write_statuses(&mut tx, &[&transfer]).await?;
+        }
+        if unanswered {
+            sqlx::query("UPDATE idempotency_keys SET response = $2::jsonb WHERE key = $1")
+                .bind(transfer.idempotency_key.as_str())
+                .bind(json_of(&transfer))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(transfer)
+    }
+
+    async fn apply_ledger_outcomes(
+        &self,
+        batch: &[Inbound<LedgerOutcome>],
+        now: Timestamp,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.pool().begin().await.db()?;
+        let mut fresh = inbox_new(&mut tx, batch.iter().map(Inbound::event_id)).await?;
+        // The transfers the new events concern, locked in id order so two
+        // batches never wait on each other in a cycle.
+        let mut ids: Vec<TransferId> = batch
+            .iter()
+            .filter(|e| fresh.contains(&e.event_id()))
+            .map(Inbound::transfer_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut transfers = HashMap::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM transfers t WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE"
+            ))
+            .bind(codec::transfer_uuids(ids))
+            .fetch_all(&mut *tx)
+            .await
+            .db()?;
+            for row in &rows {
+                let transfer = transfer_of(row)?;
+                transfers.insert(transfer.id, transfer);
+            }
+        }
+        let mut applied = Applied::default();
+        let mut dead_letters = Vec::new();
+        let mut moved = HashSet::new();
+        for event in batch {
+            // `remove`: a second copy of one event in the batch is a duplicate.
+            if !fresh.remove(&event.event_id()) {
+                continue;
+            }
+            let command = TransferCommand::RecordLedger(event.body);
+            match transfers.get_mut(&event.transfer_id()) {
+                Some(transfer) => {
+                    if transfer.handle(&command, now) {
+                        applied.changed.push(transfer.id);
+                        moved.insert(transfer.id);
+                    }
+                }
+                None => {
+                    let reason = format!(
+                        "ledger outcome for unknown transfer {}",
+                        event.transfer_id()
+                    );
+                    applied.refused.push(Refusal {
+                        event_id: event.event_id(),
+                        reason: reason.clone(),
+                    });
+                    dead_letters.push(Outgoing::DeadLetter {
+                        event: event.envelope.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let moved: Vec<&Transfer> = moved.iter().map(|id| &transfers[id]).collect();
+        write_statuses(&mut tx, &moved).await?;
+        crate::outbox::write(&mut tx, &dead_letters).await?;
+        tx.commit().await.db()?;
+        if !dead_letters.is_empty() {
+            self.base.announce();
+        }
+        Ok(applied)
+    }
+
+    async fn claim_initiated(
+        &self,
+        claim: &Claim,
+        created_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "WITH free AS (
+                 SELECT id FROM transfers
+                 WHERE status = 'INITIATED' AND created_at < $3
+                   AND (lease_until IS NULL OR lease_until <= $4 OR lease_worker = $1)
+                 ORDER BY created_at, id
+                 LIMIT $5
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE transfers t SET lease_worker = $1, lease_until = $2
+             FROM free WHERE t.id = free.id
+             RETURNING ",
+            columns!(),
+            ""
+        ))
+        .bind(claim.worker.as_uuid())
+        .bind(claim.until)
+        .bind(created_before)
+        .bind(claim.now)
+        .bind(codec::limit(limit))
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        let mut claimed = rows
+            .iter()
+            .map(transfer_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_unstable_by_key(|t| (t.created_at, t.id));
+        debug_assert!(
+            claimed
+                .iter()
+                .all(|t| t.status == TransferStatus::Initiated)
+        );
+        Ok(claimed)
+    }
+}
+
+#[async_trait]
+impl TransferReads for PgTransferStore {
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM transfers t WHERE t.id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(self.pool())
+        .await
+        .db()?;
+        row.as_ref().map(transfer_of).transpose()
+    }
+
+    async fn transfers_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let rows = match after {
+            Some(after) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM transfers t WHERE t.id > $1 ORDER BY t.id LIMIT $2"
+            ))
+            .bind(after.as_uuid()),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM transfers t ORDER BY t.id LIMIT $1"
+            )),
+        }
+        .bind(codec::limit(limit))
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        rows.iter().map(transfer_of).collect()
+    }
+}

@@ -1,0 +1,267 @@
+//! What the schemas themselves enforce, whatever the adapter does: the
+//! migrations, append-only entries, balanced postings, one hold and one
+//! posting per transfer, no negative user balance; and that a posting into
+//! a system account holds nothing another posting waits for.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Migrate, pool_of, settings};
+use wallet_core::contract::data::TestData;
+use wallet_core::ids::{IdGenerator, WalletId};
+use wallet_core::money::Currency;
+use wallet_core::ports::{LedgerReads, LedgerStore, StoreError};
+use wallet_core_postgres::{
+    LEDGER_MIGRATIONS, TRANSACTION_MIGRATIONS, WALLET_MIGRATIONS, migrate_ledger_db,
+    migrate_transaction_db, migrate_wallet_db,
+};
+
+/// Every table, column, constraint, index and trigger of the public schema,
+/// as text: what a second migration run must leave unchanged.
+async fn schema_of(pool: &sqlx::PgPool) -> String {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s.%s %s %s', table_name, column_name, data_type, is_nullable)
+           FROM information_schema.columns WHERE table_schema = 'public'
+         UNION ALL SELECT format('constraint %s %s', conname, pg_get_constraintdef(oid))
+           FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+         UNION ALL SELECT format('index %s', indexdef) FROM pg_indexes WHERE schemaname = 'public'
+         UNION ALL SELECT format('trigger %s %s', tgname, tgenabled)
+           FROM pg_trigger WHERE NOT tgisinternal
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("reading the schema");
+    rows.join("\n")
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_again_without_change() {
+    for (kind, migrator) in [
+        (Migrate::Transaction, &TRANSACTION_MIGRATIONS),
+        (Migrate::Wallet, &WALLET_MIGRATIONS),
+        (Migrate::Ledger, &LEDGER_MIGRATIONS),
+    ] {
+        let (db, pool) = pool_of(kind).await;
+        let first = schema_of(&pool).await;
+        assert!(
+            first.contains("outbox.seq"),
+            "{kind:?}: no outbox in\n{first}"
+        );
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(applied as usize, migrator.iter().count(), "{kind:?}");
+        match kind {
+            Migrate::Transaction => migrate_transaction_db(&pool).await,
+            Migrate::Wallet => migrate_wallet_db(&pool).await,
+            Migrate::Ledger => migrate_ledger_db(&pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{kind:?}: second run on {}: {e}", db.name()));
+        assert_eq!(
+            schema_of(&pool).await,
+            first,
+            "{kind:?}: the second run changed the schema"
+        );
+    }
+}
+
+async fn one_posting(pool: &sqlx::PgPool) {
+    let store = wallet_core_postgres::PgLedgerStore::new(pool.clone(), &settings());
+    let data = TestData::new();
+    let request = data.reserve_request(
+        WalletId::system(Currency::USD),
+        data.wallet_id(),
+        "10.00",
+        Currency::USD,
+    );
+    assert_eq!(
+        store.post(&[data.wallet_reserved(&request)]).await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn ledger_entries_cannot_be_updated_deleted_or_truncated() {
+    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    one_posting(&pool).await;
+    for statement in [
+        "UPDATE entries SET amount = amount + 1",
+        "DELETE FROM entries",
+        "TRUNCATE entries",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect_err(statement);
+        let message = error.to_string();
+        assert!(message.contains("append-only"), "{statement}: {message}");
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "both entries are still there");
+}
+
+#[tokio::test]
+async fn unbalanced_or_unrecorded_postings_are_refused() {
+    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    let t = uuid::Uuid::new_v4();
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    sqlx::query("INSERT INTO outcomes VALUES ($1, 'succeeded', NULL, now())")
+        .bind(t)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let insert =
+        "INSERT INTO entries (transfer_id, account, direction, amount, currency, posted_at)
+                  SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::numeric[], $5::text[])
+                      AS u, now()";
+    let cases: [(&str, Vec<&str>, Vec<&str>, Vec<&str>); 4] = [
+        (
+            "amounts differ",
+            vec!["debit", "credit"],
+            vec!["10.00", "9.00"],
+            vec!["USD", "USD"],
+        ),
+        ("one side only", vec!["debit"], vec!["10.00"], vec!["USD"]),
+        (
+            "currencies differ",
+            vec!["debit", "credit"],
+            vec!["10.00", "10.00"],
+            vec!["USD", "EUR"],
+        ),
+        (
+            "two debits",
+            vec!["debit", "debit"],
+            vec!["10.00", "10.00"],
+            vec!["USD", "USD"],
+        ),
+    ];
+    for (what, directions, amounts, currencies) in cases {
+        let amounts: Vec<rust_decimal::Decimal> =
+            amounts.iter().map(|a| a.parse().unwrap()).collect();
+        let accounts = vec![a, b][..directions.len()].to_vec();
+        let result = sqlx::query(insert)
+            .bind(t)
+            .bind(accounts)
+            .bind(directions)
+            .bind(amounts)
+            .bind(currencies)
+            .execute(&pool)
+            .await;
+        assert!(result.is_err(), "{what}: accepted");
+    }
+    // Balanced, but for a transfer with no 'succeeded' outcome.
+    let result = sqlx::query(insert)
+        .bind(uuid::Uuid::new_v4())
+        .bind(vec![a, b])
+        .bind(vec!["debit", "credit"])
+        .bind(vec![rust_decimal::Decimal::TEN, rust_decimal::Decimal::TEN])
+        .bind(vec!["USD", "USD"])
+        .execute(&pool)
+        .await;
+    assert!(
+        result.is_err(),
+        "a posting without its outcome was accepted"
+    );
+    // The same posting with its outcome is accepted, once.
+    for attempt in 0..2 {
+        let result = sqlx::query(insert)
+            .bind(t)
+            .bind(vec![a, b])
+            .bind(vec!["debit", "credit"])
+            .bind(vec![rust_decimal::Decimal::TEN, rust_decimal::Decimal::TEN])
+            .bind(vec!["USD", "USD"])
+            .execute(&pool)
+            .await;
+        assert_eq!(
+            result.is_ok(),
+            attempt == 0,
+            "attempt {attempt}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_hold_per_transfer_and_no_negative_user_balance() {
+    let (_db, pool) = pool_of(Migrate::Wallet).await;
+    let hold = "INSERT INTO reservations VALUES ($1, gen_random_uuid(), gen_random_uuid(),
+                gen_random_uuid(), 5, 'USD', 'reserved', NULL, now(), now())";
+    let t = uuid::Uuid::new_v4();
+    sqlx::query(hold).bind(t).execute(&pool).await.unwrap();
+    let error = sqlx::query(hold).bind(t).execute(&pool).await.unwrap_err();
+    assert!(error.to_string().contains("reservations_pkey"), "{error}");
+    let error = sqlx::query(
+        "INSERT INTO wallets VALUES (gen_random_uuid(), 'USD', -0.01, 0, now(), now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("wallets_available_check"),
+        "{error}"
+    );
+}
+
+/// 32 concurrent deposits into distinct wallets do not queue on one lock:
+/// each posting is slowed by half a second while its unit holds every lock
+/// it takes (a test trigger sleeps after the entries are appended), so
+/// deposits that all wrote one row (the system account's) would take 16 s
+/// one after the other; in parallel they take about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deposits_into_distinct_wallets_do_not_queue_on_one_lock() {
+    const DEPOSITS: usize = 32;
+    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END; $$;
+         CREATE TRIGGER slow_posting AFTER INSERT ON entries
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_posting();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let settings = wallet_core_postgres::PgSettings {
+        max_connections: DEPOSITS as u32,
+        ..settings()
+    };
+    let pool = settings.connect(_db.url()).await.unwrap();
+    let store = Arc::new(wallet_core_postgres::PgLedgerStore::new(pool, &settings));
+    let data = Arc::new(TestData::new());
+    let system = WalletId::system(Currency::USD);
+    let start = Arc::new(tokio::sync::Barrier::new(DEPOSITS));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..DEPOSITS {
+        let (store, data, start) = (store.clone(), data.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = data.reserve_request(system, data.wallet_id(), "1.00", Currency::USD);
+            let event = data.wallet_reserved(&request);
+            start.wait().await;
+            store.post(&[event]).await
+        }));
+    }
+    for task in tasks {
+        let posted: Result<usize, StoreError> = task.await.unwrap();
+        assert_eq!(posted.unwrap(), 1);
+    }
+    let elapsed = started.elapsed();
+    println!("{DEPOSITS} concurrent deposits of 0.5 s each: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "deposits queued on a shared lock: {elapsed:?} for {DEPOSITS} deposits of 0.5 s"
+    );
+    let balance = store
+        .balances_page(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.account == system)
+        .expect("the system account has a balance");
+    assert_eq!(balance.balance.value().to_string(), "-32.00");
+}

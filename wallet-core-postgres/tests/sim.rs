@@ -1,0 +1,295 @@
+//! The simulator on the PostgreSQL stores: a handful of seeds, each on three
+//! fresh databases, with faults, checked as on the in-memory stores.
+//!
+//! The simulator runs every step on its own thread and polls each future
+//! with a no-op waker a few times: it expects the ports to answer without
+//! waiting (the in-memory ones do). A database call waits on I/O, so here
+//! each port call blocks the simulator's thread on a tokio runtime until the
+//! database has answered, and then answers at once. Every unit of work
+//! still runs for real, in its own transaction; the simulator's faults (lost
+//! answers, failed units, crashes at await points, slow calls) are injected
+//! by its own wrappers around these stores, as on the in-memory ones. What
+//! this cannot show is a process dying inside a database transaction: the
+//! database rolls that back, which no simulator step can observe anyway.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::runtime::Runtime;
+use wallet_core::event::{EventStamp, Inbound};
+use wallet_core::idempotency::Fingerprint;
+use wallet_core::ids::{TransferId, WalletId};
+use wallet_core::ledger::{AccountBalance, Entry, PostingRequest};
+use wallet_core::memory::{MemoryBus, MemorySubscription};
+use wallet_core::outcome::{LedgerOutcome, ReserveOutcome};
+use wallet_core::ports::{
+    Applied, Begin, Claim, EntryCursor, LedgerReads, LedgerStore, Outbox, OutboxRecord, Refusal,
+    ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
+};
+use wallet_core::time::Timestamp;
+use wallet_core::transfer::Transfer;
+use wallet_core::wallet::{Reservation, ReserveRequest, Wallet};
+use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
+use wallet_sim::{Adapters, MemoryAdapters, SimConfig};
+
+/// A store whose every call has finished when it is first polled.
+#[derive(Clone)]
+struct Blocking<S> {
+    store: S,
+    runtime: Arc<Runtime>,
+}
+
+impl<S> Blocking<S> {
+    fn wait<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(call)
+    }
+}
+
+#[async_trait]
+impl<S: Outbox> Outbox for Blocking<S> {
+    async fn claim(&self, claim: &Claim, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.wait(self.store.claim(claim, limit))
+    }
+    async fn acknowledge(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.wait(self.store.acknowledge(seqs))
+    }
+}
+
+#[async_trait]
+impl<S: TransferStore> TransferStore for Blocking<S> {
+    async fn begin(
+        &self,
+        transfer: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Begin, StoreError> {
+        self.wait(self.store.begin(transfer, fingerprint))
+    }
+    async fn record_reserve(
+        &self,
+        id: TransferId,
+        attempt: ReserveAttempt,
+        now: Timestamp,
+    ) -> Result<Transfer, StoreError> {
+        self.wait(self.store.record_reserve(id, attempt, now))
+    }
+    async fn apply_ledger_outcomes(
+        &self,
+        batch: &[Inbound<LedgerOutcome>],
+        now: Timestamp,
+    ) -> Result<Applied, StoreError> {
+        self.wait(self.store.apply_ledger_outcomes(batch, now))
+    }
+    async fn claim_initiated(
+        &self,
+        claim: &Claim,
+        created_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        self.wait(self.store.claim_initiated(claim, created_before, limit))
+    }
+}
+
+#[async_trait]
+impl<S: TransferReads> TransferReads for Blocking<S> {
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        self.wait(self.store.transfer(id))
+    }
+    async fn transfers_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        self.wait(self.store.transfers_page(after, limit))
+    }
+}
+
+#[async_trait]
+impl<S: WalletStore> WalletStore for Blocking<S> {
+    async fn open_wallet(&self, wallet: &Wallet) -> Result<(), StoreError> {
+        self.wait(self.store.open_wallet(wallet))
+    }
+    async fn reserve(
+        &self,
+        request: &ReserveRequest,
+        stamp: EventStamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        self.wait(self.store.reserve(request, stamp))
+    }
+    async fn finalize(
+        &self,
+        batch: &[Inbound<LedgerOutcome>],
+        now: Timestamp,
+    ) -> Result<Vec<Refusal>, StoreError> {
+        self.wait(self.store.finalize(batch, now))
+    }
+}
+
+#[async_trait]
+impl<S: WalletReads> WalletReads for Blocking<S> {
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, StoreError> {
+        self.wait(self.store.wallet(id))
+    }
+    async fn wallets_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<Wallet>, StoreError> {
+        self.wait(self.store.wallets_page(after, limit))
+    }
+    async fn reservations_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        self.wait(self.store.reservations_page(after, limit))
+    }
+}
+
+#[async_trait]
+impl<S: LedgerStore> LedgerStore for Blocking<S> {
+    async fn post(
+        &self,
+        batch: &[(Inbound<PostingRequest>, EventStamp)],
+    ) -> Result<usize, StoreError> {
+        self.wait(self.store.post(batch))
+    }
+}
+
+#[async_trait]
+impl<S: LedgerReads> LedgerReads for Blocking<S> {
+    async fn entries(
+        &self,
+        account: WalletId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.wait(self.store.entries(account, before, limit))
+    }
+    async fn postings_page(
+        &self,
+        after: Option<EntryCursor>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.wait(self.store.postings_page(after, limit))
+    }
+    async fn outcome(&self, transfer: TransferId) -> Result<Option<LedgerOutcome>, StoreError> {
+        self.wait(self.store.outcome(transfer))
+    }
+    async fn outcomes_page(
+        &self,
+        after: Option<TransferId>,
+        limit: usize,
+    ) -> Result<Vec<(TransferId, LedgerOutcome)>, StoreError> {
+        self.wait(self.store.outcomes_page(after, limit))
+    }
+    async fn balances_page(
+        &self,
+        after: Option<WalletId>,
+        limit: usize,
+    ) -> Result<Vec<AccountBalance>, StoreError> {
+        self.wait(self.store.balances_page(after, limit))
+    }
+}
+
+/// The three PostgreSQL stores, each on a fresh database, and the in-memory
+/// bus.
+struct PgAdapters {
+    runtime: Arc<Runtime>,
+}
+
+impl PgAdapters {
+    fn new() -> PgAdapters {
+        PgAdapters {
+            runtime: Arc::new(Runtime::new().expect("a tokio runtime")),
+        }
+    }
+
+    fn settings() -> PgSettings {
+        // The simulator steps one call at a time; nothing here needs a
+        // wake, since its relays are stepped, not woken.
+        PgSettings {
+            max_connections: 2,
+            announce_outbox: false,
+            ..PgSettings::default()
+        }
+    }
+
+    fn blocking<S>(&self, store: S) -> Blocking<S> {
+        Blocking {
+            store,
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    fn pool(&self, kind: common::Migrate) -> sqlx::PgPool {
+        self.runtime.block_on(common::pool_of(kind)).1
+    }
+}
+
+impl Adapters for PgAdapters {
+    type Transfers = Blocking<PgTransferStore>;
+    type Wallets = Blocking<PgWalletStore>;
+    type Ledger = Blocking<PgLedgerStore>;
+    type Bus = MemoryBus;
+    type Subscription = MemorySubscription;
+
+    fn transfer_store(&self) -> Self::Transfers {
+        let pool = self.pool(common::Migrate::Transaction);
+        self.blocking(PgTransferStore::new(pool, &Self::settings()))
+    }
+
+    fn wallet_store(&self) -> Self::Wallets {
+        let pool = self.pool(common::Migrate::Wallet);
+        self.blocking(PgWalletStore::new(pool, &Self::settings()))
+    }
+
+    fn ledger_store(&self) -> Self::Ledger {
+        let pool = self.pool(common::Migrate::Ledger);
+        self.blocking(PgLedgerStore::new(pool, &Self::settings()))
+    }
+
+    fn bus(&self, partitions: u32) -> MemoryBus {
+        MemoryAdapters.bus(partitions)
+    }
+
+    fn subscribe(&self, bus: &MemoryBus, group: &str, topic: &str) -> MemorySubscription {
+        MemoryAdapters.subscribe(bus, group, topic)
+    }
+}
+
+/// Seeds 1 to 6, with faults, each clean, run side by side (each on its
+/// own databases). Each run takes the same steps as on the in-memory stores:
+/// the adapters answer alike, call for call.
+#[test]
+fn the_simulator_runs_clean_on_postgres() {
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (1..=6)
+            .map(|seed| {
+                scope.spawn(move || {
+                    let config = SimConfig {
+                        transfers: 60,
+                        ..SimConfig::new(seed)
+                    };
+                    let started = std::time::Instant::now();
+                    let report = wallet_sim::run_on(PgAdapters::new(), &config);
+                    println!(
+                        "seed {seed}: {} steps in {:?}",
+                        report.steps,
+                        started.elapsed()
+                    );
+                    (seed, report, wallet_sim::run(&config))
+                })
+            })
+            .collect();
+        for run in runs {
+            let (seed, report, memory) = run.join().expect("a simulation thread panicked");
+            assert!(report.result().is_ok(), "seed {seed}: {:?}", report.failure);
+            assert_eq!(
+                report, memory,
+                "seed {seed}: PostgreSQL and memory runs differ"
+            );
+        }
+    });
+}
