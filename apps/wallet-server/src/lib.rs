@@ -9,4 +9,5 @@
 //! crate.
 
 pub mod health;
+pub mod settings;
 pub mod telemetry;

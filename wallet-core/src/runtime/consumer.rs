@@ -3,6 +3,7 @@
 //! stop on integrity errors.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -365,20 +366,40 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
     /// committed past the failing batch). A batch that keeps failing
     /// transiently is rewound and tried again after the backoff ceiling, so
     /// no event is skipped.
-    pub async fn run(mut self) -> ConsumerError {
+    pub async fn run(self) -> ConsumerError {
+        let stopped = self.run_until(std::future::pending()).await;
+        stopped.unwrap_or_else(|| unreachable!("a pending stop never resolves"))
+    }
+
+    /// [`ConsumerRunner::run`] until `stop` resolves, heeded between
+    /// batches: a batch polled is handled and committed first, so a
+    /// graceful stop redelivers nothing. `None` when stopped.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> Option<ConsumerError> {
+        tokio::pin!(stop);
         loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => return None,
+                () = std::future::ready(()) => {}
+            }
             match self.run_once(self.config.poll_wait).await {
+                // A subscription that answers "nothing" without waiting
+                // would otherwise keep this task from ever yielding.
+                Ok(report) if report.delivered == 0 => tokio::task::yield_now().await,
                 Ok(_) => {}
                 Err(error) if error.is_integrity() => {
                     tracing::error!(group = %self.group, %error,
                         "integrity failure: consumer stopped until an operator acts");
                     metrics::integrity_stall(&self.group);
-                    return error;
+                    return Some(error);
                 }
                 Err(error) => {
                     tracing::error!(group = %self.group, %error,
                         "batch not committed; will be redelivered");
-                    tokio::time::sleep(self.config.backoff_max).await;
+                    tokio::select! {
+                        () = &mut stop => return None,
+                        () = tokio::time::sleep(self.config.backoff_max) => {}
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The outbox relay: claims what a store's outbox holds, publishes it in
 //! order, at least once, and acknowledges it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,19 +174,36 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
 
     /// Runs until the task is dropped.
     pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until `stop` resolves. `stop` is heeded between batches only:
+    /// a batch claimed is published and acknowledged first, so a graceful
+    /// stop leaves no claim to wait out.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
         loop {
             let woken = self.wake.notified();
             match self.run_once().await {
-                Ok(n) if n >= self.config.batch_size => continue,
-                Ok(_) => {
-                    tokio::select! {
-                        _ = woken => {}
-                        _ = tokio::time::sleep(self.config.idle_poll) => {}
-                    }
-                }
+                // A full batch: more may be waiting.
+                Ok(n) if n >= self.config.batch_size => tokio::select! {
+                    biased;
+                    () = &mut stop => return,
+                    () = std::future::ready(()) => {}
+                },
+                Ok(_) => tokio::select! {
+                    biased;
+                    () = &mut stop => return,
+                    () = woken => {}
+                    () = tokio::time::sleep(self.config.idle_poll) => {}
+                },
                 Err(error) => {
                     tracing::error!(group = %self.route.group, %error, "relay pass failed");
-                    tokio::time::sleep(self.config.error_backoff).await;
+                    tokio::select! {
+                        biased;
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(self.config.error_backoff) => {}
+                    }
                 }
             }
         }

@@ -384,6 +384,33 @@ mod consumer {
     }
 
     #[tokio::test]
+    async fn a_stopped_runner_finishes_its_batch_commits_it_and_returns() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let outcome = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
+        // Stopped from the start: it returns before polling anything.
+        let other = MemoryBus::new(1);
+        publish(&other, LEDGER_EVENTS, side.transfer, outcome.encode()).await;
+        let idle = runner(&other, side.service.clone());
+        assert!(idle.run_until(std::future::ready(())).await.is_none());
+        assert_eq!(other.lag(GROUP, LEDGER_EVENTS), 1, "nothing polled");
+
+        // Stopped once the first batch has been handled.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = runner(&bus, side.service.clone());
+        let task = tokio::spawn(runner.run_until(async move {
+            stopped.await.ok();
+        }));
+        while bus.lag(GROUP, LEDGER_EVENTS) > 0 {
+            tokio::task::yield_now().await;
+        }
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().is_none(), "a stop is not an error");
+        assert_eq!(side.balances(), finalized(), "the batch was applied");
+    }
+
+    #[tokio::test]
     async fn an_event_published_twice_is_applied_once() {
         let side = WalletSide::new();
         let bus = MemoryBus::new(4);
@@ -605,6 +632,21 @@ mod relay {
             let want: Vec<Vec<u8>> = order.iter().map(|t| t.to_string().into_bytes()).collect();
             assert_eq!(keys, want);
         }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_relay_publishes_what_it_claimed_then_returns() {
+        let side = WalletSide::new();
+        let order = three_holds(&side);
+        let bus = MemoryBus::new(1);
+        // Stopped from the start: one pass, then it returns.
+        relay(&side, &bus, 2)
+            .run_until(std::future::ready(()))
+            .await;
+        assert_eq!(transfer_ids(&bus), order[..2], "the claimed batch went out");
+        let anyone = Claim::new(side.ids.worker_id(), side.clock.now(), Duration::ZERO);
+        let left = side.service.store().claim(&anyone, 10).await.unwrap();
+        assert_eq!(left.len(), 1, "the rest waits for the next relay: {left:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,143 @@
+//! Settings of a service process, from flags or environment variables
+//! (a flag wins). Every setting has a default except the database URL and
+//! the broker's address, which would otherwise reach a wrong system.
+//! docs/operations.md lists them with the reason for each default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings every service takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Address to serve HTTP on. Loopback by default: put the gateway, not
+    /// the service, on a public address. [default: the service's port on
+    /// 127.0.0.1]
+    #[arg(long, env = "LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// The service's own PostgreSQL database (`postgres://user@host:port/db`).
+    /// Its migrations are applied at start.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Connections in the database pool at most; each unit of work holds one.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Milliseconds before the server cancels a statement (the unit fails as
+    /// unavailable and is retried).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_statement_timeout_ms: u64,
+
+    /// Milliseconds a statement waits for a row lock before it fails (and is
+    /// retried).
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 2_000)]
+    pub db_lock_timeout_ms: u64,
+
+    /// Milliseconds a relay's claim holds outbox records: how long a dead
+    /// relay's batch waits before another instance publishes it.
+    #[arg(long, env = "OUTBOX_LEASE_MS", default_value_t = 30_000)]
+    pub outbox_lease_ms: u64,
+
+    /// Milliseconds an idle relay waits for a NOTIFY before it looks at the
+    /// outbox anyway.
+    #[arg(long, env = "RELAY_POLL_MS", default_value_t = 250)]
+    pub relay_poll_ms: u64,
+
+    /// Hours published outbox rows are kept for inspection before they are
+    /// pruned.
+    #[arg(long, env = "OUTBOX_RETENTION_HOURS", default_value_t = 24)]
+    pub outbox_retention_hours: u64,
+
+    /// Kafka bootstrap servers (`host:port,...`).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: String,
+
+    /// Partitions of each topic created at start (existing topics keep
+    /// theirs): the most consumers of one group that can work at once.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 8)]
+    pub kafka_partitions: i32,
+
+    /// Any librdkafka property, as `key=value`, for every client; repeat the
+    /// flag, or separate with commas in the variable.
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+
+    /// Events a consumer hands to its store at most in one database
+    /// transaction.
+    #[arg(long, env = "CONSUMER_BATCH", default_value_t = 500)]
+    pub consumer_batch: usize,
+
+    /// Logs as one JSON object per line (for log collectors) instead of text.
+    #[arg(long, env = "LOG_JSON")]
+    pub log_json: bool,
+
+    /// Milliseconds a stopping service gives requests and batches in flight
+    /// to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Common {
+    /// The address to serve on: `--listen`, or 127.0.0.1 and `port`.
+    pub fn listen_or(&self, port: u16) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// The grace period after SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Parses `key=value`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))?;
+    if key.is_empty() {
+        return Err(format!("empty key in {text:?}"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Settings of the transaction service only.
+#[derive(Debug, Clone, Args)]
+pub struct Transaction {
+    /// Base URL of the wallet service's internal routes (through its own
+    /// address, never the public gateway).
+    #[arg(
+        long,
+        env = "WALLET_SERVICE_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub wallet_service_url: String,
+
+    /// Milliseconds to wait for the wallet service's answer to a reserve; no
+    /// answer in time leaves the transfer INITIATED for the retrier.
+    #[arg(long, env = "RESERVE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub reserve_timeout_ms: u64,
+
+    /// Milliseconds between passes of the retrier over INITIATED transfers.
+    #[arg(long, env = "RETRY_EVERY_MS", default_value_t = 500)]
+    pub retry_every_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_key_value_pairs() {
+        assert_eq!(
+            key_value("linger.ms=5"),
+            Ok(("linger.ms".to_owned(), "5".to_owned()))
+        );
+        assert_eq!(key_value("a=b=c"), Ok(("a".to_owned(), "b=c".to_owned())));
+        assert!(key_value("linger.ms").is_err());
+        assert!(key_value("=5").is_err());
+    }
+}
