@@ -10,7 +10,10 @@
 //! Makes three fresh databases on the server named by
 //! `WALLET_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), opens `--wallets` wallets
-//! and funds them (not timed), then sends `--transfers` transfers of 1.00
+//! and funds them (not timed), with `--pool` connections per database
+//! (default 16) and relay and consumer batches of `--batch` (default 500),
+//! relays woken by NOTIFY (`--notify 1`, the default) or by the services
+//! in process (`--notify 0`, no NOTIFY sent), then sends `--transfers` transfers of 1.00
 //! between random pairs, `--concurrency` at a time, and times until every
 //! one is terminal. Then the core's audit runs over the three databases.
 //! Prints one JSON line; drops the databases.
@@ -40,6 +43,9 @@ struct Args {
     transfers: usize,
     concurrency: usize,
     wallets: usize,
+    pool: usize,
+    batch: usize,
+    notify: bool,
 }
 
 fn args() -> Args {
@@ -47,6 +53,9 @@ fn args() -> Args {
         transfers: 5_000,
         concurrency: 64,
         wallets: 1_000,
+        pool: 16,
+        batch: 500,
+        notify: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,7 +67,12 @@ fn args() -> Args {
             "--transfers" => args.transfers = number,
             "--concurrency" => args.concurrency = number.max(1),
             "--wallets" => args.wallets = number.max(2),
-            other => panic!("unknown flag {other}; use --transfers, --concurrency, --wallets"),
+            "--pool" => args.pool = number.max(1),
+            "--batch" => args.batch = number.max(1),
+            "--notify" => args.notify = number != 0,
+            other => panic!(
+                "unknown flag {other}; use --transfers, --concurrency, --wallets, --pool, --batch, --notify"
+            ),
         }
     }
     args
@@ -81,7 +95,11 @@ async fn database(settings: &PgSettings) -> (TestDatabase, sqlx::PgPool) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args = args();
-    let settings = PgSettings::default();
+    let settings = PgSettings {
+        max_connections: u32::try_from(args.pool).unwrap_or(u32::MAX),
+        announce_outbox: args.notify,
+        ..PgSettings::default()
+    };
     let (transfer_db, transfer_pool) = database(&settings).await;
     let (wallet_db, wallet_pool) = database(&settings).await;
     let (ledger_db, ledger_pool) = database(&settings).await;
@@ -96,20 +114,25 @@ async fn main() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(RandomIds);
     let bus = MemoryBus::new(DEFAULT_PARTITIONS).dropping_consumed();
-    // The relays wake on NOTIFY from the stores, as in separate processes;
-    // the services' own in-process wake is not used.
-    let unused = || Arc::new(Notify::new());
+    // With `--notify 1` (the default) the relays wake on NOTIFY from the
+    // stores, as in separate processes; with `--notify 0` on the services'
+    // in-process wake, as the embedded mode does, and no NOTIFY is sent.
+    let (wallet_written, ledger_written) = if args.notify {
+        (Arc::new(Notify::new()), Arc::new(Notify::new()))
+    } else {
+        (wallet_wake.notify(), ledger_wake.notify())
+    };
     let wallets = Arc::new(WalletService::new(
         PgWalletStore::new(wallet_pool, &settings),
         clock.clone(),
         ids.clone(),
-        unused(),
+        wallet_written,
     ));
     let ledger = Arc::new(LedgerService::new(
         PgLedgerStore::new(ledger_pool, &settings),
         clock.clone(),
         ids.clone(),
-        unused(),
+        ledger_written,
     ));
     let transactions = Arc::new(TransactionService::new(
         PgTransferStore::new(transfer_pool, &settings),
@@ -118,8 +141,12 @@ async fn main() {
         ids.clone(),
         TransactionConfig::default(),
     ));
-    let relay_config = settings.relay_config();
-    let consumer_config = ConsumerConfig::default();
+    let mut relay_config = settings.relay_config();
+    relay_config.batch_size = args.batch;
+    let consumer_config = ConsumerConfig {
+        batch_size: args.batch,
+        ..ConsumerConfig::default()
+    };
     let mut tasks = vec![
         tokio::spawn(
             Relay::new(
@@ -249,11 +276,14 @@ async fn main() {
         task.abort();
     }
     println!(
-        "{{\"transfers\": {}, \"concurrency\": {}, \"wallets\": {}, \"accepted_per_second\": {:.0}, \
+        "{{\"transfers\": {}, \"concurrency\": {}, \"wallets\": {}, \"pool\": {}, \"batch\": {}, \"notify\": {}, \"accepted_per_second\": {:.0}, \
          \"completed_per_second\": {:.0}, \"seconds\": {seconds:.3}, \"audit_violations\": {}}}",
         accepted.len(),
         args.concurrency,
         args.wallets,
+        args.pool,
+        args.batch,
+        args.notify,
         accepted.len() as f64 / api_seconds,
         accepted.len() as f64 / seconds,
         report.violations.len()
