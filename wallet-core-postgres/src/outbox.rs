@@ -241,7 +241,8 @@ pub struct OutboxWake {
 }
 
 impl OutboxWake {
-    /// Listens on `pool`'s database. When this returns the listener is
+    /// Listens on `pool`'s database, on one of the pool's connections, which
+    /// it keeps (size the pool for it). When this returns the listener is
     /// registered, so rows announced from then on wake the relays. Needs a
     /// tokio runtime; the task ends when the `OutboxWake` is dropped.
     pub async fn listen(pool: &PgPool) -> Result<OutboxWake, StoreError> {

@@ -230,16 +230,29 @@ impl TransferStore for PgTransferStore {
             }
             ReserveAttempt::Ambiguous => false,
         };
-        if changed {
-            write_statuses(&mut tx, &[&transfer]).await?;
-        }
-        if unanswered {
-            sqlx::query("UPDATE idempotency_keys SET response = $2::jsonb WHERE key = $1")
-                .bind(transfer.idempotency_key.as_str())
-                .bind(json_of(&transfer))
-                .execute(&mut *tx)
-                .await
-                .db()?;
+        if changed || unanswered {
+            // One statement: the new status when it moved (a transfer that
+            // leaves INITIATED leaves the retrier's queue with its lease),
+            // and the key's first response unless it was set.
+            sqlx::query(
+                "WITH moved AS (
+                     UPDATE transfers SET status = $3, failure_reason = $4, updated_at = $5,
+                         lease_worker = NULL, lease_until = NULL
+                     WHERE id = $1 AND $2)
+                 UPDATE idempotency_keys SET response = $8::jsonb
+                 WHERE key = $6 AND $7 AND response IS NULL",
+            )
+            .bind(transfer.id.as_uuid())
+            .bind(changed)
+            .bind(codec::text_of(&transfer.status))
+            .bind(transfer.failure_reason.as_ref().map(codec::text_of))
+            .bind(transfer.updated_at)
+            .bind(transfer.idempotency_key.as_str())
+            .bind(unanswered)
+            .bind(json_of(&transfer))
+            .execute(&mut *tx)
+            .await
+            .db()?;
         }
         tx.commit().await.db()?;
         Ok(transfer)

@@ -33,6 +33,10 @@ macro_rules! reservation_columns {
         "transfer_id, correlation_id, sender_wallet_id, receiver_wallet_id, amount, currency, \
          state, reason, created_at, updated_at"
     };
+    (r) => {
+        "r.transfer_id, r.correlation_id, r.sender_wallet_id, r.receiver_wallet_id, r.amount, \
+         r.currency, r.state, r.reason, r.created_at, r.updated_at"
+    };
 }
 
 /// The wallet service's store on its PostgreSQL database. Clones share the
@@ -70,6 +74,24 @@ fn wallet_of(row: &PgRow) -> Result<Wallet, StoreError> {
         created_at: row.try_get("created_at").db()?,
         updated_at: row.try_get("updated_at").db()?,
     })
+}
+
+/// The wallet in the columns named `<prefix>id`, `<prefix>currency`, ...,
+/// if there is one (the columns of a left join are NULL when not).
+fn wallet_at(row: &PgRow, prefix: &str) -> Result<Option<Wallet>, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let Some(id) = row.try_get::<Option<uuid::Uuid>, _>(&*column("id")).db()? else {
+        return Ok(None);
+    };
+    let currency = codec::currency(row.try_get(&*column("currency")).db()?)?;
+    Ok(Some(Wallet {
+        id: WalletId::from_uuid(id),
+        currency,
+        available: codec::balance(row.try_get(&*column("available")).db()?, currency),
+        reserved: codec::balance(row.try_get(&*column("reserved")).db()?, currency),
+        created_at: row.try_get(&*column("created_at")).db()?,
+        updated_at: row.try_get(&*column("updated_at")).db()?,
+    }))
 }
 
 fn reservation_of(row: &PgRow) -> Result<Reservation, StoreError> {
@@ -213,27 +235,42 @@ impl WalletStore for PgWalletStore {
         stamp: EventStamp,
     ) -> Result<ReserveOutcome, StoreError> {
         let mut tx = self.pool().begin().await.db()?;
-        // The sender is locked (a system account has no row: nothing to
-        // lock); the receiver is only read, so opposite reserves never wait
-        // on each other.
-        let rows = sqlx::query(concat!(
-            "WITH s AS (SELECT ",
-            wallet_columns!(),
-            " FROM wallets WHERE id = $1 FOR UPDATE) SELECT * FROM s UNION ALL SELECT ",
-            wallet_columns!(),
-            " FROM wallets WHERE id = $2 AND id <> $1"
+        // One statement reads what the decision needs: the sender, locked
+        // (a system account has no row: nothing to lock), the receiver, only
+        // read, so opposite reserves never wait on each other, and an
+        // earlier reservation of the transfer. A concurrent repeat of the
+        // transfer that committed while this waited for the sender is not
+        // seen here; its reservation makes the insert below conflict, and
+        // the unit then answers as the repeat did.
+        let row = sqlx::query(concat!(
+            "SELECT s.id AS s_id, s.currency AS s_currency, s.available AS s_available,
+                 s.reserved AS s_reserved, s.created_at AS s_created_at,
+                 s.updated_at AS s_updated_at,
+                 v.id AS v_id, v.currency AS v_currency, v.available AS v_available,
+                 v.reserved AS v_reserved, v.created_at AS v_created_at,
+                 v.updated_at AS v_updated_at, ",
+            reservation_columns!(r),
+            " FROM (VALUES (1)) AS one (x)
+             LEFT JOIN LATERAL (SELECT * FROM wallets WHERE id = $1 FOR UPDATE) s ON true
+             LEFT JOIN wallets v ON v.id = $2 AND v.id <> $1
+             LEFT JOIN reservations r ON r.transfer_id = $3"
         ))
         .bind(request.sender_wallet_id.as_uuid())
         .bind(request.receiver_wallet_id.as_uuid())
-        .fetch_all(&mut *tx)
+        .bind(request.transfer_id.as_uuid())
+        .fetch_one(&mut *tx)
         .await
         .db()?;
         let mut wallets = HashMap::with_capacity(2);
-        for row in &rows {
-            let wallet = wallet_of(row)?;
-            wallets.insert(wallet.id, wallet);
+        for prefix in ["s_", "v_"] {
+            if let Some(wallet) = wallet_at(&row, prefix)? {
+                wallets.insert(wallet.id, wallet);
+            }
         }
-        let existing = reservation(&mut tx, request.transfer_id).await?;
+        let existing = match row.try_get::<Option<uuid::Uuid>, _>("transfer_id").db()? {
+            Some(_) => Some(reservation_of(&row)?),
+            None => None,
+        };
         let decision = decide_reserve(
             request,
             existing.as_ref(),

@@ -121,7 +121,9 @@ async fn unbalanced_or_unrecorded_postings_are_refused() {
         "INSERT INTO entries (transfer_id, account, direction, amount, currency, posted_at)
                   SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::numeric[], $5::text[])
                       AS u, now()";
-    let cases: [(&str, Vec<&str>, Vec<&str>, Vec<&str>); 4] = [
+    // What is wrong, then per entry: direction, amount, currency.
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>);
+    let cases: [Case; 4] = [
         (
             "amounts differ",
             vec!["debit", "credit"],
@@ -264,4 +266,30 @@ async fn deposits_into_distinct_wallets_do_not_queue_on_one_lock() {
         .find(|b| b.account == system)
         .expect("the system account has a balance");
     assert_eq!(balance.balance.value().to_string(), "-32.00");
+}
+
+/// The pool's connections start with the settings' timeouts.
+#[tokio::test]
+async fn connections_carry_the_statement_and_lock_timeouts() {
+    let (db, _) = pool_of(Migrate::Wallet).await;
+    let settings = wallet_core_postgres::PgSettings {
+        statement_timeout: Duration::from_millis(300),
+        lock_timeout: Duration::from_millis(100),
+        ..settings()
+    };
+    let pool = settings.connect(db.url()).await.unwrap();
+    let statement: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let lock: String = sqlx::query_scalar("SHOW lock_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((statement.as_str(), lock.as_str()), ("300ms", "100ms"));
+    let error = sqlx::query("SELECT pg_sleep(2)")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("statement timeout"), "{error}");
 }
