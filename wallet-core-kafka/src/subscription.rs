@@ -98,7 +98,9 @@ fn lock(partitions: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
 
 /// A consumer group member reading one topic.
 pub struct KafkaSubscription {
-    consumer: Arc<BaseConsumer<GroupContext>>,
+    /// Always `Some` until dropped; taken in `drop` to close it off the
+    /// async threads.
+    consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     partitions: Arc<Mutex<Partitions>>,
     topic: String,
     group: String,
@@ -136,7 +138,7 @@ impl KafkaSubscription {
             .subscribe(&[topic])
             .map_err(|e| bus_error("subscribing", &e))?;
         Ok(KafkaSubscription {
-            consumer: Arc::new(consumer),
+            consumer: Some(Arc::new(consumer)),
             partitions,
             topic: topic.to_owned(),
             group: group.to_owned(),
@@ -159,11 +161,25 @@ impl KafkaSubscription {
         &self,
         call: impl FnOnce(&BaseConsumer<GroupContext>, &Mutex<Partitions>) -> T + Send + 'static,
     ) -> Result<T, BusError> {
-        let consumer = self.consumer.clone();
+        let consumer = self.consumer.clone().expect("open until dropped");
         let partitions = self.partitions.clone();
         tokio::task::spawn_blocking(move || call(&consumer, &partitions))
             .await
             .map_err(|e| BusError(format!("consumer call did not finish: {e}")))
+    }
+}
+
+/// Closing a consumer leaves the group (so its partitions move at once,
+/// not after the session timeout) and blocks until the broker answered:
+/// done on a blocking thread when a runtime is at hand.
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || drop(consumer));
+        }
     }
 }
 
