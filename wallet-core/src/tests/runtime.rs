@@ -383,6 +383,14 @@ mod consumer {
         assert!(dead_letters(&bus).is_empty(), "not dead-lettered");
     }
 
+    #[test]
+    fn the_backoff_doubles_from_its_start_up_to_its_ceiling() {
+        let config = ConsumerConfig::default();
+        let waits: Vec<u128> = (0..9).map(|a| config.backoff(a).as_millis()).collect();
+        assert_eq!(waits, [20, 40, 80, 160, 320, 640, 1_280, 2_000, 2_000]);
+        assert_eq!(config.backoff(u32::MAX), config.backoff_max, "no overflow");
+    }
+
     #[tokio::test]
     async fn a_stopped_runner_finishes_its_batch_commits_it_and_returns() {
         let side = WalletSide::new();
