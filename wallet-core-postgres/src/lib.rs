@@ -39,7 +39,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPool;
 
 pub use ledger::PgLedgerStore;
-pub use outbox::{OUTBOX_CHANNEL, OutboxWake, prune_sent};
+pub use outbox::{OUTBOX_CHANNEL, OutboxWake, outbox_backlog, prune_sent};
 pub use settings::PgSettings;
 pub use transfer::PgTransferStore;
 pub use wallet::PgWalletStore;

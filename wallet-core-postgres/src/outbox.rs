@@ -174,6 +174,25 @@ pub async fn prune_sent(
     }
 }
 
+/// What waits in a database's outbox: how many records are unsent, and how
+/// long ago the oldest was written (by the database's clock); `None` when
+/// none waits. For the backlog gauges of a service: a growing count or age
+/// means its relays are down or behind.
+pub async fn outbox_backlog(pool: &PgPool) -> Result<(u64, Option<Duration>), StoreError> {
+    let row = sqlx::query(
+        "SELECT count(*) AS waiting,
+                extract(epoch FROM now() - min(created_at))::float8 AS oldest
+         FROM outbox WHERE sent_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .db()?;
+    let waiting: i64 = row.try_get("waiting").db()?;
+    let oldest: Option<f64> = row.try_get("oldest").db()?;
+    let oldest = oldest.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+    Ok((u64::try_from(waiting).unwrap_or(0), oldest))
+}
+
 /// Aborts a background task when the last handle on it goes.
 #[derive(Debug)]
 pub(crate) struct TaskGuard(JoinHandle<()>);

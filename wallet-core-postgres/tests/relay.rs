@@ -137,12 +137,23 @@ async fn two_relays_drain_one_outbox_without_loss_or_duplicates() {
 async fn pruning_deletes_only_sent_rows_past_the_retention() {
     use wallet_core::ports::{Claim, Outbox};
     let store = ledger_store().await;
+    let backlog = wallet_core_postgres::outbox_backlog(store.pool());
+    assert_eq!(backlog.await.unwrap(), (0, None), "an empty outbox");
     let data = TestData::new();
     fill(&store, &data, BATCH).await;
     let claim = Claim::new(data.worker_id(), data.now(), Duration::from_secs(30));
     let claimed = store.claim(&claim, 100).await.unwrap();
     let seqs: Vec<u64> = claimed.iter().map(|r| r.seq).collect();
     store.acknowledge(&seqs).await.unwrap();
+    let (waiting, oldest) = wallet_core_postgres::outbox_backlog(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting as usize,
+        BATCH - 100,
+        "claimed-and-sent rows are not waiting"
+    );
+    assert!(oldest.is_some(), "the oldest unsent row has an age");
     let pruned = wallet_core_postgres::prune_sent(store.pool(), Duration::from_secs(3600), 7)
         .await
         .unwrap();
