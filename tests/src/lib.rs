@@ -65,3 +65,155 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; taken by the caller next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Waits until something accepts connections on `port`, or panics after
+/// `seconds`.
+pub fn wait_for_port(port: u16, seconds: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on 127.0.0.1:{port} within {seconds}s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped, with the directory it keeps its
+/// files in.
+pub struct Process {
+    child: Child,
+    /// Its files (a broker's data, nginx's configuration and logs).
+    pub dir: PathBuf,
+}
+
+impl Process {
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills it at once (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A tansu broker of its own on a free loopback port, with SQLite storage
+/// in a new temporary directory: `$WALLET_TANSU_BIN`, or `tansu` on the
+/// path (`./scripts/test` sets the variable).
+pub fn start_broker() -> (Process, String) {
+    let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
+    let port = free_port();
+    let dir = temp_dir("broker");
+    let address = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &address,
+            "--advertised-listener-url",
+            &address,
+        ])
+        .args(["--storage-engine", "sqlite://broker.db"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start the broker {tansu} ({e}): set WALLET_TANSU_BIN (./scripts/test does)"
+            )
+        });
+    let broker = Process { child, dir };
+    wait_for_port(port, 30, "the broker");
+    (broker, format!("127.0.0.1:{port}"))
+}
+
+/// nginx with the repository's gateway configuration on a free loopback
+/// port, in front of one instance of each service (`host:port` each).
+pub fn start_gateway(transaction: &str, wallet: &str, ledger: &str) -> (Process, String) {
+    let dir = temp_dir("gateway");
+    std::fs::create_dir_all(dir.join("tmp")).expect("nginx temp dir");
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx.conf");
+    std::fs::copy(&config, dir.join("nginx.conf")).expect("copy deploy/nginx.conf");
+    let upstreams = [
+        ("transaction", transaction),
+        ("wallet", wallet),
+        ("ledger", ledger),
+    ]
+    .iter()
+    .map(|(name, addr)| format!("upstream {name} {{\n    server {addr};\n    keepalive 8;\n}}\n"))
+    .collect::<String>();
+    std::fs::write(dir.join("upstreams.conf"), upstreams).expect("upstreams.conf");
+    let port = free_port();
+    std::fs::write(
+        dir.join("listen.conf"),
+        format!("listen 127.0.0.1:{port};\n"),
+    )
+    .expect("listen.conf");
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nginx starts (./scripts/test installs it)");
+    let gateway = Process { child, dir };
+    wait_for_port(port, 10, "nginx");
+    (gateway, format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts service binary `name` with `env`, and waits for it to announce
+/// its address on stdout (it listens where `LISTEN` says).
+pub fn start_service(name: &str, env: &[(&str, String)]) -> (Process, String) {
+    let mut child = Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{name} prints its address: {e}"));
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{name} did not start; its first line: {line:?}"))
+        .to_owned();
+    let dir = temp_dir(name);
+    (Process { child, dir }, url)
+}
+
+fn temp_dir(what: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("wallet-e2e-{what}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process serves) and `GET /readyz` (what it needs
-//! answers: its database, the broker).
+//! `GET /readyz`: what the process needs answers (its database, the
+//! broker). `GET /healthz`, that the process serves at all, comes with every
+//! service's router.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,20 +24,17 @@ where
     Arc::new(move || Box::pin(f()))
 }
 
-/// `/healthz` and `/readyz`. Ready is 200 when every check passes, else 503
-/// with each check's answer; the checks run one after the other, each
-/// under `timeout`.
-pub fn routes(checks: Vec<(&'static str, Check)>, timeout: std::time::Duration) -> Router {
+/// `/readyz`: 200 when every check passes, else 503 with each check's
+/// answer; the checks run one after the other, each under `timeout`.
+pub fn readiness(checks: Vec<(&'static str, Check)>, timeout: std::time::Duration) -> Router {
     let checks = Arc::new(checks);
-    Router::new()
-        .route("/healthz", get(wallet_http::healthz))
-        .route(
-            "/readyz",
-            get(move || {
-                let checks = checks.clone();
-                async move { ready(&checks, timeout).await }
-            }),
-        )
+    Router::new().route(
+        "/readyz",
+        get(move || {
+            let checks = checks.clone();
+            async move { ready(&checks, timeout).await }
+        }),
+    )
 }
 
 async fn ready(

@@ -9,5 +9,8 @@
 //! crate.
 
 pub mod health;
+mod process;
 pub mod settings;
 pub mod telemetry;
+
+pub use process::{Database, Process};

@@ -122,7 +122,7 @@ pub fn internal<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Rou
 /// tracing.
 pub fn router<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
     let mut doc = openapi();
-    doc.merge(<InternalDoc as utoipa::OpenApi>::openapi());
+    doc.merge(internal_openapi());
     let routes = api(svc.clone()).merge(internal(svc));
     wallet_http::service_router(routes.merge(wallet_http::openapi::route(doc)))
 }
@@ -135,6 +135,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(open_wallet, get_wallet))]
 struct ApiDoc;
+
+/// The OpenAPI description of [`internal`]'s routes.
+pub fn internal_openapi() -> utoipa::openapi::OpenApi {
+    <InternalDoc as utoipa::OpenApi>::openapi()
+}
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(reserve, wallet_currency))]

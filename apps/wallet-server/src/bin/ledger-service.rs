@@ -1,0 +1,43 @@
+//! The ledger service: postings and their outcomes, on its own PostgreSQL
+//! database, reading reservations from Kafka.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS, groups};
+use wallet_core::runtime::Route;
+use wallet_core::service::LedgerService;
+use wallet_core_postgres::PgLedgerStore;
+use wallet_server::settings::Common;
+use wallet_server::{Database, Process};
+
+/// The ledger service. Every flag can also be set by the environment
+/// variable named in its help.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut process = Process::start(args.common, groups::LEDGER, Database::Ledger).await?;
+    let store = PgLedgerStore::new(process.pool.clone(), &process.pg);
+    let service = Arc::new(LedgerService::new(
+        store.clone(),
+        process.clock.clone(),
+        process.ids.clone(),
+        process.outbox_written.clone(),
+    ));
+    process.spawn_relay(store, Route::new(Some(LEDGER_EVENTS), groups::LEDGER));
+    process.spawn_consumer(service.clone(), groups::LEDGER, WALLET_EVENTS)?;
+    process
+        .serve(
+            ledger_service::api(service),
+            ledger_service::openapi(),
+            8083,
+        )
+        .await
+}

@@ -1,0 +1,76 @@
+//! The transaction service: the public transfer API, idempotency and the
+//! saga's first and last steps, on its own PostgreSQL database; it reserves
+//! through the wallet service over HTTP and reads ledger outcomes from
+//! Kafka. A retrier finishes transfers whose reserve got no answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use transaction_service::HttpWalletGateway;
+use wallet_core::event::{LEDGER_EVENTS, groups};
+use wallet_core::runtime::Route;
+use wallet_core::service::{TransactionConfig, TransactionService};
+use wallet_core_postgres::PgTransferStore;
+use wallet_server::settings::{Common, Transaction};
+use wallet_server::{Database, Process};
+
+/// The transaction service. Every flag can also be set by the environment
+/// variable named in its help.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    transaction: Transaction,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Args {
+        common,
+        transaction,
+    } = Args::parse();
+    let mut process = Process::start(common, groups::TRANSACTION, Database::Transaction).await?;
+    let store = PgTransferStore::new(process.pool.clone(), &process.pg);
+    let timeout = Duration::from_millis(transaction.reserve_timeout_ms);
+    let gateway = HttpWalletGateway::with_timeout(&transaction.wallet_service_url, timeout)?;
+    let service = Arc::new(TransactionService::new(
+        store.clone(),
+        gateway,
+        process.clock.clone(),
+        process.ids.clone(),
+        TransactionConfig::default(),
+    ));
+    // Its outbox holds only dead letters.
+    process.spawn_relay(store, Route::new(None, groups::TRANSACTION));
+    process.spawn_consumer(service.clone(), groups::TRANSACTION, LEDGER_EVENTS)?;
+    let retrier = service.clone();
+    process.spawn_every(
+        Duration::from_millis(transaction.retry_every_ms),
+        move || {
+            let retrier = retrier.clone();
+            async move {
+                match retrier.retry_pending().await {
+                    Ok(report) if report.attempted > 0 => {
+                        tracing::info!(
+                            attempted = report.attempted,
+                            answered = report.answered,
+                            "retrier pass"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "retrier pass failed"),
+                }
+            }
+        },
+    );
+    process
+        .serve(
+            transaction_service::api(service),
+            transaction_service::openapi(),
+            8081,
+        )
+        .await
+}

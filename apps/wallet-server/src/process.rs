@@ -1,0 +1,350 @@
+//! One service process: its database, the broker, its background tasks and
+//! its HTTP server, started in order and stopped gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use wallet_core::ids::{IdGenerator, RandomIds};
+use wallet_core::ports::{Outbox, SystemClock};
+use wallet_core::runtime::{ConsumerConfig, ConsumerRunner, EventHandler, Relay, Route};
+use wallet_core::time::Clock;
+use wallet_core_kafka::{KafkaPublisher, KafkaSettings, KafkaSubscription};
+use wallet_core_postgres::{OutboxWake, PgSettings};
+
+use crate::health::{self, Check};
+use crate::settings::Common;
+use crate::telemetry::{Metrics, init_logs, track_requests};
+
+/// Which service's database: each has its own migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    /// The transaction service's.
+    Transaction,
+    /// The wallet service's.
+    Wallet,
+    /// The ledger service's.
+    Ledger,
+}
+
+/// How often the backlog and lag gauges are read.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// How often published outbox rows past the retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// A started process: what its services are built from, and its tasks.
+pub struct Process {
+    /// The settings it started with.
+    pub common: Common,
+    /// The database pool.
+    pub pool: PgPool,
+    /// The store settings, from [`Common`].
+    pub pg: PgSettings,
+    /// The broker settings, from [`Common`].
+    pub kafka: KafkaSettings,
+    /// One producer for every relay and runner of the process.
+    pub publisher: KafkaPublisher,
+    /// Woken by this process's writes and by `NOTIFY` from other instances:
+    /// the wake of the process's relay, and the `outbox_written` of its
+    /// service.
+    pub outbox_written: Arc<Notify>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Ids (and the worker id of each relay and the retrier).
+    pub ids: Arc<dyn IdGenerator>,
+    metrics: Metrics,
+    name: &'static str,
+    _wake: OutboxWake,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Common {
+    /// The store settings these flags give.
+    pub fn pg_settings(&self) -> PgSettings {
+        PgSettings {
+            max_connections: self.db_max_connections,
+            statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+            lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
+            claim_lease: Duration::from_millis(self.outbox_lease_ms),
+            relay_poll: Duration::from_millis(self.relay_poll_ms),
+            sent_retention: Duration::from_secs(self.outbox_retention_hours * 3600),
+            ..PgSettings::default()
+        }
+    }
+
+    /// The broker settings these flags give.
+    pub fn kafka_settings(&self, client_id: &str) -> KafkaSettings {
+        let mut kafka = KafkaSettings::new(self.kafka_bootstrap_servers.clone());
+        kafka.client_id = client_id.to_owned();
+        kafka.partitions = self.kafka_partitions;
+        kafka
+            .properties
+            .extend(self.kafka_properties.iter().cloned());
+        kafka
+    }
+
+    /// The consumer runners' configuration.
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            batch_size: self.consumer_batch,
+            ..ConsumerConfig::default()
+        }
+    }
+}
+
+impl Process {
+    /// Logs, metrics, the database (migrated), the topics and the
+    /// producer, in that order; any failure stops the start with its
+    /// reason.
+    pub async fn start(
+        common: Common,
+        name: &'static str,
+        db: Database,
+    ) -> anyhow::Result<Process> {
+        init_logs(common.log_json);
+        let metrics = Metrics::install()?;
+        let pg = common.pg_settings();
+        let pool = pg
+            .connect(&common.database_url)
+            .await
+            .context("connecting to the database")?;
+        let migrated = match db {
+            Database::Transaction => wallet_core_postgres::migrate_transaction_db(&pool).await,
+            Database::Wallet => wallet_core_postgres::migrate_wallet_db(&pool).await,
+            Database::Ledger => wallet_core_postgres::migrate_ledger_db(&pool).await,
+        };
+        migrated.context("applying the migrations")?;
+        let kafka = common.kafka_settings(name);
+        wallet_core_kafka::ensure_topics(&kafka)
+            .await
+            .context("creating the topics")?;
+        let publisher = KafkaPublisher::new(&kafka).context("creating the producer")?;
+        let wake = OutboxWake::listen(&pool)
+            .await
+            .context("listening for outbox rows")?;
+        let (stop, _) = watch::channel(false);
+        tracing::info!(service = name, "started: database migrated, topics ready");
+        Ok(Process {
+            outbox_written: wake.notify(),
+            pool,
+            pg,
+            kafka,
+            publisher,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            metrics,
+            name,
+            common,
+            _wake: wake,
+            stop,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Resolves once the process is told to stop.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.subscribe();
+        async move {
+            // An error means the sender is gone: stop too.
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    /// Runs a relay of `outbox` along `route` until the process stops.
+    pub fn spawn_relay<O: Outbox>(&mut self, outbox: O, route: Route) {
+        let relay = Relay::new(
+            outbox,
+            self.publisher.clone(),
+            route,
+            self.clock.clone(),
+            self.ids.worker_id(),
+            self.outbox_written.clone(),
+            self.pg.relay_config(),
+        );
+        let stopping = self.stopping();
+        self.tasks.push(tokio::spawn(relay.run_until(stopping)));
+    }
+
+    /// Runs a consumer of `topic` in `group` into `handler` until the
+    /// process stops. An integrity failure stops the consumer (it is
+    /// logged and counted) and the process keeps serving for an operator.
+    pub fn spawn_consumer<H: EventHandler>(
+        &mut self,
+        handler: H,
+        group: &'static str,
+        topic: &str,
+    ) -> anyhow::Result<()> {
+        let subscription = KafkaSubscription::new(&self.kafka, group, topic)
+            .with_context(|| format!("subscribing {group} to {topic}"))?;
+        let runner = ConsumerRunner::new(
+            subscription,
+            handler,
+            self.publisher.clone(),
+            group,
+            self.common.consumer_config(),
+        );
+        let stopping = self.stopping();
+        self.tasks.push(tokio::spawn(async move {
+            if runner.run_until(stopping).await.is_some() {
+                tracing::error!(group, "consumer stopped on an integrity error");
+            }
+        }));
+        self.spawn_lag_gauge(group, topic);
+        Ok(())
+    }
+
+    /// Runs `pass` every `period` until the process stops.
+    pub fn spawn_every<F, Fut>(&mut self, period: Duration, mut pass: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let stopping = self.stopping();
+        self.tasks.push(tokio::spawn(async move {
+            tokio::pin!(stopping);
+            loop {
+                tokio::select! {
+                    () = &mut stopping => return,
+                    () = tokio::time::sleep(period) => pass().await,
+                }
+            }
+        }));
+    }
+
+    /// The consumer lag gauge of `group` on `topic`.
+    fn spawn_lag_gauge(&mut self, group: &'static str, topic: &str) {
+        let kafka = self.kafka.clone();
+        let topic = topic.to_owned();
+        self.spawn_every(GAUGE_EVERY, move || {
+            let (kafka, topic) = (kafka.clone(), topic.clone());
+            async move {
+                match wallet_core_kafka::group_lag(&kafka, group, &topic).await {
+                    Ok(lag) => {
+                        metrics::gauge!("wallet_consumer_lag", "group" => group, "topic" => topic)
+                            .set(lag as f64)
+                    }
+                    Err(error) => tracing::warn!(group, %error, "cannot read the consumer lag"),
+                }
+            }
+        });
+    }
+
+    /// The outbox backlog gauges and the pruning of sent rows.
+    fn spawn_outbox_upkeep(&mut self) {
+        let pool = self.pool.clone();
+        self.spawn_every(GAUGE_EVERY, move || {
+            let pool = pool.clone();
+            async move {
+                match wallet_core_postgres::outbox_backlog(&pool).await {
+                    Ok((waiting, oldest)) => {
+                        metrics::gauge!("wallet_outbox_backlog").set(waiting as f64);
+                        let age = oldest.map_or(0.0, |d| d.as_secs_f64());
+                        metrics::gauge!("wallet_outbox_oldest_seconds").set(age);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read the outbox backlog"),
+                }
+            }
+        });
+        let (pool, retention, batch) = (
+            self.pool.clone(),
+            self.pg.sent_retention,
+            self.pg.prune_batch,
+        );
+        self.spawn_every(PRUNE_EVERY, move || {
+            let pool = pool.clone();
+            async move {
+                match wallet_core_postgres::prune_sent(&pool, retention, batch).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "published outbox rows pruned"),
+                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
+                }
+            }
+        });
+    }
+
+    /// Serves `api` (the service's routes) with `/openapi.json` (`doc`),
+    /// `/healthz`, `/readyz`, `/metrics` on the configured address (`port`
+    /// on 127.0.0.1 by default) until SIGTERM or Ctrl-C; then stops taking
+    /// requests, lets those in flight finish, stops the background tasks
+    /// between batches, and waits for them up to the grace period.
+    pub async fn serve(
+        mut self,
+        api: Router,
+        doc: utoipa::openapi::OpenApi,
+        port: u16,
+    ) -> anyhow::Result<()> {
+        self.spawn_outbox_upkeep();
+        let checks = self.readiness_checks();
+        let app = wallet_http::service_router(
+            track_requests(api)
+                .merge(wallet_http::openapi::route(doc))
+                .merge(self.metrics.route())
+                .merge(health::readiness(checks, Duration::from_secs(2))),
+        );
+        let addr = self.common.listen_or(port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        // The first line on stdout is the address, for scripts that start
+        // the service on port 0.
+        println!("{} listening on http://{addr}", self.name);
+        tracing::info!(service = self.name, %addr, "serving");
+        wallet_http::serve(listener, app).await?;
+        let _ = self.stop.send(true);
+        let grace = self.common.shutdown_grace();
+        let tasks = std::mem::take(&mut self.tasks);
+        let finished = tokio::time::timeout(grace, async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                ?grace,
+                "background tasks still busy after the grace period; stopping anyway"
+            );
+        }
+        tracing::info!(service = self.name, "stopped");
+        Ok(())
+    }
+
+    /// The database and the broker answer.
+    fn readiness_checks(&self) -> Vec<(&'static str, Check)> {
+        let pool = self.pool.clone();
+        let kafka = self.kafka.clone();
+        vec![
+            (
+                "database",
+                health::check(move || {
+                    let pool = pool.clone();
+                    async move {
+                        sqlx::query("SELECT 1")
+                            .execute(&pool)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                }),
+            ),
+            (
+                "broker",
+                health::check(move || {
+                    let kafka = kafka.clone();
+                    async move {
+                        wallet_core_kafka::reachable(&kafka)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,254 @@
+//! The three services as real processes on PostgreSQL (three fresh
+//! databases) and a broker of their own, behind the repository's nginx
+//! configuration, driven over HTTP through the gateway only.
+
+use serde_json::{Value, json};
+use wallet_core_postgres::testdb::TestDatabase;
+use wallet_e2e::{Process, free_port, start_broker, start_gateway, start_service};
+
+/// The running system; every process is killed when it is dropped.
+struct Stack {
+    gateway: String,
+    wallet_port: u16,
+    wallet_env: Vec<(&'static str, String)>,
+    wallet: Process,
+    _others: Vec<Process>,
+}
+
+async fn stack() -> Stack {
+    let (broker, bootstrap) = start_broker();
+    let env = |db: &TestDatabase, port: u16| {
+        vec![
+            ("DATABASE_URL", db.url().to_owned()),
+            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.clone()),
+            ("KAFKA_PARTITIONS", "2".to_owned()),
+            ("LISTEN", format!("127.0.0.1:{port}")),
+        ]
+    };
+    let wallet_port = free_port();
+    let wallet_env = env(&TestDatabase::create().await, wallet_port);
+    let (wallet, _) = start_service("wallet-service", &wallet_env);
+    let (ledger, ledger_url) =
+        start_service("ledger-service", &env(&TestDatabase::create().await, 0));
+    let mut transaction_env = env(&TestDatabase::create().await, 0);
+    transaction_env.push((
+        "WALLET_SERVICE_URL",
+        format!("http://127.0.0.1:{wallet_port}"),
+    ));
+    transaction_env.push(("RESERVE_TIMEOUT_MS", "1000".to_owned()));
+    transaction_env.push(("RETRY_EVERY_MS", "200".to_owned()));
+    let (transaction, transaction_url) = start_service("transaction-service", &transaction_env);
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let (gateway_process, gateway) = start_gateway(
+        &host(&transaction_url),
+        &format!("127.0.0.1:{wallet_port}"),
+        &host(&ledger_url),
+    );
+    Stack {
+        gateway,
+        wallet_port,
+        wallet_env,
+        wallet,
+        _others: vec![gateway_process, transaction, ledger, broker],
+    }
+}
+
+async fn call(http: &reqwest::Client, request: reqwest::RequestBuilder) -> (u16, Value) {
+    let _ = http;
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let request = self
+            .http
+            .post(url)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        call(&self.http, request).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        call(&self.http, self.http.get(url)).await
+    }
+
+    async fn open(&self) -> String {
+        let (status, wallet) = self
+            .post("/v1/wallets", "-", json!({"currency": "USD"}))
+            .await;
+        assert_eq!(status, 201, "{wallet}");
+        wallet["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The transfer once SUCCEEDED or FAILED (the server long-polls).
+    async fn terminal(&self, transfer: &Value) -> Value {
+        let id = transfer["id"].as_str().expect("a transfer id");
+        for _ in 0..6 {
+            let (status, now) = self.get(&format!("/v1/transfers/{id}?wait_ms=10000")).await;
+            assert_eq!(status, 200, "{now}");
+            if now["status"] == "SUCCEEDED" || now["status"] == "FAILED" {
+                return now;
+            }
+        }
+        panic!("transfer {id} not terminal after a minute");
+    }
+
+    async fn balances(&self, wallet: &str) -> (String, String) {
+        let (status, w) = self.get(&format!("/v1/wallets/{wallet}")).await;
+        assert_eq!(status, 200, "{w}");
+        let text = |v: &Value| v.as_str().unwrap().to_owned();
+        (text(&w["available"]), text(&w["reserved"]))
+    }
+
+    /// Waits until `wallet` shows `available` with nothing reserved: the
+    /// wallet service applies the ledger's outcome after the transaction
+    /// service may already answer SUCCEEDED. Up to 40 s: a wallet service
+    /// restarted after a kill gets its partitions only once the broker has
+    /// given up on the killed member (the 10 s session timeout).
+    async fn settled(&self, wallet: &str, available: &str) {
+        for _ in 0..800 {
+            if self.balances(wallet).await == (available.to_owned(), "0.00".to_owned()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let now = self.balances(wallet).await;
+        panic!("wallet {wallet} shows {now:?}, expected {available} available");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_system_through_its_gateway() {
+    let mut stack = stack().await;
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: stack.gateway.clone(),
+    };
+
+    // Wallets, a deposit, a transfer.
+    let (a, b) = (c.open().await, c.open().await);
+    let (status, deposit) = c
+        .post(
+            &format!("/v1/wallets/{a}/deposits"),
+            "d-1",
+            json!({"amount": "100.00"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{deposit}");
+    assert_eq!(c.terminal(&deposit).await["status"], "SUCCEEDED");
+    c.settled(&a, "100.00").await;
+    let body = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "30.25"});
+    let (status, first) = c.post("/v1/transfers", "t-1", body.clone()).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(c.terminal(&first).await["status"], "SUCCEEDED");
+    c.settled(&a, "69.75").await;
+    c.settled(&b, "30.25").await;
+    let (status, entries) = c.get(&format!("/v1/wallets/{b}/entries")).await;
+    assert_eq!(status, 200);
+    let entries = entries["entries"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["direction"], "credit");
+    assert_eq!(entries[0]["amount"], "30.25");
+    assert_eq!(entries[0]["transfer_id"], first["id"]);
+
+    // The same key: the first answer again; with another body: 422.
+    let (status, replay) = c.post("/v1/transfers", "t-1", body.clone()).await;
+    assert_eq!(status, 202);
+    assert_eq!(replay["id"], first["id"]);
+    assert_eq!(
+        replay["status"], first["status"],
+        "the first response, not today's"
+    );
+    let other = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "1.00"});
+    let (status, reused) = c.post("/v1/transfers", "t-1", other).await;
+    assert_eq!(
+        (status, reused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+
+    // Insufficient funds: 422, nothing moves.
+    let too_much = json!({"sender_wallet_id": b, "receiver_wallet_id": a, "amount": "500.00"});
+    let (status, refused) = c.post("/v1/transfers", "t-2", too_much).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("insufficient_funds"))
+    );
+    assert_eq!(
+        c.balances(&a).await,
+        ("69.75".to_owned(), "0.00".to_owned())
+    );
+    assert_eq!(
+        c.balances(&b).await,
+        ("30.25".to_owned(), "0.00".to_owned())
+    );
+
+    // Unknown wallets.
+    let nobody = "0192f0c0-0000-7000-8000-000000000099";
+    let (status, missing) = c.get(&format!("/v1/wallets/{nobody}")).await;
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (404, Some("wallet_not_found"))
+    );
+    let to_nobody = json!({"sender_wallet_id": a, "receiver_wallet_id": nobody, "amount": "1.00"});
+    let (status, _) = c.post("/v1/transfers", "t-3", to_nobody).await;
+    assert_eq!(status, 404);
+
+    // What the gateway does not expose.
+    let port = stack.wallet_port;
+    for path in [
+        "/internal/v1/wallets/x",
+        "/metrics",
+        "/readyz",
+        "/openapi.json",
+    ] {
+        let (status, body) = c.get(path).await;
+        assert_eq!(status, 404, "{path} through the gateway: {body}");
+    }
+    let (status, _) = c.post("/internal/v1/reserve", "-", json!({})).await;
+    assert_eq!(status, 404, "internal reserve through the gateway");
+    // ... while the services serve them on their own addresses.
+    let direct = format!("http://127.0.0.1:{port}");
+    let metrics = c
+        .http
+        .get(format!("{direct}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("http_requests_total"), "{text}");
+    let (status, ready) = call(&c.http, c.http.get(format!("{direct}/readyz"))).await;
+    assert_eq!(status, 200, "{ready}");
+
+    // The wallet service down: transfers are accepted and stay INITIATED
+    // (the reserve's answer is unknown, never taken for a refusal), then
+    // complete once it is back.
+    stack.wallet.kill();
+    let late = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "1.00"});
+    let (status, pending) = c.post("/v1/transfers", "t-4", late).await;
+    assert_eq!(status, 202, "{pending}");
+    assert_eq!(pending["status"], "INITIATED");
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let (_, still) = c.get(&format!("/v1/transfers/{id}")).await;
+    assert_eq!(still["status"], "INITIATED");
+    // Back after the broker has dropped the killed member from its group
+    // (its 10 s session timeout), as an orchestrator's restart delay would
+    // have it; a member joining earlier waits for that rebalance.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let (wallet, _) = start_service("wallet-service", &stack.wallet_env);
+    stack.wallet = wallet;
+    assert_eq!(c.terminal(&pending).await["status"], "SUCCEEDED");
+    c.settled(&a, "68.75").await;
+    c.settled(&b, "31.25").await;
+    assert!(stack.wallet.running());
+}
