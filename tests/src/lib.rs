@@ -118,9 +118,23 @@ impl Drop for Process {
 /// in a new temporary directory: `$WALLET_TANSU_BIN`, or `tansu` on the
 /// path (`./scripts/test` sets the variable).
 pub fn start_broker() -> (Process, String) {
+    let broker = start_broker_at(free_port(), temp_dir("broker"));
+    let port = broker.port;
+    (broker.process, format!("127.0.0.1:{port}"))
+}
+
+/// A broker process and where it listens.
+pub struct Broker {
+    /// The process (its directory holds the data).
+    pub process: Process,
+    /// Its loopback port.
+    pub port: u16,
+}
+
+/// tansu on `port` with its SQLite data in `dir`: a new broker, or the same
+/// one again after a kill.
+pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
     let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
-    let port = free_port();
-    let dir = temp_dir("broker");
     let address = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(&tansu)
         .args([
@@ -140,9 +154,9 @@ pub fn start_broker() -> (Process, String) {
                 "cannot start the broker {tansu} ({e}): set WALLET_TANSU_BIN (./scripts/test does)"
             )
         });
-    let broker = Process { child, dir };
+    let process = Process { child, dir };
     wait_for_port(port, 30, "the broker");
-    (broker, format!("127.0.0.1:{port}"))
+    Broker { process, port }
 }
 
 /// nginx with the repository's gateway configuration on a free loopback
@@ -208,7 +222,8 @@ pub fn start_service(name: &str, env: &[(&str, String)]) -> (Process, String) {
     (Process { child, dir }, url)
 }
 
-fn temp_dir(what: &str) -> PathBuf {
+/// A new directory under the system's temporary directory.
+pub fn temp_dir(what: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
