@@ -62,12 +62,12 @@ async fn killing_each_service_and_the_broker_loses_no_money_and_leaves_nothing_s
             ("LISTEN", format!("127.0.0.1:{}", ports[i])),
             ("DB_MAX_CONNECTIONS", "4".to_owned()),
         ];
-        if i == 0 {
+        if i != 1 {
             env.push((
                 "WALLET_SERVICE_URL",
                 format!("http://127.0.0.1:{}", ports[1]),
             ));
-            env.push(("RESERVE_TIMEOUT_MS", "1000".to_owned()));
+            env.push(("WALLET_SERVICE_TIMEOUT_MS", "1000".to_owned()));
             env.push(("RETRY_EVERY_MS", "200".to_owned()));
         }
         let (process, _) = start_service(names[i], &env);

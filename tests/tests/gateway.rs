@@ -28,14 +28,19 @@ async fn stack() -> Stack {
     let wallet_port = free_port();
     let wallet_env = env(&TestDatabase::create().await, wallet_port);
     let (wallet, _) = start_service("wallet-service", &wallet_env);
-    let (ledger, ledger_url) =
-        start_service("ledger-service", &env(&TestDatabase::create().await, 0));
+    let wallet_url = (
+        "WALLET_SERVICE_URL",
+        format!("http://127.0.0.1:{wallet_port}"),
+    );
+    let mut ledger_env = env(&TestDatabase::create().await, 0);
+    ledger_env.push(wallet_url.clone());
+    let (ledger, ledger_url) = start_service("ledger-service", &ledger_env);
     let mut transaction_env = env(&TestDatabase::create().await, 0);
     transaction_env.push((
         "WALLET_SERVICE_URL",
         format!("http://127.0.0.1:{wallet_port}"),
     ));
-    transaction_env.push(("RESERVE_TIMEOUT_MS", "1000".to_owned()));
+    transaction_env.push(("WALLET_SERVICE_TIMEOUT_MS", "1000".to_owned()));
     transaction_env.push(("RETRY_EVERY_MS", "200".to_owned()));
     let (transaction, transaction_url) = start_service("transaction-service", &transaction_env);
     let host = |url: &str| url.trim_start_matches("http://").to_owned();
@@ -202,6 +207,15 @@ async fn the_system_through_its_gateway() {
     let to_nobody = json!({"sender_wallet_id": a, "receiver_wallet_id": nobody, "amount": "1.00"});
     let (status, _) = c.post("/v1/transfers", "t-3", to_nobody).await;
     assert_eq!(status, 404);
+    let (status, none) = c.get(&format!("/v1/wallets/{nobody}/entries")).await;
+    assert_eq!(
+        (status, none["error"]["code"].as_str()),
+        (404, Some("wallet_not_found"))
+    );
+    let fresh = c.open().await;
+    let (status, empty) = c.get(&format!("/v1/wallets/{fresh}/entries")).await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty["entries"], json!([]));
 
     // What the gateway does not expose.
     let port = stack.wallet_port;

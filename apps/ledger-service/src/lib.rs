@@ -2,18 +2,24 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /v1/wallets/{id}/entries?limit=N&before=SEQ` | 200 [`EntriesPage`]; 400 `invalid_id`, `invalid_query` |
+//! | `GET /v1/wallets/{id}/entries?limit=N&before=SEQ` | 200 [`EntriesPage`]; 404 `wallet_not_found`; 400 `invalid_id`, `invalid_query` |
 //!
 //! Entries come newest first. `limit` is 1 to [`MAX_PAGE`] (default
 //! [`DEFAULT_PAGE`]); `before` returns entries with a smaller `seq` only. A
 //! full page carries `next_before`, the `before` of the next page; the last
-//! page carries `null`. The ledger does not know wallets, so an id without
-//! entries gets an empty page, not a 404.
+//! page carries `null`.
+//!
+//! The ledger keeps accounts, not wallets: which wallets exist is the
+//! wallet service's to say. A page with entries needs no question (only
+//! accounts that exist have entries); an empty page is answered 200 only if
+//! the wallet service knows the wallet ([`WalletDirectory`]), 404
+//! `wallet_not_found` otherwise, and 503 when it cannot be asked.
 //!
 //! Errors use the shape of [`wallet_http::ApiError`].
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -22,7 +28,7 @@ use wallet_core::Timestamp;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::ledger::{Direction, Entry};
 use wallet_core::money::{Amount, Currency};
-use wallet_core::ports::{LedgerReads, LedgerStore};
+use wallet_core::ports::{GatewayError, LedgerReads, LedgerStore, WalletGateway};
 use wallet_core::service::LedgerService;
 pub use wallet_core::service::ledger::MAX_PAGE;
 use wallet_http::openapi::string_enum;
@@ -92,21 +98,53 @@ pub struct PageQuery {
     pub before: Option<u64>,
 }
 
-type Svc<S> = Arc<LedgerService<S>>;
+/// Which wallets exist. Any [`WalletGateway`] is one: the wallet service
+/// itself in one process, or its HTTP client.
+#[async_trait]
+pub trait WalletDirectory: Send + Sync + 'static {
+    /// Whether wallet `id` exists.
+    async fn exists(&self, id: WalletId) -> Result<bool, GatewayError>;
+}
+
+#[async_trait]
+impl<G: WalletGateway> WalletDirectory for G {
+    async fn exists(&self, id: WalletId) -> Result<bool, GatewayError> {
+        Ok(self.wallet_currency(id).await?.is_some())
+    }
+}
+
+/// What the routes share.
+struct Ledger<S> {
+    svc: Arc<LedgerService<S>>,
+    wallets: Arc<dyn WalletDirectory>,
+}
+
+type Svc<S> = Arc<Ledger<S>>;
 
 /// The public routes, self-contained (error shape included) so they can be
 /// merged with other services' routes in one process.
-pub fn api<S: LedgerStore + LedgerReads>(svc: Arc<LedgerService<S>>) -> Router {
+pub fn api<S: LedgerStore + LedgerReads>(
+    svc: Arc<LedgerService<S>>,
+    wallets: impl WalletDirectory,
+) -> Router {
+    let state = Arc::new(Ledger {
+        svc,
+        wallets: Arc::new(wallets),
+    });
     let routes = Router::new()
         .route("/v1/wallets/{id}/entries", get(entries::<S>))
-        .with_state(svc);
+        .with_state(state);
     wallet_http::limit_body(routes)
 }
 
 /// The whole service: [`api`], its description at `/openapi.json`,
 /// `/healthz`, 404/405 in the error shape, and request tracing.
-pub fn router<S: LedgerStore + LedgerReads>(svc: Arc<LedgerService<S>>) -> Router {
-    wallet_http::service_router(api(svc).merge(wallet_http::openapi::route(openapi())))
+pub fn router<S: LedgerStore + LedgerReads>(
+    svc: Arc<LedgerService<S>>,
+    wallets: impl WalletDirectory,
+) -> Router {
+    let routes = api(svc, wallets).merge(wallet_http::openapi::route(openapi()));
+    wallet_http::service_router(routes)
 }
 
 /// The OpenAPI description of [`api`]'s routes.
@@ -125,8 +163,9 @@ struct ApiDoc;
     tag = "ledger",
     params(("id" = uuid::Uuid, Path, description = "The wallet"), PageQuery),
     responses(
-        (status = 200, description = "A page of entries; empty for an id without entries", body = EntriesPage),
+        (status = 200, description = "A page of entries, empty for a wallet without entries", body = EntriesPage),
         (status = 400, description = "`invalid_id`, `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`wallet_not_found`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody)
     )
 )]
@@ -140,7 +179,11 @@ async fn entries<S: LedgerStore + LedgerReads>(
         let message = format!("limit must be 1 to {MAX_PAGE}");
         return Err(ApiError::bad_request("invalid_query", message));
     }
-    let entries = svc.entries(account, query.before, limit).await?;
+    let entries = svc.svc.entries(account, query.before, limit).await?;
+    if entries.is_empty() && !svc.wallets.exists(account).await? {
+        let message = format!("wallet {account} not found");
+        return Err(ApiError::not_found("wallet_not_found", message));
+    }
     let next_before = match entries.last() {
         Some(last) if entries.len() == limit => Some(last.seq),
         _ => None,

@@ -22,7 +22,7 @@ use wallet_http::testing::{SystemState, assert_quiet, get, raw, send};
 
 fn system() -> (Embedded, Router) {
     let embedded = Embedded::new(EmbeddedConfig::default());
-    let app = ledger_service::router(embedded.ledger.clone());
+    let app = ledger_service::router(embedded.ledger.clone(), embedded.wallets.clone());
     (embedded, app)
 }
 
@@ -141,14 +141,21 @@ async fn a_full_last_page_is_followed_by_an_empty_one() {
 }
 
 #[tokio::test]
-async fn an_unknown_wallet_has_an_empty_page() {
+async fn an_unknown_wallet_is_404_and_a_wallet_without_entries_an_empty_page() {
     let (e, app) = system();
     let before = SystemState::capture(&e).await;
     let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
-    let page = send(&app, get(&entries_uri(unknown, ""))).await;
+    send(&app, get(&entries_uri(unknown, "")))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
+    let later = send(&app, get(&entries_uri(unknown, "?before=5"))).await;
+    later.assert_error(StatusCode::NOT_FOUND, "wallet_not_found");
+    assert_eq!(SystemState::capture(&e).await, before);
+
+    let quiet = e.wallets.open(Currency::USD).await.unwrap().id;
+    let page = send(&app, get(&entries_uri(quiet, ""))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.body, json!({"entries": [], "next_before": null}));
-    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]
@@ -254,7 +261,8 @@ async fn storage_down_is_503() {
         Arc::new(RandomIds),
         Arc::default(),
     );
-    let app = ledger_service::router(Arc::new(svc));
+    let wallets = Embedded::new(EmbeddedConfig::default()).wallets;
+    let app = ledger_service::router(Arc::new(svc), wallets);
     let wallet = WalletId::from_uuid(uuid::Uuid::now_v7());
     send(&app, get(&entries_uri(wallet, "")))
         .await

@@ -855,7 +855,7 @@ async fn the_three_apis_merge_into_one_router() {
     let mut e = Embedded::new(EmbeddedConfig::default());
     let api = transaction_service::api(e.transactions.clone())
         .merge(wallet_service::api(e.wallets.clone()))
-        .merge(ledger_service::api(e.ledger.clone()));
+        .merge(ledger_service::api(e.ledger.clone(), e.wallets.clone()));
     let app = wallet_http::service_router(api);
     let opened = send(
         &app,

@@ -132,7 +132,10 @@ fn system() -> (Embedded, Router) {
         Router::new()
             .merge(transaction_service::api(embedded.transactions.clone()))
             .merge(wallet_service::api(embedded.wallets.clone()))
-            .merge(ledger_service::api(embedded.ledger.clone())),
+            .merge(ledger_service::api(
+                embedded.ledger.clone(),
+                embedded.wallets.clone(),
+            )),
     );
     (embedded, app)
 }
@@ -333,6 +336,8 @@ async fn every_answer_of_a_session_is_in_the_document() {
     c.check("get", "/v1/wallets/{id}/entries", &entries);
     let bad_limit = send(&app, get(&format!("/v1/wallets/{a}/entries?limit=0"))).await;
     c.check("get", "/v1/wallets/{id}/entries", &bad_limit);
+    let no_wallet = send(&app, get(&format!("/v1/wallets/{missing}/entries"))).await;
+    c.check("get", "/v1/wallets/{id}/entries", &no_wallet);
 
     // Every documented operation was exercised, so each is a route.
     let documented: BTreeSet<(String, String)> = checker.doc["paths"]
@@ -401,7 +406,7 @@ async fn each_service_serves_the_description_of_its_routes() {
             ][..],
         ),
         (
-            ledger_service::router(embedded.ledger.clone()),
+            ledger_service::router(embedded.ledger.clone(), embedded.wallets.clone()),
             &["/v1/wallets/{id}/entries"][..],
         ),
     ];

@@ -104,9 +104,9 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// Settings of the transaction service only.
+/// How the transaction and ledger services reach the wallet service.
 #[derive(Debug, Clone, Args)]
-pub struct Transaction {
+pub struct WalletLink {
     /// Base URL of the wallet service's internal routes (through its own
     /// address, never the public gateway).
     #[arg(
@@ -116,11 +116,27 @@ pub struct Transaction {
     )]
     pub wallet_service_url: String,
 
-    /// Milliseconds to wait for the wallet service's answer to a reserve; no
-    /// answer in time leaves the transfer INITIATED for the retrier.
-    #[arg(long, env = "RESERVE_TIMEOUT_MS", default_value_t = 2_000)]
-    pub reserve_timeout_ms: u64,
+    /// Milliseconds to wait for the wallet service's answer; a reserve
+    /// without an answer in time leaves its transfer INITIATED for the
+    /// retrier.
+    #[arg(long, env = "WALLET_SERVICE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub wallet_service_timeout_ms: u64,
+}
 
+impl WalletLink {
+    /// The HTTP client of the wallet service's internal routes.
+    pub fn gateway(&self) -> anyhow::Result<transaction_service::HttpWalletGateway> {
+        let timeout = std::time::Duration::from_millis(self.wallet_service_timeout_ms);
+        Ok(transaction_service::HttpWalletGateway::with_timeout(
+            &self.wallet_service_url,
+            timeout,
+        )?)
+    }
+}
+
+/// Settings of the transaction service only.
+#[derive(Debug, Clone, Args)]
+pub struct Transaction {
     /// Milliseconds between passes of the retrier over INITIATED transfers.
     #[arg(long, env = "RETRY_EVERY_MS", default_value_t = 500)]
     pub retry_every_ms: u64,

@@ -20,7 +20,10 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         axum::Router::new()
             .merge(transaction_service::api(running.transactions.clone()))
             .merge(wallet_service::api(running.wallets.clone()))
-            .merge(ledger_service::api(running.ledger.clone()))
+            .merge(ledger_service::api(
+                running.ledger.clone(),
+                running.wallets.clone(),
+            ))
             .merge(wallet_http::openapi::route(doc)),
     );
     let listener = tokio::net::TcpListener::bind(listen)

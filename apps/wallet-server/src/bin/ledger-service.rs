@@ -1,5 +1,6 @@
 //! The ledger service: postings and their outcomes, on its own PostgreSQL
-//! database, reading reservations from Kafka.
+//! database, reading reservations from Kafka; it asks the wallet service
+//! whether a wallet without entries exists.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS, groups};
 use wallet_core::runtime::Route;
 use wallet_core::service::LedgerService;
 use wallet_core_postgres::PgLedgerStore;
-use wallet_server::settings::Common;
+use wallet_server::settings::{Common, WalletLink};
 use wallet_server::{Database, Process};
 
 /// The ledger service. Every flag can also be set by the environment
@@ -18,12 +19,15 @@ use wallet_server::{Database, Process};
 struct Args {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    wallet: WalletLink,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut process = Process::start(args.common, groups::LEDGER, Database::Ledger).await?;
+    let Args { common, wallet } = Args::parse();
+    let wallets = wallet.gateway()?;
+    let mut process = Process::start(common, groups::LEDGER, Database::Ledger).await?;
     let store = PgLedgerStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(LedgerService::new(
         store.clone(),
@@ -33,11 +37,6 @@ async fn main() -> anyhow::Result<()> {
     ));
     process.spawn_relay(store, Route::new(Some(LEDGER_EVENTS), groups::LEDGER));
     process.spawn_consumer(service.clone(), groups::LEDGER, WALLET_EVENTS)?;
-    process
-        .serve(
-            ledger_service::api(service),
-            ledger_service::openapi(),
-            8083,
-        )
-        .await
+    let api = ledger_service::api(service, wallets);
+    process.serve(api, ledger_service::openapi(), 8083).await
 }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use transaction_service::HttpWalletGateway;
 use wallet_core::event::{LEDGER_EVENTS, groups};
 use wallet_core::runtime::Route;
 use wallet_core::service::{TransactionConfig, TransactionService};
 use wallet_core_postgres::PgTransferStore;
-use wallet_server::settings::{Common, Transaction};
+use wallet_server::settings::{Common, Transaction, WalletLink};
 use wallet_server::{Database, Process};
 
 /// The transaction service. Every flag can also be set by the environment
@@ -23,6 +22,8 @@ struct Args {
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
+    wallet: WalletLink,
+    #[command(flatten)]
     transaction: Transaction,
 }
 
@@ -30,12 +31,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let Args {
         common,
+        wallet,
         transaction,
     } = Args::parse();
     let mut process = Process::start(common, groups::TRANSACTION, Database::Transaction).await?;
     let store = PgTransferStore::new(process.pool.clone(), &process.pg);
-    let timeout = Duration::from_millis(transaction.reserve_timeout_ms);
-    let gateway = HttpWalletGateway::with_timeout(&transaction.wallet_service_url, timeout)?;
+    let gateway = wallet.gateway()?;
     let service = Arc::new(TransactionService::new(
         store.clone(),
         gateway,
