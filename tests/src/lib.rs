@@ -160,8 +160,12 @@ pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
 }
 
 /// nginx with the repository's gateway configuration on a free loopback
-/// port, in front of one instance of each service (`host:port` each).
-pub fn start_gateway(transaction: &str, wallet: &str, ledger: &str) -> (Process, String) {
+/// port, in front of the instances of each service (`host:port` each).
+pub fn start_gateway(
+    transaction: &[String],
+    wallet: &[String],
+    ledger: &[String],
+) -> (Process, String) {
     let dir = temp_dir("gateway");
     std::fs::create_dir_all(dir.join("tmp")).expect("nginx temp dir");
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx.conf");
@@ -172,7 +176,10 @@ pub fn start_gateway(transaction: &str, wallet: &str, ledger: &str) -> (Process,
         ("ledger", ledger),
     ]
     .iter()
-    .map(|(name, addr)| format!("upstream {name} {{\n    server {addr};\n    keepalive 8;\n}}\n"))
+    .map(|(name, addrs)| {
+        let servers: String = addrs.iter().map(|a| format!("    server {a};\n")).collect();
+        format!("upstream {name} {{\n{servers}    keepalive 8;\n}}\n")
+    })
     .collect::<String>();
     std::fs::write(dir.join("upstreams.conf"), upstreams).expect("upstreams.conf");
     let port = free_port();

@@ -45,9 +45,9 @@ async fn stack() -> Stack {
     let (transaction, transaction_url) = start_service("transaction-service", &transaction_env);
     let host = |url: &str| url.trim_start_matches("http://").to_owned();
     let (gateway_process, gateway) = start_gateway(
-        &host(&transaction_url),
-        &format!("127.0.0.1:{wallet_port}"),
-        &host(&ledger_url),
+        &[host(&transaction_url)],
+        &[format!("127.0.0.1:{wallet_port}")],
+        &[host(&ledger_url)],
     );
     Stack {
         gateway,
