@@ -10,7 +10,7 @@ use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::money::{Amount, Balance, Currency, MoneyError};
 use wallet_core::ports::StoreError;
 
-use crate::error::corrupt;
+use crate::error::{Db, corrupt};
 
 /// The text a unit-like enum serializes to (`"INITIATED"`, `"deposit"`,
 /// `"insufficient_funds"`): the same names as in the API and the events.
@@ -70,6 +70,25 @@ pub(crate) fn seq_param(value: u64) -> i64 {
 /// A page size as a bigint, for `LIMIT`.
 pub(crate) fn limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// One page of a keyset read by uuid: `sql` takes the cursor as `$1` (the
+/// nil uuid, below every id, for the first page) and the limit as `$2`;
+/// each row becomes a `T` through `row_of`.
+pub(crate) async fn uuid_page<T>(
+    pool: &sqlx::PgPool,
+    sql: &'static str,
+    after: Option<uuid::Uuid>,
+    limit: usize,
+    row_of: impl Fn(&sqlx::postgres::PgRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = sqlx::query(sql)
+        .bind(after.unwrap_or(uuid::Uuid::nil()))
+        .bind(self::limit(limit))
+        .fetch_all(pool)
+        .await
+        .db()?;
+    rows.iter().map(row_of).collect()
 }
 
 /// An envelope as stored: JSON text, cast to `jsonb` by the statement.

@@ -358,29 +358,16 @@ impl LedgerReads for PgLedgerStore {
         after: Option<TransferId>,
         limit: usize,
     ) -> Result<Vec<(TransferId, LedgerOutcome)>, StoreError> {
-        let rows = match after {
-            Some(after) => sqlx::query(
-                "SELECT transfer_id, outcome, reason FROM outcomes
-                 WHERE transfer_id > $1 ORDER BY transfer_id LIMIT $2",
-            )
-            .bind(after.as_uuid()),
-            None => sqlx::query(
-                "SELECT transfer_id, outcome, reason FROM outcomes
-                 ORDER BY transfer_id LIMIT $1",
-            ),
-        }
-        .bind(codec::limit(limit))
-        .fetch_all(self.pool())
+        let sql = "SELECT transfer_id, outcome, reason FROM outcomes
+                   WHERE transfer_id > $1 ORDER BY transfer_id LIMIT $2";
+        let after = after.map(|id| id.as_uuid());
+        codec::uuid_page(self.pool(), sql, after, limit, |row| {
+            Ok((
+                TransferId::from_uuid(row.try_get("transfer_id").db()?),
+                outcome_of(row.try_get("outcome").db()?, row.try_get("reason").db()?)?,
+            ))
+        })
         .await
-        .db()?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    TransferId::from_uuid(row.try_get("transfer_id").db()?),
-                    outcome_of(row.try_get("outcome").db()?, row.try_get("reason").db()?)?,
-                ))
-            })
-            .collect()
     }
 
     async fn balances_page(
@@ -390,26 +377,19 @@ impl LedgerReads for PgLedgerStore {
     ) -> Result<Vec<AccountBalance>, StoreError> {
         // Sums over the account index, one group per account: a page reads
         // the entries of its accounts only.
-        let rows = sqlx::query(
-            "SELECT account, min(currency) AS currency,
+        let sql = "SELECT account, min(currency) AS currency,
                  sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END) AS balance
              FROM entries WHERE account > $1
-             GROUP BY account ORDER BY account LIMIT $2",
-        )
-        .bind(after.map_or(uuid::Uuid::nil(), |id| id.as_uuid()))
-        .bind(codec::limit(limit))
-        .fetch_all(self.pool())
-        .await
-        .db()?;
-        rows.iter()
-            .map(|row| {
-                let currency = codec::currency(row.try_get("currency").db()?)?;
-                Ok(AccountBalance {
-                    account: WalletId::from_uuid(row.try_get("account").db()?),
-                    currency,
-                    balance: codec::balance(row.try_get("balance").db()?, currency),
-                })
+             GROUP BY account ORDER BY account LIMIT $2";
+        let after = after.map(|id| id.as_uuid());
+        codec::uuid_page(self.pool(), sql, after, limit, |row| {
+            let currency = codec::currency(row.try_get("currency").db()?)?;
+            Ok(AccountBalance {
+                account: WalletId::from_uuid(row.try_get("account").db()?),
+                currency,
+                balance: codec::balance(row.try_get("balance").db()?, currency),
             })
-            .collect()
+        })
+        .await
     }
 }

@@ -394,23 +394,12 @@ impl TransferReads for PgTransferStore {
         after: Option<TransferId>,
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError> {
-        let rows = match after {
-            Some(after) => sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM transfers t WHERE t.id > $1 ORDER BY t.id LIMIT $2"
-            ))
-            .bind(after.as_uuid()),
-            None => sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM transfers t ORDER BY t.id LIMIT $1"
-            )),
-        }
-        .bind(codec::limit(limit))
-        .fetch_all(self.pool())
-        .await
-        .db()?;
-        rows.iter().map(transfer_of).collect()
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM transfers t WHERE t.id > $1 ORDER BY t.id LIMIT $2"
+        );
+        let after = after.map(|id| id.as_uuid());
+        codec::uuid_page(self.pool(), sql, after, limit, transfer_of).await
     }
 }

@@ -517,24 +517,13 @@ impl WalletReads for PgWalletStore {
         after: Option<WalletId>,
         limit: usize,
     ) -> Result<Vec<Wallet>, StoreError> {
-        let rows = match after {
-            Some(after) => sqlx::query(concat!(
-                "SELECT ",
-                wallet_columns!(),
-                " FROM wallets WHERE id > $1 ORDER BY id LIMIT $2"
-            ))
-            .bind(after.as_uuid()),
-            None => sqlx::query(concat!(
-                "SELECT ",
-                wallet_columns!(),
-                " FROM wallets ORDER BY id LIMIT $1"
-            )),
-        }
-        .bind(codec::limit(limit))
-        .fetch_all(self.pool())
-        .await
-        .db()?;
-        rows.iter().map(wallet_of).collect()
+        let sql = concat!(
+            "SELECT ",
+            wallet_columns!(),
+            " FROM wallets WHERE id > $1 ORDER BY id LIMIT $2"
+        );
+        let after = after.map(|id| id.as_uuid());
+        codec::uuid_page(self.pool(), sql, after, limit, wallet_of).await
     }
 
     async fn reservations_page(
@@ -542,23 +531,12 @@ impl WalletReads for PgWalletStore {
         after: Option<TransferId>,
         limit: usize,
     ) -> Result<Vec<Reservation>, StoreError> {
-        let rows = match after {
-            Some(after) => sqlx::query(concat!(
-                "SELECT ",
-                reservation_columns!(),
-                " FROM reservations WHERE transfer_id > $1 ORDER BY transfer_id LIMIT $2"
-            ))
-            .bind(after.as_uuid()),
-            None => sqlx::query(concat!(
-                "SELECT ",
-                reservation_columns!(),
-                " FROM reservations ORDER BY transfer_id LIMIT $1"
-            )),
-        }
-        .bind(codec::limit(limit))
-        .fetch_all(self.pool())
-        .await
-        .db()?;
-        rows.iter().map(reservation_of).collect()
+        let sql = concat!(
+            "SELECT ",
+            reservation_columns!(),
+            " FROM reservations WHERE transfer_id > $1 ORDER BY transfer_id LIMIT $2"
+        );
+        let after = after.map(|id| id.as_uuid());
+        codec::uuid_page(self.pool(), sql, after, limit, reservation_of).await
     }
 }
