@@ -170,7 +170,7 @@ struct ApiDoc;
     )
 )]
 async fn entries<S: LedgerStore + LedgerReads>(
-    State(svc): State<Svc<S>>,
+    State(ledger): State<Svc<S>>,
     Path(account): Path<WalletId>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<EntriesPage>, ApiError> {
@@ -179,8 +179,8 @@ async fn entries<S: LedgerStore + LedgerReads>(
         let message = format!("limit must be 1 to {MAX_PAGE}");
         return Err(ApiError::bad_request("invalid_query", message));
     }
-    let entries = svc.svc.entries(account, query.before, limit).await?;
-    if entries.is_empty() && !svc.wallets.exists(account).await? {
+    let entries = ledger.svc.entries(account, query.before, limit).await?;
+    if entries.is_empty() && !ledger.wallets.exists(account).await? {
         let message = format!("wallet {account} not found");
         return Err(ApiError::not_found("wallet_not_found", message));
     }
