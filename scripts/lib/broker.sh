@@ -101,6 +101,7 @@ start_broker() {
         sleep 0.1
         waited=$((waited + 1))
     done
+    "$(dirname "${BASH_SOURCE[0]}")/tansu-index" "$BROKER_DIR/broker.db"
     export WALLET_TEST_KAFKA="127.0.0.1:$port"
     echo "broker (tansu, pid $BROKER_PID) at $WALLET_TEST_KAFKA, data in $BROKER_DIR" >&2
 }

@@ -1,6 +1,8 @@
 //! Helpers of the workspace-level end-to-end tests: finding and starting the
 //! reference binaries as real processes.
 
+pub mod stack;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -132,7 +134,7 @@ pub struct Broker {
 }
 
 /// tansu on `port` with its SQLite data in `dir`: a new broker, or the same
-/// one again after a kill.
+/// one again after a kill; its storage indexed by `scripts/lib/tansu-index`.
 pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
     let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
     let address = format!("tcp://127.0.0.1:{port}");
@@ -154,8 +156,14 @@ pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
                 "cannot start the broker {tansu} ({e}): set WALLET_TANSU_BIN (./scripts/test does)"
             )
         });
-    let process = Process { child, dir };
     wait_for_port(port, 30, "the broker");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/tansu-index");
+    let indexed = Command::new(&script)
+        .arg(dir.join("broker.db"))
+        .status()
+        .unwrap_or_else(|e| panic!("{} runs (python3): {e}", script.display()));
+    assert!(indexed.success(), "indexing the broker's storage failed");
+    let process = Process { child, dir };
     Broker { process, port }
 }
 

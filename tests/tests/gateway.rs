@@ -1,69 +1,13 @@
 //! The three services as real processes on PostgreSQL (three fresh
 //! databases) and a broker of their own, behind the repository's nginx
-//! configuration, driven over HTTP through the gateway only.
+//! configuration, driven over HTTP through the gateway only
+//! ([`Stack`](wallet_e2e::stack::Stack)).
 
 use serde_json::{Value, json};
-use wallet_core_postgres::testdb::TestDatabase;
-use wallet_e2e::{Process, free_port, start_broker, start_gateway, start_service};
+use wallet_e2e::stack::{SESSION_TIMEOUT, Stack, WALLET};
 
-/// The running system; every process is killed when it is dropped.
-struct Stack {
-    gateway: String,
-    wallet_port: u16,
-    wallet_env: Vec<(&'static str, String)>,
-    wallet: Process,
-    _others: Vec<Process>,
-}
-
-async fn stack() -> Stack {
-    let (broker, bootstrap) = start_broker();
-    let env = |db: &TestDatabase, port: u16| {
-        vec![
-            ("DATABASE_URL", db.url().to_owned()),
-            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.clone()),
-            ("KAFKA_PARTITIONS", "2".to_owned()),
-            ("LISTEN", format!("127.0.0.1:{port}")),
-        ]
-    };
-    let wallet_port = free_port();
-    let wallet_env = env(&TestDatabase::create().await, wallet_port);
-    let (wallet, _) = start_service("wallet-service", &wallet_env);
-    let wallet_url = (
-        "WALLET_SERVICE_URL",
-        format!("http://127.0.0.1:{wallet_port}"),
-    );
-    let mut ledger_env = env(&TestDatabase::create().await, 0);
-    ledger_env.push(wallet_url.clone());
-    let (ledger, ledger_url) = start_service("ledger-service", &ledger_env);
-    let mut transaction_env = env(&TestDatabase::create().await, 0);
-    transaction_env.push((
-        "WALLET_SERVICE_URL",
-        format!("http://127.0.0.1:{wallet_port}"),
-    ));
-    transaction_env.push(("WALLET_SERVICE_TIMEOUT_MS", "1000".to_owned()));
-    transaction_env.push(("RETRY_EVERY_MS", "200".to_owned()));
-    let (transaction, transaction_url) = start_service("transaction-service", &transaction_env);
-    let host = |url: &str| url.trim_start_matches("http://").to_owned();
-    let (gateway_process, gateway) = start_gateway(
-        &[host(&transaction_url)],
-        &[format!("127.0.0.1:{wallet_port}")],
-        &[host(&ledger_url)],
-    );
-    Stack {
-        gateway,
-        wallet_port,
-        wallet_env,
-        wallet,
-        _others: vec![gateway_process, transaction, ledger, broker],
-    }
-}
-
-async fn call(http: &reqwest::Client, request: reqwest::RequestBuilder) -> (u16, Value) {
-    let _ = http;
-    let response = request.send().await.expect("request sent");
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
+async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+    wallet_e2e::stack::call(request).await.expect("an answer")
 }
 
 struct Client {
@@ -79,12 +23,12 @@ impl Client {
             .post(url)
             .header("Idempotency-Key", key)
             .json(&body);
-        call(&self.http, request).await
+        call(request).await
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
-        call(&self.http, self.http.get(url)).await
+        call(self.http.get(url)).await
     }
 
     async fn open(&self) -> String {
@@ -134,10 +78,10 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_system_through_its_gateway() {
-    let mut stack = stack().await;
+    let mut stack = Stack::start(1).await;
     let c = Client {
         http: reqwest::Client::new(),
-        base: stack.gateway.clone(),
+        base: stack.base.clone(),
     };
 
     // Wallets, a deposit, a transfer.
@@ -218,7 +162,7 @@ async fn the_system_through_its_gateway() {
     assert_eq!(empty["entries"], json!([]));
 
     // What the gateway does not expose.
-    let port = stack.wallet_port;
+    let wallet = &mut stack.services[WALLET][0];
     for path in [
         "/internal/v1/wallets/x",
         "/metrics",
@@ -231,7 +175,7 @@ async fn the_system_through_its_gateway() {
     let (status, _) = c.post("/internal/v1/reserve", "-", json!({})).await;
     assert_eq!(status, 404, "internal reserve through the gateway");
     // ... while the services serve them on their own addresses.
-    let direct = format!("http://127.0.0.1:{port}");
+    let direct = format!("http://{}", wallet.addr);
     let metrics = c
         .http
         .get(format!("{direct}/metrics"))
@@ -241,13 +185,13 @@ async fn the_system_through_its_gateway() {
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("http_requests_total"), "{text}");
-    let (status, ready) = call(&c.http, c.http.get(format!("{direct}/readyz"))).await;
+    let (status, ready) = call(c.http.get(format!("{direct}/readyz"))).await;
     assert_eq!(status, 200, "{ready}");
 
     // The wallet service down: transfers are accepted and stay INITIATED
     // (the reserve's answer is unknown, never taken for a refusal), then
     // complete once it is back.
-    stack.wallet.kill();
+    wallet.process.kill();
     let late = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "1.00"});
     let (status, pending) = c.post("/v1/transfers", "t-4", late).await;
     assert_eq!(status, 202, "{pending}");
@@ -258,11 +202,11 @@ async fn the_system_through_its_gateway() {
     // Back after the broker has dropped the killed member from its group
     // (its 10 s session timeout), as an orchestrator's restart delay would
     // have it; a member joining earlier waits for that rebalance.
-    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
-    let (wallet, _) = start_service("wallet-service", &stack.wallet_env);
-    stack.wallet = wallet;
+    tokio::time::sleep(SESSION_TIMEOUT).await;
+    wallet.restart();
     assert_eq!(c.terminal(&pending).await["status"], "SUCCEEDED");
     c.settled(&a, "68.75").await;
     c.settled(&b, "31.25").await;
-    assert!(stack.wallet.running());
+    assert!(stack.services[WALLET][0].process.running());
+    stack.stop();
 }

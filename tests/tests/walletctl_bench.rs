@@ -125,6 +125,30 @@ fn bench_over_http_reports_refusals_by_reason() {
 }
 
 #[test]
+fn bench_paced_by_rate_sends_no_faster() {
+    let server = Server::walletctl_dev();
+    // 40 operations at 100 per second: the last one is not sent before
+    // 0.39 s into the run, however fast the server answers.
+    let args = ["--url", &server.url, "--wallets", "4", "--transfers", "40"];
+    let report = bench(&[&args[..], &["--concurrency", "4", "--rate", "100"]].concat());
+    assert_eq!(report["rate"].as_f64(), Some(100.0), "{report}");
+    assert_eq!(count(&report, "accepted"), 40, "{report}");
+    assert_eq!(count(&report, "completed"), 40, "{report}");
+    let send_time = report["send_time_s"].as_f64().expect("a time");
+    assert!(send_time >= 0.39, "paced: {report}");
+    let unpaced = bench(&args);
+    assert_eq!(unpaced["rate"], Value::Null, "{unpaced}");
+
+    for bad in ["0", "-5", "fast"] {
+        let out = Command::new(binary("walletctl"))
+            .args(["bench", "--url", &server.url, "--rate", bad])
+            .output()
+            .expect("walletctl runs");
+        assert!(!out.status.success(), "--rate {bad} is refused");
+    }
+}
+
+#[test]
 fn bench_refuses_a_target_off_this_machine() {
     let out = Command::new(binary("walletctl"))
         .args([

@@ -38,7 +38,7 @@ mod settings;
 mod subscription;
 
 pub use admin::{create_topics, ensure_topics};
-pub use probe::{group_lag, reachable};
+pub use probe::{GroupLag, reachable};
 pub use publisher::KafkaPublisher;
 pub use settings::{DEFAULT_GROUPS, DEFAULT_PARTITIONS, KafkaSettings};
 pub use subscription::KafkaSubscription;

@@ -1,10 +1,12 @@
 //! The transaction service's HTTP line to the wallet service's internal
 //! routes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use wallet_core::ids::WalletId;
@@ -42,10 +44,17 @@ pub enum GatewaySetupError {
 /// or an unreadable body are [`GatewayError::Unavailable`]. Only a 200 with
 /// a [`ReserveOutcome`] is a definite reserve answer, and only a 404 from
 /// the wallet route means "no such wallet".
+///
+/// Given several instances of the wallet service, it spreads its calls
+/// over them in turn, and sends a call to the next one when an instance
+/// refuses the connection (the call then never reached it, so trying
+/// elsewhere cannot do anything twice). Any other failure stays ambiguous:
+/// the retrier asks again later, and the reserve is idempotent by transfer.
 #[derive(Debug, Clone)]
 pub struct HttpWalletGateway {
     client: reqwest::Client,
-    base: String,
+    bases: Arc<[String]>,
+    next: Arc<AtomicUsize>,
 }
 
 #[derive(Deserialize)]
@@ -62,10 +71,21 @@ impl HttpWalletGateway {
 
     /// A gateway whose calls each take at most `timeout`.
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, GatewaySetupError> {
-        let url = reqwest::Url::parse(base_url)
-            .map_err(|_| GatewaySetupError::InvalidUrl(base_url.to_owned()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(GatewaySetupError::InvalidUrl(base_url.to_owned()));
+        Self::instances(&[base_url], timeout)
+    }
+
+    /// A gateway to several instances of the wallet service, each call
+    /// taking at most `timeout` on one instance.
+    pub fn instances(base_urls: &[&str], timeout: Duration) -> Result<Self, GatewaySetupError> {
+        if base_urls.is_empty() {
+            return Err(GatewaySetupError::InvalidUrl(String::new()));
+        }
+        for base_url in base_urls {
+            let url = reqwest::Url::parse(base_url)
+                .map_err(|_| GatewaySetupError::InvalidUrl((*base_url).to_owned()))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(GatewaySetupError::InvalidUrl((*base_url).to_owned()));
+            }
         }
         // The wallet service is a peer inside the deployment: proxies from
         // the environment (HTTP_PROXY, ...) are not for it.
@@ -75,26 +95,54 @@ impl HttpWalletGateway {
             .build()?;
         Ok(HttpWalletGateway {
             client,
-            base: base_url.trim_end_matches('/').to_owned(),
+            bases: base_urls
+                .iter()
+                .map(|b| b.trim_end_matches('/').to_owned())
+                .collect(),
+            next: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// The wallet service's base URL, without a trailing slash.
-    pub fn base_url(&self) -> &str {
-        &self.base
+    /// The wallet service instances' base URLs, without a trailing slash.
+    pub fn base_urls(&self) -> &[String] {
+        &self.bases
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Sends the request `build` makes for an instance's base URL to the
+    /// next instance in turn; to the one after it when the connection is
+    /// refused, until each was tried once.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+    ) -> Result<Response, GatewayError> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let base = &self.bases[(first + tried) % self.bases.len()];
+            tried += 1;
+            match build(&self.client, base).send().await {
+                Ok(response) => return Ok(response),
+                Err(error)
+                    if error.is_connect() && !error.is_timeout() && tried < self.bases.len() =>
+                {
+                    tracing::warn!(%base, %error, "wallet service instance refused; trying the next");
+                }
+                Err(error) => return Err(transport(error)),
+            }
+        }
     }
 }
 
 #[async_trait]
 impl WalletGateway for HttpWalletGateway {
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
-        let url = self.url("/internal/v1/reserve");
-        let response = self.client.post(url).json(request).send().await;
-        let response = response.map_err(transport)?;
+        let response = self
+            .send(|client, base| {
+                client
+                    .post(format!("{base}/internal/v1/reserve"))
+                    .json(request)
+            })
+            .await?;
         match response.status() {
             StatusCode::OK => read(response).await,
             // No other answer of the reserve route is definite.
@@ -103,8 +151,9 @@ impl WalletGateway for HttpWalletGateway {
     }
 
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
-        let url = self.url(&format!("/internal/v1/wallets/{id}"));
-        let response = self.client.get(url).send().await.map_err(transport)?;
+        let response = self
+            .send(|client, base| client.get(format!("{base}/internal/v1/wallets/{id}")))
+            .await?;
         match response.status() {
             StatusCode::OK => Ok(Some(read::<WalletCurrency>(response).await?.currency)),
             _ => match unexpected(response).await {

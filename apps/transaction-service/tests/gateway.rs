@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -221,5 +222,55 @@ fn base_urls_must_be_http() {
         );
     }
     let gateway = HttpWalletGateway::new("http://127.0.0.1:8081/").unwrap();
-    assert_eq!(gateway.base_url(), "http://127.0.0.1:8081");
+    assert_eq!(gateway.base_urls(), ["http://127.0.0.1:8081"]);
+    let none = HttpWalletGateway::instances(&[], Duration::from_secs(1));
+    assert!(matches!(none, Err(GatewaySetupError::InvalidUrl(_))));
+}
+
+#[tokio::test]
+async fn calls_take_turns_and_pass_over_an_instance_that_refuses() {
+    let mut e = Embedded::new(EmbeddedConfig::default());
+    let (a, b) = (
+        funded(&mut e, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    // Two instances of one wallet service (one store), counting calls.
+    let calls = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let mut bases = Vec::new();
+    for n in 0..2 {
+        let calls = calls.clone();
+        let app = wallet_service::router(e.wallets.clone()).layer(axum::middleware::from_fn(
+            move |request, next: axum::middleware::Next| {
+                calls[n].fetch_add(1, Ordering::SeqCst);
+                next.run(request)
+            },
+        ));
+        bases.push(serve(app).await);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let urls = [bases[0].as_str(), closed.as_str(), bases[1].as_str()];
+    let gateway = HttpWalletGateway::instances(&urls, Duration::from_secs(2)).unwrap();
+    for _ in 0..6 {
+        assert_eq!(gateway.wallet_currency(a).await, Ok(Some(Currency::USD)));
+    }
+    let request = reservation(a, b, "4");
+    assert_eq!(
+        gateway.reserve(&request).await,
+        Ok(ReserveOutcome::Reserved)
+    );
+    let counts = [
+        calls[0].load(Ordering::SeqCst),
+        calls[1].load(Ordering::SeqCst),
+    ];
+    // Turns 0, 1 (refused, so 2), 2, 0, 1 (so 2), 2, then the reserve on 0.
+    assert_eq!(counts, [3, 4], "each live instance took its share");
+    let (only_closed, timeout) = ([closed.as_str()], Duration::from_secs(2));
+    let gateway = HttpWalletGateway::instances(&only_closed, timeout).unwrap();
+    let reserve = gateway.reserve(&request).await;
+    assert!(
+        matches!(reserve, Err(GatewayError::Unavailable(_))),
+        "every instance refused: {reserve:?}"
+    );
 }

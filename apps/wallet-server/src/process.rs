@@ -195,8 +195,7 @@ impl Process {
                 tracing::error!(group, "consumer stopped on an integrity error");
             }
         }));
-        self.spawn_lag_gauge(group, topic);
-        Ok(())
+        self.spawn_lag_gauge(group, topic)
     }
 
     /// Runs `pass` every `period` until the process stops.
@@ -218,13 +217,16 @@ impl Process {
     }
 
     /// The consumer lag gauge of `group` on `topic`.
-    fn spawn_lag_gauge(&mut self, group: &'static str, topic: &str) {
-        let kafka = self.kafka.clone();
+    fn spawn_lag_gauge(&mut self, group: &'static str, topic: &str) -> anyhow::Result<()> {
+        let probe = Arc::new(
+            wallet_core_kafka::GroupLag::new(&self.kafka, group, topic)
+                .context("creating the lag probe")?,
+        );
         let topic = topic.to_owned();
         self.spawn_every(GAUGE_EVERY, move || {
-            let (kafka, topic) = (kafka.clone(), topic.clone());
+            let (probe, topic) = (probe.clone(), topic.clone());
             async move {
-                match wallet_core_kafka::group_lag(&kafka, group, &topic).await {
+                match probe.lag().await {
                     Ok(lag) => {
                         metrics::gauge!("wallet_consumer_lag", "group" => group, "topic" => topic)
                             .set(lag as f64)
@@ -233,6 +235,7 @@ impl Process {
                 }
             }
         });
+        Ok(())
     }
 
     /// The outbox backlog gauges and the pruning of sent rows.

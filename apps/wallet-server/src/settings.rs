@@ -108,7 +108,9 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 #[derive(Debug, Clone, Args)]
 pub struct WalletLink {
     /// Base URL of the wallet service's internal routes (through its own
-    /// address, never the public gateway).
+    /// address, never the public gateway); several instances' URLs
+    /// separated by commas, called in turn, the next one when one refuses
+    /// the connection.
     #[arg(
         long,
         env = "WALLET_SERVICE_URL",
@@ -127,9 +129,9 @@ impl WalletLink {
     /// The HTTP client of the wallet service's internal routes.
     pub fn gateway(&self) -> anyhow::Result<transaction_service::HttpWalletGateway> {
         let timeout = std::time::Duration::from_millis(self.wallet_service_timeout_ms);
-        Ok(transaction_service::HttpWalletGateway::with_timeout(
-            &self.wallet_service_url,
-            timeout,
+        let urls: Vec<&str> = self.wallet_service_url.split(',').map(str::trim).collect();
+        Ok(transaction_service::HttpWalletGateway::instances(
+            &urls, timeout,
         )?)
     }
 }

@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// the concurrency.
     #[arg(long)]
     pub pollers: Option<usize>,
+    /// HTTP: send at this many operations per second at most, operation i
+    /// not before i / RATE seconds into the run (a paced load, to measure
+    /// latency below the peak); default: as fast as the senders go.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
     /// Embedded mode: transfers created between two rounds of pumping.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
@@ -165,6 +170,7 @@ struct Settings {
     operations: usize,
     concurrency: usize,
     pollers: usize,
+    rate: Option<f64>,
     batch: usize,
     hot: Option<usize>,
     mix: f64,
@@ -199,6 +205,16 @@ impl Settings {
         }
         ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
         ensure!(args.batch >= 1, "--batch must be at least 1");
+        if let Some(rate) = args.rate {
+            ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate must be a positive number of operations per second"
+            );
+            ensure!(
+                !args.embedded,
+                "--rate paces HTTP requests: not with --embedded"
+            );
+        }
         let target = match args.embedded {
             true => None,
             false => Some(loopback_base(&target.url)?),
@@ -210,6 +226,7 @@ impl Settings {
             operations: args.transfers,
             concurrency: if args.embedded { 1 } else { args.concurrency },
             pollers: args.pollers.unwrap_or(args.concurrency * 4).max(1),
+            rate: args.rate,
             batch: args.batch,
             hot: args.hot,
             mix: args.mix.unwrap_or(0.0),
@@ -419,6 +436,9 @@ pub struct Report {
     pub concurrency: usize,
     /// Tasks long-polling accepted transfers (HTTP mode), else null.
     pub pollers: Option<usize>,
+    /// Operations per second the senders were paced at (`--rate`), else
+    /// null.
+    pub rate: Option<f64>,
     /// Transfers created between two rounds of pumping (embedded mode),
     /// else null.
     pub batch: Option<usize>,
@@ -495,6 +515,7 @@ impl Report {
             mix: settings.mix,
             concurrency: settings.concurrency,
             pollers: (settings.mode == "http").then_some(settings.pollers),
+            rate: settings.rate,
             batch: (settings.mode == "embedded").then_some(settings.batch),
             amount: settings.amount.to_string(),
             currency: settings.currency.to_string(),
@@ -923,6 +944,7 @@ async fn http(settings: &Settings, progress: &ProgressBar) -> anyhow::Result<Rep
             next.clone(),
         );
         let (accepted_tx, progress, run) = (accepted_tx.clone(), progress.clone(), run.clone());
+        let rate = settings.rate;
         senders.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut last_answer = None;
@@ -930,6 +952,10 @@ async fn http(settings: &Settings, progress: &ProgressBar) -> anyhow::Result<Rep
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= ops.len() || Instant::now() >= stop_sending {
                     return (tally, last_answer);
+                }
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let (path, body) = op_request(ops[i], &wallets, &amount);
                 let key = format!("{run}-{i}");
@@ -1093,6 +1119,7 @@ mod tests {
             operations: 6,
             concurrency: 1,
             pollers: 1,
+            rate: None,
             batch: 500,
             hot: None,
             mix: 0.0,

@@ -44,6 +44,12 @@ pub struct TransactionConfig {
     pub currency_cache: usize,
     /// Longest `wait_for` accepted. Default 30 s.
     pub max_wait: Duration,
+    /// How often a `wait_for` reads its transfer again when nothing woke
+    /// it. This process wakes the waits on the transfers it moves; a change
+    /// made elsewhere (another instance's consumer) is seen at the next
+    /// read, unless it is announced through
+    /// [`TransactionService::transfers_changed`]. Default 250 ms.
+    pub wait_poll: Duration,
 }
 
 impl Default for TransactionConfig {
@@ -55,6 +61,7 @@ impl Default for TransactionConfig {
             retry_lease: Duration::from_secs(2),
             currency_cache: 100_000,
             max_wait: Duration::from_secs(30),
+            wait_poll: Duration::from_millis(250),
         }
     }
 }
@@ -150,7 +157,58 @@ pub struct TransactionService<S, G> {
     config: TransactionConfig,
     worker: WorkerId,
     currencies: Mutex<HashMap<WalletId, Currency>>,
-    changed: Notify,
+    waiters: Waiters,
+}
+
+/// The waits on transfers, by transfer: a change wakes the waits on that
+/// transfer only, so a thousand long polls do not all read the store
+/// whenever any transfer moves.
+#[derive(Default)]
+struct Waiters(Mutex<HashMap<TransferId, Arc<Notify>>>);
+
+/// One wait's registration; dropping it forgets the transfer once no other
+/// wait is on it.
+struct Waiting<'a> {
+    waiters: &'a Waiters,
+    id: TransferId,
+    notify: Arc<Notify>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TransferId, Arc<Notify>>> {
+        self.0.lock().expect("waiters lock")
+    }
+
+    fn wait_on(&self, id: TransferId) -> Waiting<'_> {
+        let notify = self.lock().entry(id).or_default().clone();
+        Waiting {
+            waiters: self,
+            id,
+            notify,
+        }
+    }
+
+    fn wake(&self, ids: impl IntoIterator<Item = TransferId>) {
+        let waiting = self.lock();
+        if waiting.is_empty() {
+            return;
+        }
+        for id in ids {
+            if let Some(notify) = waiting.get(&id) {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.waiters.lock();
+        // The map's reference and this one: no other wait on the transfer.
+        if Arc::strong_count(&self.notify) == 2 {
+            waiting.remove(&self.id);
+        }
+    }
 }
 
 impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G> {
@@ -170,7 +228,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             ids,
             config,
             currencies: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
+            waiters: Waiters::default(),
         }
     }
 
@@ -226,7 +284,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .record_reserve(transfer.id, attempt, self.clock.now())
             .await?;
         metrics::saga_transition(transfer.status, 1);
-        self.changed.notify_waiters();
+        self.waiters.wake([transfer.id]);
         Ok(Created {
             transfer,
             replayed: false,
@@ -240,27 +298,37 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
 
     /// Waits until the transfer is terminal or `wait` (capped at
     /// [`TransactionConfig::max_wait`]) has passed, then returns it as it is.
+    /// Woken by this process's changes to the transfer; reads it again every
+    /// [`TransactionConfig::wait_poll`] otherwise.
     pub async fn wait_for(
         &self,
         id: TransferId,
         wait: Duration,
     ) -> Result<Option<Transfer>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.config.max_wait);
+        let waiting = self.waiters.wait_on(id);
         loop {
-            let notified = self.changed.notified();
+            // Made before the read, so a change after it is not missed.
+            let notified = waiting.notify.notified();
             let transfer = self.store.transfer(id).await?;
             let done = transfer.as_ref().is_none_or(|t| t.status.is_terminal());
             if done || tokio::time::Instant::now() >= deadline {
                 return Ok(transfer);
             }
-            // Other processes may finish the transfer without notifying this
-            // one, so the wait is also cut into short polls.
-            let poll = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            let poll = deadline.min(tokio::time::Instant::now() + self.config.wait_poll);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(poll) => {}
             }
         }
+    }
+
+    /// Wakes the waits ([`TransactionService::wait_for`]) on these
+    /// transfers, so they read them again now: for changes this process
+    /// learns of from elsewhere, such as another instance's consumer. The
+    /// process's own changes wake them already.
+    pub fn transfers_changed(&self, ids: impl IntoIterator<Item = TransferId>) {
+        self.waiters.wake(ids);
     }
 
     /// One retrier pass: claims INITIATED transfers older than
@@ -278,21 +346,21 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             attempted: pending.len(),
             answered: 0,
         };
+        let mut moved = Vec::new();
         metrics::reserve_retries(pending.len());
         for transfer in pending {
             let attempt = self.attempt_reserve(&transfer).await;
             if let ReserveAttempt::Definite(_) = attempt {
-                let moved = self
+                let now = self
                     .store
                     .record_reserve(transfer.id, attempt, self.clock.now())
                     .await?;
-                metrics::saga_transition(moved.status, 1);
+                metrics::saga_transition(now.status, 1);
+                moved.push(now.id);
                 report.answered += 1;
             }
         }
-        if report.answered > 0 {
-            self.changed.notify_waiters();
-        }
+        self.waiters.wake(moved);
         Ok(report)
     }
 
@@ -420,9 +488,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> EventHandler for Transa
             tracing::error!(event_id = %r.event_id, reason = %r.reason,
                 "ledger outcome refused, dead-lettered through the outbox");
         }
-        if !applied.changed.is_empty() {
-            self.changed.notify_waiters();
-        }
+        self.waiters.wake(applied.changed.iter().copied());
         Ok(handled)
     }
 }

@@ -719,3 +719,93 @@ async fn deposits_and_withdrawals_go_through_the_currencys_system_account() {
     // The system account was neither checked nor written: it has no wallet.
     assert_eq!(now_or_never(rig.wallets.wallet(system)).unwrap(), None);
 }
+
+/// A mock store that forwards to `real` and counts the reads of single
+/// transfers in `reads`.
+fn counting_store(real: &MemoryTransferStore, reads: &Arc<AtomicUsize>) -> MockTransferStore {
+    let mut store = MockTransferStore::new();
+    let r = real.clone();
+    store
+        .expect_begin()
+        .returning(move |t, f| now_or_never(r.begin(t, f)));
+    let r = real.clone();
+    store
+        .expect_record_reserve()
+        .returning(move |id, a, now| now_or_never(r.record_reserve(id, a, now)));
+    let r = real.clone();
+    store
+        .expect_apply_ledger_outcomes()
+        .returning(move |batch, now| now_or_never(r.apply_ledger_outcomes(batch, now)));
+    let (r, reads) = (real.clone(), reads.clone());
+    store.expect_transfer().returning(move |id| {
+        reads.fetch_add(1, Ordering::SeqCst);
+        now_or_never(r.transfer(id))
+    });
+    store
+}
+
+/// Waits read their transfer again only when woken (or every
+/// `wait_poll`, here an hour): by a change of that transfer in this
+/// process, or by one announced from elsewhere.
+#[tokio::test]
+async fn a_wait_is_woken_by_its_own_transfer_and_by_changes_announced_from_elsewhere() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let rig = rig();
+    let real = MemoryTransferStore::new();
+    let service = |reads: &Arc<AtomicUsize>| {
+        let mut gateway = MockWalletGateway::new();
+        look_up_currencies(&mut gateway, &rig.wallets);
+        gateway
+            .expect_reserve()
+            .returning(|_| Ok(ReserveOutcome::Reserved));
+        let config = TransactionConfig {
+            wait_poll: HOUR,
+            max_wait: HOUR,
+            ..TransactionConfig::default()
+        };
+        let store = counting_store(&real, reads);
+        TransactionService::new(store, gateway, rig.clock.clone(), rig.ids.clone(), config)
+    };
+    // Two instances on one store, as two processes on one database.
+    let (reads_here, reads_elsewhere) = (Arc::default(), Arc::default());
+    let (here, elsewhere) = (service(&reads_here), service(&reads_elsewhere));
+    let mut transfers = Vec::new();
+    for key in ["k1", "k2", "k3"] {
+        let created = here.create(pay(key, ALICE, BOB, "1")).await.unwrap();
+        transfers.push(created.transfer);
+    }
+    let (t, u, v) = (&transfers[0], &transfers[1], &transfers[2]);
+    let reads = |counter: &Arc<AtomicUsize>| counter.load(Ordering::SeqCst);
+
+    // Another transfer's change does not wake the wait; its own does.
+    let wait = here.wait_for(t.id, HOUR);
+    tokio::pin!(wait);
+    let short = Duration::from_millis(100);
+    assert!(tokio::time::timeout(short, &mut wait).await.is_err());
+    assert_eq!(reads(&reads_here), 1, "read once, then asleep");
+    here.handle(&[rig.ledger_succeeded(u)]).await.unwrap();
+    assert!(tokio::time::timeout(short, &mut wait).await.is_err());
+    assert_eq!(reads(&reads_here), 1, "not woken by another transfer");
+    here.handle(&[rig.ledger_succeeded(t)]).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), &mut wait).await;
+    let done = done.expect("woken by its transfer").unwrap().unwrap();
+    assert_eq!(done.status, TransferStatus::Succeeded);
+    assert_eq!(reads(&reads_here), 2);
+
+    // A change made by the other instance is seen once announced.
+    let wait = elsewhere.wait_for(v.id, HOUR);
+    tokio::pin!(wait);
+    assert!(tokio::time::timeout(short, &mut wait).await.is_err());
+    here.handle(&[rig.ledger_succeeded(v)]).await.unwrap();
+    assert!(tokio::time::timeout(short, &mut wait).await.is_err());
+    assert_eq!(
+        reads(&reads_elsewhere),
+        1,
+        "the other instance's waits know nothing yet"
+    );
+    elsewhere.transfers_changed([u.id, v.id]);
+    let done = tokio::time::timeout(Duration::from_secs(30), &mut wait).await;
+    let done = done.expect("woken by the announcement").unwrap().unwrap();
+    assert_eq!(done.status, TransferStatus::Succeeded);
+    assert_eq!(reads(&reads_elsewhere), 2);
+}

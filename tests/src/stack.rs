@@ -1,0 +1,260 @@
+//! The whole system as real processes: the three services (any number of
+//! instances of each) on three fresh databases of the local PostgreSQL, a
+//! broker of its own, and the repository's nginx configuration in front.
+//! Every process is killed when the stack is dropped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wallet_core_postgres::testdb::TestDatabase;
+
+use crate::{Broker, Process, binary, free_port, start_broker_at, start_gateway, start_service};
+
+/// How long the broker waits for a silent group member (the services'
+/// default session timeout, 10 s) and a little more: a service restarted
+/// after a kill gets its partitions once the broker has dropped the dead
+/// member; starting it after that keeps the group from waiting on a
+/// rebalance.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The service binaries, in the order of [`Stack::services`].
+pub const NAMES: [&str; 3] = ["transaction-service", "wallet-service", "ledger-service"];
+/// Index of the transaction service in [`Stack::services`].
+pub const TRANSACTION: usize = 0;
+/// Index of the wallet service in [`Stack::services`].
+pub const WALLET: usize = 1;
+/// Index of the ledger service in [`Stack::services`].
+pub const LEDGER: usize = 2;
+
+/// One instance of a service, with what it takes to start it again on the
+/// same port after a kill.
+pub struct Service {
+    name: &'static str,
+    env: Vec<(&'static str, String)>,
+    /// The running process.
+    pub process: Process,
+    /// Its own address, `127.0.0.1:port` (not through the gateway).
+    pub addr: String,
+}
+
+impl Service {
+    /// Starts it again with the same settings.
+    pub fn restart(&mut self) {
+        self.process = start_service(self.name, &self.env).0;
+    }
+}
+
+/// The running system.
+pub struct Stack {
+    /// The broker (replaceable: see [`Stack::restart_broker`]).
+    pub broker: Broker,
+    broker_dir: PathBuf,
+    dbs: [TestDatabase; 3],
+    /// By service ([`TRANSACTION`], [`WALLET`], [`LEDGER`]), then instance.
+    pub services: [Vec<Service>; 3],
+    /// The gateway's base URL, `http://127.0.0.1:port`.
+    pub base: String,
+    /// A client with a 15 s timeout per request.
+    pub http: reqwest::Client,
+    _gateway: Process,
+}
+
+/// Sends `request`; its status and JSON body (null when not JSON), or
+/// `None` when no answer came.
+pub async fn call(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+impl Stack {
+    /// `instances` of each service, each on its own fixed port, the wallet
+    /// service first (the others call it), then the gateway.
+    pub async fn start(instances: usize) -> Stack {
+        let broker_port = free_port();
+        let broker_dir = crate::temp_dir("broker");
+        let broker = start_broker_at(broker_port, broker_dir.clone());
+        let bootstrap = format!("127.0.0.1:{broker_port}");
+        let dbs = [
+            TestDatabase::create().await,
+            TestDatabase::create().await,
+            TestDatabase::create().await,
+        ];
+        let ports: Vec<[u16; 3]> = (0..instances)
+            .map(|_| [free_port(), free_port(), free_port()])
+            .collect();
+        let addrs = |s: usize| -> Vec<String> {
+            ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{}", p[s]))
+                .collect()
+        };
+        let wallet_urls = addrs(WALLET)
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut services: [Vec<Service>; 3] = Default::default();
+        for s in [WALLET, LEDGER, TRANSACTION] {
+            for addr in addrs(s) {
+                let mut env = vec![
+                    ("DATABASE_URL", dbs[s].url().to_owned()),
+                    ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.clone()),
+                    ("KAFKA_PARTITIONS", "2".to_owned()),
+                    ("LISTEN", addr.clone()),
+                    ("DB_MAX_CONNECTIONS", "4".to_owned()),
+                    // A dead instance's claims are taken over after this.
+                    ("OUTBOX_LEASE_MS", "3000".to_owned()),
+                ];
+                if s != WALLET {
+                    env.push(("WALLET_SERVICE_URL", wallet_urls.clone()));
+                    env.push(("WALLET_SERVICE_TIMEOUT_MS", "1000".to_owned()));
+                    env.push(("RETRY_EVERY_MS", "200".to_owned()));
+                }
+                let (process, _) = start_service(NAMES[s], &env);
+                services[s].push(Service {
+                    name: NAMES[s],
+                    env,
+                    process,
+                    addr,
+                });
+            }
+        }
+        let (gateway, base) = start_gateway(&addrs(TRANSACTION), &addrs(WALLET), &addrs(LEDGER));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("an HTTP client");
+        Stack {
+            broker,
+            broker_dir,
+            dbs,
+            services,
+            base,
+            http,
+            _gateway: gateway,
+        }
+    }
+
+    /// Kills the broker and starts it again on the same port and data.
+    pub fn restart_broker(&mut self) {
+        let port = self.broker.port;
+        self.broker.process.kill();
+        self.broker = start_broker_at(port, self.broker_dir.clone());
+    }
+
+    /// `n` wallets in USD, each funded with a deposit of `amount` that
+    /// reached SUCCEEDED.
+    pub async fn funded_wallets(&self, n: usize, amount: &str) -> Vec<String> {
+        let (http, base) = (&self.http, &self.base);
+        let mut wallets = Vec::new();
+        let mut deposits = Vec::new();
+        for i in 0..n {
+            let open = http
+                .post(format!("{base}/v1/wallets"))
+                .json(&json!({"currency": "USD"}));
+            let (status, wallet) = call(open).await.expect("open");
+            assert_eq!(status, 201, "{wallet}");
+            let id = wallet["id"].as_str().expect("an id").to_owned();
+            let deposit = http
+                .post(format!("{base}/v1/wallets/{id}/deposits"))
+                .header("Idempotency-Key", format!("fund-{i}"))
+                .json(&json!({"amount": amount}));
+            let (status, body) = call(deposit).await.expect("deposit");
+            assert_eq!(status, 202, "{body}");
+            deposits.push(body["id"].as_str().expect("an id").to_owned());
+            wallets.push(id);
+        }
+        let statuses = self.wait_terminal(&deposits, Duration::from_secs(60)).await;
+        assert_eq!(statuses.get("SUCCEEDED"), Some(&n), "{statuses:?}");
+        wallets
+    }
+
+    /// Waits until each of `transfers` is SUCCEEDED or FAILED, or until
+    /// `within` has passed; counts them by their last status seen.
+    pub async fn wait_terminal(
+        &self,
+        transfers: &[String],
+        within: Duration,
+    ) -> BTreeMap<String, usize> {
+        let deadline = Instant::now() + within;
+        let mut statuses = BTreeMap::new();
+        for id in transfers {
+            let mut status = String::from("unknown");
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = left.min(Duration::from_secs(10)).as_millis();
+                let get = self
+                    .http
+                    .get(format!("{}/v1/transfers/{id}?wait_ms={wait}", self.base));
+                if let Some((200, transfer)) = call(get).await {
+                    status = transfer["status"].as_str().unwrap_or("?").to_owned();
+                }
+                if status == "SUCCEEDED" || status == "FAILED" || left.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+        statuses
+    }
+
+    /// The wallet's available and reserved balances.
+    pub async fn balances(&self, wallet: &str) -> Option<(String, String)> {
+        let get = self.http.get(format!("{}/v1/wallets/{wallet}", self.base));
+        let (status, w) = call(get).await?;
+        let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+        (status == 200).then(|| (text(&w["available"]), text(&w["reserved"])))
+    }
+
+    /// Once quiet, within two minutes: every accepted transfer terminal, no
+    /// wallet keeps a reservation, and `walletctl audit` finds the three
+    /// databases consistent. Returns the statuses and the audit's report.
+    pub async fn assert_consistent(&self, accepted: &[String], wallets: &[String]) -> String {
+        let statuses = self.wait_terminal(accepted, Duration::from_secs(120)).await;
+        let terminal =
+            statuses.get("SUCCEEDED").unwrap_or(&0) + statuses.get("FAILED").unwrap_or(&0);
+        assert_eq!(
+            terminal,
+            accepted.len(),
+            "not all accepted transfers are terminal: {statuses:?}"
+        );
+        for id in wallets {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut seen = self.balances(id).await;
+            while seen.as_ref().is_none_or(|(_, reserved)| reserved != "0.00")
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen = self.balances(id).await;
+            }
+            let reserved = seen.map(|(_, reserved)| reserved);
+            assert_eq!(
+                reserved.as_deref(),
+                Some("0.00"),
+                "wallet {id} keeps a reservation"
+            );
+        }
+        let audit = Command::new(binary("walletctl"))
+            .args(["audit", "--transaction-db", self.dbs[TRANSACTION].url()])
+            .args(["--wallet-db", self.dbs[WALLET].url()])
+            .args(["--ledger-db", self.dbs[LEDGER].url()])
+            .output()
+            .expect("walletctl audit runs");
+        let report = String::from_utf8_lossy(&audit.stdout).into_owned();
+        assert!(audit.status.success(), "audit failed:\n{report}");
+        assert!(report.contains("clean"), "{report}");
+        format!("{} accepted: {statuses:?}\n{report}", accepted.len())
+    }
+
+    /// Stops the services before the broker, so they do not log its
+    /// absence.
+    pub fn stop(self) {
+        drop(self.services);
+        drop(self.broker);
+    }
+}
