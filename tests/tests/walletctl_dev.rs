@@ -48,6 +48,23 @@ async fn finished(http: &reqwest::Client, base: &str, transfer: &Value) -> Value
     done
 }
 
+/// Waits until `wallet` shows `available` with nothing reserved, and
+/// returns its last view. A transfer is SUCCEEDED once the ledger posted
+/// it; the wallet service applies the posting to its balances when it
+/// consumes the same outcome, a moment later.
+async fn settled(http: &reqwest::Client, base: &str, wallet: &str, available: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, shown) = get(http, format!("{base}/v1/wallets/{wallet}")).await;
+        assert_eq!(status, 200, "{shown}");
+        let now = (shown["available"].as_str(), shown["reserved"].as_str());
+        if now == (Some(available), Some("0.00")) || std::time::Instant::now() > deadline {
+            return shown;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn walletctl(base: &str, args: &[&str]) -> std::process::Output {
     Command::new(binary("walletctl"))
         .arg("--url")
@@ -80,6 +97,7 @@ async fn a_transfer_completes_with_the_balances_right() {
         finished(&http, &base, &deposit).await["status"],
         "SUCCEEDED"
     );
+    settled(&http, &base, &alice, "100.00").await;
 
     let body = json!({"sender_wallet_id": alice, "receiver_wallet_id": bob, "amount": "30.25"});
     let (status, transfer) =
@@ -94,8 +112,8 @@ async fn a_transfer_completes_with_the_balances_right() {
     let (status, again) = post(&http, format!("{base}/v1/transfers"), "pay-1", body).await;
     assert_eq!((status, &again["id"]), (202, &transfer["id"]));
 
-    let (_, a) = get(&http, format!("{base}/v1/wallets/{alice}")).await;
-    let (_, b) = get(&http, format!("{base}/v1/wallets/{bob}")).await;
+    let a = settled(&http, &base, &alice, "69.75").await;
+    let b = settled(&http, &base, &bob, "30.25").await;
     assert_eq!(
         (a["available"].as_str(), a["reserved"].as_str()),
         (Some("69.75"), Some("0.00"))
@@ -149,6 +167,8 @@ async fn the_client_commands_drive_the_same_api() {
         &["--json", "deposit", &alice, "--amount", "50"],
     ));
     assert_eq!(deposit["status"], "SUCCEEDED", "{deposit}");
+    let http = reqwest::Client::new();
+    settled(&http, base, &alice, "50.00").await;
 
     let out = walletctl(
         base,
@@ -158,6 +178,7 @@ async fn the_client_commands_drive_the_same_api() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("SUCCEEDED"), "{text}");
+    settled(&http, base, &bob, "20.50").await;
 
     // A definite refusal exits non-zero and names the reason; nothing moves.
     let out = walletctl(

@@ -189,6 +189,51 @@ async fn unbalanced_or_unrecorded_postings_are_refused() {
     }
 }
 
+/// The balance check looks up each posted transfer's outcome by key: a
+/// batch of postings reads no more of `outcomes` as the table grows.
+#[tokio::test]
+async fn the_balance_check_probes_outcomes_by_key_not_by_scanning() {
+    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    sqlx::query(
+        "INSERT INTO outcomes
+         SELECT gen_random_uuid(), 'succeeded', NULL, now() FROM generate_series(1, 20000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE outcomes")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let transfers: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT transfer_id FROM outcomes ORDER BY transfer_id LIMIT 200")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    // The backend's own scan counts, not yet reported (they may include
+    // earlier statements of this connection): before and after.
+    let scans =
+        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'outcomes'";
+    let mut tx = pool.begin().await.unwrap();
+    let (seq, idx): (Option<i64>, Option<i64>) =
+        sqlx::query_as(scans).fetch_one(&mut *tx).await.unwrap();
+    sqlx::query(
+        "INSERT INTO entries (transfer_id, account, direction, amount, currency, posted_at)
+         SELECT t, gen_random_uuid(), d, 1.00, 'USD', now()
+         FROM UNNEST($1::uuid[]) AS t, UNNEST(ARRAY['debit', 'credit']) AS d",
+    )
+    .bind(&transfers)
+    .execute(&mut *tx)
+    .await
+    .expect("balanced postings of decided transfers");
+    let (seq_after, idx_after): (Option<i64>, Option<i64>) =
+        sqlx::query_as(scans).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(seq_after, seq, "the check scanned outcomes");
+    let probes = idx_after.unwrap_or(0) - idx.unwrap_or(0);
+    assert!(probes >= 200, "one probe per transfer: {probes}");
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn one_hold_per_transfer_and_no_negative_user_balance() {
     let (_db, pool) = pool_of(Migrate::Wallet).await;

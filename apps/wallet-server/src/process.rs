@@ -83,6 +83,7 @@ impl Common {
         let mut kafka = KafkaSettings::new(self.kafka_bootstrap_servers.clone());
         kafka.client_id = client_id.to_owned();
         kafka.partitions = self.kafka_partitions;
+        kafka.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
         kafka
             .properties
             .extend(self.kafka_properties.iter().cloned());

@@ -60,6 +60,12 @@ pub struct Common {
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 8)]
     pub kafka_partitions: i32,
 
+    /// Longest wait, in milliseconds, of a consumer's fetch for new events
+    /// (`fetch.wait.max.ms`). Kafka answers as soon as events arrive; a
+    /// broker that holds every fetch this long adds it to each hop.
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
+    pub kafka_fetch_wait_ms: u64,
+
     /// Any librdkafka property, as `key=value`, for every client; repeat the
     /// flag, or separate with commas in the variable.
     #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
