@@ -86,6 +86,12 @@ impl PgSettings {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
+            // The pool already checks each connection when it comes back
+            // (a round trip); checking it again on the way out doubled the
+            // round trips of every one-statement unit. A connection that
+            // broke while idle fails its next statement as `Unavailable`,
+            // which callers retry, and is then dropped.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .db()

@@ -337,4 +337,7 @@ async fn connections_carry_the_statement_and_lock_timeouts() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("statement timeout"), "{error}");
+    // One round trip per unit, not two: the pool checks connections as
+    // they come back only.
+    assert!(!pool.options().get_test_before_acquire());
 }
