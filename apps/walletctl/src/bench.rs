@@ -841,6 +841,26 @@ impl Api {
         read(request.send().await).await
     }
 
+    /// Polls a wallet until it shows `available` (as the API writes it) or
+    /// `deadline` passes; whether it did.
+    async fn wait_available(&self, id: &str, available: &str, deadline: Instant) -> bool {
+        let url = format!("{}/v1/wallets/{id}", self.base);
+        loop {
+            if let Ok((200, wallet)) = read(self.http.get(&url).send().await).await {
+                let shown = wallet["available"]
+                    .as_str()
+                    .and_then(|a| a.parse::<Decimal>().ok());
+                if shown.is_some_and(|a| Some(a) == available.parse::<Decimal>().ok()) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Long-polls a transfer until it is terminal or `deadline` passes.
     async fn wait_terminal(&self, id: &str, deadline: Instant) -> Option<Terminal> {
         loop {
@@ -1058,10 +1078,17 @@ async fn setup_wallets(
             };
             let deposit_id = deposit["id"].as_str().context("deposit without id")?;
             match api.wait_terminal(deposit_id, sent + max_wait).await {
-                Some(done) if done.succeeded => Ok(id),
+                Some(done) if done.succeeded => {}
                 Some(done) => bail!("funding wallet {id} failed: {:?}", done.reason),
                 None => bail!("funding wallet {id} did not finish in {max_wait:?}"),
             }
+            // SUCCEEDED means posted; the wallet service credits the wallet
+            // when it applies the same outcome, a moment later. Measured
+            // transfers must not meet a wallet not credited yet.
+            if !api.wait_available(&id, &fund, sent + max_wait).await {
+                bail!("wallet {id} did not show its funding in {max_wait:?}");
+            }
+            Ok(id)
         }));
     }
     let mut wallets = Vec::with_capacity(tasks.len());
