@@ -38,25 +38,9 @@ impl Server {
     /// Starts `walletctl dev` on a free loopback port and waits for it to
     /// announce its address on stdout.
     pub fn walletctl_dev() -> Server {
-        let mut child = Command::new(binary("walletctl"))
-            .args(["dev", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("walletctl starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("walletctl prints its address");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|u| u.starts_with("http://127.0.0.1:"))
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
+        let mut command = Command::new(binary("walletctl"));
+        command.args(["dev", "--listen", "127.0.0.1:0"]);
+        let (child, url) = spawn_announcing(&mut command, "walletctl", "http://127.0.0.1:");
         Server { child, url }
     }
 }
@@ -66,6 +50,31 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `command` (logging at warn, stderr inherited) and reads the
+/// address it announces as the last word of its first line on stdout,
+/// which must start with `prefix`.
+fn spawn_announcing(command: &mut Command, what: &str, prefix: &str) -> (Child, String) {
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what} prints its address: {e}"));
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{what} did not start; its first line: {line:?}"))
+        .to_owned();
+    (child, url)
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; taken by the caller next).
@@ -214,25 +223,9 @@ pub fn start_gateway(
 /// Starts service binary `name` with `env`, and waits for it to announce
 /// its address on stdout (it listens where `LISTEN` says).
 pub fn start_service(name: &str, env: &[(&str, String)]) -> (Process, String) {
-    let mut child = Command::new(binary(name))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap_or_else(|e| panic!("{name} prints its address: {e}"));
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("{name} did not start; its first line: {line:?}"))
-        .to_owned();
+    let mut command = Command::new(binary(name));
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let (child, url) = spawn_announcing(&mut command, name, "http://");
     let dir = temp_dir(name);
     (Process { child, dir }, url)
 }

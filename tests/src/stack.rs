@@ -70,6 +70,35 @@ pub async fn call(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
     Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
+/// Waits up to `within` until `wallet`, read from the API at `base`, shows
+/// `available` with nothing reserved, and returns its view; panics if it
+/// never does. A transfer is SUCCEEDED once the ledger posted it; the
+/// wallet service applies the posting to the balances when it consumes the
+/// same outcome, a moment later.
+pub async fn settled(
+    http: &reqwest::Client,
+    base: &str,
+    wallet: &str,
+    available: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = call(http.get(format!("{base}/v1/wallets/{wallet}"))).await;
+        if let Some((200, view)) = &seen {
+            let balances = (view["available"].as_str(), view["reserved"].as_str());
+            if balances == (Some(available), Some("0.00")) {
+                return view.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wallet {wallet} shows {seen:?}, expected {available} available and nothing reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Stack {
     /// `instances` of each service, each on its own fixed port, the wallet
     /// service first (the others call it), then the gateway.

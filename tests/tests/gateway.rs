@@ -59,20 +59,13 @@ impl Client {
         (text(&w["available"]), text(&w["reserved"]))
     }
 
-    /// Waits until `wallet` shows `available` with nothing reserved: the
-    /// wallet service applies the ledger's outcome after the transaction
-    /// service may already answer SUCCEEDED. Up to 40 s: a wallet service
-    /// restarted after a kill gets its partitions only once the broker has
-    /// given up on the killed member (the 10 s session timeout).
+    /// Waits until `wallet` shows `available` with nothing reserved. Up to
+    /// 40 s: a wallet service restarted after a kill gets its partitions
+    /// only once the broker has given up on the killed member (the 10 s
+    /// session timeout).
     async fn settled(&self, wallet: &str, available: &str) {
-        for _ in 0..800 {
-            if self.balances(wallet).await == (available.to_owned(), "0.00".to_owned()) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let now = self.balances(wallet).await;
-        panic!("wallet {wallet} shows {now:?}, expected {available} available");
+        let within = std::time::Duration::from_secs(40);
+        wallet_e2e::stack::settled(&self.http, &self.base, wallet, available, within).await;
     }
 }
 

@@ -4,7 +4,11 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
+use wallet_e2e::stack::settled;
 use wallet_e2e::{Server, binary};
+
+/// How long balances may lag a SUCCEEDED answer in these tests.
+const SETTLING: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
     let response = http
@@ -48,23 +52,6 @@ async fn finished(http: &reqwest::Client, base: &str, transfer: &Value) -> Value
     done
 }
 
-/// Waits until `wallet` shows `available` with nothing reserved, and
-/// returns its last view. A transfer is SUCCEEDED once the ledger posted
-/// it; the wallet service applies the posting to its balances when it
-/// consumes the same outcome, a moment later.
-async fn settled(http: &reqwest::Client, base: &str, wallet: &str, available: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, shown) = get(http, format!("{base}/v1/wallets/{wallet}")).await;
-        assert_eq!(status, 200, "{shown}");
-        let now = (shown["available"].as_str(), shown["reserved"].as_str());
-        if now == (Some(available), Some("0.00")) || std::time::Instant::now() > deadline {
-            return shown;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 fn walletctl(base: &str, args: &[&str]) -> std::process::Output {
     Command::new(binary("walletctl"))
         .arg("--url")
@@ -97,7 +84,7 @@ async fn a_transfer_completes_with_the_balances_right() {
         finished(&http, &base, &deposit).await["status"],
         "SUCCEEDED"
     );
-    settled(&http, &base, &alice, "100.00").await;
+    settled(&http, &base, &alice, "100.00", SETTLING).await;
 
     let body = json!({"sender_wallet_id": alice, "receiver_wallet_id": bob, "amount": "30.25"});
     let (status, transfer) =
@@ -112,8 +99,8 @@ async fn a_transfer_completes_with_the_balances_right() {
     let (status, again) = post(&http, format!("{base}/v1/transfers"), "pay-1", body).await;
     assert_eq!((status, &again["id"]), (202, &transfer["id"]));
 
-    let a = settled(&http, &base, &alice, "69.75").await;
-    let b = settled(&http, &base, &bob, "30.25").await;
+    let a = settled(&http, &base, &alice, "69.75", SETTLING).await;
+    let b = settled(&http, &base, &bob, "30.25", SETTLING).await;
     assert_eq!(
         (a["available"].as_str(), a["reserved"].as_str()),
         (Some("69.75"), Some("0.00"))
@@ -168,7 +155,7 @@ async fn the_client_commands_drive_the_same_api() {
     ));
     assert_eq!(deposit["status"], "SUCCEEDED", "{deposit}");
     let http = reqwest::Client::new();
-    settled(&http, base, &alice, "50.00").await;
+    settled(&http, base, &alice, "50.00", SETTLING).await;
 
     let out = walletctl(
         base,
@@ -178,7 +165,7 @@ async fn the_client_commands_drive_the_same_api() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("SUCCEEDED"), "{text}");
-    settled(&http, base, &bob, "20.50").await;
+    settled(&http, base, &bob, "20.50", SETTLING).await;
 
     // A definite refusal exits non-zero and names the reason; nothing moves.
     let out = walletctl(
