@@ -240,11 +240,17 @@ impl Stack {
         (status == 200).then(|| (text(&w["available"]), text(&w["reserved"])))
     }
 
-    /// Once quiet, within two minutes: every accepted transfer terminal, no
+    /// Once quiet, within `within`: every accepted transfer terminal, no
     /// wallet keeps a reservation, and `walletctl audit` finds the three
     /// databases consistent. Returns the statuses and the audit's report.
-    pub async fn assert_consistent(&self, accepted: &[String], wallets: &[String]) -> String {
-        let statuses = self.wait_terminal(accepted, Duration::from_secs(120)).await;
+    pub async fn assert_consistent(
+        &self,
+        accepted: &[String],
+        wallets: &[String],
+        within: Duration,
+    ) -> String {
+        let deadline = Instant::now() + within;
+        let statuses = self.wait_terminal(accepted, within).await;
         let terminal =
             statuses.get("SUCCEEDED").unwrap_or(&0) + statuses.get("FAILED").unwrap_or(&0);
         assert_eq!(
@@ -253,7 +259,6 @@ impl Stack {
             "not all accepted transfers are terminal: {statuses:?}"
         );
         for id in wallets {
-            let deadline = Instant::now() + Duration::from_secs(60);
             let mut seen = self.balances(id).await;
             while seen.as_ref().is_none_or(|(_, reserved)| reserved != "0.00")
                 && Instant::now() < deadline
@@ -265,7 +270,7 @@ impl Stack {
             assert_eq!(
                 reserved.as_deref(),
                 Some("0.00"),
-                "wallet {id} keeps a reservation"
+                "wallet {id} keeps a reservation {within:?} after the stream stopped"
             );
         }
         let audit = Command::new(binary("walletctl"))

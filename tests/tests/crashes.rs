@@ -65,6 +65,47 @@ async fn killing_each_service_and_the_broker_loses_no_money_and_leaves_nothing_s
         "the stream went on: {} accepted",
         accepted.len()
     );
-    println!("{}", stack.assert_consistent(&accepted, &wallets).await);
+    let within = Duration::from_secs(120);
+    println!(
+        "{}",
+        stack.assert_consistent(&accepted, &wallets, within).await
+    );
+    stack.stop();
+}
+
+/// Each service killed and started again 2 s later, well inside the
+/// broker's session timeout, as a supervisor (systemd, Kubernetes) would:
+/// the new process gets its partitions back, or finds it was never given
+/// them and rejoins (`CONSUMER_STALL_MS`, 20 s by default), without a
+/// second restart. Once quiet, within 45 s past the session timeout, every
+/// accepted transfer is terminal, nothing stays reserved, and the audit is
+/// clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_restarted_at_once_after_a_kill_gets_its_work_back() {
+    let mut stack = Stack::start(1).await;
+    let wallets = stack.funded_wallets(4, "1000.00").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sender = stream(&stack, wallets.clone(), stopped);
+
+    let pause = |d: u64| tokio::time::sleep(Duration::from_secs(d));
+    pause(3).await;
+    for service in stack.services.iter_mut().flatten() {
+        service.process.kill();
+        pause(2).await;
+        service.restart();
+        pause(3).await;
+    }
+    stop.send(true).unwrap();
+    let accepted = sender.await.unwrap();
+    assert!(
+        accepted.len() > 50,
+        "the stream went on: {} accepted",
+        accepted.len()
+    );
+    let within = SESSION_TIMEOUT + Duration::from_secs(45);
+    println!(
+        "{}",
+        stack.assert_consistent(&accepted, &wallets, within).await
+    );
     stack.stop();
 }

@@ -115,7 +115,9 @@ async fn two_instances_of_each_service_move_hot_wallets_and_survive_losing_one()
     );
     println!(
         "{}",
-        stack.assert_consistent(&answers.accepted, &wallets).await
+        stack
+            .assert_consistent(&answers.accepted, &wallets, Duration::from_secs(120))
+            .await
     );
     // Transfers move money between the four wallets; none is made or lost.
     let mut total = Decimal::ZERO;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use wallet_core::ports::BusError;
 
@@ -66,38 +66,50 @@ impl GroupLag {
     pub async fn lag(&self) -> Result<u64, BusError> {
         let (client, topic, timeout) = (self.client.clone(), self.topic.clone(), self.timeout);
         blocking(move || {
-            let metadata = client
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| bus_error("fetching metadata", &e))?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len() as i32);
-            let mut wanted = TopicPartitionList::new();
-            for partition in 0..partitions {
-                wanted.add_partition(&topic, partition);
-            }
-            let committed = client
-                .committed_offsets(wanted, timeout)
-                .map_err(|e| bus_error("fetching committed offsets", &e))?;
-            let mut lag = 0;
-            for partition in 0..partitions {
-                let (low, high) = client
-                    .fetch_watermarks(&topic, partition, timeout)
-                    .map_err(|e| bus_error("fetching watermarks", &e))?;
-                let done = committed
-                    .find_partition(&topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .unwrap_or(low);
-                lag += (high - done).max(0) as u64;
-            }
-            Ok(lag)
+            let lags = partition_lags(&*client, &topic, timeout)?;
+            Ok(lags.iter().map(|(_, lag)| lag).sum())
         })
         .await
     }
+}
+
+/// For each partition of `topic`, by number: the group's committed offset
+/// (the low watermark where it committed none) and the messages after it
+/// (the high watermark minus it). Blocking: several broker requests.
+pub(crate) fn partition_lags<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(u64, u64)>, BusError> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| bus_error("fetching metadata", &e))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = client
+        .committed_offsets(wanted, timeout)
+        .map_err(|e| bus_error("fetching committed offsets", &e))?;
+    (0..partitions)
+        .map(|partition| {
+            let (low, high) = client
+                .fetch_watermarks(topic, partition, timeout)
+                .map_err(|e| bus_error("fetching watermarks", &e))?;
+            let done = committed
+                .find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(low);
+            Ok((done.max(0) as u64, (high - done).max(0) as u64))
+        })
+        .collect()
 }
 
 /// Runs a blocking client call off the async threads.

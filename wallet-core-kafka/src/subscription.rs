@@ -26,7 +26,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use wallet_core::ports::{BusError, Delivery, Payload, Subscription};
+use wallet_core::ports::{Backlog, BusError, Delivery, Payload, Subscription};
 
 use crate::publisher::bus_error;
 use crate::settings::KafkaSettings;
@@ -98,13 +98,34 @@ fn lock(partitions: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
 
 /// A consumer group member reading one topic.
 pub struct KafkaSubscription {
-    /// Always `Some` until dropped; taken in `drop` to close it off the
-    /// async threads.
+    /// `Some` until dropped (taken in `drop` to close it off the async
+    /// threads), or while a rejoin failed.
     consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     partitions: Arc<Mutex<Partitions>>,
+    settings: KafkaSettings,
     topic: String,
     group: String,
     timeout: Duration,
+}
+
+/// A group member and the partitions it owns, kept by its callbacks.
+type Member = (Arc<BaseConsumer<GroupContext>>, Arc<Mutex<Partitions>>);
+
+/// A new member of `group` on `topic`, and the partitions it will own.
+fn join(settings: &KafkaSettings, group: &str, topic: &str) -> Result<Member, BusError> {
+    let partitions = Arc::new(Mutex::new(Partitions::default()));
+    let context = GroupContext {
+        topic: topic.to_owned(),
+        partitions: partitions.clone(),
+    };
+    let consumer: BaseConsumer<GroupContext> = settings
+        .consumer_config(group)
+        .create_with_context(context)
+        .map_err(|e| bus_error("creating the consumer", &e))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| bus_error("subscribing", &e))?;
+    Ok((Arc::new(consumer), partitions))
 }
 
 impl std::fmt::Debug for KafkaSubscription {
@@ -125,21 +146,11 @@ impl KafkaSubscription {
         group: &str,
         topic: &str,
     ) -> Result<KafkaSubscription, BusError> {
-        let partitions = Arc::new(Mutex::new(Partitions::default()));
-        let context = GroupContext {
-            topic: topic.to_owned(),
-            partitions: partitions.clone(),
-        };
-        let consumer: BaseConsumer<GroupContext> = settings
-            .consumer_config(group)
-            .create_with_context(context)
-            .map_err(|e| bus_error("creating the consumer", &e))?;
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| bus_error("subscribing", &e))?;
+        let (consumer, partitions) = join(settings, group, topic)?;
         Ok(KafkaSubscription {
-            consumer: Some(Arc::new(consumer)),
+            consumer: Some(consumer),
             partitions,
+            settings: settings.clone(),
             topic: topic.to_owned(),
             group: group.to_owned(),
             timeout: settings.request_timeout,
@@ -161,7 +172,9 @@ impl KafkaSubscription {
         &self,
         call: impl FnOnce(&BaseConsumer<GroupContext>, &Mutex<Partitions>) -> T + Send + 'static,
     ) -> Result<T, BusError> {
-        let consumer = self.consumer.clone().expect("open until dropped");
+        let consumer = self.consumer.clone().ok_or_else(|| {
+            BusError("not a member of the group since a failed rejoin: rejoin first".into())
+        })?;
         let partitions = self.partitions.clone();
         tokio::task::spawn_blocking(move || call(&consumer, &partitions))
             .await
@@ -311,6 +324,48 @@ impl Subscription for KafkaSubscription {
                 }
             }
             Ok(())
+        })
+        .await?
+    }
+
+    /// Closes this member (leaving the group, waiting up to the request
+    /// timeout for the broker's answer) and joins again as a new one. The
+    /// new member reads each partition it is given from the group's
+    /// committed offset: whatever the old one had fetched, delivered or
+    /// half rewound is gone with it.
+    async fn rejoin(&mut self) -> Result<(), BusError> {
+        if let Some(old) = self.consumer.take() {
+            let closing = tokio::task::spawn_blocking(move || drop(old));
+            if tokio::time::timeout(self.timeout, closing).await.is_err() {
+                tracing::warn!(topic = %self.topic, group = %self.group,
+                    "the old member did not leave the group in time; joining anyway");
+            }
+        }
+        let (consumer, partitions) = join(&self.settings, &self.group, &self.topic)?;
+        self.consumer = Some(consumer);
+        self.partitions = partitions;
+        Ok(())
+    }
+
+    /// The group's committed offsets and the high watermarks of every
+    /// partition, asked of the broker through this member.
+    async fn backlog(&mut self) -> Result<Backlog, BusError> {
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        self.blocking(move |consumer, partitions| {
+            let lags = crate::probe::partition_lags(consumer, &topic, timeout)?;
+            let owned = lock(partitions).owned.keys().copied().collect::<Vec<i32>>();
+            let mut backlog = Backlog {
+                owned: owned.len(),
+                ..Backlog::default()
+            };
+            for (partition, (committed, lag)) in lags.iter().enumerate() {
+                backlog.group_lag += lag;
+                backlog.committed += committed;
+                if owned.contains(&(partition as i32)) {
+                    backlog.owned_lag += lag;
+                }
+            }
+            Ok(backlog)
         })
         .await?
     }

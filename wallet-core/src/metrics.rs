@@ -12,6 +12,8 @@
 //! | `wallet_dead_letters_total` | `group`, `by` | events dead-lettered: `by="runner"` (undecodable, wrong type) or `by="store"` (refused in the store's unit) |
 //! | `wallet_integrity_stalls_total` | `group` | consumers stopped on an integrity error, until an operator acts |
 //! | `wallet_relay_published_total` | `group` | outbox records a relay published |
+//! | `wallet_consumer_rejoins_total` | `group` | times a consumer started reading afresh from the committed offsets: after a failed poll, commit or rewind, or a stall |
+//! | `wallet_consumer_stalls_total` | `group` | times a consumer delivered nothing for `ConsumerConfig::stall_after` while its partitions (or, owning none, its whole group) stood behind; each is followed by a rejoin |
 
 use crate::transfer::TransferStatus;
 
@@ -72,6 +74,17 @@ pub(crate) fn dead_letters(group: &str, by: DeadLetteredBy, n: usize) {
 /// A consumer of `group` stopped on an integrity error.
 pub(crate) fn integrity_stall(group: &str) {
     metrics::counter!("wallet_integrity_stalls_total", "group" => group.to_owned()).increment(1);
+}
+
+/// A consumer of `group` rejoined after a failure of its subscription.
+pub(crate) fn consumer_rejoin(group: &str) {
+    metrics::counter!("wallet_consumer_rejoins_total", "group" => group.to_owned()).increment(1);
+}
+
+/// A consumer of `group` found itself stalled (see
+/// `runtime::consumer::stalled`).
+pub(crate) fn consumer_stall(group: &str) {
+    metrics::counter!("wallet_consumer_stalls_total", "group" => group.to_owned()).increment(1);
 }
 
 /// A relay of `group` published `n` records.

@@ -420,6 +420,22 @@ pub trait Publisher: Send + Sync + 'static {
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError>;
 }
 
+/// How far a consumer group member is behind, as the broker tells it: what
+/// the runner's stall watch reads when the member has delivered nothing
+/// for a while.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Partitions the member owns now.
+    pub owned: usize,
+    /// Messages after the group's committed offsets on those partitions.
+    pub owned_lag: u64,
+    /// Messages after the group's committed offsets on every partition.
+    pub group_lag: u64,
+    /// The group's committed offsets summed over every partition: it grows
+    /// while any member of the group makes progress.
+    pub committed: u64,
+}
+
 /// One consumer group's reading position on a topic.
 #[async_trait]
 pub trait Subscription: Send + 'static {
@@ -429,6 +445,16 @@ pub trait Subscription: Send + 'static {
     /// Stores the group's offsets past these deliveries.
     async fn commit(&mut self, deliveries: &[Delivery]) -> Result<(), BusError>;
     /// Goes back to the stored offsets, so what was polled but not committed
-    /// is delivered again.
+    /// is delivered again. On an error the position is unknown (some
+    /// partitions may have moved back, others not): the caller must
+    /// [`Subscription::rejoin`] before it polls again.
     async fn rewind(&mut self) -> Result<(), BusError>;
+    /// Starts reading afresh, as a new member of the group would: from the
+    /// group's committed offset of every partition, forgetting whatever was
+    /// polled since. The way back from any failed [`Subscription::rewind`]
+    /// or [`Subscription::commit`], and from a reading that makes no
+    /// progress. Until it succeeds, the caller must not poll.
+    async fn rejoin(&mut self) -> Result<(), BusError>;
+    /// How far the member and its group are behind (asks the broker).
+    async fn backlog(&mut self) -> Result<Backlog, BusError>;
 }

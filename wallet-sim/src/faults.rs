@@ -34,6 +34,11 @@ pub enum FaultKind {
     CommitFailure,
     /// A subscription stored the offsets, then its answer was lost (error).
     CommitLost,
+    /// A subscription's rewind failed and left its position past the batch
+    /// it was to deliver again: the runner must rejoin before it polls.
+    RewindFailure,
+    /// A subscription's poll failed.
+    PollFailure,
     /// A publish failed after some (maybe none) of its messages went out.
     PublishFailure,
     /// A publish delivered every message, then its answer was lost (error).
@@ -96,10 +101,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 22] = [
+    pub const ALL: [FaultKind; 24] = [
         FaultKind::DuplicateDelivery,
         FaultKind::CommitFailure,
         FaultKind::CommitLost,
+        FaultKind::RewindFailure,
+        FaultKind::PollFailure,
         FaultKind::PublishFailure,
         FaultKind::PublishAckLost,
         FaultKind::StoreUnavailable,
@@ -127,6 +134,8 @@ impl FaultKind {
             FaultKind::DuplicateDelivery => "duplicate_delivery",
             FaultKind::CommitFailure => "commit_failure",
             FaultKind::CommitLost => "commit_lost",
+            FaultKind::RewindFailure => "rewind_failure",
+            FaultKind::PollFailure => "poll_failure",
             FaultKind::PublishFailure => "publish_failure",
             FaultKind::PublishAckLost => "publish_ack_lost",
             FaultKind::StoreUnavailable => "store_unavailable",
@@ -225,6 +234,10 @@ pub(crate) enum SubscriptionFault {
     CommitFails,
     /// The next commit stores, then fails.
     CommitLost,
+    /// The next rewind fails without moving back.
+    RewindFails,
+    /// The next poll fails.
+    PollFails,
 }
 
 /// How the ledger's view of a posting request is skewed.
@@ -525,7 +538,8 @@ impl Faults {
             bus: has(FaultKind::PublishFailure)
                 || has(FaultKind::PublishAckLost)
                 || has(FaultKind::CommitFailure)
-                || has(FaultKind::CommitLost),
+                || has(FaultKind::CommitLost)
+                || has(FaultKind::PollFailure),
             slow: has(FaultKind::SlowReserve),
             reset: has(FaultKind::ConnectionReset),
             refused: None,
@@ -591,7 +605,11 @@ impl Faults {
     /// The subscription fault armed for a poll, if any.
     pub fn poll_fault(&mut self) -> Option<SubscriptionFault> {
         match self.subscription {
-            Some(f @ (SubscriptionFault::Redeliver | SubscriptionFault::Doubled)) => {
+            Some(
+                f @ (SubscriptionFault::Redeliver
+                | SubscriptionFault::Doubled
+                | SubscriptionFault::PollFails),
+            ) => {
                 self.subscription = None;
                 Some(f)
             }
@@ -608,6 +626,15 @@ impl Faults {
             }
             _ => None,
         }
+    }
+
+    /// True when a failure of the next rewind is armed (it is then used).
+    pub fn rewind_fails(&mut self) -> bool {
+        let armed = self.subscription == Some(SubscriptionFault::RewindFails);
+        if armed {
+            self.subscription = None;
+        }
+        armed
     }
 
     fn reserve_plan(&mut self) -> ReservePlan {

@@ -23,8 +23,8 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::LedgerOutcome;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{
-    Applied, Begin, BusError, Claim, Delivery, EntryCursor, LedgerReads, LedgerStore, Message,
-    Outbox, OutboxRecord, Publisher, Refusal, ReserveAttempt, StoreError, Subscription,
+    Applied, Backlog, Begin, BusError, Claim, Delivery, EntryCursor, LedgerReads, LedgerStore,
+    Message, Outbox, OutboxRecord, Publisher, Refusal, ReserveAttempt, StoreError, Subscription,
     TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use wallet_core::time::Timestamp;
@@ -453,8 +453,12 @@ impl<S: Subscription> Subscription for FaultySubscription<S> {
             return Ok(again);
         }
         let max = lock(&self.faults).poll_limit.map_or(max, |l| l.min(max));
-        let mut deliveries = self.inner.poll(max, wait).await?;
         let fault = lock(&self.faults).poll_fault();
+        if fault == Some(SubscriptionFault::PollFails) {
+            lock(&self.faults).record(FaultKind::PollFailure);
+            return Err(BusError("injected: poll failed".into()));
+        }
+        let mut deliveries = self.inner.poll(max, wait).await?;
         if !deliveries.is_empty() {
             match fault {
                 Some(SubscriptionFault::Redeliver) => {
@@ -493,6 +497,21 @@ impl<S: Subscription> Subscription for FaultySubscription<S> {
     async fn rewind(&mut self) -> Result<(), BusError> {
         point(&self.faults, "before", "subscription.rewind").await;
         self.again.clear();
+        if lock(&self.faults).rewind_fails() {
+            // Its position stays past the batch that was not handled.
+            lock(&self.faults).record(FaultKind::RewindFailure);
+            return Err(BusError("injected: rewind failed".into()));
+        }
         self.inner.rewind().await
+    }
+
+    async fn rejoin(&mut self) -> Result<(), BusError> {
+        point(&self.faults, "before", "subscription.rejoin").await;
+        self.again.clear();
+        self.inner.rejoin().await
+    }
+
+    async fn backlog(&mut self) -> Result<Backlog, BusError> {
+        self.inner.backlog().await
     }
 }

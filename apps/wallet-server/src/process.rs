@@ -94,6 +94,7 @@ impl Common {
     pub fn consumer_config(&self) -> ConsumerConfig {
         ConsumerConfig {
             batch_size: self.consumer_batch,
+            stall_after: Duration::from_millis(self.consumer_stall_ms),
             ..ConsumerConfig::default()
         }
     }

@@ -76,6 +76,13 @@ pub struct Common {
     #[arg(long, env = "CONSUMER_BATCH", default_value_t = 500)]
     pub consumer_batch: usize,
 
+    /// Milliseconds a consumer may deliver nothing while its partitions (or,
+    /// owning none, its whole group) stay behind before it leaves the group
+    /// and joins again: the way back when the broker never hands a quickly
+    /// restarted member its partitions.
+    #[arg(long, env = "CONSUMER_STALL_MS", default_value_t = 20_000)]
+    pub consumer_stall_ms: u64,
+
     /// Logs as one JSON object per line (for log collectors) instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,

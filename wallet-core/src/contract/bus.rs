@@ -10,14 +10,20 @@
 //! message subscribe before either commits: retention is not part of the
 //! ports, and a bus may drop what every group it knows of has committed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use crate::contract::BusFixture;
 use crate::contract::data::TestData;
-use crate::ids::{IdGenerator, WalletId};
+use crate::event::Envelope;
+use crate::ids::{EventId, IdGenerator, WalletId};
 use crate::money::Currency;
-use crate::ports::{Delivery, Message, Payload, Publisher, Subscription};
+use crate::ports::{Backlog, BusError, Delivery, Message, Payload, Publisher, Subscription};
+use crate::runtime::{ConsumerConfig, ConsumerRunner, EventHandler, HandleError, Handled};
 
 crate::__contract_scenarios!(bus => __contract_names());
 
@@ -229,6 +235,190 @@ pub async fn rewind_redelivers_what_was_not_committed<F: BusFixture>(fixture: &F
         payloads_of(&sent[2..]),
         "a rewind goes back to the committed offset: the uncommitted messages, in order"
     );
+}
+
+/// `rejoin` starts reading afresh from the committed offsets, whatever was
+/// polled, committed or rewound before: what was committed is not
+/// delivered again, the rest is, in order.
+pub async fn rejoin_delivers_again_from_the_committed_offsets<F: BusFixture>(fixture: &F) {
+    let bus = fixture.fresh().await;
+    let data = TestData::new();
+    let topic = data.name("rejoin");
+    let sent = numbered(&topic, "key", "m", 6);
+    publish(&bus, &sent).await;
+    let mut subscription = fixture.subscribe(&bus, &data.name("group"), &topic).await;
+    let patience = fixture.patience();
+
+    let first = take(&mut subscription, 6, patience, "first poll").await;
+    subscription.commit(&first[..2]).await.expect("commit");
+    subscription.rejoin().await.expect("rejoin");
+    let rest = take(
+        &mut subscription,
+        4,
+        patience,
+        "after committing two and rejoining",
+    )
+    .await;
+    assert_eq!(
+        payloads(&rest),
+        payloads_of(&sent[2..]),
+        "a rejoin starts at the committed offset: the uncommitted messages, in order"
+    );
+    subscription.rejoin().await.expect("a second rejoin");
+    let again = take(&mut subscription, 4, patience, "after rejoining again").await;
+    assert_eq!(
+        payloads(&again),
+        payloads_of(&sent[2..]),
+        "nothing more was committed: a second rejoin delivers the same messages"
+    );
+}
+
+/// Which call of a [`Failing`] subscription fails next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Poll,
+    Commit,
+    /// Fails having moved nothing back, as a rewind that seeks some
+    /// partitions and not others leaves the rest past the failed batch.
+    Rewind,
+}
+
+/// A subscription whose next poll, commit or rewind fails when armed,
+/// having done nothing.
+struct Failing<S> {
+    inner: S,
+    armed: Arc<Mutex<Option<Failure>>>,
+}
+
+impl<S> Failing<S> {
+    fn fails(&self, call: Failure) -> Result<(), BusError> {
+        let mut armed = self.armed.lock().expect("not poisoned");
+        if *armed == Some(call) {
+            *armed = None;
+            return Err(BusError(format!("planted: {call:?} failed")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: Subscription> Subscription for Failing<S> {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        self.fails(Failure::Poll)?;
+        self.inner.poll(max, wait).await
+    }
+
+    async fn commit(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        self.fails(Failure::Commit)?;
+        self.inner.commit(deliveries).await
+    }
+
+    async fn rewind(&mut self) -> Result<(), BusError> {
+        self.fails(Failure::Rewind)?;
+        self.inner.rewind().await
+    }
+
+    async fn rejoin(&mut self) -> Result<(), BusError> {
+        self.inner.rejoin().await
+    }
+
+    async fn backlog(&mut self) -> Result<Backlog, BusError> {
+        self.inner.backlog().await
+    }
+}
+
+/// Records the events it is handed; fails the first batch when told to.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<HashSet<EventId>>,
+    fail_first: AtomicBool,
+}
+
+impl Recorder {
+    fn seen(&self) -> usize {
+        self.seen.lock().expect("not poisoned").len()
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        if self.fail_first.swap(false, Ordering::SeqCst) {
+            return Err(HandleError::Transient("planted: the store is down".into()));
+        }
+        let mut seen = self.seen.lock().expect("not poisoned");
+        seen.extend(batch.iter().map(|e| e.event_id));
+        Ok(Handled::default())
+    }
+}
+
+/// Every event here is well formed: a dead letter is a failure.
+struct NoDeadLetters;
+
+#[async_trait]
+impl Publisher for NoDeadLetters {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
+        panic!("no dead letter expected, got {}", messages.len());
+    }
+}
+
+/// A consumer runner whose subscription fails a poll, a commit, or the
+/// rewind of a batch its handler failed, still hands every event to the
+/// handler: after any such failure it rejoins before it polls again, so
+/// nothing is committed past an event it did not handle.
+pub async fn a_consumer_never_skips_an_event_after_a_subscription_failure<F: BusFixture>(
+    fixture: &F,
+) {
+    const EVENTS: usize = 24;
+    for failure in [Failure::Rewind, Failure::Commit, Failure::Poll] {
+        let bus = fixture.fresh().await;
+        let data = TestData::new();
+        let (topic, group) = (data.name("faults"), data.name("group"));
+        let messages: Vec<Message> = (0..EVENTS)
+            .map(|_| {
+                let request =
+                    data.reserve_request(data.wallet_id(), data.wallet_id(), "1.00", Currency::USD);
+                let event = data.wallet_reserved(&request).0.envelope;
+                let key = event.transfer_id.to_string();
+                message(
+                    &topic,
+                    &key,
+                    String::from_utf8(event.encode()).expect("JSON"),
+                )
+            })
+            .collect();
+        publish(&bus, &messages).await;
+        let armed = Arc::new(Mutex::new(Some(failure)));
+        let subscription = Failing {
+            inner: fixture.subscribe(&bus, &group, &topic).await,
+            armed: armed.clone(),
+        };
+        let handler = Arc::new(Recorder {
+            fail_first: AtomicBool::new(failure == Failure::Rewind),
+            ..Recorder::default()
+        });
+        let config = ConsumerConfig {
+            batch_size: 4,
+            max_retries: 0,
+            ..ConsumerConfig::default()
+        };
+        let mut runner =
+            ConsumerRunner::new(subscription, handler.clone(), NoDeadLetters, group, config);
+        let deadline = Instant::now() + fixture.patience() * 3;
+        while handler.seen() < EVENTS {
+            assert!(
+                Instant::now() < deadline,
+                "after a failed {failure:?}: {} of {EVENTS} events handled; the rest were skipped",
+                handler.seen()
+            );
+            let _ = runner.run_once(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            *armed.lock().expect("not poisoned"),
+            None,
+            "the planted {failure:?} failure struck"
+        );
+    }
 }
 
 /// A group's new subscription starts after the offsets it committed, and

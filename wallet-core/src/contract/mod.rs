@@ -228,6 +228,8 @@ macro_rules! __contract_scenarios {
             keeps_each_keys_order_within_a_topic,
             delivers_messages_published_before_subscribing,
             rewind_redelivers_what_was_not_committed,
+            rejoin_delivers_again_from_the_committed_offsets,
+            a_consumer_never_skips_an_event_after_a_subscription_failure,
             a_new_subscription_starts_after_the_committed_offset,
             every_group_gets_every_message,
             delivers_payloads_as_published,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::ports::{BusError, Delivery, Message, Payload, Publisher, Subscription};
+use crate::ports::{Backlog, BusError, Delivery, Message, Payload, Publisher, Subscription};
 
 /// Partitions per topic unless configured otherwise.
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -270,6 +270,24 @@ impl Subscription for MemorySubscription {
         let s = self.bus.lock();
         self.position = s.committed[&(self.group.clone(), self.topic.clone())].clone();
         Ok(())
+    }
+
+    /// The same as a rewind: one member per group holds nothing else.
+    async fn rejoin(&mut self) -> Result<(), BusError> {
+        self.rewind().await
+    }
+
+    /// The one member of its group owns every partition.
+    async fn backlog(&mut self) -> Result<Backlog, BusError> {
+        let lag = self.bus.lag(&self.group, &self.topic);
+        let s = self.bus.lock();
+        let committed = &s.committed[&(self.group.clone(), self.topic.clone())];
+        Ok(Backlog {
+            owned: committed.len(),
+            owned_lag: lag,
+            group_lag: lag,
+            committed: committed.iter().sum(),
+        })
     }
 }
 

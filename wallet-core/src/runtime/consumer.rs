@@ -6,13 +6,17 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Envelope, Inbound};
 use crate::ids::EventId;
 use crate::metrics::{self, DeadLetteredBy};
-use crate::ports::{BusError, Delivery, Message, Publisher, Refusal, StoreError, Subscription};
+use crate::ports::{
+    Backlog, BusError, Delivery, Message, Publisher, Refusal, StoreError, Subscription,
+};
 
 /// What a handler did with a batch, beyond what it applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,6 +110,12 @@ pub struct ConsumerConfig {
     pub backoff_initial: Duration,
     /// Backoff ceiling. Default 2 s.
     pub backoff_max: Duration,
+    /// How long a member may deliver nothing while its group is behind
+    /// before it counts as stalled and rejoins: it owns partitions with
+    /// messages waiting, or it owns none while the group's committed
+    /// offsets stand still. Covers a broker that never hands a restarted
+    /// member its partitions. Default 20 s.
+    pub stall_after: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -116,6 +126,7 @@ impl Default for ConsumerConfig {
             max_retries: 5,
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
+            stall_after: Duration::from_secs(20),
         }
     }
 }
@@ -232,6 +243,49 @@ pub struct ConsumerRunner<S, H, P> {
     dead_letters: P,
     group: String,
     config: ConsumerConfig,
+    /// Set when a poll, commit or rewind failed: the subscription's
+    /// position is then unknown, and the next step rejoins before it polls.
+    lost: bool,
+    /// The stall watch: since when nothing was delivered, and what the
+    /// last look at the backlog found.
+    idle: Idle,
+}
+
+/// What the stall watch knows.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    /// The last delivery, or the last (re)join.
+    since: Instant,
+    /// The last backlog read, and when.
+    seen: Option<(Instant, Backlog)>,
+}
+
+impl Idle {
+    fn new() -> Idle {
+        Idle {
+            since: Instant::now(),
+            seen: None,
+        }
+    }
+}
+
+/// Why a member that delivers nothing is stalled, if it is: `before` is
+/// the backlog read one stall period ago (or more), `now` the current one.
+pub fn stalled(before: Option<&Backlog>, now: &Backlog) -> Option<String> {
+    if now.owned > 0 && now.owned_lag > 0 {
+        return Some(format!(
+            "{} messages wait on the {} partitions it owns, and none was delivered",
+            now.owned_lag, now.owned
+        ));
+    }
+    let still = before.is_some_and(|b| b.committed == now.committed);
+    if now.owned == 0 && now.group_lag > 0 && still {
+        return Some(format!(
+            "it owns no partition while its group is {} messages behind and makes no progress",
+            now.group_lag
+        ));
+    }
+    None
 }
 
 impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
@@ -250,6 +304,8 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             dead_letters,
             group: group.into(),
             config,
+            lost: false,
+            idle: Idle::new(),
         }
     }
 
@@ -259,21 +315,72 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
     }
 
     /// Polls once (waiting up to `wait`) and handles what came.
+    ///
+    /// Nothing is ever committed past an event that was not handled: after
+    /// any failure of the subscription (a poll, a commit, or the rewind of
+    /// a batch that failed, which may have moved some partitions back and
+    /// not others), the next call first rejoins, so delivery starts again
+    /// at the group's committed offset of every partition.
     pub async fn run_once(&mut self, wait: Duration) -> Result<BatchReport, ConsumerError> {
-        let deliveries = self.subscription.poll(self.config.batch_size, wait).await?;
+        if self.lost {
+            self.rejoin("a poll, commit or rewind failed").await?;
+        }
+        let deliveries = self
+            .subscription
+            .poll(self.config.batch_size, wait)
+            .await
+            .inspect_err(|_| self.lost = true)?;
         if deliveries.is_empty() {
+            self.watch_for_stall().await?;
             return Ok(BatchReport::default());
         }
+        self.idle = Idle::new();
         match self.process(&deliveries).await {
             Ok(report) => {
-                self.subscription.commit(&deliveries).await?;
+                self.subscription
+                    .commit(&deliveries)
+                    .await
+                    .inspect_err(|_| self.lost = true)?;
                 Ok(report)
             }
             Err(e) => {
-                self.subscription.rewind().await?;
+                if let Err(error) = self.subscription.rewind().await {
+                    tracing::error!(group = %self.group, %error, "rewind failed; rejoining before the next poll");
+                    self.lost = true;
+                }
                 Err(e)
             }
         }
+    }
+
+    async fn rejoin(&mut self, why: &str) -> Result<(), BusError> {
+        self.subscription.rejoin().await?;
+        self.lost = false;
+        self.idle = Idle::new();
+        tracing::warn!(group = %self.group, why, "rejoined: delivering again from the committed offsets");
+        metrics::consumer_rejoin(&self.group);
+        Ok(())
+    }
+
+    /// After [`ConsumerConfig::stall_after`] without a delivery, reads the
+    /// backlog once per period and rejoins when [`stalled`] says so.
+    async fn watch_for_stall(&mut self) -> Result<(), BusError> {
+        let period = self.config.stall_after;
+        let now = Instant::now();
+        let due = |at: Instant| now.duration_since(at) >= period;
+        if !due(self.idle.since) || self.idle.seen.is_some_and(|(at, _)| !due(at)) {
+            return Ok(());
+        }
+        let backlog = self.subscription.backlog().await?;
+        let before = self.idle.seen.map(|(_, b)| b);
+        self.idle.seen = Some((now, backlog));
+        if let Some(why) = stalled(before.as_ref(), &backlog) {
+            tracing::warn!(group = %self.group, idle = ?now.duration_since(self.idle.since), %why,
+                "consumer stalled; leaving the group and joining again");
+            metrics::consumer_stall(&self.group);
+            self.rejoin(&why).await?;
+        }
+        Ok(())
     }
 
     /// Handles polled deliveries (dead-lettering poison) without committing

@@ -7,6 +7,6 @@ mod relay;
 
 pub use consumer::{
     BatchReport, ConsumerConfig, ConsumerError, ConsumerRunner, DeadLetter, EventHandler,
-    HandleError, Handled, Source, dead_letter_topic,
+    HandleError, Handled, Source, dead_letter_topic, stalled,
 };
 pub use relay::{Relay, RelayConfig, RelayError, Route};

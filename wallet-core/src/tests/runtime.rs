@@ -15,8 +15,8 @@ use crate::memory::{MemoryBus, MemoryLedgerStore, MemoryWalletStore};
 use crate::money::{Balance, Currency};
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::ports::{
-    BusError, Claim, Clock, IdGenerator, LedgerReads, Message, Outbox, Publisher, Subscription,
-    WalletStore,
+    Backlog, BusError, Claim, Clock, Delivery, IdGenerator, LedgerReads, Message, Outbox,
+    Publisher, Subscription, WalletStore,
 };
 use crate::runtime::{
     ConsumerConfig, ConsumerError, ConsumerRunner, EventHandler, HandleError, Handled, Relay,
@@ -36,6 +36,7 @@ fn config() -> ConsumerConfig {
         max_retries: 2,
         backoff_initial: Duration::from_millis(1),
         backoff_max: Duration::from_millis(4),
+        stall_after: Duration::from_secs(20),
     }
 }
 
@@ -797,4 +798,101 @@ mod retention {
         group.commit(&got).await.unwrap();
         assert_eq!(bus.messages("t").len(), 2);
     }
+}
+
+/// A member that never gets a message: it owns what `backlog` says, and
+/// counts its rejoins. Each read of the backlog adds `progress` to the
+/// group's committed offsets.
+struct Stuck {
+    backlog: Backlog,
+    progress: u64,
+    rejoins: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl Subscription for Stuck {
+    async fn poll(&mut self, _: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        tokio::time::sleep(wait).await;
+        Ok(Vec::new())
+    }
+    async fn commit(&mut self, _: &[Delivery]) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn rewind(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn rejoin(&mut self) -> Result<(), BusError> {
+        self.rejoins.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn backlog(&mut self) -> Result<Backlog, BusError> {
+        self.backlog.committed += self.progress;
+        Ok(self.backlog)
+    }
+}
+
+/// Runs a runner over `subscription` for `seconds` of (paused) time, polling
+/// every 100 ms; how many times it rejoined.
+async fn rejoins_within(backlog: Backlog, progress: u64, seconds: u64) -> u32 {
+    let rejoins = Arc::new(AtomicU32::new(0));
+    let subscription = Stuck {
+        backlog,
+        progress,
+        rejoins: rejoins.clone(),
+    };
+    let mut runner = ConsumerRunner::new(
+        subscription,
+        Recorder::default(),
+        MemoryBus::default(),
+        GROUP,
+        config(),
+    );
+    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < end {
+        runner.run_once(Duration::from_millis(100)).await.unwrap();
+    }
+    rejoins.load(Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_owns_lagging_partitions_and_delivers_nothing_rejoins() {
+    let lagging = Backlog {
+        owned: 2,
+        owned_lag: 7,
+        group_lag: 7,
+        committed: 100,
+    };
+    assert_eq!(
+        rejoins_within(lagging, 0, 19).await,
+        0,
+        "not before stall_after"
+    );
+    assert_eq!(
+        rejoins_within(lagging, 0, 21).await,
+        1,
+        "once stall_after has passed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_owns_nothing_rejoins_only_while_its_group_stands_still() {
+    let orphaned = Backlog {
+        owned: 0,
+        owned_lag: 0,
+        group_lag: 1_400,
+        committed: 100,
+    };
+    // One read at 20 s, a second at 40 s finds the group where it was.
+    assert_eq!(rejoins_within(orphaned, 0, 39).await, 0);
+    assert_eq!(rejoins_within(orphaned, 0, 41).await, 1);
+    // Another member is making progress: owning nothing is fine.
+    assert_eq!(rejoins_within(orphaned, 5, 90).await, 0);
+    // A group that is not behind is not stalled.
+    let idle = Backlog {
+        group_lag: 0,
+        ..orphaned
+    };
+    assert_eq!(rejoins_within(idle, 0, 90).await, 0);
+    let caught_up = Backlog { owned: 8, ..idle };
+    assert_eq!(rejoins_within(caught_up, 0, 90).await, 0);
 }

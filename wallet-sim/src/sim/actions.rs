@@ -90,6 +90,7 @@ impl<A: Adapters> Sim<A> {
                 let fault = *self.rng.pick(&[
                     SubscriptionFault::CommitFails,
                     SubscriptionFault::CommitLost,
+                    SubscriptionFault::PollFails,
                 ]);
                 lock(&self.faults).subscription = Some(fault);
                 self.any_consumer()
@@ -221,7 +222,14 @@ impl<A: Adapters> Sim<A> {
             StoreFault::Integrity,
         ]);
         let skip = self.rng.below(2) as u32;
-        lock(&self.faults).store = Some(StoreArm { port, skip, fault });
+        let mut faults = lock(&self.faults);
+        faults.store = Some(StoreArm { port, skip, fault });
+        // A consumer whose store failed rewinds its batch; half the time
+        // the rewind fails too and leaves the position past the batch.
+        if self.rng.chance(0.5) {
+            faults.subscription = Some(SubscriptionFault::RewindFails);
+        }
+        drop(faults);
         let i = self.instance();
         let max = self.batch();
         match (port, self.rng.below(4)) {
