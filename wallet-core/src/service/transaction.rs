@@ -142,7 +142,8 @@ pub enum CreateError {
 /// What one retrier pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryReport {
-    /// INITIATED transfers claimed and retried.
+    /// INITIATED transfers claimed and retried: all claimed, unless the
+    /// claim's lease ran short (see [`TransactionService::retry_pending`]).
     pub attempted: usize,
     /// Of those, how many got a definite answer.
     pub answered: usize,
@@ -334,6 +335,18 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// One retrier pass: claims INITIATED transfers older than
     /// [`TransactionConfig::retry_min_age`] that no other instance holds,
     /// repeats their reserve and records definite answers.
+    ///
+    /// A pass keeps within its claim. Once the claim's lease
+    /// ([`TransactionConfig::retry_lease`]) has ended, another instance may
+    /// claim the same transfers, and a pass still going would reserve them
+    /// at the same moment. So a pass starts a reserve only while the lease
+    /// has room for one more call, taking a call to last as long as the
+    /// longest of the pass so far, and stops there. The transfers it leaves
+    /// keep its lease until the lease ends; then the next pass, of any
+    /// instance, claims them. (Renewing the lease per transfer would keep
+    /// the pass going, at the cost of a store write per transfer.) A call
+    /// already started is not cut short: a lease at least as long as the
+    /// wallet gateway's timeout keeps even a slow first call within it.
     pub async fn retry_pending(&self) -> Result<RetryReport, StoreError> {
         let now = self.clock.now();
         let min_age = chrono::Duration::from_std(self.config.retry_min_age).unwrap_or_default();
@@ -342,14 +355,22 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .store
             .claim_initiated(&claim, now - min_age, self.config.retry_batch)
             .await?;
-        let mut report = RetryReport {
-            attempted: pending.len(),
-            answered: 0,
-        };
+        let mut report = RetryReport::default();
         let mut moved = Vec::new();
-        metrics::reserve_retries(pending.len());
-        for transfer in pending {
-            let attempt = self.attempt_reserve(&transfer).await;
+        let mut longest = chrono::Duration::zero();
+        for transfer in &pending {
+            let started = self.clock.now();
+            if started + longest >= claim.until {
+                tracing::info!(
+                    left = pending.len() - report.attempted,
+                    "retrier pass: lease ending, the rest is left to the next pass"
+                );
+                break;
+            }
+            report.attempted += 1;
+            metrics::reserve_retries(1);
+            let attempt = self.attempt_reserve(transfer).await;
+            longest = longest.max(self.clock.now() - started);
             if let ReserveAttempt::Definite(_) = attempt {
                 let now = self
                     .store
