@@ -33,7 +33,9 @@
 //!
 //! `wait_ms` (0 to [`MAX_WAIT_MS`]) long-polls: the answer comes once the
 //! transfer is SUCCEEDED or FAILED, or when the time is up, whichever is
-//! first.
+//! first; once the service's waits are stopped
+//! ([`TransactionService::stop_waits`], as a process shutting down does),
+//! at once.
 
 mod body;
 mod gateway;

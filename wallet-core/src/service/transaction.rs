@@ -1,6 +1,7 @@
 //! The transaction service: API entry point and saga coordinator.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -163,9 +164,12 @@ pub struct TransactionService<S, G> {
 
 /// The waits on transfers, by transfer: a change wakes the waits on that
 /// transfer only, so a thousand long polls do not all read the store
-/// whenever any transfer moves.
+/// whenever any transfer moves. Once `stopped`, every wait answers at once.
 #[derive(Default)]
-struct Waiters(Mutex<HashMap<TransferId, Arc<Notify>>>);
+struct Waiters {
+    waiting: Mutex<HashMap<TransferId, Arc<Notify>>>,
+    stopped: AtomicBool,
+}
 
 /// One wait's registration; dropping it forgets the transfer once no other
 /// wait is on it.
@@ -177,7 +181,20 @@ struct Waiting<'a> {
 
 impl Waiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TransferId, Arc<Notify>>> {
-        self.0.lock().expect("waiters lock")
+        self.waiting.lock().expect("waiters lock")
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops every wait, present and future. A wait checks the flag after
+    /// it made its wake-up, so it either sees the flag or is woken here.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        for notify in self.lock().values() {
+            notify.notify_waiters();
+        }
     }
 
     fn wait_on(&self, id: TransferId) -> Waiting<'_> {
@@ -300,7 +317,9 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// Waits until the transfer is terminal or `wait` (capped at
     /// [`TransactionConfig::max_wait`]) has passed, then returns it as it is.
     /// Woken by this process's changes to the transfer; reads it again every
-    /// [`TransactionConfig::wait_poll`] otherwise.
+    /// [`TransactionConfig::wait_poll`] otherwise. After
+    /// [`TransactionService::stop_waits`] it returns the transfer as it is
+    /// at once.
     pub async fn wait_for(
         &self,
         id: TransferId,
@@ -313,7 +332,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             let notified = waiting.notify.notified();
             let transfer = self.store.transfer(id).await?;
             let done = transfer.as_ref().is_none_or(|t| t.status.is_terminal());
-            if done || tokio::time::Instant::now() >= deadline {
+            if done || self.waiters.stopped() || tokio::time::Instant::now() >= deadline {
                 return Ok(transfer);
             }
             let poll = deadline.min(tokio::time::Instant::now() + self.config.wait_poll);
@@ -322,6 +341,14 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
                 _ = tokio::time::sleep_until(poll) => {}
             }
         }
+    }
+
+    /// Ends every wait ([`TransactionService::wait_for`]), those under way
+    /// and those to come, with the transfer as it is: for a process
+    /// shutting down, whose long polls would otherwise hold it for their
+    /// whole wait. Nothing else of the service changes.
+    pub fn stop_waits(&self) {
+        self.waiters.stop();
     }
 
     /// Wakes the waits ([`TransactionService::wait_for`]) on these
