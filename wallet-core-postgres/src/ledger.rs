@@ -141,10 +141,13 @@ fn user_accounts(ids: impl Iterator<Item = WalletId>) -> Vec<WalletId> {
     set.into_iter().collect()
 }
 
-/// Writes a decided batch. Returns false when a concurrent unit decided one
-/// of its transfers, or opened one of its accounts in another currency,
-/// first: the caller then rolls back and reports the unit as transient.
-async fn write(conn: &mut PgConnection, writes: &Writes) -> Result<bool, StoreError> {
+/// Writes a decided batch, outcomes and accounts in key order. Returns
+/// false when a concurrent unit decided one of its transfers, or opened one
+/// of its accounts in another currency, first: the caller then rolls back
+/// and reports the unit as transient.
+async fn write(conn: &mut PgConnection, writes: &mut Writes) -> Result<bool, StoreError> {
+    crate::in_key_order(&mut writes.outcomes, |o| o.0);
+    crate::in_key_order(&mut writes.accounts, |a| a.0);
     if !writes.outcomes.is_empty() {
         let (ids, (outcomes, (reasons, at))): (Vec<_>, (Vec<_>, (Vec<_>, Vec<_>))) = writes
             .outcomes
@@ -279,7 +282,7 @@ impl LedgerStore for PgLedgerStore {
             let envelope = Envelope::ledger_decided(event, outcome, *stamp);
             writes.events.push(Outgoing::Event(envelope));
         }
-        if !write(&mut tx, &writes).await? {
+        if !write(&mut tx, &mut writes).await? {
             drop(tx);
             return Err(StoreError::Unavailable(
                 "a concurrent posting decided one of these transfers or accounts first; retry"

@@ -70,6 +70,21 @@ pub async fn migrate_ledger_db(pool: &PgPool) -> Result<(), MigrateError> {
     LEDGER_MIGRATIONS.run(pool).await
 }
 
+/// Sorts the rows of a multi-row insert by the key a unique index holds
+/// them by, so every unit inserts overlapping keys in one order.
+///
+/// An insert that meets a key another open transaction inserted waits for
+/// that transaction to end. Two batches inserting the same keys in opposite
+/// orders (one inbox row each for events delivered to two consumers, or the
+/// first posting of the same accounts) would each hold a key the other
+/// waits for: a deadlock, which the server breaks only after
+/// `deadlock_timeout` by failing one unit. In one order, the later unit
+/// waits for the earlier and then finds its keys. An `INSERT ... SELECT FROM
+/// UNNEST(...)` inserts its rows in the order of the arrays.
+fn in_key_order<T, K: Ord>(rows: &mut [T], key: impl FnMut(&T) -> K) {
+    rows.sort_unstable_by_key(key);
+}
+
 /// What every store holds: its pool, and the announcer of its outbox rows
 /// when the settings ask for one.
 #[derive(Debug, Clone)]

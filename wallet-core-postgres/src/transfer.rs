@@ -110,12 +110,14 @@ async fn write_statuses(conn: &mut PgConnection, moved: &[&Transfer]) -> Result<
     Ok(())
 }
 
-/// Records `event_ids` in the inbox; returns those that were not there.
+/// Records `event_ids` in the inbox, in id order; returns those that were
+/// not there.
 pub(crate) async fn inbox_new(
     conn: &mut PgConnection,
     event_ids: impl Iterator<Item = EventId>,
 ) -> Result<HashSet<EventId>, StoreError> {
-    let ids: Vec<uuid::Uuid> = event_ids.map(|id| id.as_uuid()).collect();
+    let mut ids: Vec<uuid::Uuid> = event_ids.map(|id| id.as_uuid()).collect();
+    crate::in_key_order(&mut ids, |id| *id);
     if ids.is_empty() {
         return Ok(HashSet::new());
     }

@@ -26,14 +26,16 @@
 //! | 409 `idempotency_key_in_flight` | the first request with this key is still being answered; retry |
 //! | 422 `invalid_amount`, `unknown_currency`, `same_wallet`, `currency_mismatch` | nothing stored |
 //! | 422 `idempotency_key_reused` | the key came with another request first; nothing stored |
-//! | 503 `unavailable` | storage or the wallet service is down; nothing stored; retry |
+//! | 503 `unavailable` | storage or the wallet service did not answer; nothing stored, or the transfer is INITIATED and will finish: retry with the same key |
 //!
 //! A repeat of a request with the same key gets exactly the first answer
 //! (status and body), plus the header `Idempotent-Replayed: true`.
 //!
 //! `wait_ms` (0 to [`MAX_WAIT_MS`]) long-polls: the answer comes once the
 //! transfer is SUCCEEDED or FAILED, or when the time is up, whichever is
-//! first.
+//! first; once the service's waits are stopped
+//! ([`TransactionService::stop_waits`], as a process shutting down does),
+//! at once.
 
 mod body;
 mod gateway;
@@ -132,8 +134,9 @@ enum SubmitAnswers {
     /// `same_wallet`, `currency_mismatch`, `invalid_amount`.
     #[response(status = 422)]
     Unprocessable(ErrorBody),
-    /// `unavailable`: storage or the wallet service is down; nothing stored;
-    /// retry.
+    /// `unavailable`: storage or the wallet service did not answer. Nothing
+    /// was stored, or the transfer was stored and is INITIATED (it will
+    /// finish): retry with the same idempotency key, never a new one.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }

@@ -17,7 +17,7 @@ use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, TransferReads, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
-use wallet_core::transfer::Transfer;
+use wallet_core::transfer::{Transfer, TransferStatus};
 use wallet_core::wallet::ReserveRequest;
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, TestResponse, assert_quiet, get, post_keyed, raw, send};
@@ -687,6 +687,68 @@ async fn wait_ms_gives_up_with_the_current_state() {
         (polled.status, &polled.body["status"]),
         (StatusCode::OK, &json!("RESERVED"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answers_at_once_when_the_server_shuts_down() {
+    let (mut e, app) = system();
+    let (a, b) = (
+        funded(&mut e, Currency::USD, "10").await,
+        empty(&e, Currency::USD).await,
+    );
+    let created = post(
+        &app,
+        "/v1/transfers",
+        Some("w"),
+        &transfer(a, b, json!("3")),
+    )
+    .await;
+    assert_eq!(created.body["status"], "RESERVED");
+    let id = created.body["id"].as_str().unwrap().to_owned();
+
+    // Served as a process serves it: the shutdown ends the waits first.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+    let transactions = e.transactions.clone();
+    let shutdown = async move {
+        let _ = signalled.await;
+        transactions.stop_waits();
+    };
+    let server = tokio::spawn(wallet_http::serve_until(listener, app, shutdown));
+    let url = format!("http://{addr}/v1/transfers/{id}?wait_ms=10000");
+    let poll = tokio::spawn(async move {
+        let answer = reqwest::get(url).await.unwrap();
+        (answer.status(), answer.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the poll waits while nothing happens");
+
+    let stopping = Instant::now();
+    signal.send(()).unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(1), poll)
+        .await
+        .expect("the poll answers at once on shutdown")
+        .unwrap();
+    assert_eq!((status.as_u16(), &body), (200, &created.body));
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("the server stops at once")
+        .unwrap()
+        .unwrap();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_millis(500), "shutdown took {took:?}");
+
+    // A wait begun after the shutdown answers at once too.
+    let started = Instant::now();
+    let now = e
+        .transactions
+        .wait_for(id.parse().unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.status, TransferStatus::Reserved);
+    assert!(started.elapsed() < Duration::from_millis(500));
 }
 
 #[tokio::test]

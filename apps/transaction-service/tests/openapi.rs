@@ -44,6 +44,29 @@ fn the_checked_in_document_is_the_generated_one() {
     );
 }
 
+#[test]
+fn a_503_to_a_new_transfer_says_it_may_exist_and_to_retry_with_the_same_key() {
+    // The file clients read; the test above keeps it the generated one.
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(checked_in()).unwrap()).unwrap();
+    for path in [
+        "/v1/transfers",
+        "/v1/wallets/{id}/deposits",
+        "/v1/wallets/{id}/withdrawals",
+    ] {
+        let description = stored["paths"][path]["post"]["responses"]["503"]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no 503 for POST {path}"))
+            .replace('\n', " ");
+        for said in ["`unavailable`", "INITIATED", "same idempotency key"] {
+            assert!(
+                description.contains(said),
+                "the 503 of POST {path} does not say {said}: {description}"
+            );
+        }
+    }
+}
+
 /// Resolves a `$ref` to a component schema.
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {

@@ -4,7 +4,8 @@
 //! bodies through [`Json`] (whose rejections use that shape), limits request
 //! bodies to [`MAX_BODY_BYTES`] ([`limit_body`]), and gets `/healthz`, a 404
 //! fallback and request tracing from [`service_router`]. [`serve`] runs a
-//! router until Ctrl-C or SIGTERM.
+//! router until Ctrl-C or SIGTERM, [`serve_until`] until a future of the
+//! caller's resolves.
 //!
 //! | status | code | when |
 //! | --- | --- | --- |
@@ -32,6 +33,6 @@ pub mod testing;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use extract::{Json, Path, Query};
 pub use routes::{
-    MAX_BODY_BYTES, healthz, limit_body, method_not_allowed, not_found, serve, service_router,
-    shutdown_signal,
+    MAX_BODY_BYTES, healthz, limit_body, method_not_allowed, not_found, serve, serve_until,
+    service_router, shutdown_signal,
 };

@@ -85,11 +85,23 @@ pub fn service_router(api: Router) -> Router {
 /// Serves `app` on `listener` until Ctrl-C or SIGTERM, then stops accepting
 /// and lets requests in progress finish.
 pub async fn serve(listener: TcpListener, app: Router) -> std::io::Result<()> {
+    serve_until(listener, app, shutdown_signal()).await
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops
+/// accepting and lets requests in progress finish. `shutdown` is the place
+/// to end what would keep a request going (a long poll's wait) before the
+/// server waits for it.
+pub async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
 }
 

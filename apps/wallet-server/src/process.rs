@@ -37,6 +37,15 @@ const GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// How often published outbox rows past the retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
+/// Resolves once `flag` is set, or its sender is gone.
+fn until_set(flag: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut flag = flag.subscribe();
+    async move {
+        // An error means the sender is gone: the process is ending too.
+        let _ = flag.wait_for(|set| *set).await;
+    }
+}
+
 /// A started process: what its services are built from, and its tasks.
 pub struct Process {
     /// The settings it started with.
@@ -60,6 +69,7 @@ pub struct Process {
     metrics: Metrics,
     name: &'static str,
     _wake: OutboxWake,
+    draining: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -131,6 +141,7 @@ impl Process {
             .await
             .context("listening for outbox rows")?;
         let (stop, _) = watch::channel(false);
+        let (draining, _) = watch::channel(false);
         tracing::info!(service = name, "started: database migrated, topics ready");
         Ok(Process {
             outbox_written: wake.notify(),
@@ -144,18 +155,23 @@ impl Process {
             name,
             common,
             _wake: wake,
+            draining,
             stop,
             tasks: Vec::new(),
         })
     }
 
-    /// Resolves once the process is told to stop.
+    /// Resolves once the process is told to stop, after the requests in
+    /// flight have finished: background tasks end on it.
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut stop = self.stop.subscribe();
-        async move {
-            // An error means the sender is gone: stop too.
-            let _ = stop.wait_for(|stopping| *stopping).await;
-        }
+        until_set(&self.stop)
+    }
+
+    /// Resolves once the process is told to stop, as it stops taking
+    /// requests and before it waits for those in flight: a service ends
+    /// its long waits on it, so that they answer at once.
+    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
+        until_set(&self.draining)
     }
 
     /// Runs a relay of `outbox` along `route` until the process stops.
@@ -276,8 +292,9 @@ impl Process {
     /// Serves `api` (the service's routes) with `/openapi.json` (`doc`),
     /// `/healthz`, `/readyz`, `/metrics` on the configured address (`port`
     /// on 127.0.0.1 by default) until SIGTERM or Ctrl-C; then stops taking
-    /// requests, lets those in flight finish, stops the background tasks
-    /// between batches, and waits for them up to the grace period.
+    /// requests, resolves [`Process::draining`] (long polls answer at
+    /// once), lets the requests in flight finish, stops the background
+    /// tasks between batches, and waits for them up to the grace period.
     pub async fn serve(
         mut self,
         api: Router,
@@ -301,7 +318,12 @@ impl Process {
         // the service on port 0.
         println!("{} listening on http://{addr}", self.name);
         tracing::info!(service = self.name, %addr, "serving");
-        wallet_http::serve(listener, app).await?;
+        let draining = self.draining.clone();
+        let shutdown = async move {
+            wallet_http::shutdown_signal().await;
+            draining.send_replace(true);
+        };
+        wallet_http::serve_until(listener, app, shutdown).await?;
         let _ = self.stop.send(true);
         let grace = self.common.shutdown_grace();
         let tasks = std::mem::take(&mut self.tasks);

@@ -34,7 +34,13 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     // start the server on port 0.
     println!("walletctl dev listening on http://{addr}");
     tracing::info!(%addr, "in-memory wallet system serving");
-    wallet_http::serve(listener, app).await?;
+    // Long polls answer at once on Ctrl-C instead of holding the shutdown.
+    let transactions = running.transactions.clone();
+    let shutdown = async move {
+        wallet_http::shutdown_signal().await;
+        transactions.stop_waits();
+    };
+    wallet_http::serve_until(listener, app, shutdown).await?;
     drop(running);
     Ok(())
 }

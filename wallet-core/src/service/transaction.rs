@@ -1,6 +1,7 @@
 //! The transaction service: API entry point and saga coordinator.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,7 +143,8 @@ pub enum CreateError {
 /// What one retrier pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryReport {
-    /// INITIATED transfers claimed and retried.
+    /// INITIATED transfers claimed and retried: all claimed, unless the
+    /// claim's lease ran short (see [`TransactionService::retry_pending`]).
     pub attempted: usize,
     /// Of those, how many got a definite answer.
     pub answered: usize,
@@ -162,9 +164,12 @@ pub struct TransactionService<S, G> {
 
 /// The waits on transfers, by transfer: a change wakes the waits on that
 /// transfer only, so a thousand long polls do not all read the store
-/// whenever any transfer moves.
+/// whenever any transfer moves. Once `stopped`, every wait answers at once.
 #[derive(Default)]
-struct Waiters(Mutex<HashMap<TransferId, Arc<Notify>>>);
+struct Waiters {
+    waiting: Mutex<HashMap<TransferId, Arc<Notify>>>,
+    stopped: AtomicBool,
+}
 
 /// One wait's registration; dropping it forgets the transfer once no other
 /// wait is on it.
@@ -176,7 +181,20 @@ struct Waiting<'a> {
 
 impl Waiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TransferId, Arc<Notify>>> {
-        self.0.lock().expect("waiters lock")
+        self.waiting.lock().expect("waiters lock")
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops every wait, present and future. A wait checks the flag after
+    /// it made its wake-up, so it either sees the flag or is woken here.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        for notify in self.lock().values() {
+            notify.notify_waiters();
+        }
     }
 
     fn wait_on(&self, id: TransferId) -> Waiting<'_> {
@@ -299,7 +317,9 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// Waits until the transfer is terminal or `wait` (capped at
     /// [`TransactionConfig::max_wait`]) has passed, then returns it as it is.
     /// Woken by this process's changes to the transfer; reads it again every
-    /// [`TransactionConfig::wait_poll`] otherwise.
+    /// [`TransactionConfig::wait_poll`] otherwise. After
+    /// [`TransactionService::stop_waits`] it returns the transfer as it is
+    /// at once.
     pub async fn wait_for(
         &self,
         id: TransferId,
@@ -312,7 +332,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             let notified = waiting.notify.notified();
             let transfer = self.store.transfer(id).await?;
             let done = transfer.as_ref().is_none_or(|t| t.status.is_terminal());
-            if done || tokio::time::Instant::now() >= deadline {
+            if done || self.waiters.stopped() || tokio::time::Instant::now() >= deadline {
                 return Ok(transfer);
             }
             let poll = deadline.min(tokio::time::Instant::now() + self.config.wait_poll);
@@ -321,6 +341,14 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
                 _ = tokio::time::sleep_until(poll) => {}
             }
         }
+    }
+
+    /// Ends every wait ([`TransactionService::wait_for`]), those under way
+    /// and those to come, with the transfer as it is: for a process
+    /// shutting down, whose long polls would otherwise hold it for their
+    /// whole wait. Nothing else of the service changes.
+    pub fn stop_waits(&self) {
+        self.waiters.stop();
     }
 
     /// Wakes the waits ([`TransactionService::wait_for`]) on these
@@ -334,6 +362,18 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// One retrier pass: claims INITIATED transfers older than
     /// [`TransactionConfig::retry_min_age`] that no other instance holds,
     /// repeats their reserve and records definite answers.
+    ///
+    /// A pass keeps within its claim. Once the claim's lease
+    /// ([`TransactionConfig::retry_lease`]) has ended, another instance may
+    /// claim the same transfers, and a pass still going would reserve them
+    /// at the same moment. So a pass starts a reserve only while the lease
+    /// has room for one more call, taking a call to last as long as the
+    /// longest of the pass so far, and stops there. The transfers it leaves
+    /// keep its lease until the lease ends; then the next pass, of any
+    /// instance, claims them. (Renewing the lease per transfer would keep
+    /// the pass going, at the cost of a store write per transfer.) A call
+    /// already started is not cut short: a lease at least as long as the
+    /// wallet gateway's timeout keeps even a slow first call within it.
     pub async fn retry_pending(&self) -> Result<RetryReport, StoreError> {
         let now = self.clock.now();
         let min_age = chrono::Duration::from_std(self.config.retry_min_age).unwrap_or_default();
@@ -342,14 +382,22 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .store
             .claim_initiated(&claim, now - min_age, self.config.retry_batch)
             .await?;
-        let mut report = RetryReport {
-            attempted: pending.len(),
-            answered: 0,
-        };
+        let mut report = RetryReport::default();
         let mut moved = Vec::new();
-        metrics::reserve_retries(pending.len());
-        for transfer in pending {
-            let attempt = self.attempt_reserve(&transfer).await;
+        let mut longest = chrono::Duration::zero();
+        for transfer in &pending {
+            let started = self.clock.now();
+            if started + longest >= claim.until {
+                tracing::info!(
+                    left = pending.len() - report.attempted,
+                    "retrier pass: lease ending, the rest is left to the next pass"
+                );
+                break;
+            }
+            report.attempted += 1;
+            metrics::reserve_retries(1);
+            let attempt = self.attempt_reserve(transfer).await;
+            longest = longest.max(self.clock.now() - started);
             if let ReserveAttempt::Definite(_) = attempt {
                 let now = self
                     .store

@@ -386,6 +386,107 @@ async fn an_ambiguous_reserve_is_never_failed_and_the_ledger_can_still_finish_it
     );
 }
 
+/// An INITIATED transfer of 10 USD from alice to bob, stored as a request
+/// whose reserve got no answer leaves it.
+async fn stored_initiated(store: &MemoryTransferStore, n: u64) -> Transfer {
+    let t = Transfer {
+        id: super::fixtures::tid(n),
+        sender_wallet_id: wid(ALICE),
+        receiver_wallet_id: wid(BOB),
+        idempotency_key: IdempotencyKey::new(format!("key-{n}")).unwrap(),
+        ..super::fixtures::transfer(TransferStatus::Initiated)
+    };
+    let fingerprint = Fingerprint::of_transfer(
+        t.kind,
+        t.sender_wallet_id,
+        t.receiver_wallet_id,
+        t.amount,
+        t.currency,
+    );
+    assert!(matches!(
+        store.begin(&t, &fingerprint).await.unwrap(),
+        Begin::Created
+    ));
+    t
+}
+
+#[tokio::test]
+async fn a_retrier_pass_with_a_slow_wallet_service_stops_before_its_lease_runs_out() {
+    const SLOW: Duration = Duration::from_millis(800);
+    let rig = rig();
+    let store = MemoryTransferStore::new();
+    let mut transfers = Vec::new();
+    for n in 1..=5 {
+        transfers.push(stored_initiated(&store, n).await);
+    }
+    // Each reserve reaches the wallet service and takes SLOW of the
+    // clock's time; the calls are logged with their start and end.
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut slow = MockWalletGateway::new();
+    let (wallets, clock, log) = (rig.wallets.clone(), rig.clock.clone(), calls.clone());
+    slow.expect_reserve().returning(move |request| {
+        let started = clock.now();
+        clock.advance(SLOW);
+        log.lock()
+            .unwrap()
+            .push((request.transfer_id, started, clock.now()));
+        Ok(now_or_never(WalletService::reserve(&wallets, request)).unwrap())
+    });
+    let service = rig.service(store.clone(), slow);
+    let lease = TransactionConfig::default().retry_lease;
+
+    rig.age();
+    let lease_ends = rig.clock.now() + chrono::Duration::from_std(lease).unwrap();
+    let report = service.retry_pending().await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    // Two calls fit in the 2 s lease; a third would have ended after it.
+    assert_eq!(
+        report,
+        RetryReport {
+            attempted: 2,
+            answered: 2
+        },
+        "{calls:?}"
+    );
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (id, started, ended) in &calls {
+        assert!(
+            *ended <= lease_ends,
+            "the reserve of {id} ran from {started} to {ended}, past the lease ending {lease_ends}"
+        );
+    }
+    let reached: Vec<TransferId> = calls.iter().map(|c| c.0).collect();
+    assert_eq!(reached, [transfers[0].id, transfers[1].id]);
+
+    // The rest stays claimed until the lease ends: another instance finds
+    // nothing before, and all three after.
+    let mut fast = MockWalletGateway::new();
+    let reached = Arc::new(AtomicUsize::new(0));
+    forward_reserves(
+        &mut fast,
+        &rig.wallets,
+        &reached,
+        3,
+        &mut Sequence::new(),
+        Ok,
+    );
+    let other = rig.service(store, fast);
+    assert_eq!(other.retry_pending().await.unwrap(), RetryReport::default());
+    rig.clock.advance(lease);
+    assert_eq!(
+        other.retry_pending().await.unwrap(),
+        RetryReport {
+            attempted: 3,
+            answered: 3
+        }
+    );
+    for t in &transfers {
+        assert_eq!(status_of(&other, t).await, (TransferStatus::Reserved, None));
+    }
+    let alice = rig.wallet(ALICE);
+    assert_eq!((alice.available, alice.reserved), (bal("50"), bal("50")));
+}
+
 #[tokio::test]
 async fn a_ledger_failure_while_initiated_fails_the_transfer_with_the_ledgers_reason() {
     let rig = rig();

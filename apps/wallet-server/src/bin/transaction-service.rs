@@ -47,6 +47,14 @@ async fn main() -> anyhow::Result<()> {
     // Its outbox holds only dead letters.
     process.spawn_relay(store, Route::new(None, groups::TRANSACTION));
     process.spawn_consumer(service.clone(), groups::TRANSACTION, LEDGER_EVENTS)?;
+    // A long poll answers at once when the process stops taking requests,
+    // rather than holding the shutdown for its whole wait.
+    let draining = process.draining();
+    let waits = service.clone();
+    tokio::spawn(async move {
+        draining.await;
+        waits.stop_waits();
+    });
     let retrier = service.clone();
     process.spawn_every(
         Duration::from_millis(transaction.retry_every_ms),
