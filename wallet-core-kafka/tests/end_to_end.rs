@@ -153,8 +153,8 @@ async fn ten_thousand_events_go_from_an_outbox_through_the_broker_into_a_databas
         2 * EVENTS,
         "one balanced posting of two entries per event"
     );
-    let (waiting, _) = outbox_backlog(&pool).await.expect("backlog");
-    assert_eq!(waiting, 0, "every outbox record acknowledged");
+    let backlog = outbox_backlog(&pool).await.expect("backlog");
+    assert_eq!(backlog.waiting, 0, "every outbox record acknowledged");
     println!("{EVENTS} events outbox to ledger in {elapsed:?}");
 }
 

@@ -39,7 +39,10 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPool;
 
 pub use ledger::PgLedgerStore;
-pub use outbox::{OUTBOX_CHANNEL, OutboxWake, outbox_backlog, prune_sent};
+pub use outbox::{
+    Backlog as OutboxBacklog, OUTBOX_CHANNEL, OutboxWake, Quarantined, outbox_backlog, prune_sent,
+    quarantined, release_quarantined,
+};
 pub use settings::PgSettings;
 pub use transfer::PgTransferStore;
 pub use wallet::PgWalletStore;

@@ -70,6 +70,11 @@ pub(crate) async fn write(conn: &mut PgConnection, items: &[Outgoing]) -> Result
 /// unsent rows (`OFFSET 0` keeps the planner from turning them into joins
 /// over every unsent row), so a claim costs the same with a backlog of
 /// millions as with an empty outbox.
+///
+/// A claimed row that cannot be read back as an envelope is quarantined
+/// (see [`quarantine`]) and the rest of the claim is returned: one bad row
+/// holds back only itself, and the later records of its own transfer,
+/// which must not overtake it.
 pub(crate) async fn claim(
     pool: &PgPool,
     claim: &Claim,
@@ -78,7 +83,7 @@ pub(crate) async fn claim(
     let rows = sqlx::query(
         "WITH candidates AS (
              SELECT c.seq, c.transfer_id FROM outbox c
-             WHERE c.sent_at IS NULL
+             WHERE c.sent_at IS NULL AND c.quarantined_at IS NULL
                AND (c.lease_until IS NULL OR c.lease_until <= $2 OR c.lease_worker = $1)
                AND NOT EXISTS (
                    SELECT 1 FROM outbox o
@@ -102,7 +107,8 @@ pub(crate) async fn claim(
          )
          UPDATE outbox SET lease_worker = $1, lease_until = $3
          FROM ready WHERE outbox.seq = ready.seq
-         RETURNING outbox.seq, outbox.envelope::text AS envelope, outbox.dead_letter",
+         RETURNING outbox.seq, outbox.transfer_id, outbox.envelope::text AS envelope,
+                   outbox.dead_letter",
     )
     .bind(claim.worker.as_uuid())
     .bind(claim.now)
@@ -112,17 +118,109 @@ pub(crate) async fn claim(
     .await
     .db()?;
     let mut records = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
     for row in rows {
-        let event = codec::envelope(row.try_get("envelope").db()?)?;
+        let seq: i64 = row.try_get("seq").db()?;
+        let event = match codec::envelope(row.try_get("envelope").db()?) {
+            Ok(event) => event,
+            Err(error) => {
+                let transfer: uuid::Uuid = row.try_get("transfer_id").db()?;
+                tracing::error!(seq, transfer_id = %transfer, %error,
+                    "outbox row cannot be read: quarantined");
+                unreadable.push((seq, error.to_string()));
+                continue;
+            }
+        };
         let item = match row.try_get::<Option<String>, _>("dead_letter").db()? {
             None => Outgoing::Event(event),
             Some(reason) => Outgoing::DeadLetter { event, reason },
         };
-        let seq = codec::seq(row.try_get("seq").db()?)?;
-        records.push(OutboxRecord { seq, item });
+        records.push(OutboxRecord {
+            seq: codec::seq(seq)?,
+            item,
+        });
     }
+    quarantine(pool, &unreadable).await?;
     records.sort_unstable_by_key(|r| r.seq);
     Ok(records)
+}
+
+/// Sets claimed rows aside with why each cannot be read: no relay claims
+/// them again until [`release_quarantined`].
+async fn quarantine(pool: &PgPool, rows: &[(i64, String)]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (seqs, errors): (Vec<i64>, Vec<String>) = rows.iter().cloned().unzip();
+    sqlx::query(
+        "UPDATE outbox SET quarantined_at = now(), quarantine_error = u.error,
+                           lease_worker = NULL, lease_until = NULL
+         FROM UNNEST($1::bigint[], $2::text[]) AS u(seq, error)
+         WHERE outbox.seq = u.seq",
+    )
+    .bind(seqs)
+    .bind(errors)
+    .execute(pool)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// An outbox row set aside because it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Its place in the outbox.
+    pub seq: i64,
+    /// Its transfer.
+    pub transfer_id: uuid::Uuid,
+    /// When it was written.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it was set aside.
+    pub quarantined_at: chrono::DateTime<chrono::Utc>,
+    /// Why.
+    pub error: String,
+    /// The row's envelope, as stored.
+    pub envelope: String,
+}
+
+/// The quarantined rows of a service database's outbox, oldest first.
+pub async fn quarantined(pool: &PgPool) -> Result<Vec<Quarantined>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, transfer_id, created_at, quarantined_at, quarantine_error,
+                envelope::text AS envelope
+         FROM outbox WHERE quarantined_at IS NOT NULL ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await
+    .db()?;
+    rows.iter()
+        .map(|row| {
+            Ok(Quarantined {
+                seq: row.try_get("seq").db()?,
+                transfer_id: row.try_get("transfer_id").db()?,
+                created_at: row.try_get("created_at").db()?,
+                quarantined_at: row.try_get("quarantined_at").db()?,
+                error: row.try_get("quarantine_error").db()?,
+                envelope: row.try_get("envelope").db()?,
+            })
+        })
+        .collect()
+}
+
+/// Puts quarantined rows back in line (all of them when `seqs` is `None`),
+/// once their cause is fixed; returns how many. A row still unreadable is
+/// quarantined again at its next claim.
+pub async fn release_quarantined(pool: &PgPool, seqs: Option<&[i64]>) -> Result<u64, StoreError> {
+    let released = sqlx::query(
+        "UPDATE outbox SET quarantined_at = NULL, quarantine_error = NULL
+         WHERE quarantined_at IS NOT NULL AND ($1::bigint[] IS NULL OR seq = ANY($1))",
+    )
+    .bind(seqs.map(<[i64]>::to_vec))
+    .execute(pool)
+    .await
+    .db()?
+    .rows_affected();
+    Ok(released)
 }
 
 /// Marks records sent; they are never claimed again.
@@ -174,23 +272,42 @@ pub async fn prune_sent(
     }
 }
 
-/// What waits in a database's outbox: how many records are unsent, and how
-/// long ago the oldest was written (by the database's clock); `None` when
-/// none waits. For the backlog gauges of a service: a growing count or age
-/// means its relays are down or behind.
-pub async fn outbox_backlog(pool: &PgPool) -> Result<(u64, Option<Duration>), StoreError> {
+/// What waits in a database's outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Unsent records a relay can claim.
+    pub waiting: u64,
+    /// How long ago the oldest of them was written (by the database's
+    /// clock); `None` when none waits.
+    pub oldest: Option<Duration>,
+    /// Records set aside as unreadable ([`quarantined`]).
+    pub quarantined: u64,
+}
+
+/// What waits in a database's outbox, for the backlog gauges of a service:
+/// a growing count or age means its relays are down or behind; any
+/// quarantined row needs an operator.
+pub async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, StoreError> {
     let row = sqlx::query(
-        "SELECT count(*) AS waiting,
-                extract(epoch FROM now() - min(created_at))::float8 AS oldest
+        "SELECT count(*) FILTER (WHERE quarantined_at IS NULL) AS waiting,
+                count(*) FILTER (WHERE quarantined_at IS NOT NULL) AS quarantined,
+                extract(epoch FROM now() - min(created_at) FILTER (WHERE quarantined_at IS NULL))::float8
+                    AS oldest
          FROM outbox WHERE sent_at IS NULL",
     )
     .fetch_one(pool)
     .await
     .db()?;
-    let waiting: i64 = row.try_get("waiting").db()?;
+    let count = |name: &str| -> Result<u64, StoreError> {
+        let n: i64 = row.try_get(name).db()?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
     let oldest: Option<f64> = row.try_get("oldest").db()?;
-    let oldest = oldest.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-    Ok((u64::try_from(waiting).unwrap_or(0), oldest))
+    Ok(Backlog {
+        waiting: count("waiting")?,
+        oldest: oldest.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+        quarantined: count("quarantined")?,
+    })
 }
 
 /// Aborts a background task when the last handle on it goes.

@@ -138,14 +138,20 @@ async fn pruning_deletes_only_sent_rows_past_the_retention() {
     use wallet_core::ports::{Claim, Outbox};
     let store = ledger_store().await;
     let backlog = wallet_core_postgres::outbox_backlog(store.pool());
-    assert_eq!(backlog.await.unwrap(), (0, None), "an empty outbox");
+    assert_eq!(
+        backlog.await.unwrap(),
+        wallet_core_postgres::OutboxBacklog::default(),
+        "an empty outbox"
+    );
     let data = TestData::new();
     fill(&store, &data, BATCH).await;
     let claim = Claim::new(data.worker_id(), data.now(), Duration::from_secs(30));
     let claimed = store.claim(&claim, 100).await.unwrap();
     let seqs: Vec<u64> = claimed.iter().map(|r| r.seq).collect();
     store.acknowledge(&seqs).await.unwrap();
-    let (waiting, oldest) = wallet_core_postgres::outbox_backlog(store.pool())
+    let wallet_core_postgres::OutboxBacklog {
+        waiting, oldest, ..
+    } = wallet_core_postgres::outbox_backlog(store.pool())
         .await
         .unwrap();
     assert_eq!(

@@ -13,6 +13,7 @@
 //! | `wallet_integrity_stalls_total` | `group` | consumers stopped on an integrity error, until an operator acts |
 //! | `wallet_relay_published_total` | `group` | outbox records a relay published |
 //! | `wallet_consumer_rejoins_total` | `group` | times a consumer started reading afresh from the committed offsets: after a failed poll, commit or rewind, or a stall |
+//! | `wallet_loop_restarts_total` | `loop` | background loops that ended on an error or a panic and were started again by the supervisor |
 //! | `wallet_consumer_stalls_total` | `group` | times a consumer delivered nothing for `ConsumerConfig::stall_after` while its partitions (or, owning none, its whole group) stood behind; each is followed by a rejoin |
 
 use crate::transfer::TransferStatus;
@@ -85,6 +86,11 @@ pub(crate) fn consumer_rejoin(group: &str) {
 /// `runtime::consumer::stalled`).
 pub(crate) fn consumer_stall(group: &str) {
     metrics::counter!("wallet_consumer_stalls_total", "group" => group.to_owned()).increment(1);
+}
+
+/// Background loop `name` ended (an error or a panic) and is restarted.
+pub(crate) fn loop_restart(name: &str) {
+    metrics::counter!("wallet_loop_restarts_total", "loop" => name.to_owned()).increment(1);
 }
 
 /// A relay of `group` published `n` records.

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
+use wallet_core::runtime::Loops;
 
 /// A check of one dependency: `Ok` when it answers, or why not.
 pub type Check =
@@ -24,21 +25,28 @@ where
     Arc::new(move || Box::pin(f()))
 }
 
-/// `/readyz`: 200 when every check passes, else 503 with each check's
-/// answer; the checks run one after the other, each under `timeout`.
-pub fn readiness(checks: Vec<(&'static str, Check)>, timeout: std::time::Duration) -> Router {
+/// `/readyz`: 200 when every check passes and no background loop is down
+/// or stalled, else 503 with each check's answer and each unwell loop (its
+/// name, error, and the topic and partition or outbox, event and transfer
+/// it was at); the checks run one after the other, each under `timeout`.
+pub fn readiness(
+    checks: Vec<(&'static str, Check)>,
+    loops: Loops,
+    timeout: std::time::Duration,
+) -> Router {
     let checks = Arc::new(checks);
     Router::new().route(
         "/readyz",
         get(move || {
-            let checks = checks.clone();
-            async move { ready(&checks, timeout).await }
+            let (checks, loops) = (checks.clone(), loops.clone());
+            async move { ready(&checks, &loops, timeout).await }
         }),
     )
 }
 
 async fn ready(
     checks: &[(&'static str, Check)],
+    loops: &Loops,
     timeout: std::time::Duration,
 ) -> (StatusCode, axum::Json<Value>) {
     let mut answers = Map::new();
@@ -52,6 +60,14 @@ async fn ready(
         all &= answer == "ok";
         answers.insert((*name).to_owned(), Value::from(answer));
     }
+    let unwell = loops.unwell();
+    all &= unwell.is_empty();
+    let loops = if unwell.is_empty() {
+        Value::from("ok")
+    } else {
+        serde_json::to_value(&unwell).expect("loop states serialize")
+    };
+    answers.insert("loops".to_owned(), loops);
     let status = if all { "ready" } else { "not_ready" };
     let code = if all {
         StatusCode::OK

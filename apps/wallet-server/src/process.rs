@@ -12,7 +12,10 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use wallet_core::ids::{IdGenerator, RandomIds};
 use wallet_core::ports::{Outbox, SystemClock};
-use wallet_core::runtime::{ConsumerConfig, ConsumerRunner, EventHandler, Relay, Route};
+use wallet_core::runtime::{
+    ConsumerConfig, ConsumerRunner, EventHandler, LoopHandle, Loops, Place, Relay, Route,
+    SupervisorConfig,
+};
 use wallet_core::time::Clock;
 use wallet_core_kafka::{KafkaPublisher, KafkaSettings, KafkaSubscription};
 use wallet_core_postgres::{OutboxWake, PgSettings};
@@ -46,6 +49,9 @@ fn until_set(flag: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 's
     }
 }
 
+/// The stop a supervised loop heeds between its steps.
+type BoxStop = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A started process: what its services are built from, and its tasks.
 pub struct Process {
     /// The settings it started with.
@@ -72,6 +78,8 @@ pub struct Process {
     draining: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The state of every supervised background loop.
+    loops: Loops,
 }
 
 impl Common {
@@ -142,6 +150,7 @@ impl Process {
             .context("listening for outbox rows")?;
         let (stop, _) = watch::channel(false);
         let (draining, _) = watch::channel(false);
+        let common_stall = common.loop_stall_ms;
         tracing::info!(service = name, "started: database migrated, topics ready");
         Ok(Process {
             outbox_written: wake.notify(),
@@ -158,6 +167,10 @@ impl Process {
             draining,
             stop,
             tasks: Vec::new(),
+            loops: Loops::new(SupervisorConfig {
+                stall_after: Duration::from_millis(common_stall),
+                ..SupervisorConfig::default()
+            }),
         })
     }
 
@@ -174,64 +187,103 @@ impl Process {
         until_set(&self.draining)
     }
 
-    /// Runs a relay of `outbox` along `route` until the process stops.
-    pub fn spawn_relay<O: Outbox>(&mut self, outbox: O, route: Route) {
-        let relay = Relay::new(
-            outbox,
-            self.publisher.clone(),
-            route,
-            self.clock.clone(),
-            self.ids.worker_id(),
-            self.outbox_written.clone(),
-            self.pg.relay_config(),
+    /// Runs `start`'s loop as `name` under the process's supervisor until
+    /// the process stops: restarted with backoff after an error or a panic,
+    /// its state in `/readyz` and the loop gauges.
+    fn supervise<F, Fut>(&mut self, name: &str, mut start: F)
+    where
+        F: FnMut(LoopHandle, BoxStop) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let stop = self.stop.clone();
+        let task = self.loops.supervise(
+            name,
+            move |handle| start(handle, Box::pin(until_set(&stop))),
+            self.stopping(),
         );
-        let stopping = self.stopping();
-        self.tasks.push(tokio::spawn(relay.run_until(stopping)));
+        self.tasks.push(task);
+    }
+
+    /// Runs a relay of `outbox` along `route` until the process stops.
+    pub fn spawn_relay<O: Outbox + Clone>(&mut self, outbox: O, route: Route) {
+        let (publisher, clock, ids) =
+            (self.publisher.clone(), self.clock.clone(), self.ids.clone());
+        let (wake, config) = (self.outbox_written.clone(), self.pg.relay_config());
+        self.supervise(&format!("relay {}", route.group), move |status, stop| {
+            let relay = Relay::new(
+                outbox.clone(),
+                publisher.clone(),
+                route.clone(),
+                clock.clone(),
+                ids.worker_id(),
+                wake.clone(),
+                config.clone(),
+            )
+            .reporting_to(status);
+            async move {
+                relay.run_until(stop).await;
+                Ok(())
+            }
+        });
     }
 
     /// Runs a consumer of `topic` in `group` into `handler` until the
-    /// process stops. An integrity failure stops the consumer (it is
-    /// logged and counted) and the process keeps serving for an operator.
-    pub fn spawn_consumer<H: EventHandler>(
+    /// process stops. An integrity failure stops the consumer: it is
+    /// logged, counted, shown as stalled in `/readyz`, and started again
+    /// (as a new group member) after the supervisor's backoff, while the
+    /// process keeps serving.
+    pub fn spawn_consumer<H: EventHandler + Clone>(
         &mut self,
         handler: H,
         group: &'static str,
         topic: &str,
     ) -> anyhow::Result<()> {
-        let subscription = KafkaSubscription::new(&self.kafka, group, topic)
-            .with_context(|| format!("subscribing {group} to {topic}"))?;
-        let runner = ConsumerRunner::new(
-            subscription,
-            handler,
-            self.publisher.clone(),
-            group,
-            self.common.consumer_config(),
-        );
-        let stopping = self.stopping();
-        self.tasks.push(tokio::spawn(async move {
-            if runner.run_until(stopping).await.is_some() {
-                tracing::error!(group, "consumer stopped on an integrity error");
+        let (kafka, publisher) = (self.kafka.clone(), self.publisher.clone());
+        let (config, subject) = (self.common.consumer_config(), topic.to_owned());
+        self.supervise(&format!("consumer {group}"), move |status, stop| {
+            let (kafka, publisher, config) = (kafka.clone(), publisher.clone(), config.clone());
+            let (handler, topic) = (handler.clone(), subject.clone());
+            async move {
+                let subscription = KafkaSubscription::new(&kafka, group, &topic)
+                    .map_err(|e| format!("subscribing {group} to {topic}: {e}"))?;
+                let runner = ConsumerRunner::new(subscription, handler, publisher, group, config)
+                    .reporting_to(status);
+                match runner.run_until(stop).await {
+                    None => Ok(()),
+                    Some(error) => Err(format!("consumer stopped: {error}")),
+                }
             }
-        }));
+        });
         self.spawn_lag_gauge(group, topic)
     }
 
-    /// Runs `pass` every `period` until the process stops.
-    pub fn spawn_every<F, Fut>(&mut self, period: Duration, mut pass: F)
+    /// Runs `pass` every `period` until the process stops, supervised as
+    /// `name`: a pass that fails is reported (stalled once it keeps
+    /// failing), one that panics restarts the loop.
+    pub fn spawn_every<F, Fut>(&mut self, name: &str, period: Duration, pass: F)
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        let stopping = self.stopping();
-        self.tasks.push(tokio::spawn(async move {
-            tokio::pin!(stopping);
-            loop {
-                tokio::select! {
-                    () = &mut stopping => return,
-                    () = tokio::time::sleep(period) => pass().await,
+        let pass = Arc::new(pass);
+        self.supervise(name, move |status, stop| {
+            let pass = pass.clone();
+            async move {
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        () = &mut stop => return Ok(()),
+                        () = tokio::time::sleep(period) => match pass().await {
+                            Ok(()) => status.ok(),
+                            Err(error) => {
+                                tracing::error!(loop_name = status.name(), %error, "pass failed");
+                                status.failed(&error, Place::default());
+                            }
+                        },
+                    }
                 }
             }
-        }));
+        });
     }
 
     /// The consumer lag gauge of `group` on `topic`.
@@ -241,7 +293,7 @@ impl Process {
                 .context("creating the lag probe")?,
         );
         let topic = topic.to_owned();
-        self.spawn_every(GAUGE_EVERY, move || {
+        self.spawn_every(&format!("lag gauge {group}"), GAUGE_EVERY, move || {
             let (probe, topic) = (probe.clone(), topic.clone());
             async move {
                 match probe.lag().await {
@@ -251,6 +303,7 @@ impl Process {
                     }
                     Err(error) => tracing::warn!(group, %error, "cannot read the consumer lag"),
                 }
+                Ok(())
             }
         });
         Ok(())
@@ -259,17 +312,27 @@ impl Process {
     /// The outbox backlog gauges and the pruning of sent rows.
     fn spawn_outbox_upkeep(&mut self) {
         let pool = self.pool.clone();
-        self.spawn_every(GAUGE_EVERY, move || {
-            let pool = pool.clone();
+        let loops = self.loops.clone();
+        self.spawn_every("gauges", GAUGE_EVERY, move || {
+            let (pool, loops) = (pool.clone(), loops.clone());
             async move {
+                for state in loops.states() {
+                    let up = if state.up { 1.0 } else { 0.0 };
+                    let stalled = if state.stalled { 1.0 } else { 0.0 };
+                    metrics::gauge!("wallet_loop_up", "loop" => state.name.clone()).set(up);
+                    metrics::gauge!("wallet_loop_stalled", "loop" => state.name).set(stalled);
+                }
                 match wallet_core_postgres::outbox_backlog(&pool).await {
-                    Ok((waiting, oldest)) => {
-                        metrics::gauge!("wallet_outbox_backlog").set(waiting as f64);
-                        let age = oldest.map_or(0.0, |d| d.as_secs_f64());
+                    Ok(backlog) => {
+                        metrics::gauge!("wallet_outbox_backlog").set(backlog.waiting as f64);
+                        let age = backlog.oldest.map_or(0.0, |d| d.as_secs_f64());
                         metrics::gauge!("wallet_outbox_oldest_seconds").set(age);
+                        metrics::gauge!("wallet_outbox_quarantined")
+                            .set(backlog.quarantined as f64);
                     }
                     Err(error) => tracing::warn!(%error, "cannot read the outbox backlog"),
                 }
+                Ok(())
             }
         });
         let (pool, retention, batch) = (
@@ -277,7 +340,7 @@ impl Process {
             self.pg.sent_retention,
             self.pg.prune_batch,
         );
-        self.spawn_every(PRUNE_EVERY, move || {
+        self.spawn_every("outbox pruning", PRUNE_EVERY, move || {
             let pool = pool.clone();
             async move {
                 match wallet_core_postgres::prune_sent(&pool, retention, batch).await {
@@ -285,6 +348,7 @@ impl Process {
                     Ok(pruned) => tracing::info!(pruned, "published outbox rows pruned"),
                     Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
                 }
+                Ok(())
             }
         });
     }
@@ -307,7 +371,11 @@ impl Process {
             track_requests(api)
                 .merge(wallet_http::openapi::route(doc))
                 .merge(self.metrics.route())
-                .merge(health::readiness(checks, Duration::from_secs(2))),
+                .merge(health::readiness(
+                    checks,
+                    self.loops.clone(),
+                    Duration::from_secs(2),
+                )),
         );
         let addr = self.common.listen_or(port);
         let listener = tokio::net::TcpListener::bind(addr)

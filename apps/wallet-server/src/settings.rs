@@ -83,6 +83,12 @@ pub struct Common {
     #[arg(long, env = "CONSUMER_STALL_MS", default_value_t = 20_000)]
     pub consumer_stall_ms: u64,
 
+    /// Milliseconds a background loop (relay, consumer, retrier) may keep
+    /// failing before it counts as stalled: `/readyz` then answers 503
+    /// naming it, and `wallet_loop_stalled` is 1.
+    #[arg(long, env = "LOOP_STALL_MS", default_value_t = 30_000)]
+    pub loop_stall_ms: u64,
+
     /// Logs as one JSON object per line (for log collectors) instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,

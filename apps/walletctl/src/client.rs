@@ -74,6 +74,11 @@ impl Client {
         }
     }
 
+    /// True when `--json` asks for JSON output.
+    pub fn json(&self) -> bool {
+        self.target.json
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.target.url.trim_end_matches('/'))
     }

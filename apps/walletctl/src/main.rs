@@ -79,6 +79,10 @@ enum Command {
     /// Check the system's invariants on the three PostgreSQL databases, in
     /// pages; exits non-zero, naming the ids, on any violation.
     Audit(postgres::AuditArgs),
+    /// A service database's outbox rows set aside as unreadable: list them,
+    /// or put them back in line once their cause is fixed.
+    #[command(subcommand)]
+    Outbox(postgres::OutboxCommand),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => return sim::run(args),
         Command::Migrate(databases) => return postgres::migrate(databases).await,
         Command::Audit(args) => return postgres::audit(args).await,
+        Command::Outbox(command) => return postgres::outbox(command, client.json()).await,
         Command::Bench(_) => unreachable!("main runs the bench"),
     }
     Ok(ExitCode::SUCCESS)

@@ -45,6 +45,76 @@ pub struct AuditArgs {
     page_size: usize,
 }
 
+/// `walletctl outbox ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum OutboxCommand {
+    /// The quarantined rows, oldest first: seq, transfer, when, why.
+    Quarantined {
+        /// The service database's URL.
+        #[arg(long)]
+        db: String,
+    },
+    /// Puts quarantined rows back in line for the relay; a row still
+    /// unreadable is quarantined again at its next claim.
+    Release {
+        /// The service database's URL.
+        #[arg(long)]
+        db: String,
+        /// The rows to release, by seq (repeat the flag).
+        #[arg(long, required_unless_present = "all")]
+        seq: Vec<i64>,
+        /// Every quarantined row.
+        #[arg(long, conflicts_with = "seq")]
+        all: bool,
+    },
+}
+
+/// Runs an outbox command; `json` prints JSON instead of a table.
+pub async fn outbox(command: OutboxCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        OutboxCommand::Quarantined { db } => {
+            let pool = settings().connect(&db).await.context("connecting")?;
+            let rows = wallet_core_postgres::quarantined(&pool).await?;
+            if json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "seq": r.seq,
+                            "transfer_id": r.transfer_id,
+                            "created_at": r.created_at,
+                            "quarantined_at": r.quarantined_at,
+                            "error": r.error,
+                            "envelope": r.envelope,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(rows));
+            } else if rows.is_empty() {
+                println!("no quarantined outbox rows");
+            } else {
+                for r in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        r.seq, r.transfer_id, r.quarantined_at, r.error
+                    );
+                }
+            }
+        }
+        OutboxCommand::Release { db, seq, all } => {
+            let pool = settings().connect(&db).await.context("connecting")?;
+            let seqs = (!all).then_some(seq.as_slice());
+            let released = wallet_core_postgres::release_quarantined(&pool, seqs).await?;
+            if json {
+                println!("{}", serde_json::json!({ "released": released }));
+            } else {
+                println!("{released} outbox rows released");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Settings for a command-line tool: a small pool, no outbox announcements
 /// (it writes no outbox rows).
 fn settings() -> PgSettings {

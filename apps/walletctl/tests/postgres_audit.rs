@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use wallet_core::contract::data::TestData;
 use wallet_core::event::Inbound;
-use wallet_core::ids::WalletId;
+use wallet_core::ids::{IdGenerator, WalletId};
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{LedgerReads, LedgerStore, ReserveAttempt, TransferStore, WalletStore};
@@ -180,5 +180,68 @@ fn migrate_needs_a_database_and_audit_needs_all_three() {
         text(&audited).contains("--transaction-db"),
         "{}",
         text(&audited)
+    );
+}
+
+/// `walletctl outbox quarantined` lists a row set aside as unreadable, and
+/// `walletctl outbox release` puts it back in line.
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_quarantined_lists_and_release_puts_back() {
+    use wallet_core::ports::{Claim, Outbox};
+    let db = TestDatabase::create().await;
+    let settings = PgSettings::default();
+    let pool = settings.connect(db.url()).await.unwrap();
+    wallet_core_postgres::migrate_ledger_db(&pool)
+        .await
+        .unwrap();
+    let ledger = PgLedgerStore::new(pool.clone(), &settings);
+    let data = TestData::new();
+    let system = WalletId::system(Currency::USD);
+    let request = data.reserve_request(system, data.wallet_id(), "1.00", Currency::USD);
+    ledger
+        .post(&[data.wallet_reserved(&request)])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET envelope = '{\"schema_version\": 1}'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let claim = Claim::new(
+        data.worker_id(),
+        data.now(),
+        std::time::Duration::from_secs(1),
+    );
+    assert!(ledger.claim(&claim, 10).await.unwrap().is_empty());
+
+    let listed = walletctl(&["--json", "outbox", "quarantined", "--db", db.url()]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["transfer_id"], request.transfer_id.to_string());
+    assert!(
+        rows[0]["error"].as_str().unwrap().contains("malformed"),
+        "{rows}"
+    );
+    let seq = rows[0]["seq"].to_string();
+
+    let released = walletctl(&[
+        "--json",
+        "outbox",
+        "release",
+        "--db",
+        db.url(),
+        "--seq",
+        &seq,
+    ]);
+    assert!(released.status.success(), "{}", text(&released));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&released.stdout).unwrap()["released"],
+        1
+    );
+    let left = walletctl(&["outbox", "quarantined", "--db", db.url()]);
+    assert!(
+        text(&left).contains("no quarantined outbox rows"),
+        "{}",
+        text(&left)
     );
 }

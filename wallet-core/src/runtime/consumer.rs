@@ -17,6 +17,7 @@ use crate::metrics::{self, DeadLetteredBy};
 use crate::ports::{
     Backlog, BusError, Delivery, Message, Publisher, Refusal, StoreError, Subscription,
 };
+use crate::runtime::supervisor::{LoopHandle, Place};
 
 /// What a handler did with a batch, beyond what it applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -249,15 +250,24 @@ pub struct ConsumerRunner<S, H, P> {
     /// The stall watch: since when nothing was delivered, and what the
     /// last look at the backlog found.
     idle: Idle,
+    /// Where the runner reports its state (readiness, gauges).
+    status: LoopHandle,
+    /// A batch failed and none was handled since: an idle poll does not
+    /// make the loop well again.
+    held: bool,
+    /// Where the last batch came from, for the status.
+    last: Place,
 }
 
 /// What the stall watch knows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Idle {
     /// The last delivery, or the last (re)join.
     since: Instant,
     /// The last backlog read, and when.
     seen: Option<(Instant, Backlog)>,
+    /// Why the member is stalled, when the last read found it so.
+    stalled: Option<String>,
 }
 
 impl Idle {
@@ -265,6 +275,7 @@ impl Idle {
         Idle {
             since: Instant::now(),
             seen: None,
+            stalled: None,
         }
     }
 }
@@ -298,15 +309,28 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         group: impl Into<String>,
         config: ConsumerConfig,
     ) -> Self {
+        let group = group.into();
         ConsumerRunner {
             subscription,
             handler,
             dead_letters,
-            group: group.into(),
+            status: LoopHandle::detached(&group),
+            group,
             config,
             lost: false,
             idle: Idle::new(),
+            held: false,
+            last: Place::default(),
         }
+    }
+
+    /// Reports the runner's state through `status` (by default, to nobody).
+    /// A runner started again after a stall starts stalled: only a batch
+    /// handled makes it well.
+    pub fn reporting_to(mut self, status: LoopHandle) -> Self {
+        self.held = status.is_stalled();
+        self.status = status;
+        self
     }
 
     /// The subscription, for fault injection by the simulator.
@@ -335,6 +359,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             return Ok(BatchReport::default());
         }
         self.idle = Idle::new();
+        self.last = self.place(&deliveries);
         match self.process(&deliveries).await {
             Ok(report) => {
                 self.subscription
@@ -374,13 +399,64 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         let backlog = self.subscription.backlog().await?;
         let before = self.idle.seen.map(|(_, b)| b);
         self.idle.seen = Some((now, backlog));
-        if let Some(why) = stalled(before.as_ref(), &backlog) {
+        self.idle.stalled = stalled(before.as_ref(), &backlog);
+        if let Some(why) = self.idle.stalled.clone() {
             tracing::warn!(group = %self.group, idle = ?now.duration_since(self.idle.since), %why,
                 "consumer stalled; leaving the group and joining again");
             metrics::consumer_stall(&self.group);
             self.rejoin(&why).await?;
+            // Stalled until a delivery or a backlog read says otherwise.
+            self.idle.since = now;
+            self.idle.stalled = Some(why);
         }
         Ok(())
+    }
+
+    /// Where a failure of this batch is reported: its first delivery.
+    fn place(&self, deliveries: &[Delivery]) -> Place {
+        let Some(first) = deliveries.first() else {
+            return Place {
+                source: format!("group {}", self.group),
+                ..Place::default()
+            };
+        };
+        let event = first.payload.envelope().ok();
+        let more = match deliveries.len() {
+            1 => String::new(),
+            n => format!(" (first of a batch of {n})"),
+        };
+        Place {
+            source: format!(
+                "{}[{}]@{}{more}",
+                first.topic, first.partition, first.offset
+            ),
+            event_id: event.as_ref().map(|e| e.event_id),
+            transfer_id: event.as_ref().map(|e| e.transfer_id),
+        }
+    }
+
+    /// Reports a step's result to the loop's status.
+    fn report(&mut self, result: &Result<BatchReport, ConsumerError>, place: Place) {
+        match result {
+            Ok(_) if self.idle.stalled.is_some() => {
+                let why = self.idle.stalled.as_deref().unwrap_or_default();
+                self.status.stalled(why, place);
+            }
+            Ok(report) if report.delivered > 0 || !self.held => {
+                self.held = false;
+                self.status.ok();
+            }
+            Ok(_) => {}
+            Err(error) if error.is_integrity() => {
+                self.held = true;
+                self.status.stalled(&error.to_string(), place);
+            }
+            Err(error @ ConsumerError::Handler(_)) => {
+                self.held = true;
+                self.status.failed(&error.to_string(), place);
+            }
+            Err(error) => self.status.failed(&error.to_string(), place),
+        }
     }
 
     /// Handles polled deliveries (dead-lettering poison) without committing
@@ -489,7 +565,13 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 () = &mut stop => return None,
                 () = std::future::ready(()) => {}
             }
-            match self.run_once(self.config.poll_wait).await {
+            self.last = Place {
+                source: format!("group {}", self.group),
+                ..Place::default()
+            };
+            let result = self.run_once(self.config.poll_wait).await;
+            self.report(&result, self.last.clone());
+            match result {
                 // A subscription that answers "nothing" without waiting
                 // would otherwise keep this task from ever yielding.
                 Ok(report) if report.delivered == 0 => tokio::task::yield_now().await,

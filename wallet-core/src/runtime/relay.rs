@@ -13,6 +13,7 @@ use crate::ports::{
     BusError, Claim, Message, Outbox, OutboxRecord, Payload, Publisher, StoreError,
 };
 use crate::runtime::consumer::{DeadLetter, dead_letter_topic};
+use crate::runtime::supervisor::{LoopHandle, Place};
 use crate::time::Clock;
 
 /// Limits of a relay.
@@ -116,6 +117,7 @@ pub struct Relay<O, P> {
     worker: WorkerId,
     config: RelayConfig,
     wake: Arc<Notify>,
+    status: LoopHandle,
 }
 
 impl<O: Outbox, P: Publisher> Relay<O, P> {
@@ -139,7 +141,14 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
             worker,
             config,
             wake,
+            status: LoopHandle::detached("relay"),
         }
+    }
+
+    /// Reports the relay's state through `status` (by default, to nobody).
+    pub fn reporting_to(mut self, status: LoopHandle) -> Self {
+        self.status = status;
+        self
     }
 
     /// Claims the next batch for this relay.
@@ -184,7 +193,18 @@ impl<O: Outbox, P: Publisher> Relay<O, P> {
         tokio::pin!(stop);
         loop {
             let woken = self.wake.notified();
-            match self.run_once().await {
+            let result = self.run_once().await;
+            match &result {
+                Ok(_) => self.status.ok(),
+                Err(error) => {
+                    let place = Place {
+                        source: format!("outbox of {}", self.route.group),
+                        ..Place::default()
+                    };
+                    self.status.failed(&error.to_string(), place);
+                }
+            }
+            match result {
                 // A full batch: more may be waiting.
                 Ok(n) if n >= self.config.batch_size => tokio::select! {
                     biased;

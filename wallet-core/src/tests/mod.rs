@@ -9,6 +9,7 @@ mod envelope;
 mod idempotency;
 mod ledger;
 mod runtime;
+mod supervisor;
 mod transaction_service;
 mod transfer;
 mod wallet;

@@ -377,11 +377,25 @@ mod consumer {
         let broken = Arc::new(Broken::default());
         let runner = runner(&bus, broken.clone());
 
+        let loops = crate::runtime::Loops::default();
+        let runner = runner.reporting_to(loops.handle("consumer wallet-service"));
+
         let error = runner.run().await;
         assert!(error.is_integrity(), "{error:?}");
         assert_eq!(broken.calls.load(Ordering::SeqCst), 1, "not retried");
         assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 1, "not skipped");
         assert!(dead_letters(&bus).is_empty(), "not dead-lettered");
+        // Readiness names the loop, where it stopped, and why.
+        let unwell = loops.unwell();
+        assert_eq!(unwell.len(), 1, "{unwell:?}");
+        assert!(unwell[0].stalled);
+        let failure = unwell[0].failure.as_ref().unwrap();
+        assert_eq!(failure.place.source, format!("{LEDGER_EVENTS}[0]@0"));
+        assert_eq!(
+            (failure.place.event_id, failure.place.transfer_id),
+            (Some(outcome.event_id), Some(side.transfer))
+        );
+        assert!(failure.error.contains("integrity"), "{failure:?}");
     }
 
     #[test]

@@ -57,21 +57,20 @@ async fn main() -> anyhow::Result<()> {
     });
     let retrier = service.clone();
     process.spawn_every(
+        "retrier",
         Duration::from_millis(transaction.retry_every_ms),
         move || {
             let retrier = retrier.clone();
             async move {
-                match retrier.retry_pending().await {
-                    Ok(report) if report.attempted > 0 => {
-                        tracing::info!(
-                            attempted = report.attempted,
-                            answered = report.answered,
-                            "retrier pass"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "retrier pass failed"),
+                let report = retrier.retry_pending().await.map_err(|e| e.to_string())?;
+                if report.attempted > 0 {
+                    tracing::info!(
+                        attempted = report.attempted,
+                        answered = report.answered,
+                        "retrier pass"
+                    );
                 }
+                Ok(())
             }
         },
     );
