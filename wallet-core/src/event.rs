@@ -123,8 +123,9 @@ pub struct Envelope {
     pub producer: Cow<'static, str>,
 }
 
-/// Why bytes from a topic are not an event this build can handle. Always
-/// permanent: the consumer dead-letters the message.
+/// Why bytes from a topic are not an event this build can handle. Permanent
+/// (the consumer dead-letters the message), except
+/// [`DecodeError::NewerVersion`], which waits for a newer build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -134,9 +135,14 @@ pub enum DecodeError {
     /// An `event_type` this build does not know.
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    /// A `schema_version` newer than this build reads.
+    /// A `schema_version` of 0, which no build writes.
     #[error("unsupported schema version {0}")]
     UnsupportedVersion(u16),
+    /// A `schema_version` newer than this build reads: written by a newer
+    /// build. Not poison: the consumer holds it (no commit, no dead letter)
+    /// until a build that reads it takes over.
+    #[error("schema version {0} is newer than this build reads ({SCHEMA_VERSION})")]
+    NewerVersion(u16),
     /// Well-formed, but its amount is not valid for its currency.
     #[error("invalid amount in event: {0}")]
     InvalidAmount(String),
@@ -176,7 +182,8 @@ impl Envelope {
         serde_json::to_vec(self).expect("envelopes always serialize")
     }
 
-    /// Reads an envelope, refusing unknown types, newer schema versions and
+    /// Reads an envelope, refusing unknown types, schema versions it cannot
+    /// read (see [`DecodeError::NewerVersion`]) and
     /// amounts that are not valid for their currency.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         let head: Head =
@@ -184,8 +191,11 @@ impl Envelope {
         if !["WalletReserved", "LedgerSucceeded", "LedgerFailed"].contains(&&*head.event_type) {
             return Err(DecodeError::UnknownType(head.event_type));
         }
-        if head.schema_version == 0 || head.schema_version > SCHEMA_VERSION {
+        if head.schema_version == 0 {
             return Err(DecodeError::UnsupportedVersion(head.schema_version));
+        }
+        if head.schema_version > SCHEMA_VERSION {
+            return Err(DecodeError::NewerVersion(head.schema_version));
         }
         let mut envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;

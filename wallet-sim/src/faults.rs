@@ -87,7 +87,7 @@ pub enum FaultKind {
     /// The ledger service restarted.
     RestartLedger,
     /// A poison message was published (undecodable bytes, unknown event
-    /// type, newer schema version, or an event on the wrong topic).
+    /// type, schema version 0, or an event on the wrong topic).
     Poison,
     /// The ledger saw a reserved transfer's posting request otherwise than
     /// the wallet reserved it (another currency, one wallet twice, an

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Envelope, Inbound};
+use crate::event::{DecodeError, Envelope, Inbound};
 use crate::ids::EventId;
 use crate::metrics::{self, DeadLetteredBy};
 use crate::ports::{
@@ -142,7 +142,7 @@ impl ConsumerConfig {
 }
 
 /// What one batch came to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
     /// Messages read.
     pub delivered: usize,
@@ -150,6 +150,33 @@ pub struct BatchReport {
     pub handled: usize,
     /// Messages dead-lettered (poison or refused).
     pub dead_lettered: usize,
+    /// Events of a newer schema version than this build reads, one per
+    /// partition: each holds back itself and what follows it on its
+    /// partition, neither committed nor dead-lettered.
+    pub held: Vec<Held>,
+}
+
+/// An event this build cannot read yet, and where it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset: nothing from here on is committed.
+    pub offset: u64,
+    /// The schema version it was written in.
+    pub version: u16,
+}
+
+impl Held {
+    /// True when `delivery` is this event or comes after it on its
+    /// partition.
+    fn holds(&self, delivery: &Delivery) -> bool {
+        delivery.topic == self.topic
+            && delivery.partition == self.partition
+            && delivery.offset >= self.offset
+    }
 }
 
 /// Why a batch was not committed. It will be delivered again.
@@ -161,6 +188,11 @@ pub enum ConsumerError {
     /// The handler kept failing after every retry.
     #[error(transparent)]
     Handler(#[from] HandleError),
+    /// An event was written in a schema version newer than this build
+    /// reads. What came before it was handled and committed; it waits,
+    /// with what follows it on its partition, for a build that reads it.
+    #[error("{}[{}]@{}: schema version {} is newer than this build reads ({}); held until a build that reads it takes over", .0.topic, .0.partition, .0.offset, .0.version, crate::event::SCHEMA_VERSION)]
+    NotYetReadable(Held),
 }
 
 impl ConsumerError {
@@ -361,13 +393,14 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         self.idle = Idle::new();
         self.last = self.place(&deliveries);
         match self.process(&deliveries).await {
-            Ok(report) => {
+            Ok(report) if report.held.is_empty() => {
                 self.subscription
                     .commit(&deliveries)
                     .await
                     .inspect_err(|_| self.lost = true)?;
                 Ok(report)
             }
+            Ok(report) => self.hold(&deliveries, report).await,
             Err(e) => {
                 if let Err(error) = self.subscription.rewind().await {
                     tracing::error!(group = %self.group, %error, "rewind failed; rejoining before the next poll");
@@ -376,6 +409,36 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 Err(e)
             }
         }
+    }
+
+    /// Commits what was handled ahead of the held events, and goes back to
+    /// them, so they are delivered again until a build that reads them
+    /// takes over.
+    async fn hold(
+        &mut self,
+        deliveries: &[Delivery],
+        report: BatchReport,
+    ) -> Result<BatchReport, ConsumerError> {
+        let handled: Vec<Delivery> = deliveries
+            .iter()
+            .filter(|d| !report.held.iter().any(|h| h.holds(d)))
+            .cloned()
+            .collect();
+        self.subscription
+            .commit(&handled)
+            .await
+            .inspect_err(|_| self.lost = true)?;
+        if self.subscription.rewind().await.is_err() {
+            self.lost = true;
+        }
+        let held = report.held[0].clone();
+        let first = deliveries.iter().find(|d| held.holds(d));
+        self.last = self.place(first.map(std::slice::from_ref).unwrap_or_default());
+        tracing::warn!(group = %self.group, topic = %held.topic, partition = held.partition,
+            offset = held.offset, version = held.version,
+            "event of a newer schema version held until a build that reads it takes over");
+        metrics::events_held(&self.group, report.held.len());
+        Err(ConsumerError::NotYetReadable(held))
     }
 
     async fn rejoin(&mut self, why: &str) -> Result<(), BusError> {
@@ -447,6 +510,10 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 self.status.ok();
             }
             Ok(_) => {}
+            Err(error @ ConsumerError::NotYetReadable(_)) => {
+                self.held = true;
+                self.status.stalled(&error.to_string(), place);
+            }
             Err(error) if error.is_integrity() => {
                 self.held = true;
                 self.status.stalled(&error.to_string(), place);
@@ -475,12 +542,21 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         let mut sources = Vec::with_capacity(deliveries.len());
         let mut poison = Vec::new();
         for d in deliveries {
+            if report.held.iter().any(|h| h.holds(d)) {
+                continue;
+            }
             match d.payload.envelope() {
                 Ok(e) if seen.insert(e.event_id) => {
                     envelopes.push(e);
                     sources.push(d);
                 }
                 Ok(_) => {}
+                Err(DecodeError::NewerVersion(version)) => report.held.push(Held {
+                    topic: d.topic.clone(),
+                    partition: d.partition,
+                    offset: d.offset,
+                    version,
+                }),
                 Err(error) => {
                     let letter = DeadLetter::undecodable(&self.group, d, &error.to_string());
                     poison.push(self.dead_letter(d, letter));

@@ -156,16 +156,31 @@ fn decode_refuses_an_unknown_event_type() {
 }
 
 #[test]
-fn decode_refuses_schema_versions_other_than_the_current_one() {
-    for version in [0u16, SCHEMA_VERSION + 1] {
+fn decode_refuses_version_zero_and_tells_a_newer_version_apart() {
+    let expected = [
+        (0u16, DecodeError::UnsupportedVersion(0)),
+        (
+            SCHEMA_VERSION + 1,
+            DecodeError::NewerVersion(SCHEMA_VERSION + 1),
+        ),
+    ];
+    for (version, error) in expected {
         let mut value = json_of(&envelope(Event::LedgerSucceeded(facts())));
         value["schema_version"] = json!(version);
-        assert_eq!(
-            decode_value(&value),
-            Err(DecodeError::UnsupportedVersion(version))
-        );
+        assert_eq!(decode_value(&value), Err(error));
     }
     assert_eq!(SCHEMA_VERSION + 1, 2);
+}
+
+#[test]
+fn an_additive_change_is_read_by_this_build() {
+    // A newer build of the same version adds a member: this build ignores
+    // it, as docs/events.md promises.
+    let event = envelope(Event::LedgerSucceeded(facts()));
+    let mut value = json_of(&event);
+    value["payload"]["memo"] = json!("added later");
+    value["trace"] = json!({"parent": "00-abc"});
+    assert_eq!(decode_value(&value), Ok(event));
 }
 
 #[test]

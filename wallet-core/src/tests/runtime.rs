@@ -250,12 +250,12 @@ mod consumer {
         let good = side.ledger_succeeded(side.transfer);
         let mut unknown: Value = serde_json::from_slice(&good.encode()).unwrap();
         unknown["event_type"] = json!("WalletOpened");
-        let mut newer: Value = serde_json::from_slice(&good.encode()).unwrap();
-        newer["schema_version"] = json!(2);
+        let mut zero: Value = serde_json::from_slice(&good.encode()).unwrap();
+        zero["schema_version"] = json!(0);
         let poison = [
             b"not json".to_vec(),
             serde_json::to_vec(&unknown).unwrap(),
-            serde_json::to_vec(&newer).unwrap(),
+            serde_json::to_vec(&zero).unwrap(),
         ];
         for payload in &poison {
             publish(&bus, LEDGER_EVENTS, side.transfer, payload.clone()).await;
@@ -276,7 +276,7 @@ mod consumer {
         let expected_reasons = [
             "malformed event",
             "unknown event type \"WalletOpened\"",
-            "unsupported schema version 2",
+            "unsupported schema version 0",
         ];
         for (offset, ((letter, payload), reason)) in letters
             .iter()
@@ -396,6 +396,71 @@ mod consumer {
             (Some(outcome.event_id), Some(side.transfer))
         );
         assert!(failure.error.contains("integrity"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn an_event_of_a_newer_schema_version_is_held_not_dead_lettered() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let first = side.ledger_succeeded(side.transfer);
+        let newer = side.ledger_succeeded(TransferId::from_uuid(uuid::Uuid::now_v7()));
+        let mut newer_json: Value = serde_json::from_slice(&newer.encode()).unwrap();
+        newer_json["schema_version"] = json!(crate::event::SCHEMA_VERSION + 1);
+        let after = side.ledger_succeeded(TransferId::from_uuid(uuid::Uuid::now_v7()));
+        publish(&bus, LEDGER_EVENTS, side.transfer, first.encode()).await;
+        let newer_bytes = serde_json::to_vec(&newer_json).unwrap();
+        publish(&bus, LEDGER_EVENTS, newer.transfer_id, newer_bytes).await;
+        publish(&bus, LEDGER_EVENTS, after.transfer_id, after.encode()).await;
+        let recorder = Arc::new(Recorder::default());
+        let loops = crate::runtime::Loops::default();
+        let mut runner =
+            runner(&bus, recorder.clone()).reporting_to(loops.handle("consumer wallet-service"));
+
+        for _ in 0..3 {
+            let error = runner.run_once(Duration::ZERO).await.unwrap_err();
+            let ConsumerError::NotYetReadable(held) = &error else {
+                panic!("expected a hold, got {error:?}");
+            };
+            assert_eq!((held.partition, held.offset, held.version), (0, 1, 2));
+        }
+        let batches = recorder.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches,
+            [vec![first.event_id]],
+            "what precedes the held event is handled once; what follows waits behind it"
+        );
+        assert_eq!(
+            bus.lag(GROUP, LEDGER_EVENTS),
+            2,
+            "committed up to the held event"
+        );
+        assert!(dead_letters(&bus).is_empty(), "not poison: no dead letter");
+    }
+
+    #[tokio::test]
+    async fn a_held_event_makes_the_loop_stalled_naming_it() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let newer = side.ledger_succeeded(side.transfer);
+        let mut newer_json: Value = serde_json::from_slice(&newer.encode()).unwrap();
+        newer_json["schema_version"] = json!(crate::event::SCHEMA_VERSION + 1);
+        let newer_bytes = serde_json::to_vec(&newer_json).unwrap();
+        publish(&bus, LEDGER_EVENTS, side.transfer, newer_bytes).await;
+        let loops = crate::runtime::Loops::default();
+        let runner =
+            runner(&bus, Recorder::default()).reporting_to(loops.handle("consumer wallet-service"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run_until(async move {
+            let _ = stopped.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let unwell = loops.unwell();
+        assert_eq!(unwell.len(), 1, "{unwell:?}");
+        let failure = unwell[0].failure.as_ref().unwrap();
+        assert!(failure.error.contains("schema version 2"), "{failure:?}");
+        assert_eq!(failure.place.source, format!("{LEDGER_EVENTS}[0]@0"));
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().is_none());
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_core::event::{
-    Envelope, Event, LEDGER_EVENTS, LedgerFailure, PostingFacts, SCHEMA_VERSION, WALLET_EVENTS,
-    producer,
+    Envelope, Event, LEDGER_EVENTS, LedgerFailure, PostingFacts, WALLET_EVENTS, producer,
 };
 use wallet_core::ids::{CorrelationId, EventId, IdGenerator, TransferId, WalletId};
 use wallet_core::memory::groups;
@@ -698,10 +697,12 @@ impl<A: Adapters> Sim<A> {
                 "unknown event type",
                 head("WalletFrozen", 1, &marker),
             ),
+            // A newer version is not poison (it waits for a newer build);
+            // version 0 is.
             2 => (
-                "newer_schema",
+                "schema_zero",
                 "unsupported schema version",
-                head("WalletReserved", SCHEMA_VERSION + 1, &marker),
+                head("WalletReserved", 0, &marker),
             ),
             _ => (
                 "wrong_topic",
