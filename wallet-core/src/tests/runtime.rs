@@ -910,27 +910,32 @@ impl Subscription for Stuck {
     }
 }
 
-/// Runs a runner over `subscription` for `seconds` of (paused) time, polling
-/// every 100 ms; how many times it rejoined.
-async fn rejoins_within(backlog: Backlog, progress: u64, seconds: u64) -> u32 {
+/// Runs a runner over a [`Stuck`] member for `seconds` of (paused) time;
+/// how many times it rejoined, and whether readiness then shows it stalled.
+async fn rejoins_within(backlog: Backlog, progress: u64, seconds: u64) -> (u32, bool) {
     let rejoins = Arc::new(AtomicU32::new(0));
     let subscription = Stuck {
         backlog,
         progress,
         rejoins: rejoins.clone(),
     };
-    let mut runner = ConsumerRunner::new(
+    let loops = crate::runtime::Loops::default();
+    let runner = ConsumerRunner::new(
         subscription,
         Recorder::default(),
         MemoryBus::default(),
         GROUP,
-        config(),
-    );
-    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while tokio::time::Instant::now() < end {
-        runner.run_once(Duration::from_millis(100)).await.unwrap();
-    }
-    rejoins.load(Ordering::SeqCst)
+        ConsumerConfig {
+            poll_wait: Duration::from_millis(100),
+            ..config()
+        },
+    )
+    .reporting_to(loops.handle("consumer"));
+    let stopped = runner
+        .run_until(tokio::time::sleep(Duration::from_secs(seconds)))
+        .await;
+    assert!(stopped.is_none(), "{stopped:?}");
+    (rejoins.load(Ordering::SeqCst), !loops.unwell().is_empty())
 }
 
 #[tokio::test(start_paused = true)]
@@ -943,13 +948,13 @@ async fn a_member_that_owns_lagging_partitions_and_delivers_nothing_rejoins() {
     };
     assert_eq!(
         rejoins_within(lagging, 0, 19).await,
-        0,
+        (0, false),
         "not before stall_after"
     );
     assert_eq!(
         rejoins_within(lagging, 0, 21).await,
-        1,
-        "once stall_after has passed"
+        (1, true),
+        "once stall_after has passed; readiness shows it until a delivery"
     );
 }
 
@@ -962,16 +967,16 @@ async fn a_member_that_owns_nothing_rejoins_only_while_its_group_stands_still() 
         committed: 100,
     };
     // One read at 20 s, a second at 40 s finds the group where it was.
-    assert_eq!(rejoins_within(orphaned, 0, 39).await, 0);
-    assert_eq!(rejoins_within(orphaned, 0, 41).await, 1);
+    assert_eq!(rejoins_within(orphaned, 0, 39).await, (0, false));
+    assert_eq!(rejoins_within(orphaned, 0, 41).await, (1, true));
     // Another member is making progress: owning nothing is fine.
-    assert_eq!(rejoins_within(orphaned, 5, 90).await, 0);
+    assert_eq!(rejoins_within(orphaned, 5, 90).await, (0, false));
     // A group that is not behind is not stalled.
     let idle = Backlog {
         group_lag: 0,
         ..orphaned
     };
-    assert_eq!(rejoins_within(idle, 0, 90).await, 0);
+    assert_eq!(rejoins_within(idle, 0, 90).await, (0, false));
     let caught_up = Backlog { owned: 8, ..idle };
-    assert_eq!(rejoins_within(caught_up, 0, 90).await, 0);
+    assert_eq!(rejoins_within(caught_up, 0, 90).await, (0, false));
 }
