@@ -286,7 +286,7 @@ pub struct ConsumerRunner<S, H, P> {
     status: LoopHandle,
     /// A batch failed and none was handled since: an idle poll does not
     /// make the loop well again.
-    held: bool,
+    failing: bool,
     /// Where the last batch came from, for the status.
     last: Place,
 }
@@ -351,7 +351,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             config,
             lost: false,
             idle: Idle::new(),
-            held: false,
+            failing: false,
             last: Place::default(),
         }
     }
@@ -360,7 +360,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
     /// A runner started again after a stall starts stalled: only a batch
     /// handled makes it well.
     pub fn reporting_to(mut self, status: LoopHandle) -> Self {
-        self.held = status.is_stalled();
+        self.failing = status.is_stalled();
         self.status = status;
         self
     }
@@ -505,21 +505,20 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 let why = self.idle.stalled.as_deref().unwrap_or_default();
                 self.status.stalled(why, place);
             }
-            Ok(report) if report.delivered > 0 || !self.held => {
-                self.held = false;
+            Ok(report) if report.delivered > 0 || !self.failing => {
+                self.failing = false;
                 self.status.ok();
             }
             Ok(_) => {}
-            Err(error @ ConsumerError::NotYetReadable(_)) => {
-                self.held = true;
-                self.status.stalled(&error.to_string(), place);
-            }
-            Err(error) if error.is_integrity() => {
-                self.held = true;
+            // Neither passes by itself: an operator or a newer build acts.
+            Err(error)
+                if error.is_integrity() || matches!(error, ConsumerError::NotYetReadable(_)) =>
+            {
+                self.failing = true;
                 self.status.stalled(&error.to_string(), place);
             }
             Err(error @ ConsumerError::Handler(_)) => {
-                self.held = true;
+                self.failing = true;
                 self.status.failed(&error.to_string(), place);
             }
             Err(error) => self.status.failed(&error.to_string(), place),
@@ -641,10 +640,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 () = &mut stop => return None,
                 () = std::future::ready(()) => {}
             }
-            self.last = Place {
-                source: format!("group {}", self.group),
-                ..Place::default()
-            };
+            self.last = self.place(&[]);
             let result = self.run_once(self.config.poll_wait).await;
             self.report(&result, self.last.clone());
             match result {
