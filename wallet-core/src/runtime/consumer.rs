@@ -150,13 +150,13 @@ pub struct BatchReport {
     pub handled: usize,
     /// Messages dead-lettered (poison or refused).
     pub dead_lettered: usize,
-    /// Events of a newer schema version than this build reads, one per
-    /// partition: each holds back itself and what follows it on its
-    /// partition, neither committed nor dead-lettered.
+    /// Events held back, at most one per partition: each holds back itself
+    /// and what follows it on its partition, neither committed nor
+    /// dead-lettered, while the rest of the batch is handled and committed.
     pub held: Vec<Held>,
 }
 
-/// An event this build cannot read yet, and where it waits.
+/// An event held back, where it waits, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     /// Its topic.
@@ -165,11 +165,51 @@ pub struct Held {
     pub partition: u32,
     /// Its offset: nothing from here on is committed.
     pub offset: u64,
-    /// The schema version it was written in.
-    pub version: u16,
+    /// Why.
+    pub why: Holding,
+}
+
+/// Why an event is held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// It was written in this schema version, newer than this build reads:
+    /// it waits for a build that reads it.
+    NewerVersion(u16),
+    /// Handling it kept failing with this transient error after every
+    /// retry, alone: the batch it came in was split until it stood alone,
+    /// and the rest was handled.
+    Failing(HandleError),
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]@{}: ", self.topic, self.partition, self.offset)?;
+        match &self.why {
+            Holding::NewerVersion(version) => write!(
+                f,
+                "schema version {version} is newer than this build reads ({}); \
+                 held until a build that reads it takes over",
+                crate::event::SCHEMA_VERSION
+            ),
+            Holding::Failing(error) => write!(
+                f,
+                "the event keeps failing alone ({error}); its partition waits \
+                 behind it, the rest of its batch was handled"
+            ),
+        }
+    }
 }
 
 impl Held {
+    fn at(delivery: &Delivery, why: Holding) -> Held {
+        Held {
+            topic: delivery.topic.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+            why,
+        }
+    }
+
     /// True when `delivery` is this event or comes after it on its
     /// partition.
     fn holds(&self, delivery: &Delivery) -> bool {
@@ -188,11 +228,11 @@ pub enum ConsumerError {
     /// The handler kept failing after every retry.
     #[error(transparent)]
     Handler(#[from] HandleError),
-    /// An event was written in a schema version newer than this build
-    /// reads. What came before it was handled and committed; it waits,
-    /// with what follows it on its partition, for a build that reads it.
-    #[error("{}[{}]@{}: schema version {} is newer than this build reads ({}); held until a build that reads it takes over", .0.topic, .0.partition, .0.offset, .0.version, crate::event::SCHEMA_VERSION)]
-    NotYetReadable(Held),
+    /// An event was held back ([`Holding`]): what came before it and the
+    /// rest of the batch were handled and committed; it waits, with what
+    /// follows it on its partition.
+    #[error("{0}")]
+    HeldBack(Held),
 }
 
 impl ConsumerError {
@@ -434,11 +474,9 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         let held = report.held[0].clone();
         let first = deliveries.iter().find(|d| held.holds(d));
         self.last = self.place(first.map(std::slice::from_ref).unwrap_or_default());
-        tracing::warn!(group = %self.group, topic = %held.topic, partition = held.partition,
-            offset = held.offset, version = held.version,
-            "event of a newer schema version held until a build that reads it takes over");
+        tracing::warn!(group = %self.group, %held, "event held back");
         metrics::events_held(&self.group, report.held.len());
-        Err(ConsumerError::NotYetReadable(held))
+        Err(ConsumerError::HeldBack(held))
     }
 
     async fn rejoin(&mut self, why: &str) -> Result<(), BusError> {
@@ -511,13 +549,20 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             }
             Ok(_) => {}
             // Neither passes by itself: an operator or a newer build acts.
-            Err(error)
-                if error.is_integrity() || matches!(error, ConsumerError::NotYetReadable(_)) =>
-            {
+            Err(
+                error @ ConsumerError::HeldBack(Held {
+                    why: Holding::NewerVersion(_),
+                    ..
+                }),
+            ) => {
                 self.failing = true;
                 self.status.stalled(&error.to_string(), place);
             }
-            Err(error @ ConsumerError::Handler(_)) => {
+            Err(error) if error.is_integrity() => {
+                self.failing = true;
+                self.status.stalled(&error.to_string(), place);
+            }
+            Err(error @ (ConsumerError::Handler(_) | ConsumerError::HeldBack(_))) => {
                 self.failing = true;
                 self.status.failed(&error.to_string(), place);
             }
@@ -550,12 +595,11 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                     sources.push(d);
                 }
                 Ok(_) => {}
-                Err(DecodeError::NewerVersion(version)) => report.held.push(Held {
-                    topic: d.topic.clone(),
-                    partition: d.partition,
-                    offset: d.offset,
-                    version,
-                }),
+                Err(DecodeError::NewerVersion(version)) => {
+                    report
+                        .held
+                        .push(Held::at(d, Holding::NewerVersion(version)));
+                }
                 Err(error) => {
                     let letter = DeadLetter::undecodable(&self.group, d, &error.to_string());
                     poison.push(self.dead_letter(d, letter));
@@ -564,7 +608,21 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         }
         report.handled = envelopes.len();
         metrics::events_handled(&self.group, envelopes.len());
-        let handled = self.handle_with_retries(&envelopes).await?;
+        let handled = match self.handle_with_retries(&envelopes).await {
+            Ok(handled) => handled,
+            Err(error @ HandleError::Transient(_)) if envelopes.len() > 1 => {
+                tracing::warn!(group = %self.group, %error, events = envelopes.len(),
+                    "batch keeps failing; splitting it to find the events that fail alone");
+                let (handled, failing) = self.isolate(&envelopes).await?;
+                for (i, error) in failing {
+                    report
+                        .held
+                        .push(Held::at(sources[i], Holding::Failing(error)));
+                }
+                handled
+            }
+            Err(error) => return Err(error.into()),
+        };
         let refused: HashSet<EventId> = handled.refused.iter().map(|r| r.event_id).collect();
         for r in &handled.refused {
             tracing::error!(group = %self.group, event_id = %r.event_id, reason = %r.reason,
@@ -587,6 +645,36 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             metrics::dead_letters(&self.group, DeadLetteredBy::Runner, poison.len());
         }
         Ok(report)
+    }
+
+    /// Handles `batch` by halves, each with its retries, down to single
+    /// events: what the handler takes is handled (merged refusals), and
+    /// each event that fails alone is returned with its error, by index.
+    /// One event per transfer travels on a topic, so handling the events
+    /// around a failing one reorders nothing within a transfer.
+    async fn isolate(
+        &self,
+        batch: &[Envelope],
+    ) -> Result<(Handled, Vec<(usize, HandleError)>), HandleError> {
+        let mut handled = Handled::default();
+        let mut failing = Vec::new();
+        let mut parts = vec![(0, batch.len())];
+        while let Some((start, end)) = parts.pop() {
+            let mid = start + (end - start) / 2;
+            for (from, to) in [(start, mid), (mid, end)] {
+                if from == to {
+                    continue;
+                }
+                match self.handle_with_retries(&batch[from..to]).await {
+                    Ok(part) => handled.refused.extend(part.refused),
+                    Err(e @ HandleError::Integrity(_)) => return Err(e),
+                    Err(e) if to - from == 1 => failing.push((from, e)),
+                    Err(_) => parts.push((from, to)),
+                }
+            }
+        }
+        failing.sort_by_key(|(i, _)| *i);
+        Ok((handled, failing))
     }
 
     async fn handle_with_retries(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {

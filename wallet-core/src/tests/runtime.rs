@@ -418,10 +418,13 @@ mod consumer {
 
         for _ in 0..3 {
             let error = runner.run_once(Duration::ZERO).await.unwrap_err();
-            let ConsumerError::NotYetReadable(held) = &error else {
+            let ConsumerError::HeldBack(held) = &error else {
                 panic!("expected a hold, got {error:?}");
             };
-            assert_eq!((held.partition, held.offset, held.version), (0, 1, 2));
+            assert_eq!(
+                (held.partition, held.offset, &held.why),
+                (0, 1, &crate::runtime::Holding::NewerVersion(2))
+            );
         }
         let batches = recorder.batches.lock().unwrap().clone();
         assert_eq!(
@@ -461,6 +464,96 @@ mod consumer {
         assert_eq!(failure.place.source, format!("{LEDGER_EVENTS}[0]@0"));
         stop.send(()).unwrap();
         assert!(task.await.unwrap().is_none());
+    }
+
+    /// Fails, transiently, every batch that holds the poisoned event;
+    /// records the event ids of the batches it takes.
+    struct Choosy {
+        poisoned: EventId,
+        taken: Mutex<Vec<EventId>>,
+    }
+
+    #[async_trait]
+    impl EventHandler for Choosy {
+        async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+            if batch.iter().any(|e| e.event_id == self.poisoned) {
+                return Err(HandleError::Transient(
+                    "a row lock that never clears".into(),
+                ));
+            }
+            self.taken
+                .lock()
+                .unwrap()
+                .extend(batch.iter().map(|e| e.event_id));
+            Ok(Handled::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_that_keeps_failing_holds_back_only_its_partition() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(2);
+        let events: Vec<Envelope> = (0..12)
+            .map(|_| side.ledger_succeeded(TransferId::from_uuid(uuid::Uuid::now_v7())))
+            .collect();
+        for e in &events {
+            publish(&bus, LEDGER_EVENTS, e.transfer_id, e.encode()).await;
+        }
+        let poisoned = events[5].clone();
+        let handler = Arc::new(Choosy {
+            poisoned: poisoned.event_id,
+            taken: Mutex::default(),
+        });
+        let mut runner = runner(&bus, handler.clone());
+
+        let error = runner.run_once(Duration::ZERO).await.unwrap_err();
+        let ConsumerError::HeldBack(held) = &error else {
+            panic!("expected the failing event held back, got {error:?}");
+        };
+        assert!(
+            matches!(held.why, crate::runtime::Holding::Failing(_)),
+            "{held:?}"
+        );
+        let mut taken = handler.taken.lock().unwrap().clone();
+        taken.sort();
+        let mut others: Vec<EventId> = events
+            .iter()
+            .map(|e| e.event_id)
+            .filter(|id| *id != poisoned.event_id)
+            .collect();
+        others.sort();
+        assert_eq!(taken, others, "every other event of the batch is handled");
+        // Where each event is, as another group reads them.
+        let mut inspector = bus.subscribe("inspector", LEDGER_EVENTS);
+        let placed: Vec<(u32, u64, EventId)> = inspector
+            .poll(100, Duration::ZERO)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d.partition,
+                    d.offset,
+                    d.payload.envelope().unwrap().event_id,
+                )
+            })
+            .collect();
+        let at = placed
+            .iter()
+            .find(|(_, _, id)| *id == poisoned.event_id)
+            .unwrap();
+        assert_eq!((held.partition, held.offset), (at.0, at.1));
+        let behind = placed
+            .iter()
+            .filter(|(p, o, _)| *p == at.0 && *o >= at.1)
+            .count();
+        assert_eq!(
+            bus.lag(GROUP, LEDGER_EVENTS),
+            behind as u64,
+            "only the failing event's partition waits, from the failing event on"
+        );
+        assert!(behind < events.len(), "the other partition is committed");
+        assert!(dead_letters(&bus).is_empty(), "not poison: no dead letter");
     }
 
     #[test]
