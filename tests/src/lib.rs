@@ -1,6 +1,7 @@
 //! Helpers of the workspace-level end-to-end tests: finding and starting the
 //! reference binaries as real processes.
 
+pub mod proxy;
 pub mod stack;
 
 use std::io::{BufRead, BufReader};
@@ -145,15 +146,21 @@ pub struct Broker {
 /// tansu on `port` with its SQLite data in `dir`: a new broker, or the same
 /// one again after a kill; its storage indexed by `scripts/lib/tansu-index`.
 pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
+    start_broker_advertising(port, port, dir)
+}
+
+/// As [`start_broker_at`], but telling clients (in its metadata) to reach
+/// it at `advertised` on 127.0.0.1, for instance a proxy in front of
+/// `port`: every connection after the bootstrap goes where it advertises.
+pub fn start_broker_advertising(port: u16, advertised: u16, dir: PathBuf) -> Broker {
     let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
-    let address = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(&tansu)
         .args([
             "broker",
             "--listener-url",
-            &address,
+            &format!("tcp://127.0.0.1:{port}"),
             "--advertised-listener-url",
-            &address,
+            &format!("tcp://127.0.0.1:{advertised}"),
         ])
         .args(["--storage-engine", "sqlite://broker.db"])
         .current_dir(&dir)

@@ -2,6 +2,10 @@
 //! instances of each) on three fresh databases of the local PostgreSQL, a
 //! broker of its own, and the repository's nginx configuration in front.
 //! Every process is killed when the stack is dropped.
+//!
+//! [`Stack::start_with_proxies`] puts a fault proxy ([`Proxy`]) between the
+//! services and each database, and one between the services and the
+//! broker.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,9 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use wallet_core_postgres::testdb::TestDatabase;
 
-use crate::{Broker, Process, binary, free_port, start_broker_at, start_gateway, start_service};
+use crate::proxy::Proxy;
+use crate::{
+    Broker, Process, binary, free_port, start_broker_advertising, start_gateway, start_service,
+};
 
 /// How long the broker waits for a silent group member (the services'
 /// default session timeout, 10 s) and a little more: a service restarted
@@ -47,10 +56,22 @@ impl Service {
     }
 }
 
+/// The proxies of a stack started with [`Stack::start_with_proxies`].
+pub struct Proxies {
+    /// In front of each database, by service ([`TRANSACTION`], [`WALLET`],
+    /// [`LEDGER`]).
+    pub databases: [Proxy; 3],
+    /// In front of the broker, which advertises the proxy's address, so
+    /// every broker connection of the services goes through it.
+    pub broker: Proxy,
+}
+
 /// The running system.
 pub struct Stack {
     /// The broker (replaceable: see [`Stack::restart_broker`]).
     pub broker: Broker,
+    /// The port the broker advertises: its own, or its proxy's.
+    broker_advertised: u16,
     broker_dir: PathBuf,
     dbs: [TestDatabase; 3],
     /// By service ([`TRANSACTION`], [`WALLET`], [`LEDGER`]), then instance.
@@ -59,6 +80,8 @@ pub struct Stack {
     pub base: String,
     /// A client with a 15 s timeout per request.
     pub http: reqwest::Client,
+    /// The fault proxies, when started with them.
+    pub proxies: Option<Proxies>,
     _gateway: Process,
 }
 
@@ -68,6 +91,85 @@ pub async fn call(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
     let response = request.send().await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// The `host:port` of a PostgreSQL URL such as
+/// `postgres://user@127.0.0.1:5432/db` (port 5432 when it names none).
+fn server_address(url: &str) -> String {
+    let (_, host, _) = split_url(url);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// `url` with its `host:port` replaced by the proxy's address.
+fn through(url: &str, proxy: &Proxy) -> String {
+    let (before, _, after) = split_url(url);
+    format!("{before}{}{after}", proxy.addr)
+}
+
+/// A URL cut around its `host:port`: what comes before (scheme and user),
+/// the address, and what follows (path and query).
+fn split_url(url: &str) -> (&str, &str, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let host = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    (&url[..host], &url[host..end], &url[end..])
+}
+
+/// A stream of transfers of 1.00 among the first four of the wallets,
+/// every ordered pair in turn, one about every 20 ms through the gateway,
+/// until stopped.
+pub struct Stream {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Vec<String>>,
+}
+
+impl Stream {
+    /// Starts it on `stack` among `wallets` (at least four), with
+    /// idempotency keys `<keys>-1`, `<keys>-2`, and so on.
+    pub fn start(stack: &Stack, wallets: &[String], keys: &str) -> Stream {
+        let (http, base) = (stack.http.clone(), stack.base.clone());
+        let wallets = wallets[..4].to_vec();
+        let keys = keys.to_owned();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut n = 0usize;
+            while !*stopped.borrow_and_update() {
+                let (a, b) = (&wallets[n % 4], &wallets[(n / 4 + n + 1) % 4]);
+                n += 1;
+                if a == b {
+                    continue;
+                }
+                let body =
+                    json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "1.00"});
+                let request = http
+                    .post(format!("{base}/v1/transfers"))
+                    .header("Idempotency-Key", format!("{keys}-{n}"))
+                    .json(&body);
+                if let Some((202, transfer)) = call(request).await {
+                    accepted.push(transfer["id"].as_str().unwrap().to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            accepted
+        });
+        Stream { stop, task }
+    }
+
+    /// Stops it once the request under way has its answer, and returns
+    /// the ids of the transfers accepted (202). Answers while a part is
+    /// down (502, 503, timeouts) are not acceptances; the audit covers
+    /// whatever they left.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.send_replace(true);
+        self.task.await.expect("the stream's task")
+    }
 }
 
 /// Waits up to `within` until `wallet`, read from the API at `base`, shows
@@ -103,15 +205,49 @@ impl Stack {
     /// `instances` of each service, each on its own fixed port, the wallet
     /// service first (the others call it), then the gateway.
     pub async fn start(instances: usize) -> Stack {
+        Stack::launch(instances, false).await
+    }
+
+    /// As [`Stack::start`], with the services reaching each database and
+    /// the broker through a [`Proxy`] of its own ([`Stack::proxies`]).
+    /// Tests and `walletctl audit` reach the databases directly.
+    pub async fn start_with_proxies(instances: usize) -> Stack {
+        Stack::launch(instances, true).await
+    }
+
+    async fn launch(instances: usize, proxied: bool) -> Stack {
         let broker_port = free_port();
         let broker_dir = crate::temp_dir("broker");
-        let broker = start_broker_at(broker_port, broker_dir.clone());
-        let bootstrap = format!("127.0.0.1:{broker_port}");
+        let broker_proxy = if proxied {
+            Some(Proxy::start(format!("127.0.0.1:{broker_port}")).await)
+        } else {
+            None
+        };
+        let broker_advertised = broker_proxy.as_ref().map_or(broker_port, |p| p.addr.port());
+        let broker = start_broker_advertising(broker_port, broker_advertised, broker_dir.clone());
+        let bootstrap = format!("127.0.0.1:{broker_advertised}");
         let dbs = [
             TestDatabase::create().await,
             TestDatabase::create().await,
             TestDatabase::create().await,
         ];
+        let proxies = match broker_proxy {
+            Some(broker) => Some(Proxies {
+                databases: [
+                    Proxy::start(server_address(dbs[0].url())).await,
+                    Proxy::start(server_address(dbs[1].url())).await,
+                    Proxy::start(server_address(dbs[2].url())).await,
+                ],
+                broker,
+            }),
+            None => None,
+        };
+        let db_urls: Vec<String> = (0..3)
+            .map(|s| match &proxies {
+                Some(p) => through(dbs[s].url(), &p.databases[s]),
+                None => dbs[s].url().to_owned(),
+            })
+            .collect();
         let ports: Vec<[u16; 3]> = (0..instances)
             .map(|_| [free_port(), free_port(), free_port()])
             .collect();
@@ -130,7 +266,7 @@ impl Stack {
         for s in [WALLET, LEDGER, TRANSACTION] {
             for addr in addrs(s) {
                 let mut env = vec![
-                    ("DATABASE_URL", dbs[s].url().to_owned()),
+                    ("DATABASE_URL", db_urls[s].clone()),
                     ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.clone()),
                     ("KAFKA_PARTITIONS", "2".to_owned()),
                     ("LISTEN", addr.clone()),
@@ -159,11 +295,13 @@ impl Stack {
             .expect("an HTTP client");
         Stack {
             broker,
+            broker_advertised,
             broker_dir,
             dbs,
             services,
             base,
             http,
+            proxies,
             _gateway: gateway,
         }
     }
@@ -172,7 +310,8 @@ impl Stack {
     pub fn restart_broker(&mut self) {
         let port = self.broker.port;
         self.broker.process.kill();
-        self.broker = start_broker_at(port, self.broker_dir.clone());
+        self.broker =
+            start_broker_advertising(port, self.broker_advertised, self.broker_dir.clone());
     }
 
     /// `n` wallets in USD, each funded with a deposit of `amount` that
@@ -290,5 +429,25 @@ impl Stack {
     pub fn stop(self) {
         drop(self.services);
         drop(self.broker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_is_cut_around_its_address() {
+        let url = "postgres://postgres@127.0.0.1:5432/wcpg_test_1?sslmode=disable";
+        assert_eq!(
+            split_url(url),
+            (
+                "postgres://postgres@",
+                "127.0.0.1:5432",
+                "/wcpg_test_1?sslmode=disable"
+            )
+        );
+        assert_eq!(server_address("postgres://localhost/db"), "localhost:5432");
+        assert_eq!(server_address("postgres://u:p@w@h:6000"), "h:6000");
     }
 }

@@ -235,7 +235,7 @@ impl LedgerStore for PgLedgerStore {
         &self,
         batch: &[(Inbound<PostingRequest>, EventStamp)],
     ) -> Result<usize, StoreError> {
-        let mut tx = self.pool().begin().await.db()?;
+        let mut tx = crate::begin(self.pool()).await.db()?;
         let mut fresh = inbox_new(&mut tx, batch.iter().map(|(e, _)| e.event_id())).await?;
         let new: Vec<&(Inbound<PostingRequest>, EventStamp)> = batch
             .iter()

@@ -35,8 +35,9 @@ pub mod testdb;
 mod transfer;
 mod wallet;
 
+use sqlx::Transaction;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, Postgres};
 
 pub use ledger::PgLedgerStore;
 pub use outbox::{
@@ -110,4 +111,24 @@ impl Base {
             announcer.announce();
         }
     }
+}
+
+/// Starts a unit of work's transaction on `pool`, safe against the unit
+/// being dropped meanwhile. sqlx (0.8) counts a transaction as begun only
+/// once PostgreSQL has answered its `BEGIN`: a unit dropped while that
+/// answer is on its way (a request whose client hung up, a unit cut by a
+/// timeout, both likely when the database is slow) leaves the session
+/// inside a transaction nothing rolls back, and the pool hands the
+/// connection out again. Later units on it then run inside that
+/// transaction: single-statement writes are not committed until another
+/// unit commits there, and are lost if the connection breaks first; their
+/// locks are held meanwhile. Here the `BEGIN` runs in a task of its own,
+/// which finishes whatever becomes of the unit; a unit gone by then drops
+/// the transaction, and dropping it rolls it back.
+pub(crate) async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        // The task panicked, or the runtime is stopping.
+        .unwrap_or(Err(sqlx::Error::WorkerCrashed))
 }

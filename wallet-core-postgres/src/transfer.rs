@@ -211,7 +211,7 @@ impl TransferStore for PgTransferStore {
         attempt: ReserveAttempt,
         now: Timestamp,
     ) -> Result<Transfer, StoreError> {
-        let mut tx = self.pool().begin().await.db()?;
+        let mut tx = crate::begin(self.pool()).await.db()?;
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -265,7 +265,7 @@ impl TransferStore for PgTransferStore {
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
     ) -> Result<Applied, StoreError> {
-        let mut tx = self.pool().begin().await.db()?;
+        let mut tx = crate::begin(self.pool()).await.db()?;
         let mut fresh = inbox_new(&mut tx, batch.iter().map(Inbound::event_id)).await?;
         // The transfers the new events concern, locked in id order so two
         // batches never wait on each other in a cycle.

@@ -234,7 +234,7 @@ impl WalletStore for PgWalletStore {
         request: &ReserveRequest,
         stamp: EventStamp,
     ) -> Result<ReserveOutcome, StoreError> {
-        let mut tx = self.pool().begin().await.db()?;
+        let mut tx = crate::begin(self.pool()).await.db()?;
         // One statement reads what the decision needs: the sender, locked
         // (a system account has no row: nothing to lock), the receiver, only
         // read, so opposite reserves never wait on each other, and an
@@ -320,7 +320,7 @@ impl WalletStore for PgWalletStore {
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
     ) -> Result<Vec<Refusal>, StoreError> {
-        let mut tx = self.pool().begin().await.db()?;
+        let mut tx = crate::begin(self.pool()).await.db()?;
         let mut fresh = inbox_new(&mut tx, batch.iter().map(Inbound::event_id)).await?;
         let mut reservations = lock_reservations(&mut tx, batch, &fresh).await?;
         let mut refused = Vec::new();
