@@ -306,6 +306,17 @@ impl Stack {
         }
     }
 
+    /// The database URL of a service ([`TRANSACTION`], [`WALLET`] or
+    /// [`LEDGER`]), for tests that read or repair it as an operator would.
+    pub fn database_url(&self, service: usize) -> &str {
+        self.dbs[service].url()
+    }
+
+    /// The broker's bootstrap address, `127.0.0.1:port`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.broker.port)
+    }
+
     /// Kills the broker and starts it again on the same port and data.
     pub fn restart_broker(&mut self) {
         let port = self.broker.port;

@@ -13,6 +13,8 @@
 //!   when the consumer runner commits, after the store committed the
 //!   batch's effects; `rewind` seeks back to them.
 //! - [`ensure_topics`]: creates the event and dead-letter topics at start.
+//! - [`DeadLetters`]: reads a dead-letter topic from start to end without
+//!   joining a consumer group or committing, for operators.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -31,6 +33,7 @@
 //! ```
 
 mod admin;
+mod dead_letters;
 pub mod headers;
 mod probe;
 mod publisher;
@@ -38,6 +41,7 @@ mod settings;
 mod subscription;
 
 pub use admin::{create_topics, ensure_topics};
+pub use dead_letters::{DeadLetterRecord, DeadLetters, READER_GROUP};
 pub use probe::{GroupLag, reachable};
 pub use publisher::KafkaPublisher;
 pub use settings::{DEFAULT_GROUPS, DEFAULT_PARTITIONS, KafkaSettings};

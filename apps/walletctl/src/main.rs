@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod dead_letters;
 mod dev;
 mod postgres;
 mod sim;
@@ -83,6 +84,11 @@ enum Command {
     /// or put them back in line once their cause is fixed.
     #[command(subcommand)]
     Outbox(postgres::OutboxCommand),
+    /// A consumer group's dead letters (`<group>.dlq` on the broker): list
+    /// them, show one, or publish their events again once their cause is
+    /// fixed.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +127,7 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(databases) => return postgres::migrate(databases).await,
         Command::Audit(args) => return postgres::audit(args).await,
         Command::Outbox(command) => return postgres::outbox(command, client.json()).await,
+        Command::DeadLetters(command) => return dead_letters::run(command, client.json()).await,
         Command::Bench(_) => unreachable!("main runs the bench"),
     }
     Ok(ExitCode::SUCCESS)
