@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS};
-use wallet_core::runtime::dead_letter_topic;
+use wallet_core::runtime::{dead_letter_topic, retry_topic};
 
 /// The consumer groups of the three services, whose dead-letter topics the
 /// topic admin creates by default. The same names the services use.
@@ -65,8 +65,9 @@ pub struct KafkaSettings {
     /// The event topics the admin creates. Default `wallet.events` and
     /// `ledger.events`.
     pub topics: Vec<String>,
-    /// Consumer groups whose dead-letter topics (`<group>.dlq`) the admin
-    /// creates. Default [`DEFAULT_GROUPS`].
+    /// Consumer groups whose dead-letter topics (`<group>.dlq`) and retry
+    /// topics (`<group>.retry`) the admin creates. Default
+    /// [`DEFAULT_GROUPS`].
     pub dead_letter_groups: Vec<String>,
     /// How long admin requests and blocking consumer calls (commit, seek)
     /// may take before they fail. Default 10 s.
@@ -105,10 +106,11 @@ impl KafkaSettings {
     }
 
     /// Every topic the admin creates: the event topics, then the dead-letter
-    /// topics.
+    /// topics, then the retry topics of the same groups.
     pub fn all_topics(&self) -> Vec<String> {
         let mut topics = self.topics.clone();
         topics.extend(self.dead_letter_groups.iter().map(|g| dead_letter_topic(g)));
+        topics.extend(self.dead_letter_groups.iter().map(|g| retry_topic(g)));
         topics
     }
 

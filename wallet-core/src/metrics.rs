@@ -15,6 +15,7 @@
 //! | `wallet_consumer_rejoins_total` | `group` | times a consumer started reading afresh from the committed offsets: after a failed poll, commit or rewind, or a stall |
 //! | `wallet_loop_restarts_total` | `loop` | background loops that ended on an error or a panic and were started again by the supervisor |
 //! | `wallet_events_held_total` | `group` | times a consumer held back an event of a newer schema version than it reads (no commit, no dead letter), until a build that reads it takes over |
+//! | `wallet_events_parked_total` | `group` | events that kept failing alone, parked on the group's retry topic for its retry runner |
 //! | `wallet_consumer_stalls_total` | `group` | times a consumer delivered nothing for `ConsumerConfig::stall_after` while its partitions (or, owning none, its whole group) stood behind; each is followed by a rejoin |
 
 use crate::transfer::TransferStatus;
@@ -97,6 +98,12 @@ pub(crate) fn loop_restart(name: &str) {
 /// A consumer of `group` holds `n` events of a newer schema version.
 pub(crate) fn events_held(group: &str, n: usize) {
     metrics::counter!("wallet_events_held_total", "group" => group.to_owned()).increment(n as u64);
+}
+
+/// A consumer of `group` parked `n` events on its retry topic.
+pub(crate) fn events_parked(group: &str, n: usize) {
+    metrics::counter!("wallet_events_parked_total", "group" => group.to_owned())
+        .increment(n as u64);
 }
 
 /// A relay of `group` published `n` records.

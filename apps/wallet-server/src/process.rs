@@ -14,7 +14,7 @@ use wallet_core::ids::{IdGenerator, RandomIds};
 use wallet_core::ports::{Outbox, SystemClock};
 use wallet_core::runtime::{
     ConsumerConfig, ConsumerRunner, EventHandler, LoopHandle, Loops, Place, Relay, Route,
-    SupervisorConfig,
+    SupervisorConfig, retry_topic,
 };
 use wallet_core::time::Clock;
 use wallet_core_kafka::{KafkaPublisher, KafkaSettings, KafkaSubscription};
@@ -37,6 +37,8 @@ pub enum Database {
 
 /// How often the backlog and lag gauges are read.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// The fetch wait of the consumers of retry topics (at least).
+const RETRY_FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How often published outbox rows past the retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
@@ -232,19 +234,50 @@ impl Process {
     /// logged, counted, shown as stalled in `/readyz`, and started again
     /// (as a new group member) after the supervisor's backoff, while the
     /// process keeps serving.
+    ///
+    /// An event that keeps failing alone is parked on the group's retry
+    /// topic; a second consumer (group `<group>.retry`) reads it there and
+    /// retries it with backoff, holding back only the retry topic's
+    /// partition. Its lag gauge counts the parked events not handled yet.
     pub fn spawn_consumer<H: EventHandler + Clone>(
         &mut self,
         handler: H,
         group: &'static str,
         topic: &str,
     ) -> anyhow::Result<()> {
-        let (kafka, publisher) = (self.kafka.clone(), self.publisher.clone());
-        let (config, subject) = (self.common.consumer_config(), topic.to_owned());
+        let config = ConsumerConfig {
+            park: true,
+            ..self.common.consumer_config()
+        };
+        self.spawn_runner(handler.clone(), group, topic, self.kafka.clone(), config)?;
+        let retry = retry_topic(group);
+        let config = ConsumerConfig {
+            park: false,
+            ..self.common.consumer_config()
+        };
+        // Retries need no promptness: a long fetch wait keeps the idle
+        // retry consumer from costing the broker a round per fetch wait.
+        let mut kafka = self.kafka.clone();
+        kafka.fetch_wait = kafka.fetch_wait.max(RETRY_FETCH_WAIT);
+        self.spawn_runner(handler, &retry, &retry, kafka, config)
+    }
+
+    /// A supervised runner of `topic` in `group`, and its lag gauge.
+    fn spawn_runner<H: EventHandler + Clone>(
+        &mut self,
+        handler: H,
+        group: &str,
+        topic: &str,
+        kafka: KafkaSettings,
+        config: ConsumerConfig,
+    ) -> anyhow::Result<()> {
+        let publisher = self.publisher.clone();
+        let (group_name, subject) = (group.to_owned(), topic.to_owned());
         self.supervise(&format!("consumer {group}"), move |status, stop| {
             let (kafka, publisher, config) = (kafka.clone(), publisher.clone(), config.clone());
-            let (handler, topic) = (handler.clone(), subject.clone());
+            let (handler, group, topic) = (handler.clone(), group_name.clone(), subject.clone());
             async move {
-                let subscription = KafkaSubscription::new(&kafka, group, &topic)
+                let subscription = KafkaSubscription::new(&kafka, &group, &topic)
                     .map_err(|e| format!("subscribing {group} to {topic}: {e}"))?;
                 let runner = ConsumerRunner::new(subscription, handler, publisher, group, config)
                     .reporting_to(status);
@@ -287,21 +320,21 @@ impl Process {
     }
 
     /// The consumer lag gauge of `group` on `topic`.
-    fn spawn_lag_gauge(&mut self, group: &'static str, topic: &str) -> anyhow::Result<()> {
+    fn spawn_lag_gauge(&mut self, group: &str, topic: &str) -> anyhow::Result<()> {
         let probe = Arc::new(
             wallet_core_kafka::GroupLag::new(&self.kafka, group, topic)
                 .context("creating the lag probe")?,
         );
-        let topic = topic.to_owned();
+        let (group, topic) = (group.to_owned(), topic.to_owned());
         self.spawn_every(&format!("lag gauge {group}"), GAUGE_EVERY, move || {
-            let (probe, topic) = (probe.clone(), topic.clone());
+            let (probe, group, topic) = (probe.clone(), group.clone(), topic.clone());
             async move {
                 match probe.lag().await {
                     Ok(lag) => {
                         metrics::gauge!("wallet_consumer_lag", "group" => group, "topic" => topic)
                             .set(lag as f64)
                     }
-                    Err(error) => tracing::warn!(group, %error, "cannot read the consumer lag"),
+                    Err(error) => tracing::warn!(%group, %error, "cannot read the consumer lag"),
                 }
                 Ok(())
             }

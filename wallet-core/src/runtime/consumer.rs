@@ -117,6 +117,11 @@ pub struct ConsumerConfig {
     /// offsets stand still. Covers a broker that never hands a restarted
     /// member its partitions. Default 20 s.
     pub stall_after: Duration,
+    /// Where an event that keeps failing alone goes: parked on the group's
+    /// [`retry_topic`] (`true`), where a second runner retries it with
+    /// backoff, so it holds back nothing; or held on its own partition
+    /// (`false`, the default), retried at each delivery.
+    pub park: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -128,6 +133,7 @@ impl Default for ConsumerConfig {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
             stall_after: Duration::from_secs(20),
+            park: false,
         }
     }
 }
@@ -154,6 +160,9 @@ pub struct BatchReport {
     /// and what follows it on its partition, neither committed nor
     /// dead-lettered, while the rest of the batch is handled and committed.
     pub held: Vec<Held>,
+    /// Events that kept failing alone, parked on the retry topic
+    /// ([`ConsumerConfig::park`]).
+    pub parked: usize,
 }
 
 /// An event held back, where it waits, and why.
@@ -307,6 +316,13 @@ impl DeadLetter {
 /// The dead-letter topic of a consumer group.
 pub fn dead_letter_topic(group: &str) -> String {
     format!("{group}.dlq")
+}
+
+/// The retry topic of a consumer group: events that kept failing alone,
+/// parked there (as received) to be retried by the group's retry runner.
+/// That runner's own consumer group is the topic's name.
+pub fn retry_topic(group: &str) -> String {
+    format!("{group}.retry")
 }
 
 /// Reads one subscription and feeds a handler.
@@ -585,6 +601,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         let mut envelopes = Vec::with_capacity(deliveries.len());
         let mut sources = Vec::with_capacity(deliveries.len());
         let mut poison = Vec::new();
+        let mut parked = Vec::new();
         for d in deliveries {
             if report.held.iter().any(|h| h.holds(d)) {
                 continue;
@@ -615,9 +632,13 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                     "batch keeps failing; splitting it to find the events that fail alone");
                 let (handled, failing) = self.isolate(&envelopes).await?;
                 for (i, error) in failing {
-                    report
-                        .held
-                        .push(Held::at(sources[i], Holding::Failing(error)));
+                    if self.config.park {
+                        parked.push(self.park(sources[i], &envelopes[i], &error));
+                    } else {
+                        report
+                            .held
+                            .push(Held::at(sources[i], Holding::Failing(error)));
+                    }
                 }
                 handled
             }
@@ -640,6 +661,13 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             }
         }
         report.dead_lettered = poison.len();
+        report.parked = parked.len();
+        if !parked.is_empty() {
+            // Before the commit: a parked event is handled once it is on
+            // the retry topic, and only then.
+            self.dead_letters.publish(&parked).await?;
+            metrics::events_parked(&self.group, parked.len());
+        }
         if !poison.is_empty() {
             self.dead_letters.publish(&poison).await?;
             metrics::dead_letters(&self.group, DeadLetteredBy::Runner, poison.len());
@@ -694,6 +722,20 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                     attempt += 1;
                 }
             }
+        }
+    }
+
+    /// The message that parks `event` (as it was delivered) on the retry
+    /// topic.
+    fn park(&self, delivery: &Delivery, event: &Envelope, error: &HandleError) -> Message {
+        tracing::warn!(group = %self.group, topic = %delivery.topic, partition = delivery.partition,
+            offset = delivery.offset, event_id = %event.event_id, transfer_id = %event.transfer_id,
+            correlation_id = %event.correlation_id, %error,
+            "event keeps failing alone; parked on the retry topic");
+        Message {
+            topic: retry_topic(&self.group),
+            key: delivery.key.clone(),
+            payload: delivery.payload.clone(),
         }
     }
 

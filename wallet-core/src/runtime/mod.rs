@@ -8,7 +8,7 @@ mod supervisor;
 
 pub use consumer::{
     BatchReport, ConsumerConfig, ConsumerError, ConsumerRunner, DeadLetter, EventHandler,
-    HandleError, Handled, Held, Holding, Source, dead_letter_topic, stalled,
+    HandleError, Handled, Held, Holding, Source, dead_letter_topic, retry_topic, stalled,
 };
 pub use relay::{Relay, RelayConfig, RelayError, Route};
 pub use supervisor::{Failure, LoopHandle, LoopState, Loops, Place, SupervisorConfig};

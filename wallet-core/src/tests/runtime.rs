@@ -37,6 +37,7 @@ fn config() -> ConsumerConfig {
         backoff_initial: Duration::from_millis(1),
         backoff_max: Duration::from_millis(4),
         stall_after: Duration::from_secs(20),
+        park: false,
     }
 }
 
@@ -554,6 +555,69 @@ mod consumer {
         );
         assert!(behind < events.len(), "the other partition is committed");
         assert!(dead_letters(&bus).is_empty(), "not poison: no dead letter");
+    }
+
+    #[tokio::test]
+    async fn an_event_that_keeps_failing_is_parked_and_retried_until_it_passes() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(2);
+        let events: Vec<Envelope> = (0..8)
+            .map(|_| side.ledger_succeeded(TransferId::from_uuid(uuid::Uuid::now_v7())))
+            .collect();
+        for e in &events {
+            publish(&bus, LEDGER_EVENTS, e.transfer_id, e.encode()).await;
+        }
+        let poisoned = events[3].event_id;
+        let handler = Arc::new(Choosy {
+            poisoned,
+            taken: Mutex::default(),
+        });
+        let parking = ConsumerConfig {
+            park: true,
+            ..config()
+        };
+        let mut main = ConsumerRunner::new(
+            bus.subscribe(GROUP, LEDGER_EVENTS),
+            handler.clone(),
+            bus.clone(),
+            GROUP,
+            parking,
+        );
+        let report = main.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!((report.delivered, report.parked), (8, 1));
+        assert_eq!(
+            bus.lag(GROUP, LEDGER_EVENTS),
+            0,
+            "nothing holds the topic back"
+        );
+        assert_eq!(handler.taken.lock().unwrap().len(), 7, "the rest handled");
+        let retry = crate::runtime::retry_topic(GROUP);
+        assert_eq!(bus.len(&retry), 1, "parked on the retry topic");
+        assert!(dead_letters(&bus).is_empty(), "parked, not dead-lettered");
+
+        // The retry runner tries it again; while it fails, it waits there.
+        let mut retrier = ConsumerRunner::new(
+            bus.subscribe(&retry, &retry),
+            handler.clone(),
+            bus.clone(),
+            retry.clone(),
+            config(),
+        );
+        assert!(retrier.run_once(Duration::ZERO).await.is_err());
+        assert_eq!(bus.lag(&retry, &retry), 1, "not handled: not committed");
+        // Its cause cleared, it is applied, once.
+        let healed = Arc::new(Recorder::default());
+        let mut retrier = ConsumerRunner::new(
+            bus.subscribe(&retry, &retry),
+            healed.clone(),
+            bus.clone(),
+            retry.clone(),
+            config(),
+        );
+        let report = retrier.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(report.handled, 1);
+        assert_eq!(*healed.batches.lock().unwrap(), vec![vec![poisoned]]);
+        assert_eq!(bus.lag(&retry, &retry), 0);
     }
 
     #[test]
