@@ -343,8 +343,9 @@ pub struct ConsumerRunner<S, H, P> {
     /// A batch failed and none was handled since: an idle poll does not
     /// make the loop well again.
     failing: bool,
-    /// Where the last batch came from, for the status.
-    last: Place,
+    /// Where the last step failed, for the status; set on failures only,
+    /// so a good batch pays for no second decode.
+    last: Option<Place>,
 }
 
 /// What the stall watch knows.
@@ -408,7 +409,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             lost: false,
             idle: Idle::new(),
             failing: false,
-            last: Place::default(),
+            last: None,
         }
     }
 
@@ -447,17 +448,18 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             return Ok(BatchReport::default());
         }
         self.idle = Idle::new();
-        self.last = self.place(&deliveries);
         match self.process(&deliveries).await {
             Ok(report) if report.held.is_empty() => {
-                self.subscription
-                    .commit(&deliveries)
-                    .await
-                    .inspect_err(|_| self.lost = true)?;
+                if let Err(error) = self.subscription.commit(&deliveries).await {
+                    self.lost = true;
+                    self.last = Some(self.place(&deliveries));
+                    return Err(error.into());
+                }
                 Ok(report)
             }
             Ok(report) => self.hold(&deliveries, report).await,
             Err(e) => {
+                self.last = Some(self.place(&deliveries));
                 if let Err(error) = self.subscription.rewind().await {
                     tracing::error!(group = %self.group, %error, "rewind failed; rejoining before the next poll");
                     self.lost = true;
@@ -480,6 +482,9 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             .filter(|d| !report.held.iter().any(|h| h.holds(d)))
             .cloned()
             .collect();
+        let held = report.held[0].clone();
+        let first = deliveries.iter().find(|d| held.holds(d));
+        self.last = Some(self.place(first.map(std::slice::from_ref).unwrap_or_default()));
         self.subscription
             .commit(&handled)
             .await
@@ -487,9 +492,6 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         if self.subscription.rewind().await.is_err() {
             self.lost = true;
         }
-        let held = report.held[0].clone();
-        let first = deliveries.iter().find(|d| held.holds(d));
-        self.last = self.place(first.map(std::slice::from_ref).unwrap_or_default());
         tracing::warn!(group = %self.group, %held, "event held back");
         metrics::events_held(&self.group, report.held.len());
         Err(ConsumerError::HeldBack(held))
@@ -552,8 +554,15 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         }
     }
 
-    /// Reports a step's result to the loop's status.
-    fn report(&mut self, result: &Result<BatchReport, ConsumerError>, place: Place) {
+    /// Reports a step's result to the loop's status; `place` is where it
+    /// failed, if the step knew (the group otherwise).
+    fn report(&mut self, result: &Result<BatchReport, ConsumerError>, place: Option<Place>) {
+        let healthy = result.is_ok() && self.idle.stalled.is_none();
+        let place = match place {
+            Some(place) => place,
+            None if healthy => Place::default(),
+            None => self.place(&[]),
+        };
         match result {
             Ok(_) if self.idle.stalled.is_some() => {
                 let why = self.idle.stalled.as_deref().unwrap_or_default();
@@ -770,9 +779,9 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
                 () = &mut stop => return None,
                 () = std::future::ready(()) => {}
             }
-            self.last = self.place(&[]);
             let result = self.run_once(self.config.poll_wait).await;
-            self.report(&result, self.last.clone());
+            let place = self.last.take();
+            self.report(&result, place);
             match result {
                 // A subscription that answers "nothing" without waiting
                 // would otherwise keep this task from ever yielding.
