@@ -7,6 +7,7 @@ pub mod stack;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The path of a workspace binary built next to the running test, e.g.
 /// `target/debug/walletctl`. `./scripts/test` builds every binary before the
@@ -89,13 +90,13 @@ pub fn free_port() -> u16 {
 /// Waits until something accepts connections on `port`, or panics after
 /// `seconds`.
 pub fn wait_for_port(port: u16, seconds: u64, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "{what} did not listen on 127.0.0.1:{port} within {seconds}s"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -111,6 +112,19 @@ impl Process {
     /// Whether it still runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Asks it to stop (SIGTERM), as a deploy does, and waits for it; kills
+    /// it if it is still up after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while self.running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
     }
 
     /// Kills it at once (SIGKILL) and waits for it.

@@ -54,6 +54,16 @@ impl Service {
     pub fn restart(&mut self) {
         self.process = start_service(self.name, &self.env).0;
     }
+
+    /// Replaces it as a deploy does: stops it gracefully (SIGTERM, killed
+    /// after 30 s), then starts it on the same port with `var` set to
+    /// `value` on top of its settings, kept for later restarts.
+    pub fn replace_with(&mut self, var: &'static str, value: &str) {
+        self.process.terminate(Duration::from_secs(30));
+        self.env.retain(|(k, _)| *k != var);
+        self.env.push((var, value.to_owned()));
+        self.restart();
+    }
 }
 
 /// The proxies of a stack started with [`Stack::start_with_proxies`].

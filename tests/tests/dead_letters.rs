@@ -195,6 +195,16 @@ async fn a_refused_outcome_fixed_at_its_cause_and_replayed_completes_its_transfe
         dead_letters(&stack, "transaction-service"),
         Vec::<Value>::new()
     );
+    // Nothing kept failing transiently, so nothing is parked.
+    let parked = walletctl_json(&[
+        "dead-letters",
+        "parked",
+        "--group",
+        "wallet-service",
+        "--brokers",
+        &brokers,
+    ]);
+    assert_eq!(parked, json!([]), "nothing parked");
     // The wallets never moved, and disagree with the ledger.
     settled(&http, &base, &a, "100.00", within).await;
     settled(&http, &base, &b, "100.00", within).await;

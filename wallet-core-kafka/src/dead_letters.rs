@@ -1,4 +1,5 @@
-//! Reading a dead-letter topic (`<group>.dlq`): every record from the
+//! Reading a dead-letter topic (`<group>.dlq`), or the events a group
+//! parked on its retry topic (`<group>.retry`): every record from the
 //! start of each partition to its end as it stands when the read begins,
 //! for an operator to list, inspect and replay.
 //!
@@ -29,8 +30,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use wallet_core::ports::BusError;
-use wallet_core::runtime::{DeadLetter, dead_letter_topic};
+use wallet_core::runtime::{DeadLetter, dead_letter_topic, retry_topic};
 
+use crate::probe::partition_lags;
 use crate::publisher::bus_error;
 use crate::settings::KafkaSettings;
 
@@ -111,6 +113,73 @@ impl DeadLetters {
         tokio::task::spawn_blocking(move || read_all(&settings, &topic))
             .await
             .map_err(|e| BusError(format!("reading {}: {e}", self.topic)))?
+    }
+}
+
+/// One event a consumer group parked on its retry topic, and whether the
+/// group's retry consumer is past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRecord {
+    /// The record as parked: the original event's key, bytes and headers.
+    pub record: DeadLetterRecord,
+    /// `true` while the retry consumer (group `<group>.retry`) has not
+    /// committed past it: it is still being retried, and its transfer
+    /// waits. `false` once it was applied, or set aside as a dead letter.
+    pub pending: bool,
+}
+
+/// Reads the events a consumer group parked on its retry topic
+/// ([`retry_topic`]), each with whether its retry consumer is past it.
+/// Read-only, like [`DeadLetters`]: reading moves no group.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    reader: DeadLetters,
+}
+
+impl Parked {
+    /// A reader of the events `group` parked.
+    pub fn of_group(settings: &KafkaSettings, group: &str) -> Parked {
+        Parked {
+            reader: DeadLetters::new(settings, retry_topic(group)),
+        }
+    }
+
+    /// The retry topic it reads; its retry consumer's group has the same
+    /// name.
+    pub fn topic(&self) -> &str {
+        self.reader.topic()
+    }
+
+    /// Every parked record, by partition, then offset (see
+    /// [`DeadLetters::records`]), each marked pending or not from the
+    /// retry group's committed offsets, read after the records (so a
+    /// record retried meanwhile shows as done).
+    pub async fn records(&self) -> Result<Vec<ParkedRecord>, BusError> {
+        let records = self.reader.records().await?;
+        let settings = self.reader.settings.clone();
+        let topic = self.topic().to_owned();
+        let committed = tokio::task::spawn_blocking(move || {
+            // The retry consumer's group is named after its topic.
+            let client: BaseConsumer = settings
+                .consumer_config(&topic)
+                .create()
+                .map_err(|e| bus_error("creating a client", &e))?;
+            partition_lags(&client, &topic, settings.request_timeout)
+        })
+        .await
+        .map_err(|e| BusError(format!("reading {}: {e}", self.topic())))??;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let done = committed
+                    .get(record.partition as usize)
+                    .map_or(0, |(committed, _)| *committed);
+                ParkedRecord {
+                    pending: record.offset >= done,
+                    record,
+                }
+            })
+            .collect())
     }
 }
 

@@ -14,7 +14,9 @@
 //!   batch's effects; `rewind` seeks back to them.
 //! - [`ensure_topics`]: creates the event and dead-letter topics at start.
 //! - [`DeadLetters`]: reads a dead-letter topic from start to end without
-//!   joining a consumer group or committing, for operators.
+//!   joining a consumer group or committing, for operators; [`Parked`]
+//!   reads a group's retry topic the same way, marking what its retry
+//!   consumer has not passed yet.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -41,7 +43,7 @@ mod settings;
 mod subscription;
 
 pub use admin::{create_topics, ensure_topics};
-pub use dead_letters::{DeadLetterRecord, DeadLetters, READER_GROUP};
+pub use dead_letters::{DeadLetterRecord, DeadLetters, Parked, ParkedRecord, READER_GROUP};
 pub use probe::{GroupLag, reachable};
 pub use publisher::KafkaPublisher;
 pub use settings::{DEFAULT_GROUPS, DEFAULT_PARTITIONS, KafkaSettings};

@@ -1,6 +1,7 @@
-//! The dead-letter reader against a real broker (`WALLET_TEST_KAFKA`):
-//! what the consumers set aside on `<group>.dlq` is read back whole, in
-//! order, and reading it leaves no trace in any consumer group.
+//! The dead-letter and parked-event readers against a real broker
+//! (`WALLET_TEST_KAFKA`): what the consumers set aside on `<group>.dlq` or
+//! parked on `<group>.retry` is read back whole, in order, and reading it
+//! leaves no trace in any consumer group.
 
 mod common;
 
@@ -9,10 +10,14 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use wallet_core::contract::data::TestData;
+use wallet_core::ports::Subscription;
 use wallet_core::ports::{Delivery, Message, Payload, Publisher};
-use wallet_core::runtime::{DeadLetter, dead_letter_topic};
+use wallet_core::runtime::{DeadLetter, dead_letter_topic, retry_topic};
 use wallet_core_kafka::headers::{DEAD_LETTER_GROUP, DEAD_LETTER_REASON, DEAD_LETTER_TOPIC};
-use wallet_core_kafka::{DeadLetters, KafkaPublisher, KafkaSettings, READER_GROUP, create_topics};
+use wallet_core_kafka::{
+    DeadLetters, KafkaPublisher, KafkaSettings, KafkaSubscription, Parked, READER_GROUP,
+    create_topics,
+};
 
 use common::{bootstrap, settings, unique, wallet_reserved};
 
@@ -156,5 +161,68 @@ async fn a_missing_topic_is_named() {
     assert!(
         error.0.contains(&dead_letter_topic(&group)) && error.0.contains("does not exist"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parked_events_read_pending_until_the_retry_group_commits_past_them() {
+    let settings = settings(&bootstrap(), 3);
+    let group = unique("parking-group");
+    let topic = retry_topic(&group);
+    create_topics(&settings, std::slice::from_ref(&topic))
+        .await
+        .expect("topic");
+    let parked = Parked::of_group(&settings, &group);
+    assert_eq!(parked.topic(), topic);
+    assert_eq!(parked.records().await, Ok(Vec::new()), "an empty topic");
+
+    // Three events of one transfer, parked as the runner parks them: the
+    // delivery's key and bytes as they were (so one partition, in order).
+    let data = TestData::new();
+    let events: Vec<_> = (0..3).map(|_| wallet_reserved(&data)).collect();
+    let key = events[0].transfer_id.to_string().into_bytes();
+    let messages: Vec<Message> = events
+        .iter()
+        .map(|event| Message {
+            topic: topic.clone(),
+            key: key.clone(),
+            payload: Payload::Bytes(event.encode()),
+        })
+        .collect();
+    let publisher = KafkaPublisher::new(&settings).expect("producer");
+    publisher.publish(&messages).await.expect("publish");
+
+    let before = parked.records().await.expect("read");
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.iter().all(|p| p.pending), "nothing retried yet");
+    for (p, event) in before.iter().zip(&events) {
+        assert_eq!(p.record.key, key);
+        assert_eq!(p.record.payload, event.encode(), "the bytes as parked");
+    }
+
+    // The retry consumer (its group named after its topic) handles and
+    // commits the first two.
+    let mut retry = KafkaSubscription::new(&settings, &topic, &topic).expect("member");
+    let mut taken = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while taken < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retry topic not delivered"
+        );
+        let batch = retry
+            .poll(1, Duration::from_millis(500))
+            .await
+            .expect("poll");
+        taken += batch.len();
+        retry.commit(&batch).await.expect("commit");
+    }
+    let after = parked.records().await.expect("read again");
+    let pending: Vec<bool> = after.iter().map(|p| p.pending).collect();
+    assert_eq!(pending, [false, false, true], "{after:?}");
+    assert_eq!(
+        committed(&settings, READER_GROUP, &topic, 3),
+        vec![None; 3],
+        "the reader committed nothing"
     );
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{DecodeError, Envelope, EventStamp, Inbound, Outgoing};
+use crate::event::{DecodeError, Envelope, EventStamp, Inbound, Outgoing, SCHEMA_VERSION};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, TransferId, WalletId, WorkerId};
 use crate::ledger::{AccountBalance, Entry, PostingRequest};
@@ -368,8 +368,18 @@ impl Payload {
     /// The event it carries: decoded from bytes (refusing what
     /// [`Envelope::decode`] refuses), or as made.
     pub fn envelope(&self) -> Result<Envelope, DecodeError> {
+        self.envelope_up_to(SCHEMA_VERSION)
+    }
+
+    /// [`Payload::envelope`] for a reader of schema versions up to `newest`
+    /// ([`Envelope::decode_up_to`]); an event made in process is held to
+    /// the same limit.
+    pub fn envelope_up_to(&self, newest: u16) -> Result<Envelope, DecodeError> {
         match self {
-            Payload::Bytes(bytes) => Envelope::decode(bytes),
+            Payload::Bytes(bytes) => Envelope::decode_up_to(bytes, newest),
+            Payload::Event(envelope) if envelope.schema_version > newest => {
+                Err(DecodeError::NewerVersion(envelope.schema_version))
+            }
             Payload::Event(envelope) => Ok(Envelope::clone(envelope)),
         }
     }

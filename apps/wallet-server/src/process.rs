@@ -115,6 +115,7 @@ impl Common {
         ConsumerConfig {
             batch_size: self.consumer_batch,
             stall_after: Duration::from_millis(self.consumer_stall_ms),
+            schema_version: self.event_schema_version,
             ..ConsumerConfig::default()
         }
     }
@@ -211,6 +212,7 @@ impl Process {
         let (publisher, clock, ids) =
             (self.publisher.clone(), self.clock.clone(), self.ids.clone());
         let (wake, config) = (self.outbox_written.clone(), self.pg.relay_config());
+        let route = route.writing(self.common.event_schema_version);
         self.supervise(&format!("relay {}", route.group), move |status, stop| {
             let relay = Relay::new(
                 outbox.clone(),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use wallet_core::event::SCHEMA_VERSION;
 
 /// Settings every service takes.
 #[derive(Debug, Clone, Args)]
@@ -89,6 +90,15 @@ pub struct Common {
     #[arg(long, env = "LOOP_STALL_MS", default_value_t = 30_000)]
     pub loop_stall_ms: u64,
 
+    /// The event schema version the process writes and the newest it
+    /// reads: this build's (the default), or the next one, to rehearse an
+    /// upgrade: the process then acts as a build that adds an optional
+    /// member in a new version (same events, stamped one higher). Nothing
+    /// else is accepted.
+    #[arg(long, env = "EVENT_SCHEMA_VERSION", default_value_t = SCHEMA_VERSION,
+          value_parser = schema_version)]
+    pub event_schema_version: u16,
+
     /// Logs as one JSON object per line (for log collectors) instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
@@ -109,6 +119,18 @@ impl Common {
     /// The grace period after SIGTERM.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Parses a schema version this build can write: its own or the next.
+fn schema_version(text: &str) -> Result<u16, String> {
+    let next = SCHEMA_VERSION + 1;
+    match text.trim().parse::<u16>() {
+        Ok(v) if v == SCHEMA_VERSION || v == next => Ok(v),
+        _ => Err(format!(
+            "expected {SCHEMA_VERSION} (this build's event schema version) or {next} \
+             (the next, to rehearse an upgrade), got {text:?}"
+        )),
     }
 }
 
@@ -176,5 +198,20 @@ mod tests {
         assert_eq!(key_value("a=b=c"), Ok(("a".to_owned(), "b=c".to_owned())));
         assert!(key_value("linger.ms").is_err());
         assert!(key_value("=5").is_err());
+    }
+
+    #[test]
+    fn a_schema_version_is_this_builds_or_the_next() {
+        let (this, next) = (SCHEMA_VERSION, SCHEMA_VERSION + 1);
+        assert_eq!(schema_version(&this.to_string()), Ok(this));
+        assert_eq!(schema_version(&next.to_string()), Ok(next));
+        let beyond = (next + 1).to_string();
+        for refused in ["0", &beyond, "-1", "two", ""] {
+            let error = schema_version(refused).unwrap_err();
+            assert!(
+                error.contains("to rehearse an upgrade"),
+                "{refused}: {error}"
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! `walletctl dead-letters list|show|replay`: a consumer group's
+//! `walletctl dead-letters list|show|replay|parked`: a consumer group's
 //! dead-letter topic (`<group>.dlq`), read from its start to its current
 //! end without joining a group or committing, and its events published
-//! again once their cause is fixed.
+//! again once their cause is fixed; and the events the group parked on its
+//! retry topic (`<group>.retry`), pending or done.
 //!
 //! A replay publishes the dead letter's original event to its source topic
 //! under a new event id, with `causation_id` the original id: the store
@@ -24,7 +25,7 @@ use wallet_core::ids::{EventId, IdGenerator, RandomIds};
 use wallet_core::ports::{Message, Payload, Publisher};
 use wallet_core::runtime::DeadLetter;
 use wallet_core_kafka::headers::{EVENT_ID, EVENT_TYPE};
-use wallet_core_kafka::{DeadLetterRecord, DeadLetters, KafkaPublisher, KafkaSettings};
+use wallet_core_kafka::{DeadLetterRecord, DeadLetters, KafkaPublisher, KafkaSettings, Parked};
 
 /// The consumer groups that have a dead-letter topic.
 const GROUPS: [&str; 3] = [groups::LEDGER, groups::WALLET, groups::TRANSACTION];
@@ -100,6 +101,15 @@ pub enum DeadLettersCommand {
         /// the group are skipped and listed.
         #[arg(long, conflicts_with_all = ["offsets", "event_ids", "from", "to"])]
         all: bool,
+    },
+    /// The events the group parked on its retry topic (`<group>.retry`)
+    /// because they kept failing alone, one line each: partition, offset,
+    /// event id, event type, transfer id, and `pending` while its retry
+    /// consumer has not passed it (its transfer waits) or `done` once it
+    /// was applied or dead-lettered. Read-only, like `list`.
+    Parked {
+        #[command(flatten)]
+        topic: Topic,
     },
 }
 
@@ -191,6 +201,7 @@ fn replayable(group: &str, record: &DeadLetterRecord) -> Result<(Envelope, Strin
 pub async fn run(command: DeadLettersCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         DeadLettersCommand::List { topic } => list(&topic, json).await,
+        DeadLettersCommand::Parked { topic } => parked(&topic, json).await,
         DeadLettersCommand::Show {
             topic,
             position,
@@ -283,6 +294,67 @@ async fn list(topic: &Topic, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     println!("{} dead letters on {}", lines.len(), reader.topic());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn parked(topic: &Topic, json: bool) -> anyhow::Result<ExitCode> {
+    let reader = Parked::of_group(&settings(topic), &topic.group);
+    let records = reader
+        .records()
+        .await
+        .with_context(|| format!("reading {} at {}", reader.topic(), topic.brokers))?;
+    let lines: Vec<Value> = records
+        .iter()
+        .map(|parked| {
+            let record = &parked.record;
+            // Parked as delivered: the event itself, its id in a header
+            // too when it came from a broker.
+            let event = Envelope::decode(&record.payload).ok();
+            let event_id = event
+                .as_ref()
+                .map(|e| e.event_id.to_string())
+                .or_else(|| record.header(EVENT_ID).map(str::to_owned));
+            let event_type = event
+                .as_ref()
+                .map(|e| e.event.event_type().to_owned())
+                .or_else(|| record.header(EVENT_TYPE).map(str::to_owned));
+            json!({
+                "partition": record.partition,
+                "offset": record.offset,
+                "event_id": event_id,
+                "event_type": event_type,
+                "transfer_id": record.key_text(),
+                "state": if parked.pending { "pending" } else { "done" },
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", Value::from(lines));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if lines.is_empty() {
+        println!("nothing parked on {}", reader.topic());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("partition\toffset\tevent id\tevent type\ttransfer id\tstate");
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    for line in &lines {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            line["partition"],
+            line["offset"],
+            text(&line["event_id"]),
+            text(&line["event_type"]),
+            text(&line["transfer_id"]),
+            text(&line["state"]),
+        );
+    }
+    let pending = records.iter().filter(|p| p.pending).count();
+    println!(
+        "{} parked on {}, {pending} pending",
+        lines.len(),
+        reader.topic()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

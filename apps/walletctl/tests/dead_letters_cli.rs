@@ -92,6 +92,10 @@ fn bad_input_gets_a_clear_error() {
         ],
         "--from 0:9 comes after --to 0:4",
     );
+    refused(
+        &["parked", "--group", "ledger"],
+        "invalid value 'ledger' for '--group <GROUP>'",
+    );
     let output = walletctl(&["dead-letters", "list", "--group", "wallet-service"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -122,6 +122,11 @@ pub struct ConsumerConfig {
     /// backoff, so it holds back nothing; or held on its own partition
     /// (`false`, the default), retried at each delivery.
     pub park: bool,
+    /// The newest event schema version it reads; an event of a newer one
+    /// is held (see [`Holding::NewerVersion`]). Default
+    /// [`SCHEMA_VERSION`](crate::event::SCHEMA_VERSION); one more rehearses
+    /// the next build's reader.
+    pub schema_version: u16,
 }
 
 impl Default for ConsumerConfig {
@@ -134,6 +139,7 @@ impl Default for ConsumerConfig {
             backoff_max: Duration::from_secs(2),
             stall_after: Duration::from_secs(20),
             park: false,
+            schema_version: crate::event::SCHEMA_VERSION,
         }
     }
 }
@@ -196,9 +202,8 @@ impl std::fmt::Display for Held {
         match &self.why {
             Holding::NewerVersion(version) => write!(
                 f,
-                "schema version {version} is newer than this build reads ({}); \
-                 held until a build that reads it takes over",
-                crate::event::SCHEMA_VERSION
+                "schema version {version} is newer than this build reads; \
+                 held until a build that reads it takes over"
             ),
             Holding::Failing(error) => write!(
                 f,
@@ -615,7 +620,7 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             if report.held.iter().any(|h| h.holds(d)) {
                 continue;
             }
-            match d.payload.envelope() {
+            match d.payload.envelope_up_to(self.config.schema_version) {
                 Ok(e) if seen.insert(e.event_id) => {
                     envelopes.push(e);
                     sources.push(d);

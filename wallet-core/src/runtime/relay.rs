@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::event::Outgoing;
+use crate::event::{Outgoing, SCHEMA_VERSION};
 use crate::ids::WorkerId;
 use crate::ports::{
     BusError, Claim, Message, Outbox, OutboxRecord, Payload, Publisher, StoreError,
@@ -54,6 +54,10 @@ pub struct Route {
     /// The consumer group of the service; its refusals go to
     /// [`dead_letter_topic`] of it.
     pub group: String,
+    /// The schema version its events go out in: [`SCHEMA_VERSION`] (what
+    /// the store wrote), or the next one while rehearsing an upgrade
+    /// ([`Route::writing`]).
+    pub schema_version: u16,
 }
 
 impl Route {
@@ -62,6 +66,18 @@ impl Route {
         Route {
             events: events.map(str::to_owned),
             group: group.to_owned(),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+
+    /// The same route, its events stamped with `schema_version`: a process
+    /// acting as the next build (one that writes an additive new version)
+    /// does this, so an upgrade can be rehearsed end to end. See
+    /// docs/events.md, "Compatibility".
+    pub fn writing(self, schema_version: u16) -> Route {
+        Route {
+            schema_version,
+            ..self
         }
     }
 
@@ -76,14 +92,17 @@ impl Route {
             .as_bytes()
             .to_vec();
         match item {
-            Outgoing::Event(envelope) => Message {
-                topic: self
-                    .events
-                    .clone()
-                    .expect("a store without an event topic wrote an event"),
-                key,
-                payload: Payload::Event(Arc::new(envelope)),
-            },
+            Outgoing::Event(mut envelope) => {
+                envelope.schema_version = self.schema_version;
+                Message {
+                    topic: self
+                        .events
+                        .clone()
+                        .expect("a store without an event topic wrote an event"),
+                    key,
+                    payload: Payload::Event(Arc::new(envelope)),
+                }
+            }
             Outgoing::DeadLetter { event, reason } => Message {
                 topic: dead_letter_topic(&self.group),
                 key,

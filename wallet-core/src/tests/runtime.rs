@@ -37,7 +37,7 @@ fn config() -> ConsumerConfig {
         backoff_initial: Duration::from_millis(1),
         backoff_max: Duration::from_millis(4),
         stall_after: Duration::from_secs(20),
-        park: false,
+        ..ConsumerConfig::default()
     }
 }
 
@@ -439,6 +439,29 @@ mod consumer {
             "committed up to the held event"
         );
         assert!(dead_letters(&bus).is_empty(), "not poison: no dead letter");
+
+        // The next build takes over the group: it reads the version, so
+        // the held event and what waited behind it are handled.
+        drop(runner);
+        let next = ConsumerConfig {
+            schema_version: crate::event::SCHEMA_VERSION + 1,
+            ..config()
+        };
+        let mut runner = ConsumerRunner::new(
+            bus.subscribe(GROUP, LEDGER_EVENTS),
+            recorder.clone(),
+            bus.clone(),
+            GROUP,
+            next,
+        );
+        runner
+            .run_once(Duration::ZERO)
+            .await
+            .expect("read by the next build");
+        let batches = recorder.batches.lock().unwrap().clone();
+        assert_eq!(batches[1], [newer.event_id, after.event_id], "{batches:?}");
+        assert_eq!(bus.lag(GROUP, LEDGER_EVENTS), 0);
+        assert!(dead_letters(&bus).is_empty());
     }
 
     #[tokio::test]
@@ -877,6 +900,39 @@ mod relay {
             let want: Vec<Vec<u8>> = order.iter().map(|t| t.to_string().into_bytes()).collect();
             assert_eq!(keys, want);
         }
+    }
+
+    #[tokio::test]
+    async fn a_route_writing_the_next_version_stamps_the_events_it_publishes() {
+        let side = WalletSide::new();
+        let anyone = Claim::new(side.ids.worker_id(), side.clock.now(), Duration::ZERO);
+        let record = side
+            .service
+            .store()
+            .claim(&anyone, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let next = crate::event::SCHEMA_VERSION + 1;
+        let route = Route::new(Some(WALLET_EVENTS), GROUP);
+        let stamped = route.clone().writing(next).message(record.item.clone());
+        let plain = route.message(record.item);
+        let bytes = stamped.payload.to_bytes().into_owned();
+        assert_eq!(
+            Envelope::decode(&bytes),
+            Err(crate::event::DecodeError::NewerVersion(next)),
+            "this build holds it"
+        );
+        let read = Envelope::decode_up_to(&bytes, next).expect("the next build reads it");
+        let mut as_written = plain.payload.envelope().unwrap();
+        assert_eq!(as_written.schema_version, crate::event::SCHEMA_VERSION);
+        as_written.schema_version = next;
+        assert_eq!(read, as_written, "the same event, stamped one higher");
+        assert_eq!(
+            stamped.payload.envelope_up_to(next - 1),
+            Err(crate::event::DecodeError::NewerVersion(next)),
+            "held in process too"
+        );
     }
 
     #[tokio::test]
