@@ -1,7 +1,7 @@
 //! The transaction service's store: transfers, idempotency keys, inbox, and
 //! an outbox of dead letters.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgRow};
@@ -132,132 +132,243 @@ pub(crate) async fn inbox_new(
     Ok(fresh.into_iter().map(EventId::from_uuid).collect())
 }
 
+impl PgTransferStore {
+    /// The records of idempotency keys `keys`, each with the transfer it
+    /// points to as stored now, by key.
+    async fn key_records(
+        &self,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (IdempotencyRecord, Transfer)>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            ", k.key, k.fingerprint, k.transfer_id AS key_transfer,
+                 k.created_at AS key_created_at, k.response::text AS response
+             FROM idempotency_keys k JOIN transfers t ON t.id = k.transfer_id
+             WHERE k.key = ANY($1)"
+        ))
+        .bind(keys)
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        let mut records = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let key: String = row.try_get("key").db()?;
+            let response: Option<String> = row.try_get("response").db()?;
+            let record = IdempotencyRecord {
+                key: IdempotencyKey::new(key.clone()).map_err(corrupt)?,
+                fingerprint: Fingerprint::from_stored(row.try_get("fingerprint").db()?),
+                transfer_id: TransferId::from_uuid(row.try_get("key_transfer").db()?),
+                created_at: row.try_get("key_created_at").db()?,
+                response: response
+                    .map(|text| serde_json::from_str(&text).map_err(corrupt))
+                    .transpose()?,
+            };
+            records.insert(key, (record, transfer_of(row)?));
+        }
+        Ok(records)
+    }
+}
+
 #[async_trait]
 impl TransferStore for PgTransferStore {
-    async fn begin(
+    async fn begin_batch(
         &self,
-        transfer: &Transfer,
-        fingerprint: &Fingerprint,
-    ) -> Result<Begin, StoreError> {
-        // One statement, so one unit: the key is inserted unless it exists,
-        // and the transfer only with it.
-        let inserted = sqlx::query(
-            "WITH k AS (
+        batch: &[(Transfer, Fingerprint)],
+    ) -> Result<Vec<Begin>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Inserted in key order, so two batches that share keys never wait
+        // on each other in a cycle; a stable sort keeps a key's first
+        // request of the batch first, and it is the one that wins.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| batch[a].0.idempotency_key.cmp(&batch[b].0.idempotency_key));
+        let rows = || order.iter().map(|&i| &batch[i]);
+        let transfers = || rows().map(|(t, _)| t);
+        // One statement, so one unit: each key is inserted unless it
+        // exists, and its transfer only with it.
+        let created: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "WITH u AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[],
+                     $5::uuid[], $6::uuid[], $7::numeric[], $8::text[], $9::uuid[],
+                     $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[])
+                     WITH ORDINALITY AS u(id, kind, status, failure_reason, sender_wallet_id,
+                         receiver_wallet_id, amount, currency, correlation_id,
+                         idempotency_key, created_at, updated_at, fingerprint, n)
+             ), k AS (
                  INSERT INTO idempotency_keys (key, fingerprint, transfer_id, created_at)
-                 VALUES ($10, $13, $1, $11)
-                 ON CONFLICT (key) DO NOTHING RETURNING key)
+                 SELECT idempotency_key, fingerprint, id, created_at FROM u ORDER BY n
+                 ON CONFLICT (key) DO NOTHING RETURNING key, transfer_id
+             )
              INSERT INTO transfers (id, kind, status, failure_reason, sender_wallet_id,
                  receiver_wallet_id, amount, currency, correlation_id, idempotency_key,
                  created_at, updated_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, k.key, $11, $12 FROM k",
+             SELECT u.id, u.kind, u.status, u.failure_reason, u.sender_wallet_id,
+                 u.receiver_wallet_id, u.amount, u.currency, u.correlation_id, k.key,
+                 u.created_at, u.updated_at
+             FROM u JOIN k ON k.transfer_id = u.id ORDER BY u.n
+             RETURNING id",
         )
-        .bind(transfer.id.as_uuid())
-        .bind(codec::text_of(&transfer.kind))
-        .bind(codec::text_of(&transfer.status))
-        .bind(transfer.failure_reason.as_ref().map(codec::text_of))
-        .bind(transfer.sender_wallet_id.as_uuid())
-        .bind(transfer.receiver_wallet_id.as_uuid())
-        .bind(transfer.amount.value())
-        .bind(transfer.currency.code())
-        .bind(transfer.correlation_id.as_uuid())
-        .bind(transfer.idempotency_key.as_str())
-        .bind(transfer.created_at)
-        .bind(transfer.updated_at)
-        .bind(fingerprint.as_str())
-        .execute(self.pool())
-        .await
-        .db()?
-        .rows_affected();
-        if inserted == 1 {
-            return Ok(Begin::Created);
-        }
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            ", k.fingerprint, k.transfer_id AS key_transfer,
-                 k.created_at AS key_created_at, k.response::text AS response
-             FROM idempotency_keys k JOIN transfers t ON t.id = k.transfer_id
-             WHERE k.key = $1"
+        .bind(codec::transfer_uuids(transfers().map(|t| t.id)))
+        .bind(
+            transfers()
+                .map(|t| codec::text_of(&t.kind))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            transfers()
+                .map(|t| codec::text_of(&t.status))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            transfers()
+                .map(|t| t.failure_reason.as_ref().map(codec::text_of))
+                .collect::<Vec<_>>(),
+        )
+        .bind(codec::wallet_uuids(transfers().map(|t| t.sender_wallet_id)))
+        .bind(codec::wallet_uuids(
+            transfers().map(|t| t.receiver_wallet_id),
         ))
-        .bind(transfer.idempotency_key.as_str())
-        .fetch_optional(self.pool())
+        .bind(transfers().map(|t| t.amount.value()).collect::<Vec<_>>())
+        .bind(transfers().map(|t| t.currency.code()).collect::<Vec<_>>())
+        .bind(
+            transfers()
+                .map(|t| t.correlation_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            transfers()
+                .map(|t| t.idempotency_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(transfers().map(|t| t.created_at).collect::<Vec<_>>())
+        .bind(transfers().map(|t| t.updated_at).collect::<Vec<_>>())
+        .bind(rows().map(|(_, f)| f.as_str()).collect::<Vec<_>>())
+        .fetch_all(self.pool())
         .await
-        .db()?
-        .ok_or_else(|| {
-            StoreError::Integrity(format!(
-                "key {} neither inserted nor found",
-                transfer.idempotency_key
-            ))
-        })?;
-        let response: Option<String> = row.try_get("response").db()?;
-        let record = IdempotencyRecord {
-            key: transfer.idempotency_key.clone(),
-            fingerprint: Fingerprint::from_stored(row.try_get("fingerprint").db()?),
-            transfer_id: TransferId::from_uuid(row.try_get("key_transfer").db()?),
-            created_at: row.try_get("key_created_at").db()?,
-            response: response
-                .map(|text| serde_json::from_str(&text).map_err(corrupt))
-                .transpose()?,
+        .db()?;
+        let created: HashSet<TransferId> = created.into_iter().map(TransferId::from_uuid).collect();
+        let existing: Vec<&str> = batch
+            .iter()
+            .filter(|(t, _)| !created.contains(&t.id))
+            .map(|(t, _)| t.idempotency_key.as_str())
+            .collect();
+        let records = if existing.is_empty() {
+            HashMap::new()
+        } else {
+            self.key_records(&existing).await?
         };
-        Ok(Begin::Existing {
-            record: Box::new(record),
-            current: Box::new(transfer_of(&row)?),
-        })
+        batch
+            .iter()
+            .map(|(transfer, _)| {
+                if created.contains(&transfer.id) {
+                    return Ok(Begin::Created);
+                }
+                let key = &transfer.idempotency_key;
+                let (record, current) = records.get(key.as_str()).cloned().ok_or_else(|| {
+                    StoreError::Integrity(format!("key {key} neither inserted nor found"))
+                })?;
+                Ok(Begin::Existing {
+                    record: Box::new(record),
+                    current: Box::new(current),
+                })
+            })
+            .collect()
     }
 
-    async fn record_reserve(
+    async fn record_reserves(
         &self,
-        id: TransferId,
-        attempt: ReserveAttempt,
+        attempts: &[(TransferId, ReserveAttempt)],
         now: Timestamp,
-    ) -> Result<Transfer, StoreError> {
+    ) -> Result<Vec<Transfer>, StoreError> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = crate::begin(self.pool()).await.db()?;
-        let row = sqlx::query(concat!(
+        let mut ids: Vec<TransferId> = attempts.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
             ", k.response IS NULL AS unanswered
              FROM transfers t JOIN idempotency_keys k ON k.key = t.idempotency_key
-             WHERE t.id = $1 FOR UPDATE OF t, k"
+             WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t, k"
         ))
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *tx)
+        .bind(codec::transfer_uuids(ids.iter().copied()))
+        .fetch_all(&mut *tx)
         .await
-        .db()?
-        .ok_or_else(|| StoreError::Integrity(format!("no transfer {id} with a key record")))?;
-        let mut transfer = transfer_of(&row)?;
-        let unanswered: bool = row.try_get("unanswered").db()?;
-        let changed = match attempt {
-            ReserveAttempt::Definite(outcome) => {
-                transfer.handle(&TransferCommand::RecordReserve(outcome), now)
+        .db()?;
+        let mut stored: HashMap<TransferId, (Transfer, bool)> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let transfer = transfer_of(row)?;
+            stored.insert(transfer.id, (transfer, row.try_get("unanswered").db()?));
+        }
+        // Each attempt in order, on the transfer as the earlier ones left
+        // it. A key unanswered so far gets the transfer as its first
+        // attempt left it; a transfer that moved is written as the batch
+        // leaves it.
+        let mut recorded = Vec::with_capacity(attempts.len());
+        let mut moved = BTreeSet::new();
+        let mut first_responses: Vec<(String, String)> = Vec::new();
+        for &(id, attempt) in attempts {
+            let (transfer, unanswered) = stored.get_mut(&id).ok_or_else(|| {
+                StoreError::Integrity(format!("no transfer {id} with a key record"))
+            })?;
+            if let ReserveAttempt::Definite(outcome) = attempt
+                && transfer.handle(&TransferCommand::RecordReserve(outcome), now)
+            {
+                moved.insert(id);
             }
-            ReserveAttempt::Ambiguous => false,
-        };
-        if changed || unanswered {
-            // One statement: the new status when it moved (a transfer that
-            // leaves INITIATED leaves the retrier's queue with its lease),
-            // and the key's first response unless it was set.
+            if std::mem::take(unanswered) {
+                first_responses.push((
+                    transfer.idempotency_key.as_str().to_owned(),
+                    json_of(transfer),
+                ));
+            }
+            recorded.push(transfer.clone());
+        }
+        if !moved.is_empty() || !first_responses.is_empty() {
+            let moved: Vec<&Transfer> = moved.iter().map(|id| &stored[id].0).collect();
+            let (keys, responses): (Vec<String>, Vec<String>) = first_responses.into_iter().unzip();
+            // One statement: the transfers that moved (one that leaves
+            // INITIATED leaves the retrier's queue with its lease), and the
+            // keys' first responses.
             sqlx::query(
                 "WITH moved AS (
-                     UPDATE transfers SET status = $3, failure_reason = $4, updated_at = $5,
-                         lease_worker = NULL, lease_until = NULL
-                     WHERE id = $1 AND $2)
-                 UPDATE idempotency_keys SET response = $8::jsonb
-                 WHERE key = $6 AND $7 AND response IS NULL",
+                     UPDATE transfers SET status = u.status, failure_reason = u.reason,
+                         updated_at = u.updated_at, lease_worker = NULL, lease_until = NULL
+                     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+                         AS u(id, status, reason, updated_at)
+                     WHERE transfers.id = u.id
+                 )
+                 UPDATE idempotency_keys SET response = a.response::jsonb
+                 FROM UNNEST($5::text[], $6::text[]) AS a(key, response)
+                 WHERE idempotency_keys.key = a.key AND idempotency_keys.response IS NULL",
             )
-            .bind(transfer.id.as_uuid())
-            .bind(changed)
-            .bind(codec::text_of(&transfer.status))
-            .bind(transfer.failure_reason.as_ref().map(codec::text_of))
-            .bind(transfer.updated_at)
-            .bind(transfer.idempotency_key.as_str())
-            .bind(unanswered)
-            .bind(json_of(&transfer))
+            .bind(codec::transfer_uuids(moved.iter().map(|t| t.id)))
+            .bind(
+                moved
+                    .iter()
+                    .map(|t| codec::text_of(&t.status))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moved
+                    .iter()
+                    .map(|t| t.failure_reason.as_ref().map(codec::text_of))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(moved.iter().map(|t| t.updated_at).collect::<Vec<_>>())
+            .bind(keys)
+            .bind(responses)
             .execute(&mut *tx)
             .await
             .db()?;
         }
         tx.commit().await.db()?;
-        Ok(transfer)
+        Ok(recorded)
     }
 
     async fn apply_ledger_outcomes(

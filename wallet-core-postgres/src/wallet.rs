@@ -6,21 +6,22 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
-use wallet_core::event::{Envelope, EventStamp, Inbound, Outgoing};
+use wallet_core::event::Envelope;
+use wallet_core::event::{Inbound, Outgoing, StampedReserve, decide_stamped_reserves};
 use wallet_core::ids::{CorrelationId, TransferId, WalletId};
 use wallet_core::outcome::{LedgerOutcome, ReserveOutcome};
 use wallet_core::ports::{Refusal, StoreError, WalletReads, WalletStore};
 use wallet_core::time::Timestamp;
 use wallet_core::wallet::{
-    Reservation, ReservationState, ReserveDecision, ReserveRequest, Wallet, WalletChange,
-    decide_finalize, decide_reserve,
+    Reservation, ReservationState, ReserveBatch, ReserveRequest, Wallet, WalletChange,
+    decide_finalize,
 };
 
 use crate::codec;
 use crate::error::{Db, corrupt};
 use crate::outbox::pg_outbox;
 use crate::transfer::inbox_new;
-use crate::{Base, PgSettings};
+use crate::{Base, PgSettings, in_key_order};
 
 macro_rules! wallet_columns {
     () => {
@@ -32,10 +33,6 @@ macro_rules! reservation_columns {
     () => {
         "transfer_id, correlation_id, sender_wallet_id, receiver_wallet_id, amount, currency, \
          state, reason, created_at, updated_at"
-    };
-    (r) => {
-        "r.transfer_id, r.correlation_id, r.sender_wallet_id, r.receiver_wallet_id, r.amount, \
-         r.currency, r.state, r.reason, r.created_at, r.updated_at"
     };
 }
 
@@ -64,6 +61,75 @@ impl PgWalletStore {
 
 pg_outbox!(PgWalletStore);
 
+/// Tries of a batch of reserves that meets concurrent reserves of its own
+/// transfers (see [`PgWalletStore::try_reserve_batch`]).
+const RESERVE_TRIES: usize = 3;
+
+impl PgWalletStore {
+    /// One unit of [`WalletStore::reserve_batch`]: lock the senders in id
+    /// order and read the receivers (one statement), read the transfers'
+    /// reservations when `read_existing`, decide, and write the new
+    /// reservations, the senders and the events (one statement). `None`,
+    /// with nothing written, when a reservation it inserts existed.
+    async fn try_reserve_batch(
+        &self,
+        batch: &[StampedReserve],
+        read_existing: bool,
+    ) -> Result<Option<Vec<ReserveOutcome>>, StoreError> {
+        let mut tx = crate::begin(self.pool()).await.db()?;
+        let senders: BTreeSet<WalletId> = batch
+            .iter()
+            .map(|r| r.request.sender_wallet_id)
+            .filter(|id| id.system_currency().is_none())
+            .collect();
+        let receivers: BTreeSet<WalletId> = batch
+            .iter()
+            .map(|r| r.request.receiver_wallet_id)
+            .filter(|id| id.system_currency().is_none() && !senders.contains(id))
+            .collect();
+        // Receivers are only read, so opposite reserves never wait on each
+        // other; senders are locked in id order, so batches never deadlock.
+        let rows = sqlx::query(concat!(
+            "WITH locked AS (SELECT ",
+            wallet_columns!(),
+            " FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+             SELECT * FROM locked
+             UNION ALL SELECT ",
+            wallet_columns!(),
+            " FROM wallets WHERE id = ANY($2)"
+        ))
+        .bind(codec::wallet_uuids(senders.iter().copied()))
+        .bind(codec::wallet_uuids(receivers.iter().copied()))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let mut wallets = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let wallet = wallet_of(row)?;
+            wallets.insert(wallet.id, wallet);
+        }
+        let existing = if read_existing {
+            reservations_of(&mut tx, batch.iter().map(|r| r.request.transfer_id)).await?
+        } else {
+            HashMap::new()
+        };
+        let (mut decided, events) = decide_stamped_reserves(batch, wallets, existing);
+        if decided.reservations.is_empty() {
+            // Every answer is a replay: nothing to write.
+            return Ok(Some(decided.outcomes));
+        }
+        in_key_order(&mut decided.reservations, |(_, r)| r.request.transfer_id);
+        if !write_reserves(&mut tx, &decided, &events).await? {
+            return Ok(None);
+        }
+        tx.commit().await.db()?;
+        if !events.is_empty() {
+            self.base.announce();
+        }
+        Ok(Some(decided.outcomes))
+    }
+}
+
 fn wallet_of(row: &PgRow) -> Result<Wallet, StoreError> {
     let currency = codec::currency(row.try_get("currency").db()?)?;
     Ok(Wallet {
@@ -74,24 +140,6 @@ fn wallet_of(row: &PgRow) -> Result<Wallet, StoreError> {
         created_at: row.try_get("created_at").db()?,
         updated_at: row.try_get("updated_at").db()?,
     })
-}
-
-/// The wallet in the columns named `<prefix>id`, `<prefix>currency`, ...,
-/// if there is one (the columns of a left join are NULL when not).
-fn wallet_at(row: &PgRow, prefix: &str) -> Result<Option<Wallet>, StoreError> {
-    let column = |name: &str| format!("{prefix}{name}");
-    let Some(id) = row.try_get::<Option<uuid::Uuid>, _>(&*column("id")).db()? else {
-        return Ok(None);
-    };
-    let currency = codec::currency(row.try_get(&*column("currency")).db()?)?;
-    Ok(Some(Wallet {
-        id: WalletId::from_uuid(id),
-        currency,
-        available: codec::balance(row.try_get(&*column("available")).db()?, currency),
-        reserved: codec::balance(row.try_get(&*column("reserved")).db()?, currency),
-        created_at: row.try_get(&*column("created_at")).db()?,
-        updated_at: row.try_get(&*column("updated_at")).db()?,
-    }))
 }
 
 fn reservation_of(row: &PgRow) -> Result<Reservation, StoreError> {
@@ -129,77 +177,114 @@ fn state_columns(state: ReservationState) -> (&'static str, Option<String>) {
     }
 }
 
-async fn reservation(
+/// The stored reservations of `transfers`.
+async fn reservations_of(
     conn: &mut PgConnection,
-    transfer: TransferId,
-) -> Result<Option<Reservation>, StoreError> {
-    let row = sqlx::query(concat!(
+    transfers: impl IntoIterator<Item = TransferId>,
+) -> Result<HashMap<TransferId, Reservation>, StoreError> {
+    let rows = sqlx::query(concat!(
         "SELECT ",
         reservation_columns!(),
-        " FROM reservations WHERE transfer_id = $1"
+        " FROM reservations WHERE transfer_id = ANY($1)"
     ))
-    .bind(transfer.as_uuid())
-    .fetch_optional(conn)
+    .bind(codec::transfer_uuids(transfers))
+    .fetch_all(conn)
     .await
     .db()?;
-    row.as_ref().map(reservation_of).transpose()
+    let mut reservations = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let reservation = reservation_of(row)?;
+        reservations.insert(reservation.request.transfer_id, reservation);
+    }
+    Ok(reservations)
 }
 
-/// Inserts a new reservation and, when it was inserted, stores the sender
-/// as decided and writes the event: one statement. Returns false when the
-/// transfer had a reservation already (a concurrent repeat won the race):
-/// then nothing was written.
-async fn insert_reservation(
+/// Inserts a batch's new reservations and, when every one was inserted,
+/// stores its senders as decided and writes its events to the outbox: one
+/// statement. False when a transfer had a reservation already; the caller
+/// then rolls the unit back.
+async fn write_reserves(
     conn: &mut PgConnection,
-    reservation: &Reservation,
-    sender: Option<&Wallet>,
-    event: Option<&Envelope>,
+    decided: &ReserveBatch,
+    events: &[Envelope],
 ) -> Result<bool, StoreError> {
-    let r = &reservation.request;
-    let (state, reason) = state_columns(reservation.state);
+    let reservations = || decided.reservations.iter().map(|(_, r)| r);
+    let requests = || reservations().map(|r| &r.request);
+    let (states, reasons): (Vec<&str>, Vec<Option<String>>) =
+        reservations().map(|r| state_columns(r.state)).unzip();
+    let senders = &decided.senders;
     let row = sqlx::query(
         "WITH r AS (
              INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
                  receiver_wallet_id, amount, currency, state, reason, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                 $5::numeric[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
+                 $10::timestamptz[])
              ON CONFLICT (transfer_id) DO NOTHING RETURNING transfer_id
+         ), all_new AS (
+             SELECT count(*) = cardinality($1::uuid[]) AS yes FROM r
          ), w AS (
-             UPDATE wallets SET available = $12, reserved = $13, updated_at = $14
-             WHERE id = $11 AND EXISTS (SELECT 1 FROM r) RETURNING id
+             UPDATE wallets SET available = u.available, reserved = u.reserved,
+                 updated_at = u.updated_at
+             FROM UNNEST($11::uuid[], $12::numeric[], $13::numeric[], $14::timestamptz[])
+                 AS u(id, available, reserved, updated_at), all_new
+             WHERE wallets.id = u.id AND all_new.yes
+             RETURNING wallets.id
          ), o AS (
              INSERT INTO outbox (transfer_id, envelope)
-             SELECT transfer_id, $15::jsonb FROM r WHERE $15::text IS NOT NULL RETURNING seq
+             SELECT t, e::jsonb
+             FROM UNNEST($15::uuid[], $16::text[]) WITH ORDINALITY AS u(t, e, n), all_new
+             WHERE all_new.yes
+             ORDER BY n
+             RETURNING seq
          )
-         SELECT (SELECT count(*) FROM r) AS inserted, (SELECT count(*) FROM w) AS updated",
+         SELECT (SELECT yes FROM all_new) AS all_new, (SELECT count(*) FROM w) AS updated",
     )
-    .bind(r.transfer_id.as_uuid())
-    .bind(r.correlation_id.as_uuid())
-    .bind(r.sender_wallet_id.as_uuid())
-    .bind(r.receiver_wallet_id.as_uuid())
-    .bind(r.amount.value())
-    .bind(r.currency.code())
-    .bind(state)
-    .bind(reason)
-    .bind(reservation.created_at)
-    .bind(reservation.updated_at)
-    .bind(sender.map(|w| w.id.as_uuid()))
-    .bind(sender.map(|w| w.available.value()))
-    .bind(sender.map(|w| w.reserved.value()))
-    .bind(sender.map(|w| w.updated_at))
-    .bind(event.map(codec::envelope_text))
+    .bind(codec::transfer_uuids(requests().map(|r| r.transfer_id)))
+    .bind(
+        requests()
+            .map(|r| r.correlation_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(codec::wallet_uuids(requests().map(|r| r.sender_wallet_id)))
+    .bind(codec::wallet_uuids(
+        requests().map(|r| r.receiver_wallet_id),
+    ))
+    .bind(requests().map(|r| r.amount.value()).collect::<Vec<_>>())
+    .bind(requests().map(|r| r.currency.code()).collect::<Vec<_>>())
+    .bind(states)
+    .bind(reasons)
+    .bind(reservations().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(reservations().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(codec::wallet_uuids(senders.iter().map(|w| w.id)))
+    .bind(
+        senders
+            .iter()
+            .map(|w| w.available.value())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        senders
+            .iter()
+            .map(|w| w.reserved.value())
+            .collect::<Vec<_>>(),
+    )
+    .bind(senders.iter().map(|w| w.updated_at).collect::<Vec<_>>())
+    .bind(codec::transfer_uuids(events.iter().map(|e| e.transfer_id)))
+    .bind(events.iter().map(codec::envelope_text).collect::<Vec<_>>())
     .fetch_one(conn)
     .await
     .db()?;
-    let inserted: i64 = row.try_get("inserted").db()?;
+    let all_new: bool = row.try_get("all_new").db()?;
     let updated: i64 = row.try_get("updated").db()?;
-    if inserted == 1 && updated != i64::from(sender.is_some()) {
+    if all_new && updated != senders.len() as i64 {
         return Err(StoreError::Integrity(format!(
-            "sender {:?} of transfer {} not stored",
-            sender.map(|w| w.id),
-            r.transfer_id
+            "{} of {} senders of a reserve batch stored",
+            updated,
+            senders.len()
         )));
     }
-    Ok(inserted == 1)
+    Ok(all_new)
 }
 
 #[async_trait]
@@ -229,90 +314,30 @@ impl WalletStore for PgWalletStore {
         Ok(())
     }
 
-    async fn reserve(
+    async fn reserve_batch(
         &self,
-        request: &ReserveRequest,
-        stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError> {
-        let mut tx = crate::begin(self.pool()).await.db()?;
-        // One statement reads what the decision needs: the sender, locked
-        // (a system account has no row: nothing to lock), the receiver, only
-        // read, so opposite reserves never wait on each other, and an
-        // earlier reservation of the transfer. A concurrent repeat of the
-        // transfer that committed while this waited for the sender is not
-        // seen here; its reservation makes the insert below conflict, and
-        // the unit then answers as the repeat did.
-        let row = sqlx::query(concat!(
-            "SELECT s.id AS s_id, s.currency AS s_currency, s.available AS s_available,
-                 s.reserved AS s_reserved, s.created_at AS s_created_at,
-                 s.updated_at AS s_updated_at,
-                 v.id AS v_id, v.currency AS v_currency, v.available AS v_available,
-                 v.reserved AS v_reserved, v.created_at AS v_created_at,
-                 v.updated_at AS v_updated_at, ",
-            reservation_columns!(r),
-            " FROM (VALUES (1)) AS one (x)
-             LEFT JOIN LATERAL (SELECT * FROM wallets WHERE id = $1 FOR UPDATE) s ON true
-             LEFT JOIN wallets v ON v.id = $2 AND v.id <> $1
-             LEFT JOIN reservations r ON r.transfer_id = $3"
-        ))
-        .bind(request.sender_wallet_id.as_uuid())
-        .bind(request.receiver_wallet_id.as_uuid())
-        .bind(request.transfer_id.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .db()?;
-        let mut wallets = HashMap::with_capacity(2);
-        for prefix in ["s_", "v_"] {
-            if let Some(wallet) = wallet_at(&row, prefix)? {
-                wallets.insert(wallet.id, wallet);
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The first try takes every transfer to be new, which nearly all
+        // are, and so reads no reservation. If one had a reservation
+        // already (a retried reserve), or a concurrent unit stores one
+        // between this unit's read and its insert, the insert skips it:
+        // the unit is rolled back and tried again with the transfers'
+        // reservations read, so it answers as the first reserve did.
+        let mut read_existing = false;
+        for _ in 0..RESERVE_TRIES {
+            if let Some(outcomes) = self.try_reserve_batch(batch, read_existing).await? {
+                return Ok(outcomes);
             }
+            read_existing = true;
         }
-        let existing = match row.try_get::<Option<uuid::Uuid>, _>("transfer_id").db()? {
-            Some(_) => Some(reservation_of(&row)?),
-            None => None,
-        };
-        let decision = decide_reserve(
-            request,
-            existing.as_ref(),
-            wallets.get(&request.sender_wallet_id),
-            wallets.get(&request.receiver_wallet_id),
-            stamp.at,
-        );
-        let (written, outcome) = match &decision {
-            ReserveDecision::Replay(outcome) => return Ok(*outcome),
-            ReserveDecision::Reject(reservation) => (
-                insert_reservation(&mut tx, reservation, None, None).await?,
-                reservation.outcome(),
-            ),
-            ReserveDecision::Reserve {
-                reservation,
-                sender,
-            } => {
-                let event = Envelope::wallet_reserved(reservation, stamp);
-                let written =
-                    insert_reservation(&mut tx, reservation, sender.as_ref(), Some(&event)).await?;
-                (written, ReserveOutcome::Reserved)
-            }
-        };
-        if !written {
-            // A repeat of this transfer id committed first: answer as it did.
-            drop(tx);
-            let mut conn = self.pool().acquire().await.db()?;
-            let first = reservation(&mut conn, request.transfer_id)
-                .await?
-                .ok_or_else(|| {
-                    StoreError::Integrity(format!(
-                        "reservation {} conflicted but is missing",
-                        request.transfer_id
-                    ))
-                })?;
-            return Ok(first.outcome());
-        }
-        tx.commit().await.db()?;
-        if matches!(decision, ReserveDecision::Reserve { .. }) {
-            self.base.announce();
-        }
-        Ok(outcome)
+        Err(StoreError::Unavailable(format!(
+            "a batch of {} reserves kept meeting concurrent reserves of its transfers",
+            batch.len()
+        )))
     }
 
     async fn finalize(

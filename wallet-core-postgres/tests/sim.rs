@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::runtime::Runtime;
-use wallet_core::event::{EventStamp, Inbound};
+use wallet_core::event::{EventStamp, Inbound, StampedReserve};
 use wallet_core::idempotency::Fingerprint;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::ledger::{AccountBalance, Entry, PostingRequest};
@@ -30,7 +30,7 @@ use wallet_core::ports::{
 };
 use wallet_core::time::Timestamp;
 use wallet_core::transfer::Transfer;
-use wallet_core::wallet::{Reservation, ReserveRequest, Wallet};
+use wallet_core::wallet::{Reservation, Wallet};
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
 use wallet_sim::{Adapters, MemoryAdapters, SimConfig};
 
@@ -59,20 +59,18 @@ impl<S: Outbox> Outbox for Blocking<S> {
 
 #[async_trait]
 impl<S: TransferStore> TransferStore for Blocking<S> {
-    async fn begin(
+    async fn begin_batch(
         &self,
-        transfer: &Transfer,
-        fingerprint: &Fingerprint,
-    ) -> Result<Begin, StoreError> {
-        self.wait(self.store.begin(transfer, fingerprint))
+        batch: &[(Transfer, Fingerprint)],
+    ) -> Result<Vec<Begin>, StoreError> {
+        self.wait(self.store.begin_batch(batch))
     }
-    async fn record_reserve(
+    async fn record_reserves(
         &self,
-        id: TransferId,
-        attempt: ReserveAttempt,
+        attempts: &[(TransferId, ReserveAttempt)],
         now: Timestamp,
-    ) -> Result<Transfer, StoreError> {
-        self.wait(self.store.record_reserve(id, attempt, now))
+    ) -> Result<Vec<Transfer>, StoreError> {
+        self.wait(self.store.record_reserves(attempts, now))
     }
     async fn apply_ledger_outcomes(
         &self,
@@ -110,12 +108,11 @@ impl<S: WalletStore> WalletStore for Blocking<S> {
     async fn open_wallet(&self, wallet: &Wallet) -> Result<(), StoreError> {
         self.wait(self.store.open_wallet(wallet))
     }
-    async fn reserve(
+    async fn reserve_batch(
         &self,
-        request: &ReserveRequest,
-        stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError> {
-        self.wait(self.store.reserve(request, stamp))
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        self.wait(self.store.reserve_batch(batch))
     }
     async fn finalize(
         &self,

@@ -11,6 +11,7 @@
 //! transfer stay in order.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,9 @@ use crate::ledger::PostingRequest;
 use crate::money::{Amount, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome};
 use crate::time::Timestamp;
-use crate::wallet::Reservation;
+use crate::wallet::{
+    Reservation, ReservationState, ReserveBatch, ReserveRequest, Wallet, decide_reserves,
+};
 
 /// The topic of `WalletReserved`, consumed by the ledger service.
 pub const WALLET_EVENTS: &str = "wallet.events";
@@ -261,6 +264,38 @@ pub struct EventStamp {
     pub event_id: EventId,
     /// When it happens.
     pub at: Timestamp,
+}
+
+/// One reserve of a batch, with the stamp its `WalletReserved` event gets
+/// if it reserves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampedReserve {
+    /// What to reserve.
+    pub request: ReserveRequest,
+    /// The id and time of its event, and the time of its reservation.
+    pub stamp: EventStamp,
+}
+
+/// A batch of reserves decided ([`crate::wallet::decide_reserves`], each
+/// at its stamp's time), and the `WalletReserved` event of each
+/// reservation, in the batch's order: what a store writes in one unit.
+pub fn decide_stamped_reserves(
+    batch: &[StampedReserve],
+    wallets: HashMap<WalletId, Wallet>,
+    existing: HashMap<TransferId, Reservation>,
+) -> (ReserveBatch, Vec<Envelope>) {
+    let decided = decide_reserves(
+        batch.iter().map(|r| (&r.request, r.stamp.at)),
+        wallets,
+        existing,
+    );
+    let events = decided
+        .reservations
+        .iter()
+        .filter(|(_, r)| r.state == ReservationState::Reserved)
+        .map(|(at, r)| Envelope::wallet_reserved(r, batch[*at].stamp))
+        .collect();
+    (decided, events)
 }
 
 /// What a store writes to its outbox for the relay to publish.

@@ -5,7 +5,10 @@
 //! | name | labels | counts |
 //! | --- | --- | --- |
 //! | `wallet_saga_transitions_total` | `to` | transfers reaching `RESERVED`, `SUCCEEDED` or `FAILED` as this process moved them |
-//! | `wallet_reserve_ambiguous_total` | | reserve calls without a definite answer (the transfer stays INITIATED for the retrier) |
+//! | `wallet_reserve_ambiguous_total` | | reserves without a definite answer (the transfer stays INITIATED for the retrier) |
+//! | `wallet_transfer_batches_total` | | batches of new transfers stored, reserved and recorded together |
+//! | `wallet_transfer_batch_items_total` | | requests in those batches (divided by the batches: the mean batch size) |
+//! | `wallet_transfer_requests_busy_total` | | transfer requests refused at once because too many waited for a batch |
 //! | `wallet_reserve_retries_total` | | reserves the retrier attempted again |
 //! | `wallet_events_handled_total` | `group` | events handed to a consumer's handler |
 //! | `wallet_consumer_retries_total` | `group` | batches retried after a transient failure |
@@ -31,9 +34,20 @@ pub(crate) fn saga_transition(to: TransferStatus, n: usize) {
     metrics::counter!("wallet_saga_transitions_total", "to" => to).increment(n as u64);
 }
 
-/// A reserve call got no definite answer.
-pub(crate) fn reserve_ambiguous() {
-    metrics::counter!("wallet_reserve_ambiguous_total").increment(1);
+/// `n` reserves got no definite answer.
+pub(crate) fn reserve_ambiguous(n: usize) {
+    metrics::counter!("wallet_reserve_ambiguous_total").increment(n as u64);
+}
+
+/// A batch of `n` new transfer requests ran.
+pub(crate) fn transfer_batch(n: usize) {
+    metrics::counter!("wallet_transfer_batches_total").increment(1);
+    metrics::counter!("wallet_transfer_batch_items_total").increment(n as u64);
+}
+
+/// A transfer request was refused because the batch queue was full.
+pub(crate) fn transfer_requests_refused_busy() {
+    metrics::counter!("wallet_transfer_requests_busy_total").increment(1);
 }
 
 /// The retrier attempted `n` reserves again.

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{DecodeError, Envelope, EventStamp, Inbound, Outgoing, SCHEMA_VERSION};
+use crate::event::{
+    DecodeError, Envelope, EventStamp, Inbound, Outgoing, SCHEMA_VERSION, StampedReserve,
+};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, TransferId, WalletId, WorkerId};
 use crate::ledger::{AccountBalance, Entry, PostingRequest};
@@ -137,24 +139,55 @@ pub struct Refusal {
 /// records and inbox. Its [`Outbox`] carries dead letters.
 #[async_trait]
 pub trait TransferStore: Send + Sync + 'static {
-    /// Stores `transfer` (INITIATED) and a key record with `fingerprint`, or,
-    /// when the key exists, returns its record and writes nothing.
+    /// One unit for the batch: for each transfer in order, stores it
+    /// (INITIATED) with a key record of its fingerprint, or, when its key
+    /// exists (stored before, or earlier in the batch), writes nothing for
+    /// it and returns the key's record and the transfer it points to. One
+    /// answer per transfer, in order.
+    async fn begin_batch(
+        &self,
+        batch: &[(Transfer, Fingerprint)],
+    ) -> Result<Vec<Begin>, StoreError>;
+
+    /// [`TransferStore::begin_batch`] of one transfer.
     async fn begin(
         &self,
         transfer: &Transfer,
         fingerprint: &Fingerprint,
-    ) -> Result<Begin, StoreError>;
+    ) -> Result<Begin, StoreError> {
+        let mut begun = self
+            .begin_batch(&[(transfer.clone(), fingerprint.clone())])
+            .await?;
+        begun.pop().ok_or_else(|| {
+            StoreError::Integrity(format!(
+                "no answer to the begin of transfer {}",
+                transfer.id
+            ))
+        })
+    }
 
-    /// Records a reserve attempt: a definite outcome moves the transfer
-    /// ([`Transfer::handle`]); either way the key's first response is set to
-    /// the transfer as it then is, unless it was set before. Returns the
-    /// transfer.
+    /// One unit for the batch: records each reserve attempt. A definite
+    /// outcome moves its transfer ([`Transfer::handle`]); either way the
+    /// key's first response is set to the transfer as it then is, unless
+    /// it was set before. Returns the transfers, in order.
+    async fn record_reserves(
+        &self,
+        attempts: &[(TransferId, ReserveAttempt)],
+        now: Timestamp,
+    ) -> Result<Vec<Transfer>, StoreError>;
+
+    /// [`TransferStore::record_reserves`] of one attempt.
     async fn record_reserve(
         &self,
         id: TransferId,
         attempt: ReserveAttempt,
         now: Timestamp,
-    ) -> Result<Transfer, StoreError>;
+    ) -> Result<Transfer, StoreError> {
+        let mut recorded = self.record_reserves(&[(id, attempt)], now).await?;
+        recorded
+            .pop()
+            .ok_or_else(|| StoreError::Integrity(format!("no answer for transfer {id}")))
+    }
 
     /// One unit for the batch: for each event not in the inbox, record it in
     /// the inbox and apply the ledger's outcome to its transfer. An outcome
@@ -210,15 +243,36 @@ pub trait WalletStore: Send + Sync + 'static {
     /// Stores a new wallet. An id that exists is an integrity error.
     async fn open_wallet(&self, wallet: &Wallet) -> Result<(), StoreError>;
 
-    /// One unit: lock the sender, [`crate::wallet::decide_reserve`], store
-    /// the reservation (or the rejection) and the sender, and on success
-    /// write `WalletReserved` stamped `stamp` to the outbox. A repeat of a
-    /// transfer id returns its first outcome and writes nothing.
+    /// One unit for the batch: lock its senders in id order (receivers are
+    /// only read), [`crate::wallet::decide_reserves`], store the
+    /// reservations (and rejections) and the senders, and write each
+    /// reservation's `WalletReserved`, stamped with its request's stamp,
+    /// to the outbox. One answer per request, in order. A repeat of a
+    /// transfer id, in the batch or from before, returns its first outcome
+    /// and writes nothing.
+    async fn reserve_batch(
+        &self,
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError>;
+
+    /// [`WalletStore::reserve_batch`] of one request.
     async fn reserve(
         &self,
         request: &ReserveRequest,
         stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError>;
+    ) -> Result<ReserveOutcome, StoreError> {
+        let batch = [StampedReserve {
+            request: request.clone(),
+            stamp,
+        }];
+        let mut outcomes = self.reserve_batch(&batch).await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::Integrity(format!(
+                "no answer to the reserve of transfer {}",
+                request.transfer_id
+            ))
+        })
+    }
 
     /// One unit for the batch: for each event not in the inbox,
     /// [`crate::wallet::decide_finalize`] and apply it (capture or release),
@@ -337,8 +391,14 @@ pub enum GatewayError {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait WalletGateway: Send + Sync + 'static {
-    /// Reserves funds for a transfer; idempotent by transfer id.
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError>;
+    /// Reserves funds for a batch of transfers in one call, which the
+    /// wallet service applies as one unit, deciding the requests in order;
+    /// idempotent by transfer id. One outcome per request, in order. An
+    /// error leaves every request of the batch ambiguous.
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError>;
     /// A wallet's currency, `None` if it does not exist. Currencies never
     /// change, so callers may cache the answer.
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError>;

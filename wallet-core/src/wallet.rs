@@ -7,6 +7,8 @@
 //! balance follows a ledger decision, so the wallets are a snapshot of the
 //! ledger.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CorrelationId, TransferId, WalletId};
@@ -250,6 +252,72 @@ pub fn decide_reserve(
         },
         sender,
     }
+}
+
+/// What a batch of reserves writes, as one unit: see [`decide_reserves`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReserveBatch {
+    /// One answer per request, in the batch's order.
+    pub outcomes: Vec<ReserveOutcome>,
+    /// The reservations to store (reserved or rejected), in the batch's
+    /// order, each with the position of its request in the batch.
+    pub reservations: Vec<(usize, Reservation)>,
+    /// The senders whose balances moved, each once as the batch leaves
+    /// it, in id order.
+    pub senders: Vec<Wallet>,
+}
+
+/// Every rule of a batch of reserves: [`decide_reserve`] for each request
+/// in order (each with its time), against the wallets and reservations as
+/// the earlier requests of the batch left them. So a hot wallet's reserves
+/// are decided in arrival order, one short of funds is refused alone, and
+/// a transfer id that comes twice gets its first answer twice and is
+/// written once.
+///
+/// `wallets` holds the stored wallets among the batch's senders and
+/// receivers (a missing one is unknown), `existing` the stored
+/// reservations of its transfer ids.
+pub fn decide_reserves<'a>(
+    batch: impl IntoIterator<Item = (&'a ReserveRequest, Timestamp)>,
+    mut wallets: HashMap<WalletId, Wallet>,
+    mut existing: HashMap<TransferId, Reservation>,
+) -> ReserveBatch {
+    let mut decided = ReserveBatch::default();
+    let mut moved = BTreeSet::new();
+    for (at, (request, now)) in batch.into_iter().enumerate() {
+        let decision = decide_reserve(
+            request,
+            existing.get(&request.transfer_id),
+            wallets.get(&request.sender_wallet_id),
+            wallets.get(&request.receiver_wallet_id),
+            now,
+        );
+        let reservation = match decision {
+            ReserveDecision::Replay(outcome) => {
+                decided.outcomes.push(outcome);
+                continue;
+            }
+            ReserveDecision::Reject(reservation) => reservation,
+            ReserveDecision::Reserve {
+                reservation,
+                sender,
+            } => {
+                if let Some(wallet) = sender {
+                    moved.insert(wallet.id);
+                    wallets.insert(wallet.id, wallet);
+                }
+                reservation
+            }
+        };
+        decided.outcomes.push(reservation.outcome());
+        decided.reservations.push((at, reservation.clone()));
+        existing.insert(request.transfer_id, reservation);
+    }
+    decided.senders = moved
+        .into_iter()
+        .filter_map(|id| wallets.remove(&id))
+        .collect();
+    decided
 }
 
 /// Why a ledger outcome cannot be applied to a reservation. Both mean the events

@@ -743,11 +743,17 @@ pub(crate) struct SimGateway<W> {
 }
 
 impl<W> SimGateway<W> {
-    /// What the caller sees of an ambiguous failure.
-    fn ambiguous(&self, error: GatewayError) -> Result<ReserveOutcome, GatewayError> {
+    /// What the caller sees of an ambiguous failure of a call of `n`
+    /// reserves.
+    fn ambiguous(
+        &self,
+        n: usize,
+        error: GatewayError,
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
         if self.timeout_is_refusal {
             // The seed design's bug: an ambiguous answer taken as a "no".
-            return Ok(ReserveOutcome::Rejected(FailureReason::InsufficientFunds));
+            let no = ReserveOutcome::Rejected(FailureReason::InsufficientFunds);
+            return Ok(vec![no; n]);
         }
         Err(error)
     }
@@ -755,31 +761,35 @@ impl<W> SimGateway<W> {
 
 #[async_trait]
 impl<W: WalletStore + WalletReads> WalletGateway for SimGateway<W> {
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
+        let n = requests.len();
         let plan = lock(&self.faults).reserve_plan();
         match &plan {
-            ReservePlan::TimeoutBefore => return self.ambiguous(GatewayError::Timeout),
+            ReservePlan::TimeoutBefore => return self.ambiguous(n, GatewayError::Timeout),
             ReservePlan::Slow(SlowPoint::BeforeReserve, gate) => gate.wait().await,
             _ => {}
         }
         // Taken after a slow start: the call reaches whichever instance runs.
         let (generation, wallets) = self.wallets.current();
-        let outcome = match wallets.reserve(request).await {
-            Ok(outcome) => outcome,
-            Err(e) => return self.ambiguous(GatewayError::Unavailable(e.to_string())),
+        let outcomes = match wallets.reserve_batch(requests).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => return self.ambiguous(n, GatewayError::Unavailable(e.to_string())),
         };
         match plan {
-            ReservePlan::TimeoutAfter => self.ambiguous(GatewayError::Timeout),
+            ReservePlan::TimeoutAfter => self.ambiguous(n, GatewayError::Timeout),
             ReservePlan::Slow(SlowPoint::AfterReserve, gate) => {
                 gate.wait().await;
                 if self.wallets.current().0 != generation {
                     lock(&self.faults).record(FaultKind::ConnectionReset);
                     let reset = GatewayError::Unavailable("connection reset".into());
-                    return self.ambiguous(reset);
+                    return self.ambiguous(n, reset);
                 }
-                Ok(outcome)
+                Ok(outcomes)
             }
-            _ => Ok(outcome),
+            _ => Ok(outcomes),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use wallet_core::event::{EventStamp, Inbound, Outgoing};
+use wallet_core::event::{EventStamp, Inbound, Outgoing, StampedReserve};
 use wallet_core::ids::{EventId, TransferId, WalletId};
 use wallet_core::ledger::{AccountBalance, Entry, Posting, PostingRequest};
 use wallet_core::memory::{
@@ -19,7 +19,7 @@ use wallet_core::ports::{
 };
 use wallet_core::runtime::{DeadLetter, dead_letter_topic};
 use wallet_core::time::Timestamp;
-use wallet_core::wallet::{Reservation, ReserveRequest, Wallet};
+use wallet_core::wallet::{Reservation, Wallet};
 
 use crate::adapters::{Adapters, MemoryAdapters};
 use crate::faults::lock;
@@ -229,12 +229,11 @@ impl<S: WalletStore, P: Publisher + Clone> WalletStore for OutsideUnit<S, P> {
         self.inner.open_wallet(wallet).await
     }
 
-    async fn reserve(
+    async fn reserve_batch(
         &self,
-        request: &ReserveRequest,
-        stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError> {
-        self.inner.reserve(request, stamp).await
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        self.inner.reserve_batch(batch).await
     }
 
     async fn finalize(

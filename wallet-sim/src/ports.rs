@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
-use wallet_core::event::{EventStamp, Inbound};
+use wallet_core::event::{EventStamp, Inbound, StampedReserve};
 use wallet_core::idempotency::Fingerprint;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::ledger::{AccountBalance, Entry, PostingRequest};
@@ -29,7 +29,7 @@ use wallet_core::ports::{
 };
 use wallet_core::time::Timestamp;
 use wallet_core::transfer::Transfer;
-use wallet_core::wallet::{Reservation, ReserveRequest, Wallet};
+use wallet_core::wallet::{Reservation, Wallet};
 
 use crate::faults::{
     BeginSeen, FaultKind, Faults, SharedFaults, Skew, StoreFault, StorePort, SubscriptionFault,
@@ -162,15 +162,16 @@ impl<S: Outbox> Outbox for FaultyStore<S> {
 
 #[async_trait]
 impl<S: TransferStore> TransferStore for FaultyStore<S> {
-    async fn begin(
+    async fn begin_batch(
         &self,
-        transfer: &Transfer,
-        fingerprint: &Fingerprint,
-    ) -> Result<Begin, StoreError> {
-        let begun = self.inner.begin(transfer, fingerprint);
+        batch: &[(Transfer, Fingerprint)],
+    ) -> Result<Vec<Begin>, StoreError> {
+        let begun = self.inner.begin_batch(batch);
         let result = self.unit("begin", begun).await;
-        if let Ok(begin) = &result {
-            lock(&self.faults).observed.begin = Some(match begin {
+        if let (Ok(begun), Some((transfer, _))) = (&result, batch.last()) {
+            // The simulator sends one request at a time: what it saw of
+            // the batch's last request is what it saw of its request.
+            lock(&self.faults).observed.begin = begun.last().map(|begin| match begin {
                 Begin::Created => BeginSeen::Created,
                 Begin::Existing { record, .. } => BeginSeen::Existing {
                     answered: record.response.is_some(),
@@ -181,13 +182,12 @@ impl<S: TransferStore> TransferStore for FaultyStore<S> {
         result
     }
 
-    async fn record_reserve(
+    async fn record_reserves(
         &self,
-        id: TransferId,
-        attempt: ReserveAttempt,
+        attempts: &[(TransferId, ReserveAttempt)],
         now: Timestamp,
-    ) -> Result<Transfer, StoreError> {
-        let recorded = self.inner.record_reserve(id, attempt, now);
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let recorded = self.inner.record_reserves(attempts, now);
         self.unit("record_reserve", recorded).await
     }
 
@@ -239,13 +239,11 @@ impl<S: WalletStore> WalletStore for FaultyStore<S> {
             .await
     }
 
-    async fn reserve(
+    async fn reserve_batch(
         &self,
-        request: &ReserveRequest,
-        stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError> {
-        self.unit("reserve", self.inner.reserve(request, stamp))
-            .await
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        self.unit("reserve", self.inner.reserve_batch(batch)).await
     }
 
     async fn finalize(

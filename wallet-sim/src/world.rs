@@ -122,6 +122,10 @@ impl Settings {
                 retry_min_age: Duration::from_secs(3),
                 retry_batch: 8,
                 currency_cache: 16,
+                // The simulator drives one request at a time and keeps slow
+                // ones suspended, so each request runs as its own batch of
+                // one through the batched store units and reserve call.
+                batches_in_flight: 64,
                 ..TransactionConfig::default()
             },
             // Short leases, so work a dead relay held is taken over within

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use wallet_core::ids::WalletId;
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
@@ -42,7 +42,7 @@ pub enum GatewaySetupError {
 /// It never turns a doubtful answer into a definite one: a timeout is
 /// [`GatewayError::Timeout`]; a connection error, a 5xx, an unexpected 4xx
 /// or an unreadable body are [`GatewayError::Unavailable`]. Only a 200 with
-/// a [`ReserveOutcome`] is a definite reserve answer, and only a 404 from
+/// one [`ReserveOutcome`] per request is a definite reserve answer, and only a 404 from
 /// the wallet route means "no such wallet".
 ///
 /// Given several instances of the wallet service, it spreads its calls
@@ -55,6 +55,18 @@ pub struct HttpWalletGateway {
     client: reqwest::Client,
     bases: Arc<[String]>,
     next: Arc<AtomicUsize>,
+}
+
+/// The body of the wallet service's `POST /internal/v1/reserve-batch`.
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    requests: &'a [ReserveRequest],
+}
+
+/// Its answer: one outcome per request, in order.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    outcomes: Vec<ReserveOutcome>,
 }
 
 #[derive(Deserialize)]
@@ -135,16 +147,30 @@ impl HttpWalletGateway {
 
 #[async_trait]
 impl WalletGateway for HttpWalletGateway {
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
+        let body = BatchBody { requests };
         let response = self
             .send(|client, base| {
                 client
-                    .post(format!("{base}/internal/v1/reserve"))
-                    .json(request)
+                    .post(format!("{base}/internal/v1/reserve-batch"))
+                    .json(&body)
             })
             .await?;
         match response.status() {
-            StatusCode::OK => read(response).await,
+            StatusCode::OK => {
+                let answer: BatchAnswer = read(response).await?;
+                if answer.outcomes.len() != requests.len() {
+                    return Err(GatewayError::Unavailable(format!(
+                        "wallet service answered {} outcomes to {} reserves",
+                        answer.outcomes.len(),
+                        requests.len()
+                    )));
+                }
+                Ok(answer.outcomes)
+            }
             // No other answer of the reserve route is definite.
             _ => Err(unexpected(response).await.ambiguous()),
         }

@@ -204,10 +204,16 @@ async fn withdraw<S: TransferStore + TransferReads, G: WalletGateway>(
 }
 
 async fn submit<S: TransferStore + TransferReads, G: WalletGateway>(
-    svc: &TransactionService<S, G>,
+    svc: &Svc<S, G>,
     request: wallet_core::service::TransferRequest,
 ) -> Result<Response, ApiError> {
-    let created = svc.create(request).await.map_err(create_error)?;
+    // In a task of its own: the request may be running a batch for others
+    // too, which a client that hangs up must not cut short.
+    let svc = svc.clone();
+    let created = tokio::spawn(async move { svc.create(request).await })
+        .await
+        .unwrap_or(Err(CreateError::Interrupted))
+        .map_err(create_error)?;
     Ok(created_response(created))
 }
 
@@ -253,6 +259,7 @@ fn create_error(error: CreateError) -> ApiError {
         CreateError::InFlight => ApiError::conflict("idempotency_key_in_flight", message),
         CreateError::Gateway(gateway) => gateway.into(),
         CreateError::Store(store) => store.into(),
+        CreateError::Busy | CreateError::Interrupted => ApiError::unavailable(message),
         other => ApiError::internal(other),
     }
 }

@@ -782,10 +782,13 @@ struct Gate {
 
 #[async_trait]
 impl WalletGateway for Gate {
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
         self.entered.notify_one();
         self.release.notified().await;
-        WalletGateway::reserve(&self.inner, request).await
+        WalletGateway::reserve_batch(&self.inner, requests).await
     }
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
         self.inner.wallet_currency(id).await
@@ -856,7 +859,10 @@ struct Broken {
 
 #[async_trait]
 impl WalletGateway for Broken {
-    async fn reserve(&self, _: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
+    async fn reserve_batch(
+        &self,
+        _: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
         Err(GatewayError::Timeout)
     }
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {

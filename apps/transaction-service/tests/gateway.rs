@@ -61,6 +61,86 @@ fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveReq
     }
 }
 
+/// One reserve through the gateway's batch call.
+async fn reserve(
+    gateway: &HttpWalletGateway,
+    request: &ReserveRequest,
+) -> Result<ReserveOutcome, GatewayError> {
+    let outcomes = gateway.reserve_batch(std::slice::from_ref(request)).await?;
+    assert_eq!(outcomes.len(), 1, "one outcome per request");
+    Ok(outcomes[0])
+}
+
+#[tokio::test]
+async fn a_batch_over_http_is_decided_in_order_with_one_answer_each() {
+    let (mut e, gateway) = wallet_server().await;
+    let (a, b) = (
+        funded(&mut e, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    let first = reservation(a, b, "6");
+    let batch = [
+        first.clone(),
+        reservation(a, b, "5"),
+        reservation(a, b, "4"),
+        first.clone(),
+        reservation(a, a, "1"),
+    ];
+    assert_eq!(
+        gateway.reserve_batch(&batch).await,
+        Ok(vec![
+            ReserveOutcome::Reserved,
+            ReserveOutcome::Rejected(FailureReason::InsufficientFunds),
+            ReserveOutcome::Reserved,
+            ReserveOutcome::Reserved,
+            ReserveOutcome::Rejected(FailureReason::SameWallet),
+        ])
+    );
+    let wallet = e.wallets.wallet(a).await.unwrap().unwrap();
+    assert_eq!(
+        (wallet.available.to_string(), wallet.reserved.to_string()),
+        ("0.00".into(), "10.00".into())
+    );
+    assert_eq!(gateway.reserve_batch(&[]).await, Ok(vec![]));
+}
+
+#[tokio::test]
+async fn the_largest_batch_fits_the_wallet_services_limits_and_a_larger_one_is_refused() {
+    let (e, gateway) = wallet_server().await;
+    let wallet = e.wallets.open(Currency::USD).await.unwrap().id;
+    let system = WalletId::system(Currency::USD);
+    let deposits: Vec<ReserveRequest> = (0..wallet_service::MAX_RESERVE_BATCH)
+        .map(|_| reservation(system, wallet, "0.01"))
+        .collect();
+    let outcomes = gateway.reserve_batch(&deposits).await.expect("one call");
+    assert_eq!(outcomes, vec![ReserveOutcome::Reserved; deposits.len()]);
+    let mut more = deposits.clone();
+    more.push(reservation(system, wallet, "0.01"));
+    let refused = gateway.reserve_batch(&more).await;
+    assert!(
+        matches!(&refused, Err(GatewayError::Unavailable(m)) if m.contains("batch_too_large")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_with_the_wrong_number_of_outcomes_is_never_definite() {
+    let body = r#"{"outcomes":[{"outcome":"reserved"}]}"#;
+    let base =
+        serve(Router::new().fallback(any(move || async move { (StatusCode::OK, body) }))).await;
+    let gateway = HttpWalletGateway::new(&base).unwrap();
+    let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
+    let two = [
+        reservation(someone, someone, "1"),
+        reservation(someone, someone, "2"),
+    ];
+    let answer = gateway.reserve_batch(&two).await;
+    assert!(
+        matches!(&answer, Err(GatewayError::Unavailable(m)) if m.contains("1 outcomes to 2 reserves")),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test]
 async fn reserve_over_http_holds_once_and_refuses_definitely() {
     let (mut e, gateway) = wallet_server().await;
@@ -70,11 +150,11 @@ async fn reserve_over_http_holds_once_and_refuses_definitely() {
     );
     let request = reservation(a, b, "6");
     assert_eq!(
-        gateway.reserve(&request).await,
+        reserve(&gateway, &request).await,
         Ok(ReserveOutcome::Reserved)
     );
     assert_eq!(
-        gateway.reserve(&request).await,
+        reserve(&gateway, &request).await,
         Ok(ReserveOutcome::Reserved),
         "replay"
     );
@@ -83,7 +163,7 @@ async fn reserve_over_http_holds_once_and_refuses_definitely() {
         (wallet.available.to_string(), wallet.reserved.to_string()),
         ("4.00".into(), "6.00".into())
     );
-    let poor = gateway.reserve(&reservation(a, b, "5")).await;
+    let poor = reserve(&gateway, &reservation(a, b, "5")).await;
     assert_eq!(
         poor,
         Ok(ReserveOutcome::Rejected(FailureReason::InsufficientFunds))
@@ -148,7 +228,7 @@ async fn a_server_that_never_answers_is_a_timeout() {
     let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
     let started = Instant::now();
     assert_eq!(
-        gateway.reserve(&reservation(someone, someone, "1")).await,
+        reserve(&gateway, &reservation(someone, someone, "1")).await,
         Err(GatewayError::Timeout)
     );
     assert_eq!(
@@ -169,7 +249,7 @@ async fn a_closed_port_is_unavailable() {
     drop(listener);
     let gateway = HttpWalletGateway::new(&format!("http://{addr}")).unwrap();
     let someone = WalletId::from_uuid(uuid::Uuid::now_v7());
-    let reserve = gateway.reserve(&reservation(someone, someone, "1")).await;
+    let reserve = reserve(&gateway, &reservation(someone, someone, "1")).await;
     assert!(
         matches!(reserve, Err(GatewayError::Unavailable(_))),
         "{reserve:?}"
@@ -197,7 +277,7 @@ async fn server_errors_and_unexpected_answers_are_never_definite() {
     for (status, body) in answers {
         let base = serve(Router::new().fallback(any(move || async move { (status, body) }))).await;
         let gateway = HttpWalletGateway::new(&base).unwrap();
-        let reserve = gateway.reserve(&reservation(someone, someone, "1")).await;
+        let reserve = reserve(&gateway, &reservation(someone, someone, "1")).await;
         let Err(GatewayError::Unavailable(message)) = reserve else {
             panic!("{status}: {reserve:?}");
         };
@@ -257,7 +337,7 @@ async fn calls_take_turns_and_pass_over_an_instance_that_refuses() {
     }
     let request = reservation(a, b, "4");
     assert_eq!(
-        gateway.reserve(&request).await,
+        reserve(&gateway, &request).await,
         Ok(ReserveOutcome::Reserved)
     );
     let counts = [
@@ -268,7 +348,7 @@ async fn calls_take_turns_and_pass_over_an_instance_that_refuses() {
     assert_eq!(counts, [3, 4], "each live instance took its share");
     let (only_closed, timeout) = ([closed.as_str()], Duration::from_secs(2));
     let gateway = HttpWalletGateway::instances(&only_closed, timeout).unwrap();
-    let reserve = gateway.reserve(&request).await;
+    let reserve = reserve(&gateway, &request).await;
     assert!(
         matches!(reserve, Err(GatewayError::Unavailable(_))),
         "every instance refused: {reserve:?}"

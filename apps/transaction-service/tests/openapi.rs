@@ -423,6 +423,7 @@ async fn each_service_serves_the_description_of_its_routes() {
             wallet_service::router(embedded.wallets.clone()),
             &[
                 "/internal/v1/reserve",
+                "/internal/v1/reserve-batch",
                 "/internal/v1/wallets/{id}",
                 "/v1/wallets",
                 "/v1/wallets/{id}",

@@ -72,15 +72,13 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    /// 413 `body_too_large`.
-    pub fn body_too_large() -> Self {
+    /// 413 `body_too_large`, for a route whose bodies take `max` bytes at
+    /// most.
+    pub fn body_too_large(max: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!(
-                "request body exceeds {} bytes",
-                crate::routes::MAX_BODY_BYTES
-            ),
+            format!("request body exceeds {max} bytes"),
         )
     }
 

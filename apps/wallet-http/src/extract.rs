@@ -50,7 +50,12 @@ where
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::unsupported_media_type(),
-        r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
+        // Only a body without a length gets here (a declared length over
+        // the limit is refused before), and only on the public routes'
+        // limit: peers always declare the length of their batches.
+        r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::body_too_large(crate::MAX_BODY_BYTES)
+        }
         // Syntax and data errors alike: axum calls the latter 422, but a body
         // of the wrong shape is malformed, not a broken business rule.
         r => ApiError::malformed(r.body_text()),

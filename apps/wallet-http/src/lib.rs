@@ -33,6 +33,6 @@ pub mod testing;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use extract::{Json, Path, Query};
 pub use routes::{
-    MAX_BODY_BYTES, healthz, limit_body, method_not_allowed, not_found, serve, serve_until,
-    service_router, shutdown_signal,
+    MAX_BODY_BYTES, healthz, limit_body, limit_body_to, method_not_allowed, not_found, serve,
+    serve_until, service_router, shutdown_signal,
 };

@@ -31,21 +31,32 @@ pub fn limit_body<S>(router: Router<S>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    limit_body_to(router, MAX_BODY_BYTES)
+}
+
+/// [`limit_body`] with a limit of `max` bytes: for routes that take
+/// batches from a peer service.
+pub fn limit_body_to<S>(router: Router<S>, max: usize) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     router
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(axum::middleware::map_response(reshape_too_large))
+        .layer(DefaultBodyLimit::max(max))
+        .layer(RequestBodyLimitLayer::new(max))
+        .layer(axum::middleware::map_response(move |response| {
+            reshape_too_large(response, max)
+        }))
 }
 
 /// Replaces a 413 that is not in the error shape (tower-http's) with one
 /// that is.
-async fn reshape_too_large(response: Response) -> Response {
+async fn reshape_too_large(response: Response, max: usize) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return ApiError::body_too_large().into_response();
+        return ApiError::body_too_large(max).into_response();
     }
     response
 }

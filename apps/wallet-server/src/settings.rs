@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use wallet_core::event::SCHEMA_VERSION;
+use wallet_core::service::TransactionConfig;
 
 /// Settings every service takes.
 #[derive(Debug, Clone, Args)]
@@ -183,6 +184,36 @@ pub struct Transaction {
     /// Milliseconds between passes of the retrier over INITIATED transfers.
     #[arg(long, env = "RETRY_EVERY_MS", default_value_t = 500)]
     pub retry_every_ms: u64,
+
+    /// New transfers stored, reserved (one call to the wallet service) and
+    /// recorded together at most. Requests that arrive while a batch is in
+    /// flight go in the next one; a lone request goes at once.
+    #[arg(long, env = "TRANSFER_BATCH_SIZE", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub transfer_batch_size: u32,
+
+    /// Batches of new transfers in flight at once at most.
+    #[arg(long, env = "TRANSFER_BATCHES_IN_FLIGHT", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub transfer_batches_in_flight: u32,
+
+    /// Transfer requests waiting for a batch at most; one more is answered
+    /// 503 at once instead of waiting.
+    #[arg(long, env = "TRANSFER_BATCH_QUEUE", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub transfer_batch_queue: u32,
+}
+
+impl Transaction {
+    /// The transaction service's limits these flags give.
+    pub fn config(&self) -> TransactionConfig {
+        TransactionConfig {
+            batch_size: self.transfer_batch_size as usize,
+            batches_in_flight: self.transfer_batches_in_flight as usize,
+            batch_queue: self.transfer_batch_queue as usize,
+            ..TransactionConfig::default()
+        }
+    }
 }
 
 #[cfg(test)]

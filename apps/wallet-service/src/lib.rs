@@ -13,6 +13,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `POST /internal/v1/reserve` [`ReserveRequest`] | 200 [`ReserveOutcome`]; 503 when storage is down |
+//! | `POST /internal/v1/reserve-batch` [`ReserveBatchBody`] | 200 [`ReserveBatchAnswer`]: one outcome per request, in order, decided in one database transaction; 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`]; 503 when storage is down |
 //! | `GET /internal/v1/wallets/{id}` | 200 [`WalletCurrency`]; 404 `wallet_not_found` |
 //!
 //! Errors use the shape of [`wallet_http::ApiError`].
@@ -92,6 +93,28 @@ pub struct WalletCurrency {
     pub currency: Currency,
 }
 
+/// Requests one `POST /internal/v1/reserve-batch` takes at most.
+pub const MAX_RESERVE_BATCH: usize = 1000;
+
+/// The largest body of `POST /internal/v1/reserve-batch`: room for
+/// [`MAX_RESERVE_BATCH`] requests of about 300 bytes each, twice over.
+pub const MAX_RESERVE_BATCH_BYTES: usize = 640 * 1024;
+
+/// The body of `POST /internal/v1/reserve-batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBatchBody {
+    /// The reserves, decided in this order.
+    pub requests: Vec<ReserveRequest>,
+}
+
+/// The answer of `POST /internal/v1/reserve-batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveBatchAnswer {
+    /// One per request, in the order of the requests.
+    pub outcomes: Vec<ReserveOutcome>,
+}
+
 type Svc<S> = Arc<WalletService<S>>;
 
 /// The public routes, self-contained (body limit and error shape included)
@@ -113,8 +136,12 @@ pub fn internal<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Rou
     let routes = Router::new()
         .route("/internal/v1/reserve", post(reserve::<S>))
         .route("/internal/v1/wallets/{id}", get(wallet_currency::<S>))
+        .with_state(svc.clone());
+    let batch = Router::new()
+        .route("/internal/v1/reserve-batch", post(reserve_batch::<S>))
         .with_state(svc);
     wallet_http::limit_body(routes)
+        .merge(wallet_http::limit_body_to(batch, MAX_RESERVE_BATCH_BYTES))
 }
 
 /// The whole service: [`api`], [`internal`], the description of both at
@@ -142,7 +169,7 @@ pub fn internal_openapi() -> utoipa::openapi::OpenApi {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(reserve, wallet_currency))]
+#[openapi(paths(reserve, reserve_batch, wallet_currency))]
 struct InternalDoc;
 
 fn wallet_not_found(id: WalletId) -> ApiError {
@@ -215,6 +242,37 @@ async fn reserve<S: WalletStore + WalletReads>(
     Json(request): Json<ReserveRequest>,
 ) -> Result<Json<ReserveOutcome>, ApiError> {
     Ok(Json(svc.reserve(&request).await?))
+}
+
+/// Reserves funds for a batch of transfers in one database transaction,
+/// each decided in order against what the earlier ones left; idempotent by
+/// transfer id. Internal.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/reserve-batch",
+    tag = "internal",
+    request_body(content = Object, description = "`{\"requests\": [reserve request, ...]}`, at most 1,000"),
+    responses(
+        (status = 200, description = "`{\"outcomes\": [...]}`: one outcome per request, in order", body = Object),
+        (status = 422, description = "`batch_too_large`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
+async fn reserve_batch<S: WalletStore + WalletReads>(
+    State(svc): State<Svc<S>>,
+    Json(body): Json<ReserveBatchBody>,
+) -> Result<Json<ReserveBatchAnswer>, ApiError> {
+    if body.requests.len() > MAX_RESERVE_BATCH {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!(
+                "{} requests in one batch; at most {MAX_RESERVE_BATCH}",
+                body.requests.len()
+            ),
+        ));
+    }
+    let outcomes = svc.reserve_batch(&body.requests).await?;
+    Ok(Json(ReserveBatchAnswer { outcomes }))
 }
 
 /// A wallet's currency. Internal.

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use wallet_core::event::{EventStamp, Inbound};
+use wallet_core::event::{Inbound, StampedReserve};
 use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
 use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryWalletStore};
 use wallet_core::money::{Amount, Currency};
@@ -351,13 +351,12 @@ impl WalletStore for Flaky {
         self.check()?;
         self.inner.open_wallet(wallet).await
     }
-    async fn reserve(
+    async fn reserve_batch(
         &self,
-        request: &ReserveRequest,
-        stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError> {
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
         self.check()?;
-        self.inner.reserve(request, stamp).await
+        self.inner.reserve_batch(batch).await
     }
     async fn finalize(
         &self,

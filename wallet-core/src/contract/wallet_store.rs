@@ -2,7 +2,7 @@
 //! [`Outbox`] (`WalletReserved` events and dead letters), and of the wallet
 //! store under concurrent use.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::contract::data::{
     outbox_of, retrying, wallet_now,
 };
 use crate::contract::outbox::{self, WalletFeed};
-use crate::event::{Envelope, Event, EventStamp, Inbound, Outgoing, producer};
+use crate::event::{Envelope, Event, EventStamp, Inbound, Outgoing, StampedReserve, producer};
 use crate::ids::{IdGenerator, TransferId, WalletId};
 use crate::money::{Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
@@ -1041,6 +1041,269 @@ where
     assert_eq!(
         seen, expected,
         "pages should hold every reservation once, by transfer id, with its state"
+    );
+}
+
+async fn reserve_batch<S: WalletStore>(store: &S, batch: &[StampedReserve]) -> Vec<ReserveOutcome> {
+    store
+        .reserve_batch(batch)
+        .await
+        .unwrap_or_else(|e| panic!("a batch of {} reserves failed: {e}", batch.len()))
+}
+
+fn stamped(data: &TestData, request: &ReserveRequest) -> StampedReserve {
+    StampedReserve {
+        request: request.clone(),
+        stamp: data.stamp(),
+    }
+}
+
+/// One batch: each reserve is decided in order against the balances the
+/// earlier ones left, so a hot sender's reserves are taken in arrival
+/// order and one that does not fit is refused alone; refusals of every
+/// kind sit beside reservations; one answer per request, in order; one
+/// `WalletReserved` per reservation, in the batch's order, each with its
+/// own stamp.
+pub async fn a_batch_of_reserves_is_decided_in_order_with_mixed_outcomes<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let hot = open_wallet(&store, &data, Currency::USD).await;
+    let other = open_wallet(&store, &data, Currency::USD).await;
+    let euros = open_wallet(&store, &data, Currency::EUR).await;
+    deposit(&store, &data, &hot, "10.00").await;
+    let usd = |from: WalletId, to: WalletId, amount: &str| {
+        data.reserve_request(from, to, amount, Currency::USD)
+    };
+    let requests = [
+        usd(hot.id, other.id, "4.00"),
+        usd(hot.id, other.id, "5.00"),
+        usd(hot.id, other.id, "2.00"),
+        usd(hot.id, other.id, "1.00"),
+        usd(data.wallet_id(), other.id, "1.00"),
+        usd(other.id, other.id, "1.00"),
+        usd(other.id, euros.id, "1.00"),
+        usd(WalletId::system(Currency::USD), other.id, "7.00"),
+    ];
+    let batch: Vec<StampedReserve> = requests.iter().map(|r| stamped(&data, r)).collect();
+    assert_eq!(
+        reserve_batch(&store, &batch).await,
+        vec![
+            ReserveOutcome::Reserved,
+            ReserveOutcome::Reserved,
+            rejected(FailureReason::InsufficientFunds),
+            ReserveOutcome::Reserved,
+            rejected(FailureReason::WalletNotFound),
+            rejected(FailureReason::SameWallet),
+            rejected(FailureReason::CurrencyMismatch),
+            ReserveOutcome::Reserved,
+        ],
+        "one answer per request, in order, each against what the earlier ones left"
+    );
+    assert_funds(
+        &store,
+        hot.id,
+        "0.00",
+        "10.00",
+        "the hot sender after the batch",
+    )
+    .await;
+    assert_funds(&store, other.id, "0", "0", "the receiver after the batch").await;
+    let events: Vec<Outgoing> = outbox_items(&store)
+        .await
+        .into_iter()
+        .filter(|item| requests.iter().any(|r| r.transfer_id == item.transfer_id()))
+        .collect();
+    let expected: Vec<Outgoing> = [0, 1, 3, 7]
+        .iter()
+        .map(|&i| expected_wallet_reserved(&batch[i].request, batch[i].stamp))
+        .collect();
+    assert_eq!(
+        events, expected,
+        "one WalletReserved per reservation, in the batch's order, with its stamp"
+    );
+    // Every answer is remembered: the batch again answers the same and
+    // writes nothing more.
+    let again: Vec<StampedReserve> = requests.iter().map(|r| stamped(&data, r)).collect();
+    assert_eq!(
+        reserve_batch(&store, &again).await,
+        reserve_batch(&store, &batch).await,
+        "a repeated batch answers as the first"
+    );
+    assert_funds(
+        &store,
+        hot.id,
+        "0.00",
+        "10.00",
+        "the hot sender after repeats",
+    )
+    .await;
+    assert_eq!(
+        outbox_items(&store).await.len(),
+        5,
+        "the deposit's and the batch's four"
+    );
+}
+
+/// A transfer that comes twice in one batch, and one reserved before that
+/// comes again in it, are each reserved once: every copy gets the first
+/// answer, funds move once, and one event is written.
+pub async fn a_transfer_twice_in_one_batch_is_reserved_once<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let sender = open_wallet(&store, &data, Currency::USD).await;
+    let receiver = open_wallet(&store, &data, Currency::USD).await;
+    deposit(&store, &data, &sender, "10.00").await;
+    let earlier = data.reserve_request(sender.id, receiver.id, "3.00", Currency::USD);
+    reserve(&store, &earlier, data.stamp()).await;
+    let twice = data.reserve_request(sender.id, receiver.id, "4.00", Currency::USD);
+    let short = data.reserve_request(sender.id, receiver.id, "50.00", Currency::USD);
+    let batch = [
+        stamped(&data, &twice),
+        stamped(&data, &earlier),
+        stamped(&data, &short),
+        stamped(&data, &twice),
+        stamped(&data, &short),
+    ];
+    assert_eq!(
+        reserve_batch(&store, &batch).await,
+        vec![
+            ReserveOutcome::Reserved,
+            ReserveOutcome::Reserved,
+            rejected(FailureReason::InsufficientFunds),
+            ReserveOutcome::Reserved,
+            rejected(FailureReason::InsufficientFunds),
+        ],
+        "each copy answers as the transfer's first reserve"
+    );
+    assert_funds(
+        &store,
+        sender.id,
+        "3.00",
+        "7.00",
+        "funds moved once per transfer",
+    )
+    .await;
+    assert_eq!(
+        outbox_of(&store, twice.transfer_id).await,
+        vec![expected_wallet_reserved(&twice, batch[0].stamp)],
+        "one event, stamped by the first copy"
+    );
+    assert_no_outbox_record(&store, short.transfer_id, "a refused reserve").await;
+    assert_eq!(
+        reservation_state(&store, short.transfer_id).await,
+        Some(ReservationState::Rejected(FailureReason::InsufficientFunds)),
+        "the refusal is remembered once"
+    );
+}
+
+/// Batches at once, in both directions between two wallets and over
+/// shared transfers: none deadlocks, no wallet is overdrawn, every shared
+/// transfer is reserved once and answered the same to every batch that
+/// carried it, and each reservation has exactly one event.
+pub async fn concurrent_batches_never_overdraw_and_share_transfers_safely<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    const TASKS: usize = 16;
+    const PER_BATCH: usize = 4;
+    let store = Arc::new(fixture.fresh().await);
+    let data = Arc::new(TestData::new());
+    let a = open_wallet(&*store, &data, Currency::USD).await;
+    let b = open_wallet(&*store, &data, Currency::USD).await;
+    deposit(&*store, &data, &a, "40.00").await;
+    deposit(&*store, &data, &b, "40.00").await;
+    // Transfers every pair of neighbouring tasks both carry.
+    let shared: Vec<ReserveRequest> = (0..TASKS)
+        .map(|i| {
+            let (from, to) = if i % 2 == 0 {
+                (a.id, b.id)
+            } else {
+                (b.id, a.id)
+            };
+            data.reserve_request(from, to, "1.00", Currency::USD)
+        })
+        .collect();
+    let start = Arc::new(Barrier::new(TASKS));
+    let mut tasks = Vec::with_capacity(TASKS);
+    for task in 0..TASKS {
+        let mut requests = vec![shared[task].clone(), shared[(task + 1) % TASKS].clone()];
+        for n in 0..PER_BATCH {
+            let (from, to) = if (task + n) % 2 == 0 {
+                (a.id, b.id)
+            } else {
+                (b.id, a.id)
+            };
+            requests.push(data.reserve_request(from, to, "1.00", Currency::USD));
+        }
+        let batch: Vec<StampedReserve> = requests.iter().map(|r| stamped(&data, r)).collect();
+        let (store, start) = (store.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let outcomes = retrying(|| store.reserve_batch(&batch))
+                .await
+                .unwrap_or_else(|e| panic!("a concurrent batch failed: {e}"));
+            assert_eq!(outcomes.len(), batch.len(), "one answer per request");
+            batch
+                .iter()
+                .map(|r| r.request.transfer_id)
+                .zip(outcomes)
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut answers: HashMap<TransferId, Vec<ReserveOutcome>> = HashMap::new();
+    for task in tasks {
+        for (id, outcome) in joined(task).await {
+            answers.entry(id).or_default().push(outcome);
+        }
+    }
+    for request in &shared {
+        let seen = &answers[&request.transfer_id];
+        assert_eq!(seen.len(), 2, "a shared transfer is in two batches");
+        assert_eq!(
+            seen[0], seen[1],
+            "both batches get the same answer: {seen:?}"
+        );
+    }
+    let reserved: HashSet<TransferId> = answers
+        .iter()
+        .filter(|(_, o)| o[0] == ReserveOutcome::Reserved)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        reserved.len(),
+        answers.len(),
+        "80.00 in all covers every reserve of 1.00: none is refused"
+    );
+    for wallet in [&a, &b] {
+        let now = wallet_now(&*store, wallet.id).await;
+        assert!(
+            !now.available.is_negative(),
+            "wallet {} overdrawn: {now:?}",
+            wallet.id
+        );
+        assert_eq!(now.available + now.reserved, balance("40.00"), "{now:?}");
+    }
+    let events: Vec<TransferId> = outbox_items(&*store)
+        .await
+        .into_iter()
+        .filter(|item| matches!(item, Outgoing::Event(e) if matches!(e.event, Event::WalletReserved(_))))
+        .map(|item| item.transfer_id())
+        .filter(|id| answers.contains_key(id))
+        .collect();
+    let distinct: HashSet<TransferId> = events.iter().copied().collect();
+    assert_eq!(
+        (events.len(), distinct),
+        (reserved.len(), reserved),
+        "exactly one WalletReserved per reservation"
     );
 }
 

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::event::{Envelope, EventStamp, Inbound, Outgoing};
+use crate::event::{
+    Envelope, EventStamp, Inbound, Outgoing, StampedReserve, decide_stamped_reserves,
+};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, IdempotencyKey, TransferId, WalletId, WorkerId};
 use crate::ledger::{AccountBalance, Entry, PostingDecision, PostingRequest, decide_posting};
@@ -19,9 +21,7 @@ use crate::ports::{
 };
 use crate::time::Timestamp;
 use crate::transfer::{Transfer, TransferCommand, TransferStatus};
-use crate::wallet::{
-    Reservation, ReserveDecision, ReserveRequest, Wallet, decide_finalize, decide_reserve,
-};
+use crate::wallet::{Reservation, Wallet, decide_finalize};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock means a broken invariant; the state is
@@ -181,50 +181,66 @@ mem_outbox!(MemoryTransferStore);
 
 #[async_trait]
 impl TransferStore for MemoryTransferStore {
-    async fn begin(
+    async fn begin_batch(
         &self,
-        transfer: &Transfer,
-        fingerprint: &Fingerprint,
-    ) -> Result<Begin, StoreError> {
+        batch: &[(Transfer, Fingerprint)],
+    ) -> Result<Vec<Begin>, StoreError> {
         let mut s = lock(&self.state);
-        if let Some(record) = s.keys.get(&transfer.idempotency_key) {
-            let current = Box::new(s.transfers[&record.transfer_id].clone());
-            let record = Box::new(record.clone());
-            return Ok(Begin::Existing { record, current });
+        let mut begun = Vec::with_capacity(batch.len());
+        for (transfer, fingerprint) in batch {
+            if let Some(record) = s.keys.get(&transfer.idempotency_key) {
+                let current = Box::new(s.transfers[&record.transfer_id].clone());
+                let record = Box::new(record.clone());
+                begun.push(Begin::Existing { record, current });
+                continue;
+            }
+            let record = IdempotencyRecord {
+                key: transfer.idempotency_key.clone(),
+                fingerprint: fingerprint.clone(),
+                transfer_id: transfer.id,
+                created_at: transfer.created_at,
+                response: None,
+            };
+            s.keys.insert(record.key.clone(), record);
+            s.transfers.insert(transfer.id, transfer.clone());
+            s.initiated.insert((transfer.created_at, transfer.id));
+            begun.push(Begin::Created);
         }
-        let record = IdempotencyRecord {
-            key: transfer.idempotency_key.clone(),
-            fingerprint: fingerprint.clone(),
-            transfer_id: transfer.id,
-            created_at: transfer.created_at,
-            response: None,
-        };
-        s.keys.insert(record.key.clone(), record);
-        s.transfers.insert(transfer.id, transfer.clone());
-        s.initiated.insert((transfer.created_at, transfer.id));
-        Ok(Begin::Created)
+        Ok(begun)
     }
 
-    async fn record_reserve(
+    async fn record_reserves(
         &self,
-        id: TransferId,
-        attempt: ReserveAttempt,
+        attempts: &[(TransferId, ReserveAttempt)],
         now: Timestamp,
-    ) -> Result<Transfer, StoreError> {
+    ) -> Result<Vec<Transfer>, StoreError> {
         let mut s = lock(&self.state);
-        let snapshot = match attempt {
-            ReserveAttempt::Definite(outcome) => s
-                .handle(id, &TransferCommand::RecordReserve(outcome), now)
-                .map(|(t, _)| t),
-            ReserveAttempt::Ambiguous => s.transfers.get(&id).cloned(),
+        // Checked first, so a unit that fails writes nothing.
+        for (id, _) in attempts {
+            let key = s.transfers.get(id).map(|t| &t.idempotency_key);
+            if !key.is_some_and(|k| s.keys.contains_key(k)) {
+                return Err(StoreError::Integrity(format!(
+                    "no transfer {id} with a key record"
+                )));
+            }
         }
-        .ok_or_else(|| StoreError::Integrity(format!("no transfer {id}")))?;
-        let record = s
-            .keys
-            .get_mut(&snapshot.idempotency_key)
-            .ok_or_else(|| StoreError::Integrity(format!("no key record for {id}")))?;
-        record.response.get_or_insert_with(|| snapshot.clone());
-        Ok(snapshot)
+        let mut recorded = Vec::with_capacity(attempts.len());
+        for &(id, attempt) in attempts {
+            let snapshot = match attempt {
+                ReserveAttempt::Definite(outcome) => s
+                    .handle(id, &TransferCommand::RecordReserve(outcome), now)
+                    .map(|(t, _)| t),
+                ReserveAttempt::Ambiguous => s.transfers.get(&id).cloned(),
+            }
+            .ok_or_else(|| StoreError::Integrity(format!("no transfer {id}")))?;
+            let record = s
+                .keys
+                .get_mut(&snapshot.idempotency_key)
+                .ok_or_else(|| StoreError::Integrity(format!("no key record for {id}")))?;
+            record.response.get_or_insert_with(|| snapshot.clone());
+            recorded.push(snapshot);
+        }
+        Ok(recorded)
     }
 
     async fn apply_ledger_outcomes(
@@ -331,39 +347,35 @@ impl WalletStore for MemoryWalletStore {
         Ok(())
     }
 
-    async fn reserve(
+    async fn reserve_batch(
         &self,
-        request: &ReserveRequest,
-        stamp: EventStamp,
-    ) -> Result<ReserveOutcome, StoreError> {
+        batch: &[StampedReserve],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
         let mut s = lock(&self.state);
-        let decision = decide_reserve(
-            request,
-            s.reservations.get(&request.transfer_id),
-            s.wallets.get(&request.sender_wallet_id),
-            s.wallets.get(&request.receiver_wallet_id),
-            stamp.at,
-        );
-        match decision {
-            ReserveDecision::Replay(outcome) => Ok(outcome),
-            ReserveDecision::Reject(reservation) => {
-                let outcome = reservation.outcome();
-                s.reservations.insert(request.transfer_id, reservation);
-                Ok(outcome)
-            }
-            ReserveDecision::Reserve {
-                reservation,
-                sender,
-            } => {
-                if let Some(wallet) = sender {
-                    s.wallets.insert(wallet.id, wallet);
+        let mut wallets = HashMap::new();
+        let mut existing = HashMap::new();
+        for StampedReserve { request, .. } in batch {
+            for id in [request.sender_wallet_id, request.receiver_wallet_id] {
+                if let Some(wallet) = s.wallets.get(&id) {
+                    wallets.insert(id, wallet.clone());
                 }
-                let event = Envelope::wallet_reserved(&reservation, stamp);
-                s.outbox.push(Outgoing::Event(event));
-                s.reservations.insert(request.transfer_id, reservation);
-                Ok(ReserveOutcome::Reserved)
+            }
+            if let Some(reservation) = s.reservations.get(&request.transfer_id) {
+                existing.insert(request.transfer_id, reservation.clone());
             }
         }
+        let (decided, events) = decide_stamped_reserves(batch, wallets, existing);
+        for wallet in decided.senders {
+            s.wallets.insert(wallet.id, wallet);
+        }
+        for event in events {
+            s.outbox.push(Outgoing::Event(event));
+        }
+        for (_, reservation) in decided.reservations {
+            s.reservations
+                .insert(reservation.request.transfer_id, reservation);
+        }
+        Ok(decided.outcomes)
     }
 
     async fn finalize(

@@ -1,13 +1,13 @@
 //! The transaction service: API entry point and saga coordinator.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::event::{Envelope, groups};
 use crate::idempotency::{self, Fingerprint, IdempotencyCheck};
@@ -51,6 +51,15 @@ pub struct TransactionConfig {
     /// read, unless it is announced through
     /// [`TransactionService::transfers_changed`]. Default 250 ms.
     pub wait_poll: Duration,
+    /// New transfers stored, reserved and recorded together at most: the
+    /// requests that arrive while a batch is in flight go together in the
+    /// next one (no timer: a lone request goes at once). Default 256.
+    pub batch_size: usize,
+    /// Batches in flight at once at most. Default 2.
+    pub batches_in_flight: usize,
+    /// Requests waiting for a batch at most; one more is refused at once
+    /// with [`CreateError::Busy`] rather than made to wait. Default 4,096.
+    pub batch_queue: usize,
 }
 
 impl Default for TransactionConfig {
@@ -63,6 +72,9 @@ impl Default for TransactionConfig {
             currency_cache: 100_000,
             max_wait: Duration::from_secs(30),
             wait_poll: Duration::from_millis(250),
+            batch_size: 256,
+            batches_in_flight: 2,
+            batch_queue: 4096,
         }
     }
 }
@@ -138,6 +150,15 @@ pub enum CreateError {
     /// Storage failed. HTTP 503; retry.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too many requests wait for a batch ([`TransactionConfig::batch_queue`]):
+    /// nothing stored. HTTP 503; retry after a moment.
+    #[error("too many transfer requests waiting; retry")]
+    Busy,
+    /// The batch this request was in was cut short (its caller was
+    /// cancelled): the transfer may be stored INITIATED, and then it
+    /// finishes through the retrier. HTTP 503; retry with the same key.
+    #[error("the request's batch was interrupted; retry with the same key")]
+    Interrupted,
 }
 
 /// What one retrier pass did.
@@ -160,6 +181,22 @@ pub struct TransactionService<S, G> {
     worker: WorkerId,
     currencies: Mutex<HashMap<WalletId, Currency>>,
     waiters: Waiters,
+    batches: Batches,
+}
+
+/// A transfer checked and waiting for its batch, and where its answer goes.
+struct Pending {
+    transfer: Transfer,
+    fingerprint: Fingerprint,
+    reply: oneshot::Sender<Result<Created, CreateError>>,
+}
+
+/// The requests waiting for a batch, and the turns to run one. No task of
+/// its own: a waiting caller that gets a turn takes what has gathered and
+/// runs it, for itself and the others.
+struct Batches {
+    queue: Mutex<VecDeque<Pending>>,
+    turns: Semaphore,
 }
 
 /// The waits on transfers, by transfer: a change wakes the waits on that
@@ -244,9 +281,13 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             gateway,
             clock,
             ids,
-            config,
+            batches: Batches {
+                queue: Mutex::new(VecDeque::new()),
+                turns: Semaphore::new(config.batches_in_flight.max(1)),
+            },
             currencies: Mutex::new(HashMap::new()),
             waiters: Waiters::default(),
+            config,
         }
     }
 
@@ -255,9 +296,64 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         &self.store
     }
 
-    /// Step 1 and 2 of the saga: check, store INITIATED with the key, reserve
-    /// synchronously, record the answer.
+    /// Steps 1 and 2 of the saga: check the request, store it INITIATED
+    /// with its key, reserve synchronously, record the answer.
+    ///
+    /// Checked requests are batched (natural batching: no timer). A caller
+    /// queues its transfer and waits; whenever fewer than
+    /// [`TransactionConfig::batches_in_flight`] batches run, a waiting
+    /// caller takes up to [`TransactionConfig::batch_size`] queued
+    /// transfers and runs them as one batch: their transfers and keys in
+    /// one store unit, one reserve call for those new, their answers in one
+    /// store unit. A lone request is a batch of one at once; under load,
+    /// what arrives while batches are in flight goes together in the next.
+    /// Requests of a batch are decided in arrival order.
+    ///
+    /// A caller cancelled while it runs a batch leaves that batch's other
+    /// requests [`CreateError::Interrupted`], so a server runs each request
+    /// in a task of its own that outlives the client's connection.
     pub async fn create(&self, request: TransferRequest) -> Result<Created, CreateError> {
+        let (transfer, fingerprint) = self.check(request).await?;
+        let (reply, mut answer) = oneshot::channel();
+        {
+            let mut queue = self.batches.queue.lock().expect("batch queue lock");
+            if queue.len() >= self.config.batch_queue {
+                metrics::transfer_requests_refused_busy();
+                return Err(CreateError::Busy);
+            }
+            queue.push_back(Pending {
+                transfer,
+                fingerprint,
+                reply,
+            });
+        }
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => return answer.unwrap_or(Err(CreateError::Interrupted)),
+                turn = self.batches.turns.acquire() => {
+                    let _turn = turn.expect("the turns are never closed");
+                    let batch: Vec<Pending> = {
+                        let mut queue = self.batches.queue.lock().expect("batch queue lock");
+                        let n = queue.len().min(self.config.batch_size.max(1));
+                        queue.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        // This request is in a batch another caller runs.
+                        return answer.await.unwrap_or(Err(CreateError::Interrupted));
+                    }
+                    self.run_batch(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Checks a request against what can be refused before anything is
+    /// stored, and makes its INITIATED transfer and fingerprint.
+    async fn check(
+        &self,
+        request: TransferRequest,
+    ) -> Result<(Transfer, Fingerprint), CreateError> {
         let (sender, receiver, currency) = self.resolve(request.parties, request.currency).await?;
         let amount = Amount::new(request.amount, currency)?;
         let kind = match request.parties {
@@ -281,32 +377,92 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             updated_at: now,
         };
         let fingerprint = Fingerprint::of_transfer(kind, sender, receiver, amount, currency);
-        if let Begin::Existing { record, current } =
-            self.store.begin(&transfer, &fingerprint).await?
-        {
-            let lease = self.config.idempotency_lease;
-            return match idempotency::check(&record, &current, &fingerprint, now, lease) {
-                IdempotencyCheck::Replay(transfer) => Ok(Created {
-                    transfer,
-                    replayed: true,
-                }),
-                IdempotencyCheck::InFlight => Err(CreateError::InFlight),
-                IdempotencyCheck::Reused => Err(CreateError::KeyReused),
-            };
+        Ok((transfer, fingerprint))
+    }
+
+    /// Runs one batch and sends each request its answer.
+    async fn run_batch(&self, batch: Vec<Pending>) {
+        metrics::transfer_batch(batch.len());
+        let (items, replies): (Vec<(Transfer, Fingerprint)>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| ((p.transfer, p.fingerprint), p.reply))
+            .unzip();
+        for (answer, reply) in self.create_batch(items).await.into_iter().zip(replies) {
+            // A caller that went away no longer needs its answer.
+            let _ = reply.send(answer);
         }
-        tracing::info!(transfer_id = %transfer.id, correlation_id = %transfer.correlation_id,
-            %amount, %currency, ?kind, "saga: transfer INITIATED");
-        let attempt = self.attempt_reserve(&transfer).await;
-        let transfer = self
-            .store
-            .record_reserve(transfer.id, attempt, self.clock.now())
-            .await?;
-        metrics::saga_transition(transfer.status, 1);
-        self.waiters.wake([transfer.id]);
-        Ok(Created {
-            transfer,
-            replayed: false,
-        })
+    }
+
+    /// One batch of checked requests, in order: their transfers and keys
+    /// in one store unit, one reserve call for the new ones, the answers
+    /// in one store unit. One answer per request.
+    async fn create_batch(
+        &self,
+        items: Vec<(Transfer, Fingerprint)>,
+    ) -> Vec<Result<Created, CreateError>> {
+        let begun = match self.store.begin_batch(&items).await {
+            Ok(begun) => begun,
+            Err(error) => return items.iter().map(|_| Err(error.clone().into())).collect(),
+        };
+        let now = self.clock.now();
+        let lease = self.config.idempotency_lease;
+        let mut answers: Vec<Option<Result<Created, CreateError>>> =
+            Vec::with_capacity(items.len());
+        let mut new = Vec::new();
+        for ((transfer, fingerprint), begin) in items.into_iter().zip(begun) {
+            let answer = match begin {
+                Begin::Existing { record, current } => Some(
+                    match idempotency::check(&record, &current, &fingerprint, now, lease) {
+                        IdempotencyCheck::Replay(transfer) => Ok(Created {
+                            transfer,
+                            replayed: true,
+                        }),
+                        IdempotencyCheck::InFlight => Err(CreateError::InFlight),
+                        IdempotencyCheck::Reused => Err(CreateError::KeyReused),
+                    },
+                ),
+                Begin::Created => {
+                    tracing::info!(transfer_id = %transfer.id,
+                        correlation_id = %transfer.correlation_id, amount = %transfer.amount,
+                        currency = %transfer.currency, kind = ?transfer.kind,
+                        "saga: transfer INITIATED");
+                    new.push((answers.len(), transfer));
+                    None
+                }
+            };
+            answers.push(answer);
+        }
+        if !new.is_empty() {
+            let transfers: Vec<&Transfer> = new.iter().map(|(_, t)| t).collect();
+            let attempts = self.attempt_reserves(&transfers).await;
+            match self
+                .store
+                .record_reserves(&attempts, self.clock.now())
+                .await
+            {
+                Ok(recorded) => {
+                    for transfer in &recorded {
+                        metrics::saga_transition(transfer.status, 1);
+                    }
+                    self.waiters.wake(recorded.iter().map(|t| t.id));
+                    for ((at, _), transfer) in new.iter().zip(recorded) {
+                        answers[*at] = Some(Ok(Created {
+                            transfer,
+                            replayed: false,
+                        }));
+                    }
+                }
+                Err(error) => {
+                    for (at, _) in &new {
+                        answers[*at] = Some(Err(error.clone().into()));
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every request of the batch is answered"))
+            .collect()
     }
 
     /// A transfer by id.
@@ -361,19 +517,14 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
 
     /// One retrier pass: claims INITIATED transfers older than
     /// [`TransactionConfig::retry_min_age`] that no other instance holds,
-    /// repeats their reserve and records definite answers.
+    /// repeats their reserve in one call and records the definite answers.
     ///
-    /// A pass keeps within its claim. Once the claim's lease
-    /// ([`TransactionConfig::retry_lease`]) has ended, another instance may
-    /// claim the same transfers, and a pass still going would reserve them
-    /// at the same moment. So a pass starts a reserve only while the lease
-    /// has room for one more call, taking a call to last as long as the
-    /// longest of the pass so far, and stops there. The transfers it leaves
-    /// keep its lease until the lease ends; then the next pass, of any
-    /// instance, claims them. (Renewing the lease per transfer would keep
-    /// the pass going, at the cost of a store write per transfer.) A call
-    /// already started is not cut short: a lease at least as long as the
-    /// wallet gateway's timeout keeps even a slow first call within it.
+    /// A pass keeps within its claim: it makes one reserve call, which the
+    /// wallet gateway's timeout bounds, so a claim's lease
+    /// ([`TransactionConfig::retry_lease`]) at least as long as that
+    /// timeout outlasts the call. Another instance claims the same
+    /// transfers only after the lease, and never reserves them while this
+    /// pass does.
     pub async fn retry_pending(&self) -> Result<RetryReport, StoreError> {
         let now = self.clock.now();
         let min_age = chrono::Duration::from_std(self.config.retry_min_age).unwrap_or_default();
@@ -382,58 +533,84 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .store
             .claim_initiated(&claim, now - min_age, self.config.retry_batch)
             .await?;
-        let mut report = RetryReport::default();
-        let mut moved = Vec::new();
-        let mut longest = chrono::Duration::zero();
-        for transfer in &pending {
-            let started = self.clock.now();
-            if started + longest >= claim.until {
-                tracing::info!(
-                    left = pending.len() - report.attempted,
-                    "retrier pass: lease ending, the rest is left to the next pass"
-                );
-                break;
-            }
-            report.attempted += 1;
-            metrics::reserve_retries(1);
-            let attempt = self.attempt_reserve(transfer).await;
-            longest = longest.max(self.clock.now() - started);
-            if let ReserveAttempt::Definite(_) = attempt {
-                let now = self
-                    .store
-                    .record_reserve(transfer.id, attempt, self.clock.now())
-                    .await?;
-                metrics::saga_transition(now.status, 1);
-                moved.push(now.id);
-                report.answered += 1;
-            }
+        if pending.is_empty() {
+            return Ok(RetryReport::default());
         }
-        self.waiters.wake(moved);
-        Ok(report)
+        metrics::reserve_retries(pending.len());
+        let transfers: Vec<&Transfer> = pending.iter().collect();
+        let attempts: Vec<(TransferId, ReserveAttempt)> = self
+            .attempt_reserves(&transfers)
+            .await
+            .into_iter()
+            .filter(|(_, attempt)| matches!(attempt, ReserveAttempt::Definite(_)))
+            .collect();
+        let recorded = self
+            .store
+            .record_reserves(&attempts, self.clock.now())
+            .await?;
+        for transfer in &recorded {
+            metrics::saga_transition(transfer.status, 1);
+        }
+        self.waiters.wake(recorded.iter().map(|t| t.id));
+        Ok(RetryReport {
+            attempted: pending.len(),
+            answered: recorded.len(),
+        })
     }
 
-    async fn attempt_reserve(&self, transfer: &Transfer) -> ReserveAttempt {
-        let request = ReserveRequest {
-            transfer_id: transfer.id,
-            correlation_id: transfer.correlation_id,
-            sender_wallet_id: transfer.sender_wallet_id,
-            receiver_wallet_id: transfer.receiver_wallet_id,
-            amount: transfer.amount,
-            currency: transfer.currency,
+    /// One reserve call for `transfers`: a definite answer for each, or,
+    /// when the call fails, each ambiguous.
+    async fn attempt_reserves(&self, transfers: &[&Transfer]) -> Vec<(TransferId, ReserveAttempt)> {
+        let requests: Vec<ReserveRequest> = transfers
+            .iter()
+            .map(|t| ReserveRequest {
+                transfer_id: t.id,
+                correlation_id: t.correlation_id,
+                sender_wallet_id: t.sender_wallet_id,
+                receiver_wallet_id: t.receiver_wallet_id,
+                amount: t.amount,
+                currency: t.currency,
+            })
+            .collect();
+        let outcomes = match self.gateway.reserve_batch(&requests).await {
+            Ok(outcomes) if outcomes.len() == requests.len() => outcomes,
+            Ok(outcomes) => {
+                let error = GatewayError::Unavailable(format!(
+                    "{} answers to {} reserves",
+                    outcomes.len(),
+                    requests.len()
+                ));
+                return self.ambiguous(transfers, &error);
+            }
+            Err(error) => return self.ambiguous(transfers, &error),
         };
-        match self.gateway.reserve(&request).await {
-            Ok(outcome) => {
-                tracing::info!(transfer_id = %transfer.id, correlation_id = %transfer.correlation_id,
+        transfers
+            .iter()
+            .zip(outcomes)
+            .map(|(t, outcome)| {
+                tracing::info!(transfer_id = %t.id, correlation_id = %t.correlation_id,
                     ?outcome, "saga: reserve answered");
-                ReserveAttempt::Definite(outcome)
-            }
-            Err(error) => {
-                tracing::warn!(transfer_id = %transfer.id, correlation_id = %transfer.correlation_id,
+                (t.id, ReserveAttempt::Definite(outcome))
+            })
+            .collect()
+    }
+
+    /// Every transfer of a failed reserve call, left INITIATED for the
+    /// retrier.
+    fn ambiguous(
+        &self,
+        transfers: &[&Transfer],
+        error: &GatewayError,
+    ) -> Vec<(TransferId, ReserveAttempt)> {
+        metrics::reserve_ambiguous(transfers.len());
+        transfers
+            .iter()
+            .map(|t| {
+                tracing::warn!(transfer_id = %t.id, correlation_id = %t.correlation_id,
                     %error, "saga: reserve ambiguous, left INITIATED for the retrier");
-                metrics::reserve_ambiguous();
-                ReserveAttempt::Ambiguous
-            }
-        }
+                (t.id, ReserveAttempt::Ambiguous)
+            })
+            .collect()
     }
 
     /// Finds sender, receiver and currency, refusing what can be refused

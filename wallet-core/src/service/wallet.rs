@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::event::{Envelope, EventStamp, groups};
+use crate::event::{Envelope, EventStamp, StampedReserve, groups};
 use crate::ids::{IdGenerator, WalletId};
 use crate::metrics::{self, DeadLetteredBy};
 use crate::money::Currency;
@@ -60,16 +60,40 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
 
     /// Step 3 of the saga: reserve the sender's funds, idempotent by transfer id.
     pub async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
-        let stamp = EventStamp {
-            event_id: self.ids.event_id(),
-            at: self.clock.now(),
-        };
-        let outcome = self.store.reserve(request, stamp).await?;
-        if outcome == ReserveOutcome::Reserved {
+        let mut outcomes = self.reserve_batch(std::slice::from_ref(request)).await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::Integrity(format!(
+                "no answer to the reserve of transfer {}",
+                request.transfer_id
+            ))
+        })
+    }
+
+    /// Step 3 for a batch, in one store unit: each request decided in
+    /// order, against the balances the earlier ones left. One outcome per
+    /// request, in order.
+    pub async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        let batch: Vec<StampedReserve> = requests
+            .iter()
+            .map(|request| StampedReserve {
+                request: request.clone(),
+                stamp: EventStamp {
+                    event_id: self.ids.event_id(),
+                    at: self.clock.now(),
+                },
+            })
+            .collect();
+        let outcomes = self.store.reserve_batch(&batch).await?;
+        if outcomes.contains(&ReserveOutcome::Reserved) {
             self.outbox_written.notify_one();
         }
-        tracing::info!(transfer_id = %request.transfer_id, ?outcome, "saga: reserve decided");
-        Ok(outcome)
+        for (request, outcome) in requests.iter().zip(&outcomes) {
+            tracing::info!(transfer_id = %request.transfer_id, ?outcome, "saga: reserve decided");
+        }
+        Ok(outcomes)
     }
 }
 
@@ -101,8 +125,11 @@ impl<S: WalletStore + WalletReads> EventHandler for WalletService<S> {
 /// direct call, used by the embedded mode.
 #[async_trait]
 impl<S: WalletStore + WalletReads> WalletGateway for Arc<WalletService<S>> {
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, GatewayError> {
-        WalletService::reserve(self, request)
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
+        WalletService::reserve_batch(self, requests)
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }

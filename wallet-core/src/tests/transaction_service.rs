@@ -25,7 +25,8 @@ use crate::outcome::LedgerOutcome;
 use crate::outcome::{FailureReason, ReserveOutcome};
 use crate::ports::{
     Applied, Begin, Claim, Clock, GatewayError, IdGenerator, MockWalletGateway, Outbox,
-    ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
+    ReserveAttempt, StoreError, TransferReads, TransferStore, WalletGateway, WalletReads,
+    WalletStore,
 };
 use crate::runtime::EventHandler;
 use crate::service::{
@@ -46,8 +47,8 @@ mockall::mock! {
 
     #[async_trait::async_trait]
     impl TransferStore for TransferStore {
-        async fn begin(&self, transfer: &Transfer, fingerprint: &Fingerprint) -> Result<Begin, StoreError>;
-        async fn record_reserve(&self, id: TransferId, attempt: ReserveAttempt, now: Timestamp) -> Result<Transfer, StoreError>;
+        async fn begin_batch(&self, batch: &[(Transfer, Fingerprint)]) -> Result<Vec<Begin>, StoreError>;
+        async fn record_reserves(&self, attempts: &[(TransferId, ReserveAttempt)], now: Timestamp) -> Result<Vec<Transfer>, StoreError>;
         async fn apply_ledger_outcomes(&self, batch: &[Inbound<LedgerOutcome>], now: Timestamp) -> Result<Applied, StoreError>;
         async fn claim_initiated(&self, claim: &Claim, created_before: Timestamp, limit: usize) -> Result<Vec<Transfer>, StoreError>;
     }
@@ -160,8 +161,9 @@ fn look_up_currencies(gateway: &mut MockWalletGateway, wallets: &Wallets) {
     });
 }
 
-/// Forwards `times` reserves to the real wallet service, counting them in
-/// `reached`, and answers `answer(real outcome)`.
+/// Forwards `times` reserve calls to the real wallet service, counting
+/// the reserves in `reached`, and answers `answer(real outcome)` for each
+/// (one error fails the call).
 fn forward_reserves(
     gateway: &mut MockWalletGateway,
     wallets: &Wallets,
@@ -172,13 +174,13 @@ fn forward_reserves(
 ) {
     let (wallets, reached) = (wallets.clone(), reached.clone());
     gateway
-        .expect_reserve()
+        .expect_reserve_batch()
         .times(times)
         .in_sequence(sequence)
-        .returning(move |request| {
-            reached.fetch_add(1, Ordering::SeqCst);
-            let outcome = now_or_never(WalletService::reserve(&wallets, request)).unwrap();
-            answer(outcome)
+        .returning(move |requests| {
+            reached.fetch_add(requests.len(), Ordering::SeqCst);
+            let outcomes = now_or_never(wallets.reserve_batch(requests)).unwrap();
+            outcomes.into_iter().map(answer).collect()
         });
 }
 
@@ -336,7 +338,7 @@ async fn an_ambiguous_reserve_is_never_failed_and_the_ledger_can_still_finish_it
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
     gateway
-        .expect_reserve()
+        .expect_reserve_batch()
         .times(1 + RETRIES)
         .returning(move |_| {
             let n = counted.fetch_add(1, Ordering::SeqCst);
@@ -411,7 +413,7 @@ async fn stored_initiated(store: &MemoryTransferStore, n: u64) -> Transfer {
 }
 
 #[tokio::test]
-async fn a_retrier_pass_with_a_slow_wallet_service_stops_before_its_lease_runs_out() {
+async fn a_retrier_pass_reserves_everything_it_claimed_in_one_call_within_its_lease() {
     const SLOW: Duration = Duration::from_millis(800);
     let rig = rig();
     let store = MemoryTransferStore::new();
@@ -419,18 +421,17 @@ async fn a_retrier_pass_with_a_slow_wallet_service_stops_before_its_lease_runs_o
     for n in 1..=5 {
         transfers.push(stored_initiated(&store, n).await);
     }
-    // Each reserve reaches the wallet service and takes SLOW of the
-    // clock's time; the calls are logged with their start and end.
+    // The call times out after SLOW of the clock's time: every transfer
+    // stays INITIATED, and claimed.
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut slow = MockWalletGateway::new();
-    let (wallets, clock, log) = (rig.wallets.clone(), rig.clock.clone(), calls.clone());
-    slow.expect_reserve().returning(move |request| {
+    let (clock, log) = (rig.clock.clone(), calls.clone());
+    slow.expect_reserve_batch().returning(move |requests| {
         let started = clock.now();
         clock.advance(SLOW);
-        log.lock()
-            .unwrap()
-            .push((request.transfer_id, started, clock.now()));
-        Ok(now_or_never(WalletService::reserve(&wallets, request)).unwrap())
+        let ids: Vec<TransferId> = requests.iter().map(|r| r.transfer_id).collect();
+        log.lock().unwrap().push((ids, started, clock.now()));
+        Err(GatewayError::Timeout)
     });
     let service = rig.service(store.clone(), slow);
     let lease = TransactionConfig::default().retry_lease;
@@ -439,34 +440,31 @@ async fn a_retrier_pass_with_a_slow_wallet_service_stops_before_its_lease_runs_o
     let lease_ends = rig.clock.now() + chrono::Duration::from_std(lease).unwrap();
     let report = service.retry_pending().await.unwrap();
     let calls = calls.lock().unwrap().clone();
-    // Two calls fit in the 2 s lease; a third would have ended after it.
     assert_eq!(
         report,
         RetryReport {
-            attempted: 2,
-            answered: 2
-        },
-        "{calls:?}"
+            attempted: 5,
+            answered: 0
+        }
     );
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    for (id, started, ended) in &calls {
-        assert!(
-            *ended <= lease_ends,
-            "the reserve of {id} ran from {started} to {ended}, past the lease ending {lease_ends}"
-        );
-    }
-    let reached: Vec<TransferId> = calls.iter().map(|c| c.0).collect();
-    assert_eq!(reached, [transfers[0].id, transfers[1].id]);
+    let claimed: Vec<TransferId> = transfers.iter().map(|t| t.id).collect();
+    assert_eq!(calls.len(), 1, "one call for the pass: {calls:?}");
+    let (reached, _, ended) = &calls[0];
+    assert_eq!(reached, &claimed, "every claimed transfer, oldest first");
+    assert!(
+        *ended <= lease_ends,
+        "the call ended within the claim's lease"
+    );
 
-    // The rest stays claimed until the lease ends: another instance finds
-    // nothing before, and all three after.
+    // The transfers stay claimed until the lease ends: another instance
+    // finds nothing before, and all five after, in one call.
     let mut fast = MockWalletGateway::new();
     let reached = Arc::new(AtomicUsize::new(0));
     forward_reserves(
         &mut fast,
         &rig.wallets,
         &reached,
-        3,
+        1,
         &mut Sequence::new(),
         Ok,
     );
@@ -476,10 +474,11 @@ async fn a_retrier_pass_with_a_slow_wallet_service_stops_before_its_lease_runs_o
     assert_eq!(
         other.retry_pending().await.unwrap(),
         RetryReport {
-            attempted: 3,
-            answered: 3
+            attempted: 5,
+            answered: 5
         }
     );
+    assert_eq!(reached.load(Ordering::SeqCst), 5);
     for t in &transfers {
         assert_eq!(status_of(&other, t).await, (TransferStatus::Reserved, None));
     }
@@ -493,7 +492,7 @@ async fn a_ledger_failure_while_initiated_fails_the_transfer_with_the_ledgers_re
     let mut gateway = MockWalletGateway::new();
     look_up_currencies(&mut gateway, &rig.wallets);
     gateway
-        .expect_reserve()
+        .expect_reserve_batch()
         .times(1)
         .returning(|_| Err(GatewayError::Timeout));
     let service = rig.service(MemoryTransferStore::new(), gateway);
@@ -646,17 +645,17 @@ fn store_with_unanswered_key(rig: &Rig, age: Duration) -> (MockTransferStore, Tr
         current: Box::new(current.clone()),
     };
     store
-        .expect_begin()
+        .expect_begin_batch()
         .times(1)
-        .returning(move |_, _| Ok(existing.clone()));
-    store.expect_record_reserve().times(0);
+        .returning(move |batch| Ok(vec![existing.clone(); batch.len()]));
+    store.expect_record_reserves().times(0);
     (store, current)
 }
 
 fn gateway_without_reserves(rig: &Rig) -> MockWalletGateway {
     let mut gateway = MockWalletGateway::new();
     look_up_currencies(&mut gateway, &rig.wallets);
-    gateway.expect_reserve().times(0);
+    gateway.expect_reserve_batch().times(0);
     gateway
 }
 
@@ -686,8 +685,8 @@ async fn after_the_lease_an_unanswered_key_replays_the_transfer_as_it_is_now() {
 
 fn store_that_must_stay_empty() -> MockTransferStore {
     let mut store = MockTransferStore::new();
-    store.expect_begin().times(0);
-    store.expect_record_reserve().times(0);
+    store.expect_begin_batch().times(0);
+    store.expect_record_reserves().times(0);
     store
 }
 
@@ -765,7 +764,7 @@ async fn a_wallet_service_that_cannot_be_asked_stores_nothing() {
     gateway
         .expect_wallet_currency()
         .returning(|_| Err(GatewayError::Unavailable("connection refused".into())));
-    gateway.expect_reserve().times(0);
+    gateway.expect_reserve_batch().times(0);
     let service = rig.service(store_that_must_stay_empty(), gateway);
     assert_eq!(
         service.create(pay("k", ALICE, BOB, "1")).await,
@@ -827,12 +826,12 @@ fn counting_store(real: &MemoryTransferStore, reads: &Arc<AtomicUsize>) -> MockT
     let mut store = MockTransferStore::new();
     let r = real.clone();
     store
-        .expect_begin()
-        .returning(move |t, f| now_or_never(r.begin(t, f)));
+        .expect_begin_batch()
+        .returning(move |batch| now_or_never(r.begin_batch(batch)));
     let r = real.clone();
     store
-        .expect_record_reserve()
-        .returning(move |id, a, now| now_or_never(r.record_reserve(id, a, now)));
+        .expect_record_reserves()
+        .returning(move |attempts, now| now_or_never(r.record_reserves(attempts, now)));
     let r = real.clone();
     store
         .expect_apply_ledger_outcomes()
@@ -857,8 +856,8 @@ async fn a_wait_is_woken_by_its_own_transfer_and_by_changes_announced_from_elsew
         let mut gateway = MockWalletGateway::new();
         look_up_currencies(&mut gateway, &rig.wallets);
         gateway
-            .expect_reserve()
-            .returning(|_| Ok(ReserveOutcome::Reserved));
+            .expect_reserve_batch()
+            .returning(|requests| Ok(vec![ReserveOutcome::Reserved; requests.len()]));
         let config = TransactionConfig {
             wait_poll: HOUR,
             max_wait: HOUR,
@@ -909,4 +908,164 @@ async fn a_wait_is_woken_by_its_own_transfer_and_by_changes_announced_from_elsew
     let done = done.expect("woken by the announcement").unwrap().unwrap();
     assert_eq!(done.status, TransferStatus::Succeeded);
     assert_eq!(reads(&reads_elsewhere), 2);
+}
+
+/// A wallet gateway that forwards to the real wallet service, records the
+/// size of every call, and holds the first call until released.
+struct HeldFirst {
+    wallets: Wallets,
+    calls: std::sync::Mutex<Vec<usize>>,
+    entered: Notify,
+    release: Notify,
+}
+
+#[async_trait::async_trait]
+impl WalletGateway for Arc<HeldFirst> {
+    async fn reserve_batch(
+        &self,
+        requests: &[crate::wallet::ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
+        let first = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(requests.len());
+            calls.len() == 1
+        };
+        if first {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.wallets
+            .reserve_batch(requests)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+        let wallet = self.wallets.wallet(id).await.unwrap();
+        Ok(wallet.map(|w| w.currency))
+    }
+}
+
+type Held = TransactionService<MemoryTransferStore, Arc<HeldFirst>>;
+
+/// A service whose first reserve call waits, with `in_flight` batches at
+/// once and room for `queue` waiting requests.
+fn held_service(rig: &Rig, in_flight: usize, queue: usize) -> (Arc<Held>, Arc<HeldFirst>) {
+    let gateway = Arc::new(HeldFirst {
+        wallets: rig.wallets.clone(),
+        calls: std::sync::Mutex::new(Vec::new()),
+        entered: Notify::new(),
+        release: Notify::new(),
+    });
+    let config = TransactionConfig {
+        batches_in_flight: in_flight,
+        batch_queue: queue,
+        ..TransactionConfig::default()
+    };
+    let service = TransactionService::new(
+        MemoryTransferStore::new(),
+        gateway.clone(),
+        rig.clock.clone(),
+        rig.ids.clone(),
+        config,
+    );
+    (Arc::new(service), gateway)
+}
+
+/// Lets spawned requests run up to their wait for a batch.
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn requests_that_arrive_while_a_batch_is_in_flight_go_together_in_the_next() {
+    let rig = rig();
+    let (service, gateway) = held_service(&rig, 1, 100);
+    let spawn = |request: TransferRequest| {
+        let service = service.clone();
+        tokio::spawn(async move { service.create(request).await })
+    };
+    // A lone request goes at once, as a batch of one.
+    let first = spawn(pay("first", ALICE, BOB, "10"));
+    gateway.entered.notified().await;
+    // While it is in flight, the next ones gather: the same key twice,
+    // a sender short of funds in the middle of a hot sender's requests.
+    let next: Vec<_> = [
+        pay("a", ALICE, BOB, "50"),
+        pay("twice", ALICE, BOB, "20"),
+        pay("short", ALICE, BOB, "30"),
+        pay("twice", ALICE, BOB, "20"),
+        pay("b", ALICE, BOB, "20"),
+    ]
+    .into_iter()
+    .map(spawn)
+    .collect();
+    settle().await;
+    assert_eq!(*gateway.calls.lock().unwrap(), [1], "the others wait");
+    gateway.release.notify_one();
+    let first = first.await.unwrap().unwrap();
+    let mut answers = Vec::new();
+    for handle in next {
+        answers.push(handle.await.unwrap());
+    }
+    assert_eq!(
+        *gateway.calls.lock().unwrap(),
+        [1, 4],
+        "one call for the next batch, each new transfer once"
+    );
+    assert_eq!(first.transfer.status, TransferStatus::Reserved);
+    let status = |i: usize| {
+        answers[i]
+            .as_ref()
+            .map(|c| (c.transfer.status, c.transfer.failure_reason))
+    };
+    assert_eq!(status(0), Ok((TransferStatus::Reserved, None)));
+    assert_eq!(status(1), Ok((TransferStatus::Reserved, None)));
+    // In arrival order: 10 + 50 + 20 of 100 are held, so 30 does not fit
+    // and the 20 after it does.
+    assert_eq!(
+        status(2),
+        Ok((
+            TransferStatus::Failed,
+            Some(FailureReason::InsufficientFunds)
+        ))
+    );
+    assert_eq!(
+        answers[3],
+        Err(CreateError::InFlight),
+        "the key's first request is still being answered"
+    );
+    assert_eq!(status(4), Ok((TransferStatus::Reserved, None)));
+    let alice = rig.wallet(ALICE);
+    assert_eq!((alice.available, alice.reserved), (bal("0"), bal("100")));
+}
+
+#[tokio::test]
+async fn a_full_batch_queue_refuses_at_once_and_stores_nothing() {
+    let rig = rig();
+    let (service, gateway) = held_service(&rig, 1, 1);
+    let spawn = |request: TransferRequest| {
+        let service = service.clone();
+        tokio::spawn(async move { service.create(request).await })
+    };
+    let first = spawn(pay("first", ALICE, BOB, "1"));
+    gateway.entered.notified().await;
+    let queued = spawn(pay("queued", ALICE, BOB, "1"));
+    settle().await;
+    assert_eq!(
+        service.create(pay("refused", ALICE, BOB, "1")).await,
+        Err(CreateError::Busy)
+    );
+    gateway.release.notify_one();
+    assert!(first.await.unwrap().is_ok());
+    assert!(queued.await.unwrap().is_ok());
+    let keys: Vec<String> = all_transfers(service.store())
+        .await
+        .iter()
+        .map(|t| t.idempotency_key.as_str().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(!keys.contains(&"refused".to_owned()), "{keys:?}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use wallet_core::event::{LEDGER_EVENTS, groups};
 use wallet_core::runtime::Route;
-use wallet_core::service::{TransactionConfig, TransactionService};
+use wallet_core::service::TransactionService;
 use wallet_core_postgres::PgTransferStore;
 use wallet_server::settings::{Common, Transaction, WalletLink};
 use wallet_server::{Database, Process};
@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         gateway,
         process.clock.clone(),
         process.ids.clone(),
-        TransactionConfig::default(),
+        transaction.config(),
     ));
     // Its outbox holds only dead letters.
     process.spawn_relay(store, Route::new(None, groups::TRANSACTION));
