@@ -112,7 +112,23 @@ pub struct BenchArgs {
     /// No new operation starts after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub time_limit_secs: u64,
+    /// HTTP: wait this long between the setup (wallets opened and funded)
+    /// and the measured operations, so that the work the setup left behind
+    /// is done when they start.
+    #[arg(long, default_value_t = 0)]
+    pub settle_ms: u64,
+    /// HTTP: print `walletctl bench: measuring` on standard error when the
+    /// measured operations start (after the setup and the settle) and
+    /// `walletctl bench: measured` when the last one is over (before the
+    /// report), for a tool that samples the system around them.
+    #[arg(long)]
+    pub mark_phases: bool,
 }
+
+/// The line `--mark-phases` prints when the measured operations start.
+pub const MEASURING: &str = "walletctl bench: measuring";
+/// The line `--mark-phases` prints when the last measured operation is over.
+pub const MEASURED: &str = "walletctl bench: measured";
 
 fn parse_share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -181,6 +197,8 @@ struct Settings {
     timeout: Duration,
     max_wait: Duration,
     time_limit: Duration,
+    settle: Duration,
+    mark_phases: bool,
 }
 
 impl Settings {
@@ -215,6 +233,10 @@ impl Settings {
                 "--rate paces HTTP requests: not with --embedded"
             );
         }
+        ensure!(
+            !args.embedded || (args.settle_ms == 0 && !args.mark_phases),
+            "--settle-ms and --mark-phases are for HTTP runs: not with --embedded"
+        );
         let target = match args.embedded {
             true => None,
             false => Some(loopback_base(&target.url)?),
@@ -237,6 +259,8 @@ impl Settings {
             timeout: Duration::from_millis(args.timeout_ms.max(1)),
             max_wait: Duration::from_millis(args.max_wait_ms),
             time_limit: Duration::from_secs(args.time_limit_secs),
+            settle: Duration::from_millis(args.settle_ms),
+            mark_phases: args.mark_phases,
         })
     }
 }
@@ -395,7 +419,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn of(samples: &[Duration]) -> Stats {
+    /// The percentiles of `samples`.
+    pub fn of(samples: &[Duration]) -> Stats {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         Stats {
@@ -404,6 +429,17 @@ impl Stats {
             p95: percentile(&ms, 95),
             p99: percentile(&ms, 99),
             max: ms.last().copied(),
+        }
+    }
+
+    /// The same, to the microsecond.
+    pub fn rounded(self) -> Stats {
+        Stats {
+            p50: self.p50.map(round3),
+            p95: self.p95.map(round3),
+            p99: self.p99.map(round3),
+            max: self.max.map(round3),
+            ..self
         }
     }
 }
@@ -499,13 +535,6 @@ fn per_second(count: usize, time: Duration) -> f64 {
 
 impl Report {
     fn new(settings: &Settings, tally: Tally, send_time: Duration, wall_time: Duration) -> Report {
-        let round = |s: Stats| Stats {
-            p50: s.p50.map(round3),
-            p95: s.p95.map(round3),
-            p99: s.p99.map(round3),
-            max: s.max.map(round3),
-            ..s
-        };
         let completed = tally.time_to_terminal.len();
         Report {
             mode: settings.mode,
@@ -530,9 +559,9 @@ impl Report {
             send_time_s: round3(send_time.as_secs_f64()),
             accepted_per_s: per_second(tally.accepted, send_time),
             completed_per_s: per_second(completed, wall_time),
-            api_latency_ms: round(Stats::of(&tally.api_latency)),
-            time_to_terminal_ms: round(Stats::of(&tally.time_to_terminal)),
-            poll_lag_ms: round(Stats::of(&tally.poll_lag)),
+            api_latency_ms: Stats::of(&tally.api_latency).rounded(),
+            time_to_terminal_ms: Stats::of(&tally.time_to_terminal).rounded(),
+            poll_lag_ms: Stats::of(&tally.poll_lag).rounded(),
             failures: tally.failures,
             failed_after_accept: tally.failed_after_accept,
         }
@@ -949,6 +978,13 @@ async fn http(settings: &Settings, progress: &ProgressBar) -> anyhow::Result<Rep
     let next = Arc::new(AtomicUsize::new(0));
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel::<Accepted>();
     let accepted_rx = Arc::new(Mutex::new(accepted_rx));
+    if !settings.settle.is_zero() {
+        progress.set_message("settling");
+        tokio::time::sleep(settings.settle).await;
+    }
+    if settings.mark_phases {
+        eprintln!("{MEASURING}");
+    }
     progress.set_message("sending");
     let start = Instant::now();
     let stop_sending = start + settings.time_limit;
@@ -1039,6 +1075,9 @@ async fn http(settings: &Settings, progress: &ProgressBar) -> anyhow::Result<Rep
         tally.merge(waiter.await?);
     }
     let wall_time = start.elapsed();
+    if settings.mark_phases {
+        eprintln!("{MEASURED}");
+    }
     Ok(Report::new(settings, tally, last_answer - start, wall_time))
 }
 
@@ -1157,6 +1196,8 @@ mod tests {
             timeout: ms(1),
             max_wait: ms(1),
             time_limit: ms(1),
+            settle: Duration::ZERO,
+            mark_phases: false,
         }
     }
 
@@ -1289,6 +1330,26 @@ mod tests {
         assert_eq!(mix(&["bench", "--mix"]), Some(0.1));
         assert_eq!(mix(&["bench", "--mix", "0.3"]), Some(0.3));
         assert!(Cli::try_parse_from(["bench", "--mix", "2"]).is_err());
+    }
+
+    #[test]
+    fn settle_and_marks_are_for_http_runs() {
+        use clap::Parser;
+        let target = Target {
+            url: "http://127.0.0.1:8080".to_owned(),
+            json: true,
+        };
+        let settings = |args: &[&str]| Settings::from_args(&Cli::parse_from(args).bench, &target);
+        let http = settings(&["bench", "--settle-ms", "1500", "--mark-phases"]).unwrap();
+        assert_eq!(http.settle, Duration::from_millis(1500));
+        assert!(http.mark_phases);
+        for embedded in [
+            &["bench", "--embedded", "--settle-ms", "1"][..],
+            &["bench", "--embedded", "--mark-phases"][..],
+        ] {
+            let error = settings(embedded).unwrap_err().to_string();
+            assert!(error.contains("not with --embedded"), "{error}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! under faults.
 
 mod bench;
+mod broker_floor;
 mod client;
 mod dead_letters;
 mod dev;
@@ -74,6 +75,9 @@ enum Command {
     /// Measure throughput and latency: over HTTP against `--url` (loopback
     /// only), or in-process with `--embedded`.
     Bench(bench::BenchArgs),
+    /// Measure the broker's own produce-to-consume latency, one record at a
+    /// time, with the services' client settings (loopback brokers only).
+    BrokerFloor(broker_floor::BrokerFloorArgs),
     /// Apply the schema migrations of the services' PostgreSQL databases
     /// (any of the three); applied migrations are skipped.
     Migrate(postgres::Databases),
@@ -128,6 +132,7 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => return postgres::audit(args).await,
         Command::Outbox(command) => return postgres::outbox(command, client.json()).await,
         Command::DeadLetters(command) => return dead_letters::run(command, client.json()).await,
+        Command::BrokerFloor(args) => return broker_floor::run(args, client.json()).await,
         Command::Bench(_) => unreachable!("main runs the bench"),
     }
     Ok(ExitCode::SUCCESS)
