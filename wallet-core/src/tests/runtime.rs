@@ -464,6 +464,58 @@ mod consumer {
         assert!(dead_letters(&bus).is_empty());
     }
 
+    /// Fails every batch transiently while `broken`.
+    #[derive(Default)]
+    struct Breakable {
+        broken: std::sync::atomic::AtomicBool,
+        handled: AtomicU32,
+    }
+
+    #[async_trait]
+    impl EventHandler for Breakable {
+        async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(HandleError::Transient("the database is down".into()));
+            }
+            self.handled.fetch_add(batch.len() as u32, Ordering::SeqCst);
+            Ok(Handled::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_consumer_shows_where_it_failed_until_a_batch_goes_through() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let event = side.ledger_succeeded(side.transfer);
+        publish(&bus, LEDGER_EVENTS, side.transfer, event.encode()).await;
+        let handler = Arc::new(Breakable::default());
+        handler.broken.store(true, Ordering::SeqCst);
+        let loops = crate::runtime::Loops::default();
+        let runner = runner(&bus, handler.clone()).reporting_to(loops.handle("consumer"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run_until(async move {
+            let _ = stopped.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let state = loops.states().remove(0);
+        let failure = state.failure.expect("failing");
+        assert!(
+            failure.error.contains("the database is down"),
+            "{failure:?}"
+        );
+        assert_eq!(failure.place.source, format!("{LEDGER_EVENTS}[0]@0"));
+        assert_eq!(failure.place.event_id, Some(event.event_id));
+        assert!(!state.stalled, "a transient failure is not a stall yet");
+
+        handler.broken.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(handler.handled.load(Ordering::SeqCst), 1);
+        let state = loops.states().remove(0);
+        assert_eq!(state.failure, None, "a batch went through: {state:?}");
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn a_held_event_makes_the_loop_stalled_naming_it() {
         let side = WalletSide::new();
@@ -615,6 +667,11 @@ mod consumer {
         );
         assert_eq!(handler.taken.lock().unwrap().len(), 7, "the rest handled");
         let retry = crate::runtime::retry_topic(GROUP);
+        assert_eq!(
+            retry,
+            format!("{GROUP}.retry"),
+            "the name operators look for"
+        );
         assert_eq!(bus.len(&retry), 1, "parked on the retry topic");
         assert!(dead_letters(&bus).is_empty(), "parked, not dead-lettered");
 
@@ -1148,7 +1205,16 @@ async fn rejoins_within(backlog: Backlog, progress: u64, seconds: u64) -> (u32, 
         .run_until(tokio::time::sleep(Duration::from_secs(seconds)))
         .await;
     assert!(stopped.is_none(), "{stopped:?}");
-    (rejoins.load(Ordering::SeqCst), !loops.unwell().is_empty())
+    let unwell = loops.unwell();
+    for state in &unwell {
+        let failure = state.failure.as_ref().expect("a stalled loop says why");
+        assert_eq!(
+            failure.place.source,
+            format!("group {GROUP}"),
+            "a stall names the group, having no delivery to name"
+        );
+    }
+    (rejoins.load(Ordering::SeqCst), !unwell.is_empty())
 }
 
 #[tokio::test(start_paused = true)]

@@ -117,3 +117,46 @@ async fn a_loop_stopped_until_an_operator_acts_is_stalled_at_once() {
     handle.ok();
     assert!(!handle.is_stalled() && loops.unwell().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_ran_longer_than_the_longest_backoff_restarts_after_the_first() {
+    let loops = loops();
+    let starts = Arc::new(AtomicU32::new(0));
+    let counted = starts.clone();
+    // Fails at once three times (backoffs 100, 200, 400 ms), then runs for
+    // two seconds, longer than the 1 s ceiling, before it fails again.
+    let task = loops.supervise(
+        "consumer test",
+        move |_| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 3 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                if n <= 3 {
+                    return Err(format!("planted error {n}"));
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            }
+        },
+        std::future::pending(),
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        3,
+        "quick failures double the wait: started at 0, 100 and 300 ms"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 4, "and at 700 ms");
+    // The fourth start fails 2 s later; a good run that long resets the
+    // backoff, so the fifth start comes 100 ms after (not 800 ms).
+    tokio::time::sleep(Duration::from_millis(2000 + 150)).await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        5,
+        "restarted after the first backoff again"
+    );
+    task.abort();
+}
