@@ -156,6 +156,8 @@ macro_rules! __contract_scenarios {
             record_reserve_rejected_fails_with_the_reason,
             record_reserve_ambiguous_leaves_initiated,
             record_reserve_keeps_the_keys_first_response,
+            begin_batch_stores_new_keys_and_answers_the_rest_in_order,
+            record_reserves_records_a_batch_in_order,
             ledger_outcomes_finish_transfers,
             ledger_outcomes_are_deduplicated_by_event_id,
             a_terminal_transfer_never_moves,

@@ -77,6 +77,115 @@ async fn key_record<S: TransferStore>(
     }
 }
 
+/// One batch of begins: new keys are stored, a key stored before answers
+/// with its record, and a key that comes twice in the batch is stored for
+/// its first transfer only, the second answered with the first's record
+/// (not yet answered: a repeat of a request in flight).
+pub async fn begin_batch_stores_new_keys_and_answers_the_rest_in_order<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let before = begun(&store, &data, at(1)).await;
+    let (first, first_fp) = data.transfer(at(2));
+    let (second, second_fp) = data.transfer(at(2));
+    let (mut twice, twice_fp) = data.transfer(at(2));
+    twice.idempotency_key = first.idempotency_key.clone();
+    let (mut again, again_fp) = data.transfer(at(2));
+    again.idempotency_key = before.idempotency_key.clone();
+    let batch = [
+        (first.clone(), first_fp.clone()),
+        (second.clone(), second_fp),
+        (twice.clone(), twice_fp),
+        (again.clone(), again_fp),
+    ];
+    let begun = store
+        .begin_batch(&batch)
+        .await
+        .unwrap_or_else(|e| panic!("begin_batch failed: {e}"));
+    assert_eq!(begun.len(), 4, "one answer per transfer: {begun:?}");
+    assert_eq!((&begun[0], &begun[1]), (&Begin::Created, &Begin::Created));
+    let Begin::Existing { record, current } = &begun[2] else {
+        panic!("a key twice in one batch should answer the second with the first: {begun:?}");
+    };
+    assert_eq!(
+        (record.transfer_id, &record.fingerprint, &record.response),
+        (first.id, &first_fp, &None),
+        "the key's record is the first transfer's, unanswered"
+    );
+    assert_eq!(**current, first, "and points to the first transfer");
+    let Begin::Existing { record, current } = &begun[3] else {
+        panic!("a key stored before should answer with its record: {begun:?}");
+    };
+    assert_eq!((record.transfer_id, current.id), (before.id, before.id));
+    assert_eq!(stored(&store, first.id).await, first);
+    assert_eq!(stored(&store, second.id).await, second);
+    for skipped in [&twice, &again] {
+        let found = store.transfer(skipped.id).await.unwrap();
+        assert_eq!(found, None, "a transfer whose key existed is not stored");
+    }
+}
+
+/// One batch of reserve answers, in order: each moves its transfer as the
+/// earlier ones left it, and each key keeps its first response.
+pub async fn record_reserves_records_a_batch_in_order<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let (a, b, c) = (
+        begun(&store, &data, at(1)).await,
+        begun(&store, &data, at(1)).await,
+        begun(&store, &data, at(1)).await,
+    );
+    let reserved = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+    let short =
+        ReserveAttempt::Definite(ReserveOutcome::Rejected(FailureReason::InsufficientFunds));
+    let attempts = [
+        (a.id, ReserveAttempt::Ambiguous),
+        (b.id, short),
+        (a.id, reserved),
+        (c.id, reserved),
+        (b.id, reserved),
+    ];
+    let recorded = store
+        .record_reserves(&attempts, at(2))
+        .await
+        .unwrap_or_else(|e| panic!("record_reserves failed: {e}"));
+    let statuses: Vec<(TransferId, TransferStatus)> =
+        recorded.iter().map(|t| (t.id, t.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (a.id, TransferStatus::Initiated),
+            (b.id, TransferStatus::Failed),
+            (a.id, TransferStatus::Reserved),
+            (c.id, TransferStatus::Reserved),
+            (b.id, TransferStatus::Failed),
+        ],
+        "each attempt on the transfer as the earlier ones left it"
+    );
+    assert_eq!(stored(&store, a.id).await, recorded[2]);
+    assert_eq!(stored(&store, b.id).await, recorded[1]);
+    assert_eq!(
+        stored(&store, b.id).await.failure_reason,
+        Some(FailureReason::InsufficientFunds),
+        "a later contradictory answer does not move a FAILED transfer"
+    );
+    let (record_a, _) = key_record(&store, &data, &a).await;
+    assert_eq!(
+        record_a.response.as_ref(),
+        Some(&recorded[0]),
+        "the key's first response is the transfer as its first attempt left it"
+    );
+    let (record_b, _) = key_record(&store, &data, &b).await;
+    assert_eq!(record_b.response.as_ref(), Some(&recorded[1]));
+}
+
 async fn claim_initiated<S: TransferStore>(
     store: &S,
     claim: Claim,

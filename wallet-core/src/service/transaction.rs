@@ -317,7 +317,12 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         // Nothing waits and a turn is free: a batch of one, at once, with
         // no queue to go through.
         if let Ok(_turn) = self.batches.turns.try_acquire()
-            && self.batches.queue.lock().expect("batch queue lock").is_empty()
+            && self
+                .batches
+                .queue
+                .lock()
+                .expect("batch queue lock")
+                .is_empty()
         {
             metrics::transfer_batch(1);
             let mut answers = self.create_batch(vec![(transfer, fingerprint)]).await;
