@@ -289,6 +289,25 @@ async fn malformed_bodies_are_400_and_change_nothing() {
     send(&app, syntax)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "malformed_request");
+    // A member given twice: refused, whichever copy a reader would take.
+    let twice = format!(
+        r#"{{"sender_wallet_id":"{a}","receiver_wallet_id":"{b}","amount":"1.00","amount":"6.00"}}"#
+    );
+    let duplicate = raw(
+        Method::POST,
+        "/v1/transfers",
+        Some("application/json"),
+        twice,
+    );
+    let answer = send(&app, duplicate).await;
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("member \"amount\" is given twice")),
+        "{:?}",
+        answer.body
+    );
+    answer.assert_error(StatusCode::BAD_REQUEST, "malformed_request");
     let body = transfer(a, b, json!("1")).to_string();
     let untyped = raw(Method::POST, "/v1/transfers", Some("text/plain"), body);
     send(&app, untyped)

@@ -6,16 +6,18 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::ApiError;
 
 /// A JSON object body, or an [`ApiError`]:
 ///
-/// - not JSON, not an object, wrong field types, missing or unknown fields
-///   -> 400 `malformed_request` (strict: a body the route does not understand
-///   is a client bug, never a business refusal);
+/// - not JSON, not an object, a member given twice (at any depth), wrong
+///   field types, missing or unknown fields -> 400 `malformed_request`
+///   (strict: a body the route does not understand is a client bug, never
+///   a business refusal);
 /// - no `Content-Type: application/json` -> 415 `unsupported_media_type`;
 /// - over [`crate::MAX_BODY_BYTES`] -> 413 `body_too_large`.
 ///
@@ -34,8 +36,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(axum::Json(value)) => value,
+        let value = match axum::Json::<Strict>::from_request(req, state).await {
+            Ok(axum::Json(Strict(value))) => value,
             Err(rejection) => return Err(json_rejection(rejection)),
         };
         if !value.is_object() {
@@ -44,6 +46,76 @@ where
         serde_json::from_value(value)
             .map(Json)
             .map_err(|e| ApiError::malformed(format!("invalid request body: {e}")))
+    }
+}
+
+/// A JSON value read strictly: an object that names a member twice is
+/// refused, where a plain reading keeps the last one. Two readers of the
+/// same bytes (a gateway rule, an audit log, this service) could otherwise
+/// see two different requests.
+struct Strict(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if members.contains_key(&key) {
+                return Err(A::Error::custom(format!("member {key:?} is given twice")));
+            }
+            let Strict(value) = map.next_value()?;
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -117,4 +189,31 @@ where
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", rejection.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Strict;
+
+    fn read(text: &str) -> Result<serde_json::Value, String> {
+        serde_json::from_str::<Strict>(text)
+            .map(|Strict(v)| v)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_member_given_twice_is_refused_at_any_depth() {
+        assert_eq!(
+            read(r#"{"a":{"b":[1,{"c":"x"}],"d":null},"e":true}"#),
+            Ok(serde_json::json!({"a":{"b":[1,{"c":"x"}],"d":null},"e":true}))
+        );
+        for twice in [
+            r#"{"amount":"1","amount":"60"}"#,
+            r#"{"a":{"b":1,"b":2}}"#,
+            r#"{"a":[{"c":1,"c":1}]}"#,
+        ] {
+            let error = read(twice).unwrap_err();
+            assert!(error.contains("is given twice"), "{twice}: {error}");
+        }
+    }
 }
