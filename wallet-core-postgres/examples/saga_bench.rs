@@ -98,6 +98,7 @@ async fn main() {
     let settings = PgSettings {
         max_connections: u32::try_from(args.pool).unwrap_or(u32::MAX),
         announce_outbox: args.notify,
+        announce_transfers: args.notify,
         ..PgSettings::default()
     };
     let (transfer_db, transfer_pool) = database(&settings).await;

@@ -11,7 +11,9 @@
 //! `decide_*` functions, and writes what they decided. Each database has
 //! its own embedded migrations ([`migrate_transaction_db`],
 //! [`migrate_wallet_db`], [`migrate_ledger_db`]), safe to apply again.
-//! Relays of an outbox wake on `NOTIFY` through an [`OutboxWake`].
+//! Relays of an outbox wake on `NOTIFY` through an [`OutboxWake`]; long
+//! polls of the transaction service wake on the transfers its store
+//! announces, through a [`TransferWake`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,7 @@
 mod codec;
 mod error;
 mod ledger;
+mod notify;
 mod outbox;
 mod settings;
 pub mod testdb;
@@ -45,7 +48,7 @@ pub use outbox::{
     quarantined, release_quarantined,
 };
 pub use settings::PgSettings;
-pub use transfer::PgTransferStore;
+pub use transfer::{PgTransferStore, TRANSFERS_CHANNEL, TransferChanges, TransferWake};
 pub use wallet::PgWalletStore;
 
 /// The transaction service's schema.
@@ -94,21 +97,21 @@ fn in_key_order<T, K: Ord>(rows: &mut [T], key: impl FnMut(&T) -> K) {
 #[derive(Debug, Clone)]
 struct Base {
     pool: PgPool,
-    announcer: Option<outbox::Announcer>,
+    announcer: Option<notify::Announcer>,
 }
 
 impl Base {
     fn new(pool: PgPool, settings: &PgSettings) -> Base {
         let announcer = settings
             .announce_outbox
-            .then(|| outbox::Announcer::start(pool.clone()));
+            .then(|| notify::Announcer::start(pool.clone(), OUTBOX_CHANNEL));
         Base { pool, announcer }
     }
 
     /// Tells relays that a committed unit wrote outbox rows.
     fn announce(&self) {
         if let Some(announcer) = &self.announcer {
-            announcer.announce();
+            announcer.announce(None);
         }
     }
 }

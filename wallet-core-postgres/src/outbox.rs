@@ -1,19 +1,20 @@
 //! The outbox every service database has: writing records in a unit,
 //! claiming them under a lease with `FOR UPDATE SKIP LOCKED`,
-//! acknowledging, pruning, and the LISTEN/NOTIFY wake of relays.
+//! acknowledging, pruning, and the LISTEN/NOTIFY wake of relays (made of
+//! `notify.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use wallet_core::event::Outgoing;
 use wallet_core::ports::{Claim, OutboxRecord, StoreError};
 
 use crate::codec;
 use crate::error::Db;
+use crate::notify::{self, TaskGuard};
 
 /// The channel on which stores announce new outbox rows and relays listen.
 pub const OUTBOX_CHANNEL: &str = "wallet_core_outbox";
@@ -310,66 +311,11 @@ pub async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, StoreError> {
     })
 }
 
-/// Aborts a background task when the last handle on it goes.
-#[derive(Debug)]
-pub(crate) struct TaskGuard(JoinHandle<()>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Sends `NOTIFY` on [`OUTBOX_CHANNEL`] after units that wrote outbox rows,
-/// from its own task and outside those units.
-///
-/// A `NOTIFY` inside the writing transaction would make every such
-/// transaction take the server's notification-queue lock until its commit
-/// is flushed, so all outbox-writing commits of the database would queue
-/// behind one another. Here the writer only sets a permit; the task sends
-/// one `NOTIFY` for however many units committed while it was sending the
-/// previous one.
-#[derive(Debug, Clone)]
-pub(crate) struct Announcer {
-    signal: Arc<Notify>,
-    _task: Arc<TaskGuard>,
-}
-
-impl Announcer {
-    /// Starts announcing on `pool`'s database. Needs a tokio runtime.
-    pub(crate) fn start(pool: PgPool) -> Announcer {
-        let signal = Arc::new(Notify::new());
-        let waiting = signal.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                waiting.notified().await;
-                let sent = sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(OUTBOX_CHANNEL)
-                    .execute(&pool)
-                    .await;
-                if let Err(error) = sent {
-                    // Relays fall back on their poll; nothing is lost.
-                    tracing::debug!(%error, "outbox announcement failed");
-                }
-            }
-        });
-        Announcer {
-            signal,
-            _task: Arc::new(TaskGuard(task)),
-        }
-    }
-
-    /// Records that a unit wrote outbox rows and committed.
-    pub(crate) fn announce(&self) {
-        self.signal.notify_one();
-    }
-}
-
 /// Wakes relays when a store of the database announces new outbox rows:
 /// a task LISTENs on [`OUTBOX_CHANNEL`] and notifies every relay waiting on
 /// [`OutboxWake::notify`], the `wake` that `wallet_core::runtime::Relay::new`
-/// takes. A relay still polls every `idle_poll`, which covers a lost
-/// connection and writers that do not announce.
+/// takes. A relay still polls every `idle_poll`, which covers writers that
+/// do not announce and announcements that were lost.
 #[derive(Debug)]
 pub struct OutboxWake {
     notify: Arc<Notify>,
@@ -382,28 +328,14 @@ impl OutboxWake {
     /// registered, so rows announced from then on wake the relays. Needs a
     /// tokio runtime; the task ends when the `OutboxWake` is dropped.
     pub async fn listen(pool: &PgPool) -> Result<OutboxWake, StoreError> {
-        let mut listener = PgListener::connect_with(pool).await.db()?;
-        listener.listen(OUTBOX_CHANNEL).await.db()?;
         let notify = Arc::new(Notify::new());
         let wake = notify.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(_)) => wake.notify_waiters(),
-                    // The connection dropped; the next call reconnects and
-                    // listens again. Rows written meanwhile were not
-                    // announced to us, so look now.
-                    Ok(None) => wake.notify_waiters(),
-                    Err(error) => {
-                        tracing::warn!(%error, "outbox listener failed; relays poll meanwhile");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        });
+        // An announcement, or a lost connection (back again): rows written
+        // meanwhile were not announced to us, so look now either way.
+        let task = notify::listen(pool, OUTBOX_CHANNEL, move |_| wake.notify_waiters()).await?;
         Ok(OutboxWake {
             notify,
-            _task: TaskGuard(task),
+            _task: task,
         })
     }
 

@@ -43,6 +43,11 @@ pub struct PgSettings {
     /// Whether a store announces new outbox rows with `NOTIFY`, so relays
     /// in other processes wake at once. Default true.
     pub announce_outbox: bool,
+    /// Whether the transfer store announces the transfers its units move
+    /// with `NOTIFY` (on [`crate::TRANSFERS_CHANNEL`]), so long polls in
+    /// other processes wake at once ([`crate::TransferWake`]). Default
+    /// true.
+    pub announce_transfers: bool,
 }
 
 impl Default for PgSettings {
@@ -57,6 +62,7 @@ impl Default for PgSettings {
             sent_retention: Duration::from_secs(24 * 60 * 60),
             prune_batch: 5_000,
             announce_outbox: true,
+            announce_transfers: true,
         }
     }
 }

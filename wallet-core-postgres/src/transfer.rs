@@ -1,5 +1,6 @@
 //! The transaction service's store: transfers, idempotency keys, inbox, and
-//! an outbox of dead letters.
+//! an outbox of dead letters; and the announcements of the transfers its
+//! units move, with the [`TransferWake`] that hears them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -18,8 +19,15 @@ use wallet_core::transfer::{Transfer, TransferCommand, TransferStatus};
 
 use crate::codec;
 use crate::error::{Db, corrupt};
+use crate::notify::{self, Announcer, TaskGuard};
 use crate::outbox::pg_outbox;
 use crate::{Base, PgSettings};
+
+/// The channel on which transfer stores announce the transfers their units
+/// moved, and transaction services listen ([`TransferWake`]). Each
+/// notification's payload is the ids of moved transfers, separated by
+/// commas; a unit that moved many sends several.
+pub const TRANSFERS_CHANNEL: &str = "wallet_core_transfers";
 
 /// The columns [`transfer_of`] reads, of `transfers t`.
 macro_rules! columns {
@@ -35,21 +43,36 @@ macro_rules! columns {
 #[derive(Debug, Clone)]
 pub struct PgTransferStore {
     base: Base,
+    /// Announces the transfers units moved on [`TRANSFERS_CHANNEL`], when
+    /// the settings ask for it.
+    moves: Option<Announcer>,
 }
 
 impl PgTransferStore {
     /// A store on `pool`, whose database has the transaction schema
     /// ([`crate::migrate_transaction_db`]). Needs a tokio runtime when
-    /// `settings.announce_outbox` is set.
+    /// `settings.announce_outbox` or `settings.announce_transfers` is set.
     pub fn new(pool: PgPool, settings: &PgSettings) -> Self {
+        let moves = settings
+            .announce_transfers
+            .then(|| Announcer::start(pool.clone(), TRANSFERS_CHANNEL));
         PgTransferStore {
             base: Base::new(pool, settings),
+            moves,
         }
     }
 
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.base.pool
+    }
+
+    /// Tells the database's listeners which transfers a committed unit
+    /// moved, so waits on them in any process read them again.
+    fn announce_moved(&self, ids: impl IntoIterator<Item = TransferId>) {
+        if let Some(moves) = &self.moves {
+            moves.announce(ids.into_iter().map(|id| id.as_uuid().to_string()));
+        }
     }
 }
 
@@ -368,6 +391,9 @@ impl TransferStore for PgTransferStore {
             .db()?;
         }
         tx.commit().await.db()?;
+        if !moved.is_empty() {
+            self.announce_moved(moved);
+        }
         Ok(recorded)
     }
 
@@ -442,6 +468,9 @@ impl TransferStore for PgTransferStore {
         if !dead_letters.is_empty() {
             self.base.announce();
         }
+        if !applied.changed.is_empty() {
+            self.announce_moved(applied.changed.iter().copied());
+        }
         Ok(applied)
     }
 
@@ -514,5 +543,85 @@ impl TransferReads for PgTransferStore {
         );
         let after = after.map(|id| id.as_uuid());
         codec::uuid_page(self.pool(), sql, after, limit, transfer_of).await
+    }
+}
+
+/// What a [`TransferWake`] tells its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferChanges {
+    /// A unit committed on the database moved these transfers.
+    Moved(Vec<TransferId>),
+    /// Announcements may have been missed: the listening connection was
+    /// lost (and listens again), or a notification could not be read. Any
+    /// transfer may have moved meanwhile.
+    MaybeMissed,
+}
+
+/// Hears the transfers that transfer stores on a database announce
+/// ([`TRANSFERS_CHANNEL`]), from every process using it, this one's
+/// included: a task LISTENs and calls the callback with each
+/// announcement. A transaction service hands [`TransferChanges::Moved`]
+/// to `TransactionService::transfers_changed` and
+/// [`TransferChanges::MaybeMissed`] to
+/// `TransactionService::any_transfer_changed`, so a long poll reads its
+/// transfer when it starts and when its transfer moved, whichever instance
+/// moved it.
+#[derive(Debug)]
+pub struct TransferWake {
+    _task: TaskGuard,
+}
+
+impl TransferWake {
+    /// Listens on `pool`'s database, on one of the pool's connections, which
+    /// it keeps (size the pool for it). When this returns the listener is
+    /// registered, so transfers announced from then on reach `on_change`.
+    /// Needs a tokio runtime; the task ends when the `TransferWake` is
+    /// dropped.
+    pub async fn listen<F>(pool: &PgPool, on_change: F) -> Result<TransferWake, StoreError>
+    where
+        F: Fn(TransferChanges) + Send + 'static,
+    {
+        let task = notify::listen(pool, TRANSFERS_CHANNEL, move |payload| {
+            on_change(payload.map_or(TransferChanges::MaybeMissed, moved_in));
+        })
+        .await?;
+        Ok(TransferWake { _task: task })
+    }
+}
+
+/// The transfers a notification's payload names; a payload that is not a
+/// list of ids (written by hand, or by another build) counts as missed.
+fn moved_in(payload: &str) -> TransferChanges {
+    let ids: Result<Vec<TransferId>, _> = payload
+        .split(',')
+        .map(|id| uuid::Uuid::parse_str(id.trim()).map(TransferId::from_uuid))
+        .collect();
+    match ids {
+        Ok(ids) => TransferChanges::Moved(ids),
+        Err(error) => {
+            tracing::warn!(%error, payload, "unreadable transfer announcement: waking every wait");
+            TransferChanges::MaybeMissed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_names_the_moved_transfers_and_anything_else_counts_as_missed() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert_eq!(
+            moved_in(&format!("{a},{b}")),
+            TransferChanges::Moved(vec![TransferId::from_uuid(a), TransferId::from_uuid(b)])
+        );
+        for unreadable in ["", "x", &format!("{a},"), &format!("{a};{b}")] {
+            assert_eq!(
+                moved_in(unreadable),
+                TransferChanges::MaybeMissed,
+                "{unreadable:?}"
+            );
+        }
     }
 }

@@ -209,6 +209,7 @@ impl PgAdapters {
         PgSettings {
             max_connections: 2,
             announce_outbox: false,
+            announce_transfers: false,
             ..PgSettings::default()
         }
     }

@@ -10,6 +10,7 @@
 //! | `wallet_transfer_batch_items_total` | | requests in those batches (divided by the batches: the mean batch size) |
 //! | `wallet_transfer_requests_busy_total` | | transfer requests refused at once because too many waited for a batch |
 //! | `wallet_reserve_retries_total` | | reserves the retrier attempted again |
+//! | `wallet_transfer_wait_reads_total` | | reads of a transfer by long polls (`TransactionService::wait_for`): one as each starts and one each time it is woken or polls; divided by the transfers completed, the reads each cost |
 //! | `wallet_events_handled_total` | `group` | events handed to a consumer's handler |
 //! | `wallet_consumer_retries_total` | `group` | batches retried after a transient failure |
 //! | `wallet_dead_letters_total` | `group`, `by` | events dead-lettered: `by="runner"` (undecodable, wrong type) or `by="store"` (refused in the store's unit) |
@@ -53,6 +54,11 @@ pub(crate) fn transfer_requests_refused_busy() {
 /// The retrier attempted `n` reserves again.
 pub(crate) fn reserve_retries(n: usize) {
     metrics::counter!("wallet_reserve_retries_total").increment(n as u64);
+}
+
+/// A long poll read its transfer.
+pub(crate) fn transfer_wait_read() {
+    metrics::counter!("wallet_transfer_wait_reads_total").increment(1);
 }
 
 /// A consumer handed `n` events to its handler.

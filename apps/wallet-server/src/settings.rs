@@ -202,6 +202,14 @@ pub struct Transaction {
     #[arg(long, env = "TRANSFER_BATCH_QUEUE", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub transfer_batch_queue: u32,
+
+    /// Milliseconds between reads of a long poll's transfer when nothing
+    /// woke it. Waits wake when their transfer moves, in any instance (the
+    /// database announces it); this only bounds how late a wait sees a
+    /// change whose announcement was lost.
+    #[arg(long, env = "WAIT_POLL_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait_poll_ms: u64,
 }
 
 impl Transaction {
@@ -211,6 +219,7 @@ impl Transaction {
             batch_size: self.transfer_batch_size as usize,
             batches_in_flight: self.transfer_batches_in_flight as usize,
             batch_queue: self.transfer_batch_queue as usize,
+            wait_poll: Duration::from_millis(self.wait_poll_ms),
             ..TransactionConfig::default()
         }
     }

@@ -115,12 +115,13 @@ pub async fn outbox(command: OutboxCommand, json: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Settings for a command-line tool: a small pool, no outbox announcements
-/// (it writes no outbox rows).
+/// Settings for a command-line tool: a small pool, no announcements (it
+/// writes no outbox rows and moves no transfers).
 fn settings() -> PgSettings {
     PgSettings {
         max_connections: 2,
         announce_outbox: false,
+        announce_transfers: false,
         ..PgSettings::default()
     }
 }

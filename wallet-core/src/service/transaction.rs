@@ -46,10 +46,15 @@ pub struct TransactionConfig {
     /// Longest `wait_for` accepted. Default 30 s.
     pub max_wait: Duration,
     /// How often a `wait_for` reads its transfer again when nothing woke
-    /// it. This process wakes the waits on the transfers it moves; a change
-    /// made elsewhere (another instance's consumer) is seen at the next
-    /// read, unless it is announced through
-    /// [`TransactionService::transfers_changed`]. Default 250 ms.
+    /// it: a safety net, not the way changes are seen. This process wakes
+    /// the waits on the transfers it moves, and a change made elsewhere
+    /// (another instance's consumer or retrier) wakes them once announced
+    /// through [`TransactionService::transfers_changed`], as the transaction
+    /// service's process does for every change its database announces. The
+    /// poll only bounds how late a wait sees a change whose announcement
+    /// was lost (the announcing process died right after its commit).
+    /// Each poll is a read of the store by every waiting request, so it is
+    /// long. Default 5 s.
     pub wait_poll: Duration,
     /// New transfers stored, reserved and recorded together at most: the
     /// requests that arrive while a batch is in flight go together in the
@@ -71,7 +76,7 @@ impl Default for TransactionConfig {
             retry_lease: Duration::from_secs(2),
             currency_cache: 100_000,
             max_wait: Duration::from_secs(30),
-            wait_poll: Duration::from_millis(250),
+            wait_poll: Duration::from_secs(5),
             batch_size: 256,
             batches_in_flight: 2,
             batch_queue: 4096,
@@ -229,6 +234,11 @@ impl Waiters {
     /// it made its wake-up, so it either sees the flag or is woken here.
     fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Wakes every wait, whatever its transfer.
+    fn wake_all(&self) {
         for notify in self.lock().values() {
             notify.notify_waiters();
         }
@@ -486,8 +496,12 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
 
     /// Waits until the transfer is terminal or `wait` (capped at
     /// [`TransactionConfig::max_wait`]) has passed, then returns it as it is.
-    /// Woken by this process's changes to the transfer; reads it again every
-    /// [`TransactionConfig::wait_poll`] otherwise. After
+    /// Reads the transfer when it starts and again each time it is woken:
+    /// by this process's changes to the transfer, by changes announced
+    /// through [`TransactionService::transfers_changed`] or
+    /// [`TransactionService::any_transfer_changed`], and, failing those,
+    /// every [`TransactionConfig::wait_poll`]. Each read counts in
+    /// `wallet_transfer_wait_reads_total`. After
     /// [`TransactionService::stop_waits`] it returns the transfer as it is
     /// at once.
     pub async fn wait_for(
@@ -500,6 +514,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         loop {
             // Made before the read, so a change after it is not missed.
             let notified = waiting.notify.notified();
+            metrics::transfer_wait_read();
             let transfer = self.store.transfer(id).await?;
             let done = transfer.as_ref().is_none_or(|t| t.status.is_terminal());
             if done || self.waiters.stopped() || tokio::time::Instant::now() >= deadline {
@@ -527,6 +542,14 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// process's own changes wake them already.
     pub fn transfers_changed(&self, ids: impl IntoIterator<Item = TransferId>) {
         self.waiters.wake(ids);
+    }
+
+    /// Wakes every wait ([`TransactionService::wait_for`]), so each reads
+    /// its transfer again now: for when changes made elsewhere may have gone
+    /// unannounced, such as while the connection that hears announcements
+    /// was lost. Costs one read per waiting request.
+    pub fn any_transfer_changed(&self) {
+        self.waiters.wake_all();
     }
 
     /// One retrier pass: claims INITIATED transfers older than

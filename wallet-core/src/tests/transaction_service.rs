@@ -910,6 +910,90 @@ async fn a_wait_is_woken_by_its_own_transfer_and_by_changes_announced_from_elsew
     assert_eq!(reads(&reads_elsewhere), 2);
 }
 
+/// With the default `wait_poll`, a safety net of seconds, a wait reads its
+/// transfer exactly twice when a change made elsewhere is announced: as it
+/// starts, and when woken. Woken all at once (announcements may have been
+/// missed), every wait reads once more; with no announcement at all, a wait
+/// sees the change at its next poll.
+#[tokio::test(start_paused = true)]
+async fn a_wait_woken_by_an_announcement_reads_its_transfer_twice() {
+    let poll = TransactionConfig::default().wait_poll;
+    assert!(poll >= Duration::from_secs(1), "a safety net, not a poll");
+    let rig = rig();
+    let real = MemoryTransferStore::new();
+    let service = |reads: &Arc<AtomicUsize>| {
+        let mut gateway = MockWalletGateway::new();
+        look_up_currencies(&mut gateway, &rig.wallets);
+        gateway
+            .expect_reserve_batch()
+            .returning(|requests| Ok(vec![ReserveOutcome::Reserved; requests.len()]));
+        let store = counting_store(&real, reads);
+        let config = TransactionConfig::default();
+        TransactionService::new(store, gateway, rig.clock.clone(), rig.ids.clone(), config)
+    };
+    // Two instances on one store: `here` applies the outcomes, `elsewhere`
+    // answers the long polls.
+    let (reads_here, reads) = (Arc::default(), Arc::default());
+    let (here, elsewhere) = (service(&reads_here), service(&reads));
+    let mut transfers = Vec::new();
+    for key in ["k1", "k2", "k3", "k4"] {
+        let created = here.create(pay(key, ALICE, BOB, "1")).await.unwrap();
+        transfers.push(created.transfer);
+    }
+    let (t, u, v, w) = (&transfers[0], &transfers[1], &transfers[2], &transfers[3]);
+    let read = || reads.load(Ordering::SeqCst);
+    let long = Duration::from_secs(30);
+    let short = Duration::from_millis(100);
+
+    // Announced: one read as the wait starts, one when woken.
+    let wait = elsewhere.wait_for(t.id, long);
+    tokio::pin!(wait);
+    assert!(tokio::time::timeout(poll - short, &mut wait).await.is_err());
+    assert_eq!(read(), 1, "read once, then asleep until woken");
+    here.handle(&[rig.ledger_succeeded(t)]).await.unwrap();
+    elsewhere.transfers_changed([t.id]);
+    let done = tokio::time::timeout(short, &mut wait).await;
+    let done = done.expect("woken by the announcement").unwrap().unwrap();
+    assert_eq!(done.status, TransferStatus::Succeeded);
+    assert_eq!(read(), 2, "once as it started, once when woken");
+
+    // Every wait woken at once: each reads once more, and finds its change.
+    let (wait_u, wait_v) = (
+        elsewhere.wait_for(u.id, long),
+        elsewhere.wait_for(v.id, long),
+    );
+    tokio::pin!(wait_u, wait_v);
+    assert!(tokio::time::timeout(short, &mut wait_u).await.is_err());
+    assert!(tokio::time::timeout(short, &mut wait_v).await.is_err());
+    assert_eq!(read(), 4);
+    here.handle(&[rig.ledger_succeeded(u), rig.ledger_succeeded(v)])
+        .await
+        .unwrap();
+    elsewhere.any_transfer_changed();
+    for wait in [&mut wait_u, &mut wait_v] {
+        let done = tokio::time::timeout(short, wait).await;
+        let done = done.expect("woken").unwrap().unwrap();
+        assert_eq!(done.status, TransferStatus::Succeeded);
+    }
+    assert_eq!(read(), 6, "two reads per wait");
+
+    // Nothing announced: the change is seen at the next poll, not before.
+    let wait = elsewhere.wait_for(w.id, long);
+    tokio::pin!(wait);
+    assert!(tokio::time::timeout(short, &mut wait).await.is_err());
+    here.handle(&[rig.ledger_succeeded(w)]).await.unwrap();
+    assert!(
+        tokio::time::timeout(poll - short * 2, &mut wait)
+            .await
+            .is_err()
+    );
+    assert_eq!(read(), 7, "no read between polls");
+    let done = tokio::time::timeout(short * 2, &mut wait).await;
+    let done = done.expect("seen at the poll").unwrap().unwrap();
+    assert_eq!(done.status, TransferStatus::Succeeded);
+    assert_eq!(read(), 8);
+}
+
 /// A wallet gateway that forwards to the real wallet service, records the
 /// size of every call, and holds the first call until released.
 struct HeldFirst {

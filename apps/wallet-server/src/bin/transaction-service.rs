@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use wallet_core::event::{LEDGER_EVENTS, groups};
 use wallet_core::runtime::Route;
 use wallet_core::service::TransactionService;
-use wallet_core_postgres::PgTransferStore;
+use wallet_core_postgres::{PgTransferStore, TransferChanges, TransferWake};
 use wallet_server::settings::{Common, Transaction, WalletLink};
 use wallet_server::{Database, Process};
 
@@ -44,6 +45,17 @@ async fn main() -> anyhow::Result<()> {
         process.ids.clone(),
         transaction.config(),
     ));
+    // Long polls wake on the transfers any instance's units move, as the
+    // stores announce them on the database; this process's own changes come
+    // back that way too. Waits read again after a lost connection, since
+    // announcements made meanwhile did not reach it.
+    let woken = service.clone();
+    let _transfer_wake = TransferWake::listen(&process.pool, move |changes| match changes {
+        TransferChanges::Moved(ids) => woken.transfers_changed(ids),
+        TransferChanges::MaybeMissed => woken.any_transfer_changed(),
+    })
+    .await
+    .context("listening for moved transfers")?;
     // Its outbox holds only dead letters.
     process.spawn_relay(store, Route::new(None, groups::TRANSACTION));
     process.spawn_consumer(service.clone(), groups::TRANSACTION, LEDGER_EVENTS)?;
