@@ -2,6 +2,7 @@
 //! its HTTP server, started in order and stopped gracefully.
 
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -464,7 +465,11 @@ impl Process {
             None => public.await?,
             Some((listener, internal)) => {
                 let addr = listener.local_addr()?;
-                println!("{} internal routes on http://{addr}", self.name);
+                // A reader that wanted the first line only may have closed
+                // stdout already: the line is not worth a panic.
+                let mut stdout = std::io::stdout();
+                let _ = writeln!(stdout, "{} internal routes on http://{addr}", self.name)
+                    .and_then(|()| stdout.flush());
                 tracing::info!(service = self.name, %addr, "serving the internal routes");
                 let app = listener_app(internal.routes, internal.doc, Router::new());
                 let internal = wallet_http::serve_until(listener, app, until_set(&self.draining));
