@@ -47,6 +47,8 @@ pub struct Service {
     pub process: Process,
     /// Its own address, `127.0.0.1:port` (not through the gateway).
     pub addr: String,
+    /// The address of its internal routes (the wallet service's only).
+    pub internal: Option<String>,
 }
 
 impl Service {
@@ -92,7 +94,20 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// The fault proxies, when started with them.
     pub proxies: Option<Proxies>,
+    /// The token the wallet service's internal routes accept, and its
+    /// callers present.
+    pub internal_token: String,
     _gateway: Process,
+}
+
+/// A fresh random token: 24 bytes from the system's random source, in hex.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sends `request`; its status and JSON body (null when not JSON), or
@@ -267,14 +282,19 @@ impl Stack {
                 .map(|p| format!("127.0.0.1:{}", p[s]))
                 .collect()
         };
-        let wallet_urls = addrs(WALLET)
+        // The wallet service's internal routes, on addresses of their own.
+        let internal: Vec<String> = (0..instances)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let internal_token = random_token();
+        let wallet_urls = internal
             .iter()
             .map(|a| format!("http://{a}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut services: [Vec<Service>; 3] = Default::default();
         for s in [WALLET, LEDGER, TRANSACTION] {
-            for addr in addrs(s) {
+            for (i, addr) in addrs(s).into_iter().enumerate() {
                 let mut env = vec![
                     ("DATABASE_URL", db_urls[s].clone()),
                     ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.clone()),
@@ -284,8 +304,12 @@ impl Stack {
                     // A dead instance's claims are taken over after this.
                     ("OUTBOX_LEASE_MS", "3000".to_owned()),
                 ];
-                if s != WALLET {
+                if s == WALLET {
+                    env.push(("INTERNAL_LISTEN", internal[i].clone()));
+                    env.push(("INTERNAL_TOKEN", internal_token.clone()));
+                } else {
                     env.push(("WALLET_SERVICE_URL", wallet_urls.clone()));
+                    env.push(("WALLET_SERVICE_TOKEN", internal_token.clone()));
                     env.push(("WALLET_SERVICE_TIMEOUT_MS", "1000".to_owned()));
                     env.push(("RETRY_EVERY_MS", "200".to_owned()));
                 }
@@ -295,6 +319,7 @@ impl Stack {
                     env,
                     process,
                     addr,
+                    internal: (s == WALLET).then(|| internal[i].clone()),
                 });
             }
         }
@@ -312,6 +337,7 @@ impl Stack {
             base,
             http,
             proxies,
+            internal_token,
             _gateway: gateway,
         }
     }

@@ -225,9 +225,10 @@ async fn a_refused_outcome_fixed_at_its_cause_and_replayed_completes_its_transfe
         "amount": "30.00",
         "currency": "USD",
     });
-    let wallet_service = format!("http://{}", stack.services[WALLET][0].addr);
+    let internal = stack.services[WALLET][0].internal.as_ref().unwrap();
     let again = http
-        .post(format!("{wallet_service}/internal/v1/reserve"))
+        .post(format!("http://{internal}/internal/v1/reserve"))
+        .bearer_auth(&stack.internal_token)
         .json(&reserve);
     let (status, outcome) = call(again).await.expect("an answer");
     assert_eq!((status, &outcome["outcome"]), (200, &json!("reserved")));

@@ -155,6 +155,7 @@ async fn the_system_through_its_gateway() {
     assert_eq!(empty["entries"], json!([]));
 
     // What the gateway does not expose.
+    let token = stack.internal_token.clone();
     let wallet = &mut stack.services[WALLET][0];
     for path in [
         "/internal/v1/wallets/x",
@@ -180,6 +181,39 @@ async fn the_system_through_its_gateway() {
     assert!(text.contains("http_requests_total"), "{text}");
     let (status, ready) = call(c.http.get(format!("{direct}/readyz"))).await;
     assert_eq!(status, 200, "{ready}");
+    // The wallet service's internal routes: not on its public address, and
+    // on their own only with the services' token.
+    let currency = |base: &str| format!("{base}/internal/v1/wallets/{a}");
+    let (status, body) = call(c.http.get(currency(&direct))).await;
+    assert_eq!(status, 404, "internal route on the public address: {body}");
+    let internal = format!("http://{}", wallet.internal.as_ref().unwrap());
+    let (status, body) = call(c.http.get(currency(&internal))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    let wrong = c.http.get(currency(&internal)).bearer_auth("wrong");
+    assert_eq!(call(wrong).await.0, 401);
+    let right = c.http.get(currency(&internal)).bearer_auth(&token);
+    let (status, body) = call(right).await;
+    assert_eq!(
+        (status, body["currency"].as_str()),
+        (200, Some("USD")),
+        "{body}"
+    );
+    let metrics = c
+        .http
+        .get(format!("{direct}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("wallet_internal_unauthorized_total 2")),
+        "{text}"
+    );
 
     // The wallet service down: transfers are accepted and stay INITIATED
     // (the reserve's answer is unknown, never taken for a refusal), then

@@ -14,6 +14,7 @@ use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, WalletGateway};
 use wallet_core::wallet::ReserveRequest;
+use wallet_http::ServiceToken;
 
 /// How long one call to the wallet service may take, connection included:
 /// 2 s. A reserve is one short database transaction; a call that takes
@@ -50,11 +51,18 @@ pub enum GatewaySetupError {
 /// refuses the connection (the call then never reached it, so trying
 /// elsewhere cannot do anything twice). Any other failure stays ambiguous:
 /// the retrier asks again later, and the reserve is idempotent by transfer.
+///
+/// Given a token ([`HttpWalletGateway::with_token`]), every call carries
+/// `Authorization: Bearer <token>`, which the wallet service's internal
+/// routes require. A 401 stays ambiguous too (a credential being rotated
+/// must not fail transfers), but is logged as an error: it means this
+/// service's token is not the one the wallet service accepts.
 #[derive(Debug, Clone)]
 pub struct HttpWalletGateway {
     client: reqwest::Client,
     bases: Arc<[String]>,
     next: Arc<AtomicUsize>,
+    token: Option<ServiceToken>,
 }
 
 /// The body of the wallet service's `POST /internal/v1/reserve-batch`.
@@ -112,7 +120,14 @@ impl HttpWalletGateway {
                 .map(|b| b.trim_end_matches('/').to_owned())
                 .collect(),
             next: Arc::new(AtomicUsize::new(0)),
+            token: None,
         })
+    }
+
+    /// The same gateway, presenting `token` on every call.
+    pub fn with_token(mut self, token: ServiceToken) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// The wallet service instances' base URLs, without a trailing slash.
@@ -132,7 +147,11 @@ impl HttpWalletGateway {
         loop {
             let base = &self.bases[(first + tried) % self.bases.len()];
             tried += 1;
-            match build(&self.client, base).send().await {
+            let mut request = build(&self.client, base);
+            if let Some(token) = &self.token {
+                request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
+            }
+            match request.send().await {
                 Ok(response) => return Ok(response),
                 Err(error)
                     if error.is_connect() && !error.is_timeout() && tried < self.bases.len() =>
@@ -229,6 +248,14 @@ async fn unexpected(response: Response) -> Unexpected {
     if status == StatusCode::NOT_FOUND && error.is_some_and(|e| e.error.code == "wallet_not_found")
     {
         return Unexpected::WalletNotFound;
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        // Every call will fail alike until an operator acts: say so loudly,
+        // but leave the transfers for the retrier.
+        tracing::error!(
+            "the wallet service refused this service's credential \
+             (WALLET_SERVICE_TOKEN or WALLET_SERVICE_TOKEN_FILE)"
+        );
     }
     if body.len() > QUOTED_BODY {
         let cut = (0..=QUOTED_BODY)

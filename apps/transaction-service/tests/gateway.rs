@@ -20,6 +20,7 @@ use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
 use wallet_core::transfer::TransferStatus;
 use wallet_core::wallet::ReserveRequest;
+use wallet_http::ServiceToken;
 
 /// Serves `app` on 127.0.0.1 and returns its base URL. The server stops
 /// with the test's runtime.
@@ -30,11 +31,25 @@ async fn serve(app: Router) -> String {
     format!("http://{addr}")
 }
 
-/// The embedded system with its wallet service on a socket.
+/// The token the wallet service's routers accept here.
+fn token() -> ServiceToken {
+    ServiceToken::new("gateway-test-token").unwrap()
+}
+
+/// The wallet service's routers (public and internal), accepting [`token`].
+fn wallet_router(e: &Embedded) -> Router {
+    wallet_service::router(e.wallets.clone(), Arc::from([token()]))
+}
+
+/// The embedded system with its wallet service on a socket, and a gateway
+/// presenting the token.
 async fn wallet_server() -> (Embedded, HttpWalletGateway) {
     let e = Embedded::new(EmbeddedConfig::default());
-    let base = serve(wallet_service::router(e.wallets.clone())).await;
-    (e, HttpWalletGateway::new(&base).unwrap())
+    let base = serve(wallet_router(&e)).await;
+    (
+        e,
+        HttpWalletGateway::new(&base).unwrap().with_token(token()),
+    )
 }
 
 async fn funded(e: &mut Embedded, amount: &str) -> WalletId {
@@ -319,7 +334,7 @@ async fn calls_take_turns_and_pass_over_an_instance_that_refuses() {
     let mut bases = Vec::new();
     for n in 0..2 {
         let calls = calls.clone();
-        let app = wallet_service::router(e.wallets.clone()).layer(axum::middleware::from_fn(
+        let app = wallet_router(&e).layer(axum::middleware::from_fn(
             move |request, next: axum::middleware::Next| {
                 calls[n].fetch_add(1, Ordering::SeqCst);
                 next.run(request)
@@ -331,7 +346,9 @@ async fn calls_take_turns_and_pass_over_an_instance_that_refuses() {
     let closed = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let urls = [bases[0].as_str(), closed.as_str(), bases[1].as_str()];
-    let gateway = HttpWalletGateway::instances(&urls, Duration::from_secs(2)).unwrap();
+    let gateway = HttpWalletGateway::instances(&urls, Duration::from_secs(2))
+        .unwrap()
+        .with_token(token());
     for _ in 0..6 {
         assert_eq!(gateway.wallet_currency(a).await, Ok(Some(Currency::USD)));
     }
@@ -353,4 +370,45 @@ async fn calls_take_turns_and_pass_over_an_instance_that_refuses() {
         matches!(reserve, Err(GatewayError::Unavailable(_))),
         "every instance refused: {reserve:?}"
     );
+}
+
+#[tokio::test]
+async fn every_call_presents_the_token_and_a_refused_one_stays_ambiguous() {
+    let (mut e, gateway) = wallet_server().await;
+    let (a, b) = (
+        funded(&mut e, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    // The wallet service's own check (401 without the token) lets both
+    // calls through.
+    assert_eq!(gateway.wallet_currency(a).await, Ok(Some(Currency::USD)));
+    let request = reservation(a, b, "4");
+    assert_eq!(
+        reserve(&gateway, &request).await,
+        Ok(ReserveOutcome::Reserved)
+    );
+    // Without it, or with another, both are refused: ambiguous, never a
+    // definite answer (neither "no such wallet" nor a rejected reserve).
+    let base = &gateway.base_urls()[0];
+    let wrong = ServiceToken::new("not-the-token").unwrap();
+    for refused in [
+        HttpWalletGateway::new(base).unwrap(),
+        HttpWalletGateway::new(base).unwrap().with_token(wrong),
+    ] {
+        let currency = refused.wallet_currency(a).await;
+        assert!(
+            matches!(&currency, Err(GatewayError::Unavailable(m)) if m.contains("401")),
+            "{currency:?}"
+        );
+        let reserved = reserve(&refused, &reservation(a, b, "1")).await;
+        assert!(
+            matches!(&reserved, Err(GatewayError::Unavailable(m)) if m.contains("401")),
+            "{reserved:?}"
+        );
+    }
+    // Nothing moved but the first reserve.
+    let wallet = e.wallets.wallet(a).await.unwrap().unwrap();
+    assert_eq!(wallet.reserved.to_string(), "4.00");
+    // The token never shows in the gateway's Debug print.
+    assert!(!format!("{gateway:?}").contains("gateway-test-token"));
 }

@@ -420,7 +420,10 @@ async fn each_service_serves_the_description_of_its_routes() {
             ][..],
         ),
         (
-            wallet_service::router(embedded.wallets.clone()),
+            wallet_service::router(
+                embedded.wallets.clone(),
+                std::sync::Arc::from([wallet_http::ServiceToken::new("t").unwrap()]),
+            ),
             &[
                 "/internal/v1/reserve",
                 "/internal/v1/reserve-batch",

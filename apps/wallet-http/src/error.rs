@@ -62,6 +62,16 @@ impl ApiError {
         Self::bad_request("malformed_request", message)
     }
 
+    /// 401 `unauthorized`: the request lacks a credential the route
+    /// accepts. Answered with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs the caller's service credential",
+        )
+    }
+
     /// 404 with a specific code (`wallet_not_found`, ...).
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
@@ -157,7 +167,7 @@ impl ApiError {
 }
 
 /// 409 and 503 also carry `Retry-After: 1`: both mean "the same request
-/// may succeed shortly".
+/// may succeed shortly". 401 carries `WWW-Authenticate: Bearer`.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
@@ -167,6 +177,12 @@ impl IntoResponse for ApiError {
         ) {
             let one = HeaderValue::from_static("1");
             response.headers_mut().insert(header::RETRY_AFTER, one);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            let bearer = HeaderValue::from_static("Bearer");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, bearer);
         }
         response
     }

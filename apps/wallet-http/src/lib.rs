@@ -12,6 +12,7 @@
 //! | 400 | `malformed_request` | the body is not JSON, or not the expected fields and types |
 //! | 400 | `invalid_id` | a path id is not a uuid |
 //! | 400 | `invalid_query` | a query parameter is missing its type or range |
+//! | 401 | `unauthorized` | an internal route without the caller's [`ServiceToken`] |
 //! | 404 | `not_found` | no such route |
 //! | 405 | `method_not_allowed` | the route exists, the method does not |
 //! | 413 | `body_too_large` | the body exceeds [`MAX_BODY_BYTES`] |
@@ -29,6 +30,7 @@ pub mod openapi;
 mod routes;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod token;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use extract::{Json, Path, Query};
@@ -36,3 +38,4 @@ pub use routes::{
     MAX_BODY_BYTES, healthz, limit_body, limit_body_to, method_not_allowed, not_found, serve,
     serve_until, service_router, shutdown_signal,
 };
+pub use token::{ServiceToken, TokenError};

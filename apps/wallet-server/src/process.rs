@@ -2,6 +2,8 @@
 //! its HTTP server, started in order and stopped gracefully.
 
 use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +51,36 @@ fn until_set(flag: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 's
         // An error means the sender is gone: the process is ending too.
         let _ = flag.wait_for(|set| *set).await;
     }
+}
+
+/// Routes a process serves on an address of their own, apart from its
+/// public API: the wallet service's internal routes.
+pub struct InternalRoutes {
+    /// The routes (guarding themselves: the listener adds no check).
+    pub routes: Router,
+    /// Their description, served at `/openapi.json` on that address.
+    pub doc: utoipa::openapi::OpenApi,
+    /// The address.
+    pub listen: SocketAddr,
+}
+
+/// A listener on `addr`, or why not.
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// What one listener serves: `routes` (counted by route), their
+/// description `doc` at `/openapi.json`, `extra` (not counted),
+/// `/healthz`, 404 and 405 in the error shape, and request tracing
+/// (method and path, never the headers: no credential reaches the log).
+fn listener_app(routes: Router, doc: utoipa::openapi::OpenApi, extra: Router) -> Router {
+    wallet_http::service_router(
+        track_requests(routes)
+            .merge(wallet_http::openapi::route(doc))
+            .merge(extra),
+    )
 }
 
 /// The stop a supervised loop heeds between its steps.
@@ -390,43 +422,60 @@ impl Process {
 
     /// Serves `api` (the service's routes) with `/openapi.json` (`doc`),
     /// `/healthz`, `/readyz`, `/metrics` on the configured address (`port`
-    /// on 127.0.0.1 by default) until SIGTERM or Ctrl-C; then stops taking
-    /// requests, resolves [`Process::draining`] (long polls answer at
-    /// once), lets the requests in flight finish, stops the background
-    /// tasks between batches, and waits for them up to the grace period.
+    /// on 127.0.0.1 by default), and `internal`'s routes, if any, on their
+    /// own address, until SIGTERM or Ctrl-C; then stops taking requests on
+    /// both, resolves [`Process::draining`] (long polls answer at once),
+    /// lets the requests in flight finish, stops the background tasks
+    /// between batches, and waits for them up to the grace period.
     pub async fn serve(
         mut self,
         api: Router,
         doc: utoipa::openapi::OpenApi,
         port: u16,
+        internal: Option<InternalRoutes>,
     ) -> anyhow::Result<()> {
         self.spawn_outbox_upkeep();
         let checks = self.readiness_checks();
-        let app = wallet_http::service_router(
-            track_requests(api)
-                .merge(wallet_http::openapi::route(doc))
-                .merge(self.metrics.route())
-                .merge(health::readiness(
-                    checks,
-                    self.loops.clone(),
-                    Duration::from_secs(2),
-                )),
-        );
-        let addr = self.common.listen_or(port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let addr = listener.local_addr()?;
-        // The first line on stdout is the address, for scripts that start
-        // the service on port 0.
+        let operations = self.metrics.route().merge(health::readiness(
+            checks,
+            self.loops.clone(),
+            Duration::from_secs(2),
+        ));
+        let public = bind(self.common.listen_or(port)).await?;
+        let internal = match internal {
+            Some(internal) => Some((bind(internal.listen).await?, internal)),
+            None => None,
+        };
+        // The first line on stdout is the public address, for scripts that
+        // start the service on port 0; the internal address follows.
+        let addr = public.local_addr()?;
         println!("{} listening on http://{addr}", self.name);
         tracing::info!(service = self.name, %addr, "serving");
+        let public = wallet_http::serve_until(
+            public,
+            listener_app(api, doc, operations),
+            until_set(&self.draining),
+        );
         let draining = self.draining.clone();
-        let shutdown = async move {
+        tokio::spawn(async move {
             wallet_http::shutdown_signal().await;
             draining.send_replace(true);
-        };
-        wallet_http::serve_until(listener, app, shutdown).await?;
+        });
+        match internal {
+            None => public.await?,
+            Some((listener, internal)) => {
+                let addr = listener.local_addr()?;
+                // A reader that wanted the first line only may have closed
+                // stdout already: the line is not worth a panic.
+                let mut stdout = std::io::stdout();
+                let _ = writeln!(stdout, "{} internal routes on http://{addr}", self.name)
+                    .and_then(|()| stdout.flush());
+                tracing::info!(service = self.name, %addr, "serving the internal routes");
+                let app = listener_app(internal.routes, internal.doc, Router::new());
+                let internal = wallet_http::serve_until(listener, app, until_set(&self.draining));
+                tokio::try_join!(public, internal)?;
+            }
+        }
         let _ = self.stop.send(true);
         let grace = self.common.shutdown_grace();
         let tasks = std::mem::take(&mut self.tasks);

@@ -4,11 +4,15 @@
 //! docs/operations.md lists them with the reason for each default.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use wallet_core::event::SCHEMA_VERSION;
 use wallet_core::service::TransactionConfig;
+use wallet_http::ServiceToken;
 
 /// Settings every service takes.
 #[derive(Debug, Clone, Args)]
@@ -165,17 +169,118 @@ pub struct WalletLink {
     /// retrier.
     #[arg(long, env = "WALLET_SERVICE_TIMEOUT_MS", default_value_t = 2_000)]
     pub wallet_service_timeout_ms: u64,
+
+    /// The token this service presents to the wallet service's internal
+    /// routes (`Authorization: Bearer`): one of those its `INTERNAL_TOKEN`
+    /// accepts. This or `--wallet-service-token-file` is required.
+    #[arg(
+        long,
+        env = "WALLET_SERVICE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "wallet_service_token_file"
+    )]
+    pub wallet_service_token: Option<ServiceToken>,
+
+    /// A file holding the token instead (its surrounding blanks ignored).
+    #[arg(long, env = "WALLET_SERVICE_TOKEN_FILE")]
+    pub wallet_service_token_file: Option<PathBuf>,
 }
 
 impl WalletLink {
-    /// The HTTP client of the wallet service's internal routes.
+    /// The HTTP client of the wallet service's internal routes, presenting
+    /// the token; an error names the missing or unreadable setting.
     pub fn gateway(&self) -> anyhow::Result<transaction_service::HttpWalletGateway> {
+        let tokens = credential(
+            self.wallet_service_token.iter().cloned().collect(),
+            self.wallet_service_token_file.as_deref(),
+            "WALLET_SERVICE_TOKEN",
+        )?;
+        let [token] = <[ServiceToken; 1]>::try_from(tokens).map_err(|_| {
+            anyhow::anyhow!("WALLET_SERVICE_TOKEN_FILE must hold one token, not several")
+        })?;
         let timeout = std::time::Duration::from_millis(self.wallet_service_timeout_ms);
         let urls: Vec<&str> = self.wallet_service_url.split(',').map(str::trim).collect();
-        Ok(transaction_service::HttpWalletGateway::instances(
-            &urls, timeout,
-        )?)
+        Ok(transaction_service::HttpWalletGateway::instances(&urls, timeout)?.with_token(token))
     }
+}
+
+/// Settings of the wallet service only: its internal routes.
+#[derive(Debug, Clone, Args)]
+pub struct Internal {
+    /// Address to serve the internal routes on, apart from the public ones:
+    /// reachable by the transaction and ledger services, never by clients.
+    /// [default: 127.0.0.1, on the public port + 1000]
+    #[arg(long, env = "INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
+
+    /// The tokens the internal routes accept (`Authorization: Bearer`),
+    /// separated by commas: one, or the old and the new one while a token
+    /// is rotated. This or `--internal-token-file` is required.
+    #[arg(
+        long,
+        env = "INTERNAL_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ',',
+        conflicts_with = "internal_token_file"
+    )]
+    pub internal_token: Vec<ServiceToken>,
+
+    /// A file holding the tokens instead, one a line (or separated by
+    /// commas).
+    #[arg(long, env = "INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<PathBuf>,
+}
+
+impl Internal {
+    /// Where to serve the internal routes: `--internal-listen`, or 127.0.0.1
+    /// on `public`'s port + 1000 (any free port when `public`'s is 0).
+    pub fn listen_or(&self, public: SocketAddr) -> SocketAddr {
+        let port = match public.port() {
+            0 => 0,
+            port => port.saturating_add(1000),
+        };
+        self.internal_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// The accepted tokens; an error names both settings when neither is
+    /// set.
+    pub fn tokens(&self) -> anyhow::Result<Arc<[ServiceToken]>> {
+        let tokens = credential(
+            self.internal_token.clone(),
+            self.internal_token_file.as_deref(),
+            "INTERNAL_TOKEN",
+        )?;
+        Ok(tokens.into())
+    }
+}
+
+/// The tokens of a `<name>` / `<name>_FILE` pair of settings (clap refuses
+/// both at once): the given ones, or those the file holds, one a line or
+/// separated by commas. Neither, or a file without a token, is an error
+/// naming both settings.
+fn credential(
+    given: Vec<ServiceToken>,
+    file: Option<&Path>,
+    name: &str,
+) -> anyhow::Result<Vec<ServiceToken>> {
+    let tokens = match file {
+        None => given,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {name}_FILE {}", path.display()))?;
+            text.split([',', '\n'])
+                .filter(|t| !t.trim().is_empty())
+                .map(ServiceToken::new)
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("{name}_FILE {}", path.display()))?
+        }
+    };
+    anyhow::ensure!(
+        !tokens.is_empty(),
+        "the service credential is missing: set {name} or {name}_FILE"
+    );
+    Ok(tokens)
 }
 
 /// Settings of the transaction service only.
@@ -228,6 +333,40 @@ impl Transaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token(text: &str) -> ServiceToken {
+        ServiceToken::new(text).unwrap()
+    }
+
+    #[test]
+    fn a_credential_is_given_or_read_from_a_file() {
+        let given = credential(vec![token("a")], None, "T").unwrap();
+        assert_eq!(given, [token("a")]);
+        let error = credential(Vec::new(), None, "T").unwrap_err().to_string();
+        assert!(error.contains("set T or T_FILE"), "{error}");
+        let path = std::env::temp_dir().join(format!("token-{}", std::process::id()));
+        std::fs::write(&path, "old\nnew,newer\n\n").unwrap();
+        let read = credential(Vec::new(), Some(&path), "T").unwrap();
+        assert_eq!(read, [token("old"), token("new"), token("newer")]);
+        std::fs::write(&path, "\n").unwrap();
+        assert!(credential(Vec::new(), Some(&path), "T").is_err());
+        std::fs::remove_file(&path).unwrap();
+        assert!(credential(Vec::new(), Some(&path), "T").is_err());
+    }
+
+    #[test]
+    fn the_internal_address_follows_the_public_one() {
+        let internal = Internal {
+            internal_listen: None,
+            internal_token: vec![token("s3cret")],
+            internal_token_file: None,
+        };
+        let public = SocketAddr::from(([0, 0, 0, 0], 8082));
+        assert_eq!(internal.listen_or(public).to_string(), "127.0.0.1:9082");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert_eq!(internal.listen_or(any).to_string(), "127.0.0.1:0");
+        assert!(!format!("{internal:?}").contains("s3cret"));
+    }
 
     #[test]
     fn properties_are_key_value_pairs() {

@@ -7,8 +7,11 @@
 //! | `POST /v1/wallets` `{"currency":"USD"}` | 201 [`WalletResource`]; 422 `unknown_currency` |
 //! | `GET /v1/wallets/{id}` | 200 [`WalletResource`]; 404 `wallet_not_found`; 400 `invalid_id` |
 //!
-//! Internal routes ([`internal`]), called by the transaction service's
-//! gateway only:
+//! Internal routes ([`internal`]), called by the transaction and ledger
+//! services' gateway only, served on their own listener and refused (401
+//! `unauthorized`, counted in `wallet_internal_unauthorized_total`) without
+//! `Authorization: Bearer <token>` for one of the accepted
+//! [`ServiceToken`]s:
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -21,8 +24,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -33,7 +37,7 @@ use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{WalletReads, WalletStore};
 use wallet_core::service::WalletService;
 use wallet_core::wallet::{ReserveRequest, Wallet};
-use wallet_http::{ApiError, ErrorBody, Json, Path};
+use wallet_http::{ApiError, ErrorBody, Json, Path, ServiceToken};
 
 /// A wallet as the public API shows it. Amounts are decimal strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -127,12 +131,17 @@ pub fn api<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
     wallet_http::limit_body(routes)
 }
 
-/// The internal routes, for the transaction service's gateway.
+/// The internal routes, for the transaction and ledger services' gateway.
 ///
-/// They trust their caller (a reserve moves money), so a deployment must
-/// never route them through the public gateway or ingress: expose them on
-/// the service's cluster-internal address only.
-pub fn internal<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
+/// They trust their caller (a reserve moves money), so each request must
+/// carry `Authorization: Bearer <token>` for one of `accepted` (two during a
+/// rotation); any other is answered 401 `unauthorized` before its body is
+/// read. Serve them on their own, cluster-internal address, never next to
+/// [`api`] on the public one.
+pub fn internal<S: WalletStore + WalletReads>(
+    svc: Arc<WalletService<S>>,
+    accepted: Arc<[ServiceToken]>,
+) -> Router {
     let routes = Router::new()
         .route("/internal/v1/reserve", post(reserve::<S>))
         .route("/internal/v1/wallets/{id}", get(wallet_currency::<S>))
@@ -142,15 +151,37 @@ pub fn internal<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Rou
         .with_state(svc);
     wallet_http::limit_body(routes)
         .merge(wallet_http::limit_body_to(batch, MAX_RESERVE_BATCH_BYTES))
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            authorized(accepted.clone(), request, next)
+        }))
 }
 
-/// The whole service: [`api`], [`internal`], the description of both at
+/// Lets `request` through if it carries an accepted token; otherwise 401,
+/// counted and logged (never with what the caller sent).
+async fn authorized(accepted: Arc<[ServiceToken]>, request: Request, next: Next) -> Response {
+    if ServiceToken::authorizes(&accepted, request.headers()) {
+        return next.run(request).await;
+    }
+    metrics::counter!("wallet_internal_unauthorized_total").increment(1);
+    tracing::warn!(
+        path = request.uri().path(),
+        "internal request refused: no accepted service credential"
+    );
+    ApiError::unauthorized().into_response()
+}
+
+/// The whole service in one router, for tests and embedding: [`api`],
+/// [`internal`] (guarded by `accepted`), the description of both at
 /// `/openapi.json`, `/healthz`, 404/405 in the error shape, and request
-/// tracing.
-pub fn router<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
+/// tracing. The service process serves the two on separate listeners
+/// instead.
+pub fn router<S: WalletStore + WalletReads>(
+    svc: Arc<WalletService<S>>,
+    accepted: Arc<[ServiceToken]>,
+) -> Router {
     let mut doc = openapi();
     doc.merge(internal_openapi());
-    let routes = api(svc.clone()).merge(internal(svc));
+    let routes = api(svc.clone()).merge(internal(svc, accepted));
     wallet_http::service_router(routes.merge(wallet_http::openapi::route(doc)))
 }
 
@@ -233,6 +264,7 @@ async fn get_wallet<S: WalletStore + WalletReads>(
     tag = "internal",
     request_body(content = Object, description = "A reserve request: transfer id, sender, receiver, amount, currency"),
     responses(
+        (status = 401, description = "`unauthorized`: no accepted service credential", body = ErrorBody),
         (status = 200, description = "The outcome: reserved, or rejected with its reason", body = Object),
         (status = 503, description = "`unavailable`", body = ErrorBody)
     )
@@ -253,6 +285,7 @@ async fn reserve<S: WalletStore + WalletReads>(
     tag = "internal",
     request_body(content = Object, description = "`{\"requests\": [reserve request, ...]}`, at most 1,000"),
     responses(
+        (status = 401, description = "`unauthorized`: no accepted service credential", body = ErrorBody),
         (status = 200, description = "`{\"outcomes\": [...]}`: one outcome per request, in order", body = Object),
         (status = 422, description = "`batch_too_large`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody)
@@ -282,6 +315,7 @@ async fn reserve_batch<S: WalletStore + WalletReads>(
     tag = "internal",
     params(("id" = uuid::Uuid, Path, description = "The wallet")),
     responses(
+        (status = 401, description = "`unauthorized`: no accepted service credential", body = ErrorBody),
         (status = 200, description = "Its currency", body = WalletCurrency),
         (status = 404, description = "`wallet_not_found`", body = ErrorBody)
     )

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use wallet_core::event::{Inbound, StampedReserve};
@@ -22,8 +22,8 @@ use wallet_core::ports::{
 use wallet_core::service::{Parties, TransferRequest, WalletService};
 use wallet_core::wallet::Reservation;
 use wallet_core::wallet::{ReserveRequest, Wallet};
-use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, assert_quiet, get, json as json_req, raw, send};
+use wallet_http::{MAX_BODY_BYTES, ServiceToken};
 
 /// Every wallet the store holds.
 async fn all_wallets(store: &MemoryWalletStore) -> Vec<Wallet> {
@@ -43,9 +43,26 @@ async fn outbox(store: &MemoryWalletStore) -> Vec<OutboxRecord> {
     store.claim(&claim, 1_000).await.unwrap()
 }
 
+/// The token the tests' routers accept.
+fn token() -> ServiceToken {
+    ServiceToken::new("test-token").unwrap()
+}
+
+/// The whole service, every request presenting the token as the
+/// transaction service's gateway does.
+fn service<S: WalletStore + WalletReads>(svc: Arc<WalletService<S>>) -> Router {
+    wallet_service::router(svc, Arc::from([token()])).layer(axum::middleware::map_request(
+        |mut request: axum::extract::Request| async move {
+            let value = token().header_value();
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+            request
+        },
+    ))
+}
+
 fn system() -> (Embedded, Router) {
     let embedded = Embedded::new(EmbeddedConfig::default());
-    let app = wallet_service::router(embedded.wallets.clone());
+    let app = service(embedded.wallets.clone());
     (embedded, app)
 }
 
@@ -295,6 +312,59 @@ async fn healthz_unknown_routes_and_wrong_methods() {
 }
 
 #[tokio::test]
+async fn the_internal_routes_need_an_accepted_token() {
+    let mut e = Embedded::new(EmbeddedConfig::default());
+    let (a, b) = (
+        funded(&mut e, Currency::USD, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    let before = SystemState::capture(&e).await;
+    let accepted = Arc::from([ServiceToken::new("old").unwrap(), token()]);
+    let app = wallet_service::router(e.wallets.clone(), accepted);
+    let body = serde_json::to_value(reservation(a, b, "4")).unwrap();
+    let bearing = |value: Option<&str>, mut request: axum::extract::Request| {
+        if let Some(value) = value {
+            let value = value.parse().unwrap();
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        request
+    };
+    for refused in [
+        None,
+        Some("Bearer wrong"),
+        Some("test-token"),
+        Some("Basic test-token"),
+    ] {
+        let requests = [
+            post("/internal/v1/reserve", body.clone()),
+            post(
+                "/internal/v1/reserve-batch",
+                json!({"requests": [body.clone()]}),
+            ),
+            get(&format!("/internal/v1/wallets/{a}")),
+        ];
+        for request in requests {
+            let response = send(&app, bearing(refused, request)).await;
+            response.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    assert_eq!(SystemState::capture(&e).await, before);
+    // Either accepted token (two during a rotation) lets the call through.
+    for accepted in ["Bearer test-token", "Bearer old"] {
+        let request = get(&format!("/internal/v1/wallets/{a}"));
+        let response = send(&app, bearing(Some(accepted), request)).await;
+        assert_eq!(response.status, StatusCode::OK, "{accepted}");
+    }
+    let request = post("/internal/v1/reserve", body);
+    let response = send(&app, bearing(Some("Bearer test-token"), request)).await;
+    assert_eq!(response.status, StatusCode::OK);
+    // The public routes need none.
+    let response = send(&app, get(&format!("/v1/wallets/{a}"))).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn the_public_api_alone_has_no_internal_routes() {
     let e = Embedded::new(EmbeddedConfig::default());
     let app = wallet_http::service_router(wallet_service::api(e.wallets.clone()));
@@ -377,7 +447,7 @@ async fn storage_down_is_503_on_every_route() {
         Arc::new(RandomIds),
         Arc::default(),
     ));
-    let app = wallet_service::router(svc.clone());
+    let app = service(svc.clone());
     let wallet = svc.open(Currency::USD).await.unwrap();
     store.down.store(true, Ordering::SeqCst);
     let other = WalletId::from_uuid(uuid::Uuid::now_v7());

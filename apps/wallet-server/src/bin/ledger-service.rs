@@ -38,5 +38,7 @@ async fn main() -> anyhow::Result<()> {
     process.spawn_relay(store, Route::new(Some(LEDGER_EVENTS), groups::LEDGER));
     process.spawn_consumer(service.clone(), groups::LEDGER, WALLET_EVENTS)?;
     let api = ledger_service::api(service, wallets);
-    process.serve(api, ledger_service::openapi(), 8083).await
+    process
+        .serve(api, ledger_service::openapi(), 8083, None)
+        .await
 }

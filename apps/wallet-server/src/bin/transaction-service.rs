@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             transaction_service::api(service),
             transaction_service::openapi(),
             8081,
+            None,
         )
         .await
 }

@@ -1,5 +1,7 @@
 //! The wallet service: wallets, reservations and their capture or release,
-//! on its own PostgreSQL database, reading ledger outcomes from Kafka.
+//! on its own PostgreSQL database, reading ledger outcomes from Kafka. Its
+//! internal routes (reserves, for the transaction and ledger services) are
+//! served on a second address and require the services' token.
 
 use std::sync::Arc;
 
@@ -8,8 +10,11 @@ use wallet_core::event::{LEDGER_EVENTS, WALLET_EVENTS, groups};
 use wallet_core::runtime::Route;
 use wallet_core::service::WalletService;
 use wallet_core_postgres::PgWalletStore;
-use wallet_server::settings::Common;
-use wallet_server::{Database, Process};
+use wallet_server::settings::{Common, Internal};
+use wallet_server::{Database, InternalRoutes, Process};
+
+/// The public port on 127.0.0.1 when `LISTEN` is not set.
+const PORT: u16 = 8082;
 
 /// The wallet service. Every flag can also be set by the environment
 /// variable named in its help.
@@ -18,11 +23,16 @@ use wallet_server::{Database, Process};
 struct Args {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    internal: Internal,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Refuse to start without a credential, before anything else.
+    let accepted = args.internal.tokens()?;
+    let internal_listen = args.internal.listen_or(args.common.listen_or(PORT));
     let mut process = Process::start(args.common, groups::WALLET, Database::Wallet).await?;
     let store = PgWalletStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(WalletService::new(
@@ -33,8 +43,13 @@ async fn main() -> anyhow::Result<()> {
     ));
     process.spawn_relay(store, Route::new(Some(WALLET_EVENTS), groups::WALLET));
     process.spawn_consumer(service.clone(), groups::WALLET, LEDGER_EVENTS)?;
-    let api = wallet_service::api(service.clone()).merge(wallet_service::internal(service));
-    let mut doc = wallet_service::openapi();
-    doc.merge(wallet_service::internal_openapi());
-    process.serve(api, doc, 8082).await
+    let internal = InternalRoutes {
+        routes: wallet_service::internal(service.clone(), accepted),
+        doc: wallet_service::internal_openapi(),
+        listen: internal_listen,
+    };
+    let api = wallet_service::api(service);
+    process
+        .serve(api, wallet_service::openapi(), PORT, Some(internal))
+        .await
 }
