@@ -272,28 +272,18 @@ fn summary(record: &DeadLetterRecord) -> Value {
 async fn list(topic: &Topic, json: bool) -> anyhow::Result<ExitCode> {
     let (reader, records) = read(topic).await?;
     let lines: Vec<Value> = records.iter().map(summary).collect();
-    if json {
-        println!("{}", Value::from(lines));
-        return Ok(ExitCode::SUCCESS);
+    let columns = [
+        ("partition", "partition"),
+        ("offset", "offset"),
+        ("event id", "event_id"),
+        ("transfer id", "transfer_id"),
+        ("reason", "reason"),
+        ("source topic", "source_topic"),
+    ];
+    let empty = format!("no dead letters on {}", reader.topic());
+    if print_lines(&lines, json, &columns, &empty) {
+        println!("{} dead letters on {}", lines.len(), reader.topic());
     }
-    if lines.is_empty() {
-        println!("no dead letters on {}", reader.topic());
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("partition\toffset\tevent id\ttransfer id\treason\tsource topic");
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    for line in &lines {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            line["partition"],
-            line["offset"],
-            text(&line["event_id"]),
-            text(&line["transfer_id"]),
-            text(&line["reason"]),
-            text(&line["source_topic"]),
-        );
-    }
-    println!("{} dead letters on {}", lines.len(), reader.topic());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -328,34 +318,52 @@ async fn parked(topic: &Topic, json: bool) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    if json {
-        println!("{}", Value::from(lines));
-        return Ok(ExitCode::SUCCESS);
-    }
-    if lines.is_empty() {
-        println!("nothing parked on {}", reader.topic());
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("partition\toffset\tevent id\tevent type\ttransfer id\tstate");
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    for line in &lines {
+    let columns = [
+        ("partition", "partition"),
+        ("offset", "offset"),
+        ("event id", "event_id"),
+        ("event type", "event_type"),
+        ("transfer id", "transfer_id"),
+        ("state", "state"),
+    ];
+    let empty = format!("nothing parked on {}", reader.topic());
+    if print_lines(&lines, json, &columns, &empty) {
+        let pending = records.iter().filter(|p| p.pending).count();
         println!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            line["partition"],
-            line["offset"],
-            text(&line["event_id"]),
-            text(&line["event_type"]),
-            text(&line["transfer_id"]),
-            text(&line["state"]),
+            "{} parked on {}, {pending} pending",
+            lines.len(),
+            reader.topic()
         );
     }
-    let pending = records.iter().filter(|p| p.pending).count();
-    println!(
-        "{} parked on {}, {pending} pending",
-        lines.len(),
-        reader.topic()
-    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `lines` as one JSON array, or as a table of `columns` (header,
+/// member) separated by tabs, `-` for a missing value, or `empty` when
+/// there are none. True when it printed a table, for the caller's count.
+fn print_lines(lines: &[Value], json: bool, columns: &[(&str, &str)], empty: &str) -> bool {
+    if json {
+        println!("{}", Value::from(lines.to_vec()));
+        return false;
+    }
+    if lines.is_empty() {
+        println!("{empty}");
+        return false;
+    }
+    let header: Vec<&str> = columns.iter().map(|(header, _)| *header).collect();
+    println!("{}", header.join("\t"));
+    for line in lines {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, member)| match &line[*member] {
+                Value::String(text) => text.clone(),
+                Value::Null => "-".to_owned(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("{}", cells.join("\t"));
+    }
+    true
 }
 
 /// Whether `record` sets aside the event `id`.
