@@ -204,10 +204,24 @@ pub fn start_gateway(
     wallet: &[String],
     ledger: &[String],
 ) -> (Process, String) {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let limits = std::fs::read_to_string(deploy.join("limits.conf")).expect("deploy/limits.conf");
+    start_gateway_limited(transaction, wallet, ledger, &limits)
+}
+
+/// [`start_gateway`] with `limits` as its `limits.conf` (the abuse limits
+/// per client address) instead of deploy/limits.conf.
+pub fn start_gateway_limited(
+    transaction: &[String],
+    wallet: &[String],
+    ledger: &[String],
+    limits: &str,
+) -> (Process, String) {
     let dir = temp_dir("gateway");
     std::fs::create_dir_all(dir.join("tmp")).expect("nginx temp dir");
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx.conf");
     std::fs::copy(&config, dir.join("nginx.conf")).expect("copy deploy/nginx.conf");
+    std::fs::write(dir.join("limits.conf"), limits).expect("limits.conf");
     let upstreams = [
         ("transaction", transaction),
         ("wallet", wallet),

@@ -154,6 +154,43 @@ async fn the_system_through_its_gateway() {
     assert_eq!(status, 200, "{empty}");
     assert_eq!(empty["entries"], json!([]));
 
+    // Abuse limits at the edge: a gateway in front of the same services
+    // with a tight limit per client address answers 429 in the error
+    // shape, with Retry-After, once the burst is spent.
+    let addr = |service: usize| vec![stack.services[service][0].addr.clone()];
+    let limits = "limit_req_zone $binary_remote_addr zone=per_client:1m rate=1r/s;\n\
+                  limit_req zone=per_client burst=3 nodelay;\n\
+                  limit_conn_zone $binary_remote_addr zone=client_connections:1m;\n\
+                  limit_conn client_connections 64;\n";
+    let (_limited, limited) = wallet_e2e::start_gateway_limited(
+        &addr(wallet_e2e::stack::TRANSACTION),
+        &addr(WALLET),
+        &addr(wallet_e2e::stack::LEDGER),
+        limits,
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = c
+            .http
+            .get(format!("{limited}/v1/wallets/{a}"))
+            .send()
+            .await
+            .expect("an answer");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: Value = response.json().await.expect("JSON");
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429, 429, 429],
+        "one request and a burst of three pass, the rest are refused at once"
+    );
+
     // What the gateway does not expose.
     let token = stack.internal_token.clone();
     let wallet = &mut stack.services[WALLET][0];
