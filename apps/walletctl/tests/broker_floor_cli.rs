@@ -3,26 +3,15 @@
 //! real broker ($WALLET_TEST_KAFKA, as scripts/test starts one) reports
 //! the latency of every record it timed.
 
-use std::process::{Command, Output};
+mod common;
 
-fn walletctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_walletctl"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .env_remove("KAFKA_FETCH_WAIT_MS")
-        .env_remove("KAFKA_PROPERTIES")
-        .output()
-        .expect("running walletctl")
-}
+use common::walletctl;
 
 /// Runs `broker-floor` with `args`; it must fail, saying `expected`.
 fn refused(args: &[&str], expected: &str) {
     let mut all = vec!["broker-floor"];
     all.extend_from_slice(args);
-    let output = walletctl(&all);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{all:?} succeeded");
-    assert!(stderr.contains(expected), "{all:?}: {stderr}");
+    common::refused(&all, expected);
 }
 
 #[test]

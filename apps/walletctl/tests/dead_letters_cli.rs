@@ -1,15 +1,9 @@
 //! `walletctl dead-letters` refuses bad input with a clear error before it
 //! reaches for the broker (none runs at the address given).
 
-use std::process::{Command, Output};
+mod common;
 
-fn walletctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_walletctl"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .output()
-        .expect("running walletctl")
-}
+use common::walletctl;
 
 /// Runs `dead-letters` with `args` against a closed port; it must fail,
 /// saying `expected`.
@@ -17,10 +11,7 @@ fn refused(args: &[&str], expected: &str) {
     let mut all = vec!["dead-letters"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--brokers", "127.0.0.1:1"]);
-    let output = walletctl(&all);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{all:?} succeeded");
-    assert!(stderr.contains(expected), "{all:?}: {stderr}");
+    common::refused(&all, expected);
 }
 
 #[test]
