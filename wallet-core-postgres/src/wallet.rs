@@ -4,7 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::query::Query;
 use sqlx::{PgConnection, Row};
 use wallet_core::event::Envelope;
 use wallet_core::event::{Inbound, Outgoing, StampedReserve, decide_stamped_reserves};
@@ -177,6 +179,33 @@ fn state_columns(state: ReservationState) -> (&'static str, Option<String>) {
     }
 }
 
+/// Binding the balances of wallets a unit writes back.
+trait BindBalances<'q> {
+    /// Binds four arrays, in the order of `wallets`: their ids, available
+    /// and reserved funds, and update times, as a statement that writes
+    /// them with `UPDATE wallets ... FROM UNNEST(...)` reads them.
+    fn bind_balances<'w>(self, wallets: impl Iterator<Item = &'w Wallet> + Clone) -> Self;
+}
+
+impl<'q> BindBalances<'q> for Query<'q, Postgres, PgArguments> {
+    fn bind_balances<'w>(self, wallets: impl Iterator<Item = &'w Wallet> + Clone) -> Self {
+        self.bind(codec::wallet_uuids(wallets.clone().map(|w| w.id)))
+            .bind(
+                wallets
+                    .clone()
+                    .map(|w| w.available.value())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                wallets
+                    .clone()
+                    .map(|w| w.reserved.value())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(wallets.map(|w| w.updated_at).collect::<Vec<_>>())
+    }
+}
+
 /// The stored reservations of `transfers`.
 async fn reservations_of(
     conn: &mut PgConnection,
@@ -256,20 +285,7 @@ async fn write_reserves(
     .bind(reasons)
     .bind(reservations().map(|r| r.created_at).collect::<Vec<_>>())
     .bind(reservations().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(codec::wallet_uuids(senders.iter().map(|w| w.id)))
-    .bind(
-        senders
-            .iter()
-            .map(|w| w.available.value())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        senders
-            .iter()
-            .map(|w| w.reserved.value())
-            .collect::<Vec<_>>(),
-    )
-    .bind(senders.iter().map(|w| w.updated_at).collect::<Vec<_>>())
+    .bind_balances(senders.iter())
     .bind(codec::transfer_uuids(events.iter().map(|e| e.transfer_id)))
     .bind(events.iter().map(codec::envelope_text).collect::<Vec<_>>())
     .fetch_one(conn)
@@ -469,20 +485,7 @@ async fn apply_changes(
              AS u(id, available, reserved, updated_at)
          WHERE wallets.id = u.id",
     )
-    .bind(codec::wallet_uuids(wallets.iter().map(|w| w.id)))
-    .bind(
-        wallets
-            .iter()
-            .map(|w| w.available.value())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        wallets
-            .iter()
-            .map(|w| w.reserved.value())
-            .collect::<Vec<_>>(),
-    )
-    .bind(wallets.iter().map(|w| w.updated_at).collect::<Vec<_>>())
+    .bind_balances(wallets.iter().copied())
     .execute(conn)
     .await
     .db()?;
