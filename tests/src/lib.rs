@@ -117,14 +117,31 @@ impl Process {
     /// Asks it to stop (SIGTERM), as a deploy does, and waits for it; kills
     /// it if it is still up after `grace`.
     pub fn terminate(&mut self, grace: Duration) {
+        self.ask_to_stop();
+        self.wait_exit(grace);
+        self.kill();
+    }
+
+    /// Sends it SIGTERM and goes on.
+    pub fn ask_to_stop(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + grace;
-        while self.running() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Waits up to `within` for it to exit: how it exited, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => return None,
+            }
         }
-        self.kill();
     }
 
     /// Kills it at once (SIGKILL) and waits for it.

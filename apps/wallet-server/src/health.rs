@@ -10,6 +10,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 use wallet_core::runtime::Loops;
 
 /// A check of one dependency: `Ok` when it answers, or why not.
@@ -29,17 +30,28 @@ where
 /// or stalled, else 503 with each check's answer and each unwell loop (its
 /// name, error, and the topic and partition or outbox, event and transfer
 /// it was at); the checks run one after the other, each under `timeout`.
+/// Once `draining` is set (the process got SIGTERM), 503 `draining` without
+/// running the checks: a load balancer takes the instance out while it
+/// finishes what it has.
 pub fn readiness(
     checks: Vec<(&'static str, Check)>,
     loops: Loops,
     timeout: std::time::Duration,
+    draining: watch::Receiver<bool>,
 ) -> Router {
     let checks = Arc::new(checks);
     Router::new().route(
         "/readyz",
         get(move || {
             let (checks, loops) = (checks.clone(), loops.clone());
-            async move { ready(&checks, &loops, timeout).await }
+            let draining = *draining.borrow();
+            async move {
+                if draining {
+                    let body = json!({"status": "draining", "checks": {}});
+                    return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+                }
+                ready(&checks, &loops, timeout).await
+            }
         }),
     )
 }

@@ -43,6 +43,8 @@ const GAUGE_EVERY: Duration = Duration::from_secs(5);
 const RETRY_FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How often published outbox rows past the retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// How long the producer may take to deliver what it still holds at exit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves once `flag` is set, or its sender is gone.
 fn until_set(flag: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -440,6 +442,7 @@ impl Process {
             checks,
             self.loops.clone(),
             Duration::from_secs(2),
+            self.draining.subscribe(),
         ));
         let public = bind(self.common.listen_or(port)).await?;
         let internal = match internal {
@@ -451,15 +454,23 @@ impl Process {
         let addr = public.local_addr()?;
         println!("{} listening on http://{addr}", self.name);
         tracing::info!(service = self.name, %addr, "serving");
+        // SIGTERM sets `draining` (`/readyz` answers 503, long polls answer
+        // at once); the listeners keep serving for the drain delay, then
+        // stop taking connections and let those in flight finish.
+        let (closing, _) = watch::channel(false);
         let public = wallet_http::serve_until(
             public,
             listener_app(api, doc, operations),
-            until_set(&self.draining),
+            until_set(&closing),
         );
-        let draining = self.draining.clone();
+        let (draining, delay) = (self.draining.clone(), self.common.drain_delay());
+        let internal_closing = until_set(&closing);
         tokio::spawn(async move {
             wallet_http::shutdown_signal().await;
             draining.send_replace(true);
+            tracing::info!(?delay, "draining: not ready, still serving");
+            tokio::time::sleep(delay).await;
+            closing.send_replace(true);
         });
         match internal {
             None => public.await?,
@@ -472,7 +483,7 @@ impl Process {
                     .and_then(|()| stdout.flush());
                 tracing::info!(service = self.name, %addr, "serving the internal routes");
                 let app = listener_app(internal.routes, internal.doc, Router::new());
-                let internal = wallet_http::serve_until(listener, app, until_set(&self.draining));
+                let internal = wallet_http::serve_until(listener, app, internal_closing);
                 tokio::try_join!(public, internal)?;
             }
         }
@@ -490,6 +501,16 @@ impl Process {
                 ?grace,
                 "background tasks still busy after the grace period; stopping anyway"
             );
+        }
+        // Whatever a loop handed the producer last goes out before the
+        // process does (a relay waits for its deliveries; a consumer's dead
+        // letters too, but a flush costs nothing when all is delivered).
+        let publisher = self.publisher.clone();
+        let flushed = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!(service = self.name, "producer flushed"),
+            Ok(Err(error)) => tracing::error!(%error, "messages left undelivered at exit"),
+            Err(error) => tracing::error!(%error, "flushing the producer failed"),
         }
         tracing::info!(service = self.name, "stopped");
         Ok(())

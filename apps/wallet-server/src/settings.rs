@@ -112,6 +112,13 @@ pub struct Common {
     /// to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Milliseconds a service keeps serving after SIGTERM, with `/readyz`
+    /// answering 503 `draining`, before it stops taking connections: time
+    /// for a load balancer that probes `/readyz` to take it out of
+    /// rotation. At least the probe's period.
+    #[arg(long, env = "DRAIN_DELAY_MS", default_value_t = 2_000)]
+    pub drain_delay_ms: u64,
 }
 
 impl Common {
@@ -124,6 +131,11 @@ impl Common {
     /// The grace period after SIGTERM.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// How long the listeners keep serving after SIGTERM.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 }
 
