@@ -5,8 +5,9 @@ pub mod proxy;
 pub mod stack;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The path of a workspace binary built next to the running test, e.g.
@@ -101,11 +102,11 @@ pub fn wait_for_port(port: u16, seconds: u64, what: &str) {
 }
 
 /// A child process killed when dropped, with the directory it keeps its
-/// files in.
+/// files in, if any (a broker's data, nginx's configuration and logs),
+/// removed after it unless a test fails.
 pub struct Process {
     child: Child,
-    /// Its files (a broker's data, nginx's configuration and logs).
-    pub dir: PathBuf,
+    _dir: Option<Arc<TempDir>>,
 }
 
 impl Process {
@@ -157,15 +158,6 @@ impl Drop for Process {
     }
 }
 
-/// A tansu broker of its own on a free loopback port, with SQLite storage
-/// in a new temporary directory: `$WALLET_TANSU_BIN`, or `tansu` on the
-/// path (`./scripts/test` sets the variable).
-pub fn start_broker() -> (Process, String) {
-    let broker = start_broker_at(free_port(), temp_dir("broker"));
-    let port = broker.port;
-    (broker.process, format!("127.0.0.1:{port}"))
-}
-
 /// A broker process and where it listens.
 pub struct Broker {
     /// The process (its directory holds the data).
@@ -174,16 +166,14 @@ pub struct Broker {
     pub port: u16,
 }
 
-/// tansu on `port` with its SQLite data in `dir`: a new broker, or the same
-/// one again after a kill; its storage indexed by `scripts/lib/tansu-index`.
-pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
-    start_broker_advertising(port, port, dir)
-}
-
-/// As [`start_broker_at`], but telling clients (in its metadata) to reach
-/// it at `advertised` on 127.0.0.1, for instance a proxy in front of
-/// `port`: every connection after the bootstrap goes where it advertises.
-pub fn start_broker_advertising(port: u16, advertised: u16, dir: PathBuf) -> Broker {
+/// tansu (`$WALLET_TANSU_BIN`, or `tansu` on the path; `./scripts/test`
+/// sets the variable) on `port` with its SQLite data in `dir`: a new
+/// broker, or the same one again after a kill; its storage indexed by
+/// `scripts/lib/tansu-index`. It tells clients (in its metadata) to reach
+/// it at `advertised` on 127.0.0.1: its own port, or for instance a proxy
+/// in front of `port`, where every connection after the bootstrap then
+/// goes.
+pub fn start_broker_advertising(port: u16, advertised: u16, dir: Arc<TempDir>) -> Broker {
     let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
     let child = Command::new(&tansu)
         .args([
@@ -194,7 +184,7 @@ pub fn start_broker_advertising(port: u16, advertised: u16, dir: PathBuf) -> Bro
             &format!("tcp://127.0.0.1:{advertised}"),
         ])
         .args(["--storage-engine", "sqlite://broker.db"])
-        .current_dir(&dir)
+        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -206,11 +196,14 @@ pub fn start_broker_advertising(port: u16, advertised: u16, dir: PathBuf) -> Bro
     wait_for_port(port, 30, "the broker");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/tansu-index");
     let indexed = Command::new(&script)
-        .arg(dir.join("broker.db"))
+        .arg(dir.path().join("broker.db"))
         .status()
         .unwrap_or_else(|e| panic!("{} runs (python3): {e}", script.display()));
     assert!(indexed.success(), "indexing the broker's storage failed");
-    let process = Process { child, dir };
+    let process = Process {
+        child,
+        _dir: Some(dir),
+    };
     Broker { process, port }
 }
 
@@ -234,7 +227,8 @@ pub fn start_gateway_limited(
     ledger: &[String],
     limits: &str,
 ) -> (Process, String) {
-    let dir = temp_dir("gateway");
+    let temp = TempDir::new("gateway");
+    let dir = temp.path();
     std::fs::create_dir_all(dir.join("tmp")).expect("nginx temp dir");
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx.conf");
     std::fs::copy(&config, dir.join("nginx.conf")).expect("copy deploy/nginx.conf");
@@ -259,7 +253,7 @@ pub fn start_gateway_limited(
     .expect("listen.conf");
     let child = Command::new("nginx")
         .arg("-p")
-        .arg(&dir)
+        .arg(dir)
         .arg("-c")
         .arg(dir.join("nginx.conf"))
         .args(["-g", "daemon off;"])
@@ -267,7 +261,10 @@ pub fn start_gateway_limited(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("nginx starts (./scripts/test installs it)");
-    let gateway = Process { child, dir };
+    let gateway = Process {
+        child,
+        _dir: Some(Arc::new(temp)),
+    };
     wait_for_port(port, 10, "nginx");
     (gateway, format!("http://127.0.0.1:{port}"))
 }
@@ -278,17 +275,68 @@ pub fn start_service(name: &str, env: &[(&str, String)]) -> (Process, String) {
     let mut command = Command::new(binary(name));
     command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let (child, url) = spawn_announcing(&mut command, name, "http://");
-    let dir = temp_dir(name);
-    (Process { child, dir }, url)
+    (Process { child, _dir: None }, url)
 }
 
-/// A new directory under the system's temporary directory.
-pub fn temp_dir(what: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir =
-        std::env::temp_dir().join(format!("wallet-e2e-{what}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A new directory under the system's temporary directory, removed when
+/// dropped; kept, with its path printed, when dropped by a failing test
+/// (while its thread panics), for a look at what the processes left.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// `wallet-e2e-<what>-<pid>-<nanos>` under the temporary directory.
+    pub fn new(what: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path =
+            std::env::temp_dir().join(format!("wallet-e2e-{what}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir { path }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: kept {}", self.path.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TempDir;
+
+    #[test]
+    fn a_temporary_directory_is_removed_unless_its_test_fails() {
+        let passed = TempDir::new("passed");
+        let path = passed.path().to_owned();
+        std::fs::write(path.join("file"), "x").unwrap();
+        drop(passed);
+        assert!(!path.exists(), "{} was left behind", path.display());
+
+        let failed = std::thread::spawn(|| {
+            let dir = TempDir::new("failed");
+            std::fs::write(dir.path().join("log"), "what happened").unwrap();
+            let path = dir.path().to_owned();
+            std::panic::panic_any(path);
+        })
+        .join()
+        .expect_err("the thread panics");
+        let path = failed.downcast::<std::path::PathBuf>().unwrap();
+        let kept = std::fs::read_to_string(path.join("log"));
+        std::fs::remove_dir_all(&*path).unwrap();
+        assert_eq!(kept.unwrap(), "what happened", "kept after a failure");
+    }
 }

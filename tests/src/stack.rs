@@ -8,8 +8,8 @@
 //! broker.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -19,7 +19,8 @@ use wallet_core_postgres::testdb::TestDatabase;
 
 use crate::proxy::Proxy;
 use crate::{
-    Broker, Process, binary, free_port, start_broker_advertising, start_gateway, start_service,
+    Broker, Process, TempDir, binary, free_port, start_broker_advertising, start_gateway,
+    start_service,
 };
 
 /// How long the broker waits for a silent group member (the services'
@@ -84,7 +85,7 @@ pub struct Stack {
     pub broker: Broker,
     /// The port the broker advertises: its own, or its proxy's.
     broker_advertised: u16,
-    broker_dir: PathBuf,
+    broker_dir: Arc<TempDir>,
     dbs: [TestDatabase; 3],
     /// By service ([`TRANSACTION`], [`WALLET`], [`LEDGER`]), then instance.
     pub services: [Vec<Service>; 3],
@@ -242,7 +243,7 @@ impl Stack {
 
     async fn launch(instances: usize, proxied: bool) -> Stack {
         let broker_port = free_port();
-        let broker_dir = crate::temp_dir("broker");
+        let broker_dir = Arc::new(TempDir::new("broker"));
         let broker_proxy = if proxied {
             Some(Proxy::start(format!("127.0.0.1:{broker_port}")).await)
         } else {

@@ -4,7 +4,9 @@
 //! ([`Stack`](wallet_e2e::stack::Stack)).
 
 use serde_json::{Value, json};
-use wallet_e2e::stack::{SESSION_TIMEOUT, Stack, WALLET};
+use std::time::{Duration, Instant};
+
+use wallet_e2e::stack::{NAMES, SESSION_TIMEOUT, Stack, TRANSACTION, WALLET};
 
 async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
     wallet_e2e::stack::call(request).await.expect("an answer")
@@ -67,6 +69,46 @@ impl Client {
         let within = std::time::Duration::from_secs(40);
         wallet_e2e::stack::settled(&self.http, &self.base, wallet, available, within).await;
     }
+}
+
+/// The Prometheus text of the service at `addr` (its own address), once it
+/// holds a sample starting with `sample` (within 30 s: gauges are read
+/// every 5 s).
+async fn metrics_with(http: &reqwest::Client, addr: &str, sample: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = http.get(format!("http://{addr}/metrics")).send().await;
+        let text = match response {
+            Ok(response) if response.status() == 200 => response.text().await.unwrap_or_default(),
+            _ => String::new(),
+        };
+        if text.lines().any(|line| line.starts_with(sample)) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {sample} in http://{addr}/metrics within 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asserts that every metric family of `text` (each `# TYPE` line) has a
+/// `# HELP` line, and returns how many families there are.
+fn assert_described(service: &str, text: &str) -> usize {
+    let names = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix(prefix)?.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (families, helped) = (names("# TYPE "), names("# HELP "));
+    let undescribed: Vec<&String> = families.iter().filter(|f| !helped.contains(f)).collect();
+    assert!(
+        undescribed.is_empty(),
+        "{service} exports metrics without a HELP line: {undescribed:?}\n{text}"
+    );
+    families.len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,7 +235,7 @@ async fn the_system_through_its_gateway() {
 
     // What the gateway does not expose.
     let token = stack.internal_token.clone();
-    let wallet = &mut stack.services[WALLET][0];
+    let wallet = &stack.services[WALLET][0];
     for path in [
         "/internal/v1/wallets/x",
         "/metrics",
@@ -252,10 +294,28 @@ async fn the_system_through_its_gateway() {
         "{text}"
     );
 
+    // Every metric each service exports is described.
+    let waited_for = [
+        "wallet_transfers_unfinished{",
+        "wallet_loop_up{",
+        "wallet_loop_up{",
+    ];
+    for (s, sample) in waited_for.into_iter().enumerate() {
+        let service = &stack.services[s][0];
+        let text = metrics_with(&c.http, &service.addr, sample).await;
+        let families = assert_described(NAMES[s], &text);
+        assert!(
+            families >= 10,
+            "{} exports {families} families:\n{text}",
+            NAMES[s]
+        );
+    }
+
     // The wallet service down: transfers are accepted and stay INITIATED
     // (the reserve's answer is unknown, never taken for a refusal), then
     // complete once it is back.
-    wallet.process.kill();
+    stack.services[WALLET][0].process.kill();
+    let down = Instant::now();
     let late = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "1.00"});
     let (status, pending) = c.post("/v1/transfers", "t-4", late).await;
     assert_eq!(status, 202, "{pending}");
@@ -263,14 +323,19 @@ async fn the_system_through_its_gateway() {
     let id = pending["id"].as_str().unwrap().to_owned();
     let (_, still) = c.get(&format!("/v1/transfers/{id}")).await;
     assert_eq!(still["status"], "INITIATED");
+    // The transaction service counts it among its unfinished transfers.
+    let transactions = stack.services[TRANSACTION][0].addr.clone();
+    let unfinished = r#"wallet_transfers_unfinished{status="INITIATED",age="lt_1m"}"#;
+    metrics_with(&c.http, &transactions, &format!("{unfinished} 1")).await;
     // Back after the broker has dropped the killed member from its group
     // (its 10 s session timeout), as an orchestrator's restart delay would
     // have it; a member joining earlier waits for that rebalance.
-    tokio::time::sleep(SESSION_TIMEOUT).await;
-    wallet.restart();
+    tokio::time::sleep(SESSION_TIMEOUT.saturating_sub(down.elapsed())).await;
+    stack.services[WALLET][0].restart();
     assert_eq!(c.terminal(&pending).await["status"], "SUCCEEDED");
     c.settled(&a, "68.75").await;
     c.settled(&b, "31.25").await;
+    metrics_with(&c.http, &transactions, &format!("{unfinished} 0")).await;
     assert!(stack.services[WALLET][0].process.running());
     stack.stop();
 }

@@ -15,7 +15,7 @@ use wallet_core::ports::{
     Applied, Begin, Claim, Refusal, ReserveAttempt, StoreError, TransferReads, TransferStore,
 };
 use wallet_core::time::Timestamp;
-use wallet_core::transfer::{Transfer, TransferCommand, TransferStatus};
+use wallet_core::transfer::{AgeBucket, Transfer, TransferCommand, TransferStatus, Unfinished};
 
 use crate::codec;
 use crate::error::{Db, corrupt};
@@ -543,6 +543,42 @@ impl TransferReads for PgTransferStore {
         );
         let after = after.map(|id| id.as_uuid());
         codec::uuid_page(self.pool(), sql, after, limit, transfer_of).await
+    }
+
+    /// One pass over the `transfers_unfinished` index: a count per status
+    /// and bucket, the buckets cut at `now` less each one's lower bound.
+    async fn unfinished(&self, now: Timestamp) -> Result<Unfinished, StoreError> {
+        let [_, minute, five, hour] = AgeBucket::ALL.map(|bucket| now - bucket.lower_bound());
+        let rows = sqlx::query(
+            "SELECT status,
+                    count(*) FILTER (WHERE created_at > $1),
+                    count(*) FILTER (WHERE created_at <= $1 AND created_at > $2),
+                    count(*) FILTER (WHERE created_at <= $2 AND created_at > $3),
+                    count(*) FILTER (WHERE created_at <= $3)
+             FROM transfers
+             WHERE status IN ('INITIATED', 'RESERVED')
+             GROUP BY status",
+        )
+        .bind(minute)
+        .bind(five)
+        .bind(hour)
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        let mut unfinished = Unfinished::default();
+        for row in &rows {
+            let status: String = row.try_get(0).db()?;
+            let counts = match status.as_str() {
+                "INITIATED" => &mut unfinished.initiated,
+                "RESERVED" => &mut unfinished.reserved,
+                other => return Err(corrupt(format!("unfinished transfer status {other:?}"))),
+            };
+            for (i, count) in counts.iter_mut().enumerate() {
+                let n: i64 = row.try_get(i + 1).db()?;
+                *count = u64::try_from(n).unwrap_or_default();
+            }
+        }
+        Ok(unfinished)
     }
 }
 

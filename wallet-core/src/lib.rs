@@ -9,7 +9,7 @@ pub mod ids;
 pub mod ledger;
 #[cfg(feature = "memory")]
 pub mod memory;
-mod metrics;
+pub mod metrics;
 pub mod money;
 pub mod outcome;
 pub mod ports;

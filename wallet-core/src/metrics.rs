@@ -1,28 +1,106 @@
 //! The metrics the core records, through the `metrics` facade: nothing is
 //! recorded until the process installs a recorder (a service binary installs
-//! a Prometheus one), and then each is a counter named here.
-//!
-//! | name | labels | counts |
-//! | --- | --- | --- |
-//! | `wallet_saga_transitions_total` | `to` | transfers reaching `RESERVED`, `SUCCEEDED` or `FAILED` as this process moved them |
-//! | `wallet_reserve_ambiguous_total` | | reserves without a definite answer (the transfer stays INITIATED for the retrier) |
-//! | `wallet_transfer_batches_total` | | batches of new transfers stored, reserved and recorded together |
-//! | `wallet_transfer_batch_items_total` | | requests in those batches (divided by the batches: the mean batch size) |
-//! | `wallet_transfer_requests_busy_total` | | transfer requests refused at once because too many waited for a batch |
-//! | `wallet_reserve_retries_total` | | reserves the retrier attempted again |
-//! | `wallet_transfer_wait_reads_total` | | reads of a transfer by long polls (`TransactionService::wait_for`): one as each starts and one each time it is woken or polls; divided by the transfers completed, the reads each cost |
-//! | `wallet_events_handled_total` | `group` | events handed to a consumer's handler |
-//! | `wallet_consumer_retries_total` | `group` | batches retried after a transient failure |
-//! | `wallet_dead_letters_total` | `group`, `by` | events dead-lettered: `by="runner"` (undecodable, wrong type) or `by="store"` (refused in the store's unit) |
-//! | `wallet_integrity_stalls_total` | `group` | consumers stopped on an integrity error, until an operator acts |
-//! | `wallet_relay_published_total` | `group` | outbox records a relay published |
-//! | `wallet_consumer_rejoins_total` | `group` | times a consumer started reading afresh from the committed offsets: after a failed poll, commit or rewind, or a stall |
-//! | `wallet_loop_restarts_total` | `loop` | background loops that ended on an error or a panic and were started again by the supervisor |
-//! | `wallet_events_held_total` | `group` | times a consumer held back an event of a newer schema version than it reads (no commit, no dead letter), until a build that reads it takes over |
-//! | `wallet_events_parked_total` | `group` | events that kept failing alone, parked on the group's retry topic for its retry runner |
-//! | `wallet_consumer_stalls_total` | `group` | times a consumer delivered nothing for `ConsumerConfig::stall_after` while its partitions (or, owning none, its whole group) stood behind; each is followed by a rejoin |
+//! a Prometheus one). [`describe`] gives each its help text and unit, once
+//! the recorder is installed.
 
-use crate::transfer::TransferStatus;
+use metrics::{Unit, describe_counter, describe_gauge};
+
+use crate::transfer::{AgeBucket, TransferStatus, Unfinished};
+
+/// Describes every metric of the core to the installed recorder: the
+/// Prometheus text then carries a `# HELP` line for each.
+pub fn describe() {
+    describe_counter!(
+        "wallet_saga_transitions_total",
+        Unit::Count,
+        "Transfers this process moved to RESERVED, SUCCEEDED or FAILED (label to)."
+    );
+    describe_counter!(
+        "wallet_reserve_ambiguous_total",
+        Unit::Count,
+        "Reserves without a definite answer (timeout, connection error, 5xx); their transfers stay INITIATED for the retrier."
+    );
+    describe_counter!(
+        "wallet_transfer_batches_total",
+        Unit::Count,
+        "Batches of new transfers stored, reserved and recorded together."
+    );
+    describe_counter!(
+        "wallet_transfer_batch_items_total",
+        Unit::Count,
+        "Transfer requests in those batches; over wallet_transfer_batches_total, the mean batch size."
+    );
+    describe_counter!(
+        "wallet_transfer_requests_busy_total",
+        Unit::Count,
+        "Transfer requests answered 503 at once because the batch queue was full."
+    );
+    describe_counter!(
+        "wallet_reserve_retries_total",
+        Unit::Count,
+        "Reserves the retrier attempted again."
+    );
+    describe_counter!(
+        "wallet_transfer_wait_reads_total",
+        Unit::Count,
+        "Reads of a transfer by long polls: one as each starts, one each time it is woken or polls."
+    );
+    describe_counter!(
+        "wallet_events_handled_total",
+        Unit::Count,
+        "Events handed to a consumer's store (label group)."
+    );
+    describe_counter!(
+        "wallet_consumer_retries_total",
+        Unit::Count,
+        "Consumer batches retried after a transient failure (label group)."
+    );
+    describe_counter!(
+        "wallet_dead_letters_total",
+        Unit::Count,
+        "Events dead-lettered (label group; by: runner for undecodable or wrong type, store for refused by the store). Each needs an operator."
+    );
+    describe_counter!(
+        "wallet_integrity_stalls_total",
+        Unit::Count,
+        "Consumers stopped on an integrity error, until an operator acts (label group)."
+    );
+    describe_counter!(
+        "wallet_relay_published_total",
+        Unit::Count,
+        "Outbox records a relay published (label group)."
+    );
+    describe_counter!(
+        "wallet_consumer_rejoins_total",
+        Unit::Count,
+        "Times a consumer joined its group afresh from the committed offsets: after a failed poll, commit or rewind, or a stall (label group)."
+    );
+    describe_counter!(
+        "wallet_loop_restarts_total",
+        Unit::Count,
+        "Background loops that ended on an error or a panic and were started again (label loop)."
+    );
+    describe_counter!(
+        "wallet_events_held_total",
+        Unit::Count,
+        "Events of a newer schema version than this build reads, held back (label group)."
+    );
+    describe_counter!(
+        "wallet_events_parked_total",
+        Unit::Count,
+        "Events that kept failing alone, parked on the group's retry topic (label group)."
+    );
+    describe_counter!(
+        "wallet_consumer_stalls_total",
+        Unit::Count,
+        "Times a consumer delivered nothing for the stall time while messages waited; each is followed by a rejoin (label group)."
+    );
+    describe_gauge!(
+        "wallet_transfers_unfinished",
+        Unit::Count,
+        "Transfers not terminal, by status (INITIATED, RESERVED) and age since creation (lt_1m, 1m_5m, 5m_1h, gt_1h)."
+    );
+}
 
 /// A transfer moved to `to`.
 pub(crate) fn saga_transition(to: TransferStatus, n: usize) {
@@ -130,4 +208,18 @@ pub(crate) fn events_parked(group: &str, n: usize) {
 pub(crate) fn relay_published(group: &str, n: usize) {
     metrics::counter!("wallet_relay_published_total", "group" => group.to_owned())
         .increment(n as u64);
+}
+
+/// The transfers not terminal, by status and age.
+pub(crate) fn unfinished_transfers(unfinished: &Unfinished) {
+    for status in [TransferStatus::Initiated, TransferStatus::Reserved] {
+        for bucket in AgeBucket::ALL {
+            metrics::gauge!(
+                "wallet_transfers_unfinished",
+                "status" => status.as_str(),
+                "age" => bucket.label()
+            )
+            .set(unfinished.count(status, bucket) as f64);
+        }
+    }
 }

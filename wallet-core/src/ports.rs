@@ -27,7 +27,7 @@ use crate::ledger::{AccountBalance, Entry, PostingRequest};
 use crate::money::Currency;
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
-use crate::transfer::Transfer;
+use crate::transfer::{Transfer, Unfinished};
 use crate::wallet::{Reservation, ReserveRequest, Wallet};
 
 pub use crate::ids::{IdGenerator, RandomIds};
@@ -234,6 +234,23 @@ pub trait TransferReads: Send + Sync + 'static {
         after: Option<TransferId>,
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError>;
+
+    /// The transfers not terminal at `now`, by status and age since their
+    /// creation. This default reads every transfer in pages; a store of
+    /// many transfers answers from an index of the unfinished ones instead.
+    async fn unfinished(&self, now: Timestamp) -> Result<Unfinished, StoreError> {
+        let mut unfinished = Unfinished::default();
+        let mut after = None;
+        loop {
+            let page = self.transfers_page(after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for transfer in &page {
+                unfinished.add(transfer, now);
+            }
+        }
+        Ok(unfinished)
+    }
 }
 
 /// The wallet service's database, written: wallets, reservations,

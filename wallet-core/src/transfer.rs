@@ -61,6 +61,96 @@ impl TransferStatus {
     }
 }
 
+/// How long ago a transfer that is not terminal was created: the buckets of
+/// [`Unfinished`]. A bucket holds the ages from its lower bound up to, not
+/// including, the next one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AgeBucket {
+    /// Under a minute: the saga at work.
+    UnderMinute,
+    /// One to five minutes: the retrier or a consumer behind.
+    MinutesToFive,
+    /// Five minutes to an hour: stuck (`walletctl audit` flags these by
+    /// default).
+    FiveToHour,
+    /// An hour or more.
+    HourOrMore,
+}
+
+impl AgeBucket {
+    /// Every bucket, youngest first.
+    pub const ALL: [AgeBucket; 4] = [
+        AgeBucket::UnderMinute,
+        AgeBucket::MinutesToFive,
+        AgeBucket::FiveToHour,
+        AgeBucket::HourOrMore,
+    ];
+
+    /// The youngest age in the bucket.
+    pub fn lower_bound(self) -> chrono::TimeDelta {
+        match self {
+            AgeBucket::UnderMinute => chrono::TimeDelta::zero(),
+            AgeBucket::MinutesToFive => chrono::TimeDelta::minutes(1),
+            AgeBucket::FiveToHour => chrono::TimeDelta::minutes(5),
+            AgeBucket::HourOrMore => chrono::TimeDelta::hours(1),
+        }
+    }
+
+    /// The bucket of a transfer created at `created_at`, at `now`; a
+    /// creation time ahead of `now` (clocks apart) counts as under a
+    /// minute.
+    pub fn of(created_at: Timestamp, now: Timestamp) -> AgeBucket {
+        let age = now - created_at;
+        AgeBucket::ALL
+            .into_iter()
+            .rev()
+            .find(|bucket| age >= bucket.lower_bound())
+            .unwrap_or(AgeBucket::UnderMinute)
+    }
+
+    /// Its label in the `wallet_transfers_unfinished` gauge.
+    pub fn label(self) -> &'static str {
+        match self {
+            AgeBucket::UnderMinute => "lt_1m",
+            AgeBucket::MinutesToFive => "1m_5m",
+            AgeBucket::FiveToHour => "5m_1h",
+            AgeBucket::HourOrMore => "gt_1h",
+        }
+    }
+}
+
+/// The transfers not terminal at a moment, counted by status and
+/// [`AgeBucket`]: the transaction service's gauge of what is in flight and
+/// for how long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// INITIATED transfers, by bucket (in the order of [`AgeBucket::ALL`]).
+    pub initiated: [u64; 4],
+    /// RESERVED transfers, by bucket.
+    pub reserved: [u64; 4],
+}
+
+impl Unfinished {
+    /// The transfers of `status` in `bucket`; none for a terminal status.
+    pub fn count(&self, status: TransferStatus, bucket: AgeBucket) -> u64 {
+        match status {
+            TransferStatus::Initiated => self.initiated[bucket as usize],
+            TransferStatus::Reserved => self.reserved[bucket as usize],
+            TransferStatus::Succeeded | TransferStatus::Failed => 0,
+        }
+    }
+
+    /// Counts `transfer`, at `now`, unless it is terminal.
+    pub fn add(&mut self, transfer: &Transfer, now: Timestamp) {
+        let bucket = AgeBucket::of(transfer.created_at, now) as usize;
+        match transfer.status {
+            TransferStatus::Initiated => self.initiated[bucket] += 1,
+            TransferStatus::Reserved => self.reserved[bucket] += 1,
+            TransferStatus::Succeeded | TransferStatus::Failed => {}
+        }
+    }
+}
+
 /// A transfer as the transaction service stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {

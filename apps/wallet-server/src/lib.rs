@@ -13,4 +13,4 @@ mod process;
 pub mod settings;
 pub mod telemetry;
 
-pub use process::{Database, InternalRoutes, Process};
+pub use process::{Database, GAUGE_EVERY, InternalRoutes, Process};

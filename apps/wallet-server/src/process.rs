@@ -37,8 +37,9 @@ pub enum Database {
     Ledger,
 }
 
-/// How often the backlog and lag gauges are read.
-const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// How often the backlog and lag gauges (and the transaction service's
+/// unfinished transfers) are read.
+pub const GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// The fetch wait of the consumers of retry topics (at least).
 const RETRY_FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How often published outbox rows past the retention are pruned.

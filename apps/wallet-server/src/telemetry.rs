@@ -8,6 +8,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +46,9 @@ impl Metrics {
             .context("latency buckets")?
             .install_recorder()
             .context("installing the metrics recorder")?;
+        wallet_core::metrics::describe();
+        wallet_service::describe_metrics();
+        describe();
         Ok(Metrics { handle })
     }
 
@@ -64,6 +68,49 @@ impl Metrics {
             }),
         )
     }
+}
+
+/// Describes the metrics the process itself records: requests and the
+/// gauges of its background loops, outbox and consumers.
+fn describe() {
+    describe_counter!(
+        "http_requests_total",
+        Unit::Count,
+        "Requests answered, by route template, method and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a request, by route template and method."
+    );
+    describe_gauge!(
+        "wallet_outbox_backlog",
+        Unit::Count,
+        "Outbox records not yet published."
+    );
+    describe_gauge!(
+        "wallet_outbox_oldest_seconds",
+        Unit::Seconds,
+        "Age of the oldest outbox record not yet published (0 when none)."
+    );
+    describe_gauge!(
+        "wallet_outbox_quarantined",
+        Unit::Count,
+        "Outbox rows set aside as unreadable; each needs an operator."
+    );
+    describe_gauge!(
+        "wallet_consumer_lag",
+        Unit::Count,
+        "Records the consumer group has not committed, by group and topic."
+    );
+    describe_gauge!(
+        "wallet_loop_up",
+        "1 while a supervised background loop runs, 0 between its end and its restart (label loop)."
+    );
+    describe_gauge!(
+        "wallet_loop_stalled",
+        "1 while a background loop is stalled: failing past the stall time, or stopped on an integrity error (label loop)."
+    );
 }
 
 /// Counts the requests of `routes` by route template, method and status

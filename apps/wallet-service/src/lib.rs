@@ -156,6 +156,15 @@ pub fn internal<S: WalletStore + WalletReads>(
         }))
 }
 
+/// Describes the metrics this crate records to the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "wallet_internal_unauthorized_total",
+        metrics::Unit::Count,
+        "Requests to the internal routes refused 401: no token, or not one this service accepts."
+    );
+}
+
 /// Lets `request` through if it carries an accepted token; otherwise 401,
 /// counted and logged (never with what the caller sent).
 async fn authorized(accepted: Arc<[ServiceToken]>, request: Request, next: Next) -> Response {

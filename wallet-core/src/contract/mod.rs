@@ -166,6 +166,7 @@ macro_rules! __contract_scenarios {
             claim_initiated_respects_other_workers_leases,
             claim_initiated_skips_transfers_no_longer_initiated,
             transfers_are_read_by_id_and_paged_in_id_order,
+            unfinished_transfers_are_counted_by_status_and_age,
             outbox_claims_oldest_first_up_to_limit,
             outbox_leases_keep_records_from_other_workers,
             outbox_acknowledged_records_never_return,

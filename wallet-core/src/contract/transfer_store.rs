@@ -10,7 +10,7 @@ use crate::ids::{IdGenerator, TransferId};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::ports::{Begin, Claim, Outbox, ReserveAttempt, TransferReads, TransferStore};
 use crate::time::Timestamp;
-use crate::transfer::{Transfer, TransferStatus};
+use crate::transfer::{Transfer, TransferStatus, Unfinished};
 
 crate::__contract_scenarios!(transfer_store => __contract_names());
 
@@ -828,6 +828,66 @@ where
         later,
         vec![ambiguous.id],
         "after the lease ended only the still INITIATED transfer is claimable"
+    );
+}
+
+/// `unfinished` counts the INITIATED and RESERVED transfers by the age
+/// bucket their creation time falls in at `now` (a bound belongs to the
+/// older bucket; a creation time after `now` is under a minute), and
+/// leaves out every terminal transfer.
+pub async fn unfinished_transfers_are_counted_by_status_and_age<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let now = 10_000;
+    let empty = store.unfinished(at(now)).await.expect("unfinished");
+    assert_eq!(empty, Unfinished::default(), "an empty store has none");
+    for age in [0, 59, -10, 60, 299, 300, 3_599, 3_600, 86_400] {
+        begun(&store, &data, at(now - age)).await;
+    }
+    for age in [120, 7_200] {
+        let transfer = begun(&store, &data, at(now - age)).await;
+        let reserved = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+        record(&store, transfer.id, reserved, at(now - 1)).await;
+    }
+    let rejected = begun(&store, &data, at(now - 7_200)).await;
+    let refusal = ReserveOutcome::Rejected(FailureReason::InsufficientFunds);
+    record(
+        &store,
+        rejected.id,
+        ReserveAttempt::Definite(refusal),
+        at(now - 1),
+    )
+    .await;
+    let posted = begun(&store, &data, at(now - 30)).await;
+    let outcome = data.ledger_outcome(&request_of(&posted), LedgerOutcome::Succeeded);
+    store
+        .apply_ledger_outcomes(&[outcome], at(now - 1))
+        .await
+        .expect("apply_ledger_outcomes");
+
+    let counted = store.unfinished(at(now)).await.expect("unfinished");
+    assert_eq!(
+        counted,
+        Unfinished {
+            initiated: [3, 2, 2, 2],
+            reserved: [0, 1, 0, 1],
+        },
+        "INITIATED aged 0, 59 and -10 s under a minute, 60 and 299 s under five, \
+         300 and 3,599 s under an hour, 3,600 s and a day beyond; RESERVED aged 2 minutes \
+         and 2 hours; the FAILED and the SUCCEEDED not at all"
+    );
+    let later = store.unfinished(at(now + 3_610)).await.expect("unfinished");
+    assert_eq!(
+        later,
+        Unfinished {
+            initiated: [0, 0, 0, 9],
+            reserved: [0, 0, 0, 2],
+        },
+        "an hour and ten seconds later every unfinished transfer is an hour old or more"
     );
 }
 

@@ -21,7 +21,7 @@ use crate::ports::{
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::time::Clock;
-use crate::transfer::{Transfer, TransferKind, TransferStatus};
+use crate::transfer::{Transfer, TransferKind, TransferStatus, Unfinished};
 use crate::wallet::ReserveRequest;
 
 /// Limits of the transaction service.
@@ -593,6 +593,15 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             attempted: pending.len(),
             answered: recorded.len(),
         })
+    }
+
+    /// Counts the transfers not terminal by status and age, now, and sets
+    /// the `wallet_transfers_unfinished` gauge to the counts (every status
+    /// and bucket, zeros included, so an alert clears once they finish).
+    pub async fn gauge_unfinished(&self) -> Result<Unfinished, StoreError> {
+        let unfinished = self.store.unfinished(self.clock.now()).await?;
+        metrics::unfinished_transfers(&unfinished);
+        Ok(unfinished)
     }
 
     /// One reserve call for `transfers`: a definite answer for each, or,

@@ -13,7 +13,7 @@ use wallet_core::runtime::Route;
 use wallet_core::service::TransactionService;
 use wallet_core_postgres::{PgTransferStore, TransferChanges, TransferWake};
 use wallet_server::settings::{Common, Transaction, WalletLink};
-use wallet_server::{Database, Process};
+use wallet_server::{Database, GAUGE_EVERY, Process};
 
 /// The transaction service. Every flag can also be set by the environment
 /// variable named in its help.
@@ -86,6 +86,16 @@ async fn main() -> anyhow::Result<()> {
             }
         },
     );
+    let gauge = service.clone();
+    process.spawn_every("unfinished transfers gauge", GAUGE_EVERY, move || {
+        let gauge = gauge.clone();
+        async move {
+            if let Err(error) = gauge.gauge_unfinished().await {
+                tracing::warn!(%error, "cannot count the unfinished transfers");
+            }
+            Ok(())
+        }
+    });
     process
         .serve(
             transaction_service::api(service),
