@@ -144,6 +144,10 @@ impl IdempotencyKey {
     /// The longest key accepted.
     pub const MAX_LEN: usize = 255;
 
+    /// The keys [`IdempotencyKey::new`] accepts, as a regular expression
+    /// (ECMA-262, as JSON Schema's `pattern`).
+    pub const PATTERN: &'static str = "^[!-~]{1,255}$";
+
     /// Checks and wraps a key.
     pub fn new(key: impl Into<String>) -> Result<Self, InvalidIdempotencyKey> {
         let key = key.into();
@@ -207,5 +211,19 @@ mod tests {
         assert!(IdempotencyKey::new("é").is_err());
         assert!(IdempotencyKey::new("k".repeat(255)).is_ok());
         assert!(IdempotencyKey::new("k".repeat(256)).is_err());
+        assert!(IdempotencyKey::PATTERN.ends_with(&format!("{{1,{}}}$", IdempotencyKey::MAX_LEN)));
+    }
+
+    proptest::proptest! {
+        /// Every key the pattern allows is accepted (what the pattern
+        /// refuses, the API fuzzer's negative cases send).
+        #[test]
+        fn every_key_of_the_pattern_is_accepted(
+            key in proptest::string::string_regex(
+                &IdempotencyKey::PATTERN[1..IdempotencyKey::PATTERN.len() - 1],
+            ).expect("the pattern compiles")
+        ) {
+            proptest::prop_assert!(IdempotencyKey::new(key).is_ok());
+        }
     }
 }

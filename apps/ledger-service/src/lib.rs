@@ -31,7 +31,7 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::ports::{GatewayError, LedgerReads, LedgerStore, WalletGateway};
 use wallet_core::service::LedgerService;
 pub use wallet_core::service::ledger::MAX_PAGE;
-use wallet_http::openapi::string_enum;
+use wallet_http::openapi::{amount_schema, bounded_integer, currency_schema, string_enum};
 use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 /// Entries per page when the client does not say.
@@ -50,10 +50,10 @@ pub struct EntryResource {
     #[schema(schema_with = direction_schema)]
     pub direction: Direction,
     /// How much, as a decimal string.
-    #[schema(value_type = String, example = "10.50")]
+    #[schema(schema_with = amount_schema)]
     pub amount: Amount,
     /// The account's currency.
-    #[schema(value_type = String, example = "USD")]
+    #[schema(schema_with = currency_schema)]
     pub currency: Currency,
     /// When it was posted.
     #[schema(value_type = String, format = DateTime)]
@@ -92,10 +92,21 @@ pub struct EntriesPage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Entries wanted, 1 to [`MAX_PAGE`] (500); 50 when not given.
+    /// Entries wanted, 1 to 500; 50 when not given.
+    #[param(schema_with = limit_schema)]
     pub limit: Option<usize>,
     /// Only entries with a smaller `seq`.
+    #[param(schema_with = before_schema)]
     pub before: Option<u64>,
+}
+
+fn limit_schema() -> utoipa::openapi::schema::Object {
+    let description = format!("Entries wanted; {DEFAULT_PAGE} when not given.");
+    bounded_integer(1, MAX_PAGE as u64, &description)
+}
+
+fn before_schema() -> utoipa::openapi::schema::Object {
+    bounded_integer(0, u64::MAX, "Only entries with a smaller `seq`.")
 }
 
 /// Which wallets exist. Any [`WalletGateway`] is one: the wallet service
@@ -149,7 +160,7 @@ pub fn router<S: LedgerStore + LedgerReads>(
 
 /// The OpenAPI description of [`api`]'s routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <ApiDoc as utoipa::OpenApi>::openapi()
+    wallet_http::openapi::with_shared_answers(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 #[derive(utoipa::OpenApi)]

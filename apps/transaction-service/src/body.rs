@@ -7,9 +7,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use wallet_core::ids::{IdempotencyKey, WalletId};
-use wallet_core::money::{Currency, parse_decimal};
+use wallet_core::money::{Currency, parse_amount};
 use wallet_core::service::{Parties, TransferRequest};
 use wallet_http::ApiError;
+use wallet_http::openapi::{amount_schema, currency_schema};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -20,20 +21,19 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[schema(as = TransferRequest)]
 pub(crate) struct TransferBody {
     /// The wallet debited.
+    #[serde(deserialize_with = "wallet_http::uuid")]
     #[schema(value_type = uuid::Uuid)]
     sender_wallet_id: WalletId,
     /// The wallet credited.
+    #[serde(deserialize_with = "wallet_http::uuid")]
     #[schema(value_type = uuid::Uuid)]
     receiver_wallet_id: WalletId,
-    /// A decimal string at most at the currency's scale (`"10.50"`); a JSON
-    /// number is refused.
-    #[schema(value_type = String, example = "10.50")]
+    #[schema(schema_with = amount_schema)]
     amount: AmountInput,
-    /// ISO 4217 code; when given, both wallets must hold it.
-    #[schema(example = "USD")]
+    /// When given, both wallets must hold it (422 `currency_mismatch`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = currency_schema, required = false)]
     currency: Option<String>,
-    /// The key, when the `Idempotency-Key` header is not sent.
-    idempotency_key: Option<String>,
 }
 
 /// The body of deposits and withdrawals; the wallet is in the path.
@@ -41,16 +41,32 @@ pub(crate) struct TransferBody {
 #[serde(deny_unknown_fields)]
 #[schema(as = MovementRequest)]
 pub(crate) struct MovementBody {
-    /// A decimal string at most at the currency's scale (`"10.50"`); a JSON
-    /// number is refused.
-    #[schema(value_type = String, example = "10.50")]
+    #[schema(schema_with = amount_schema)]
     amount: AmountInput,
-    /// ISO 4217 code; when given, the wallet must hold it.
-    #[schema(example = "USD")]
+    /// When given, the wallet must hold it (422 `currency_mismatch`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = currency_schema, required = false)]
     currency: Option<String>,
-    /// The key, when the `Idempotency-Key` header is not sent.
-    idempotency_key: Option<String>,
 }
+
+/// An optional member that, when given, is a value: `null` is refused
+/// (400) rather than read as absent, so a request has one spelling.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The `Idempotency-Key` header of the routes that move money.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+#[allow(dead_code)] // describes the header, never built
+pub(crate) struct KeyHeader(
+    /// Unique per intended transfer, deposit or withdrawal: 1 to 255
+    /// visible ASCII characters. A repeat with the same key and body gets
+    /// the first answer again. (The pattern is
+    /// `IdempotencyKey::PATTERN`; the OpenAPI test holds them equal.)
+    #[param(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)]
+    String,
+);
 
 /// An amount as the client wrote it. A JSON number is read, not refused as
 /// malformed, so the client learns the actual rule (422: amounts are decimal
@@ -94,20 +110,13 @@ impl AmountInput {
     /// later against the wallets' currency.
     fn decimal(&self) -> Result<Decimal, ApiError> {
         match self {
-            AmountInput::Text(text) => Ok(parse_decimal(text)?),
+            AmountInput::Text(text) => Ok(parse_amount(text)?),
             AmountInput::Number(n) => Err(ApiError::unprocessable(
                 "invalid_amount",
                 format!("amounts are decimal strings, e.g. \"{n}\", not JSON numbers"),
             )),
         }
     }
-}
-
-/// What both body kinds carry besides the parties.
-struct Money<'a> {
-    amount: &'a AmountInput,
-    currency: Option<&'a str>,
-    key: Option<&'a str>,
 }
 
 impl TransferBody {
@@ -117,12 +126,7 @@ impl TransferBody {
             sender: self.sender_wallet_id,
             receiver: self.receiver_wallet_id,
         };
-        let money = Money {
-            amount: &self.amount,
-            currency: self.currency.as_deref(),
-            key: self.idempotency_key.as_deref(),
-        };
-        money.request(headers, parties)
+        request(headers, parties, &self.amount, self.currency.as_deref())
     }
 }
 
@@ -133,53 +137,41 @@ impl MovementBody {
         headers: &HeaderMap,
         parties: Parties,
     ) -> Result<TransferRequest, ApiError> {
-        let money = Money {
-            amount: &self.amount,
-            currency: self.currency.as_deref(),
-            key: self.idempotency_key.as_deref(),
-        };
-        money.request(headers, parties)
+        request(headers, parties, &self.amount, self.currency.as_deref())
     }
 }
 
-impl Money<'_> {
-    fn request(&self, headers: &HeaderMap, parties: Parties) -> Result<TransferRequest, ApiError> {
-        // 400s before 422s: a request without a usable key is malformed
-        // whatever its amount.
-        let key = idempotency_key(headers, self.key)?;
-        let amount = self.amount.decimal()?;
-        let currency = self.currency.map(Currency::parse).transpose()?;
-        Ok(TransferRequest {
-            key,
-            parties,
-            amount,
-            currency,
-        })
-    }
+fn request(
+    headers: &HeaderMap,
+    parties: Parties,
+    amount: &AmountInput,
+    currency: Option<&str>,
+) -> Result<TransferRequest, ApiError> {
+    // 400s before 422s: a request without a usable key is malformed
+    // whatever its amount.
+    let key = idempotency_key(headers)?;
+    let amount = amount.decimal()?;
+    let currency = currency.map(Currency::parse).transpose()?;
+    Ok(TransferRequest {
+        key,
+        parties,
+        amount,
+        currency,
+    })
 }
 
-/// The key from the `Idempotency-Key` header or the body's
-/// `idempotency_key`. The header is the documented way; the body field is
-/// accepted for older clients. Both given must agree.
-fn idempotency_key(headers: &HeaderMap, body: Option<&str>) -> Result<IdempotencyKey, ApiError> {
+/// The key from the one `Idempotency-Key` header.
+fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
-    let header = match (values.next(), values.next()) {
-        (None, _) => None,
-        (Some(value), None) => Some(value.to_str().map_err(|_| invalid_key())?),
+    let key = match (values.next(), values.next()) {
+        (None, _) => {
+            let message = "send an Idempotency-Key header, unique per intended transfer";
+            return Err(ApiError::bad_request("idempotency_key_required", message));
+        }
+        (Some(value), None) => value.to_str().map_err(|_| invalid_key())?,
         (Some(_), Some(_)) => {
             let message = "send one Idempotency-Key header";
             return Err(ApiError::bad_request("invalid_idempotency_key", message));
-        }
-    };
-    let key = match (header, body) {
-        (Some(h), Some(b)) if h != b => {
-            let message = "the Idempotency-Key header and the body's idempotency_key differ";
-            return Err(ApiError::bad_request("idempotency_key_mismatch", message));
-        }
-        (Some(key), _) | (None, Some(key)) => key,
-        (None, None) => {
-            let message = "send an Idempotency-Key header, unique per intended transfer";
-            return Err(ApiError::bad_request("idempotency_key_required", message));
         }
     };
     IdempotencyKey::new(key).map_err(|_| invalid_key())

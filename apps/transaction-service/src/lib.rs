@@ -9,11 +9,12 @@
 //! | `GET /v1/transfers/{id}?wait_ms=N` | 200 [`TransferResource`]; 404 `transfer_not_found` |
 //!
 //! A transfer body is `{sender_wallet_id, receiver_wallet_id, amount,
-//! currency?, idempotency_key?}`, a deposit or withdrawal body `{amount,
-//! currency?, idempotency_key?}`. Unknown fields are refused (400). The
-//! amount is a decimal string (`"10.50"`); a JSON number is 422
-//! `invalid_amount`. The `Idempotency-Key` header is required (the body's
-//! `idempotency_key` is accepted instead; both given must agree).
+//! currency?}`, a deposit or withdrawal body `{amount, currency?}`. Unknown
+//! members, a member given twice and `null` for a member are refused (400
+//! `malformed_request`). The amount is a decimal string of
+//! [`wallet_core::money::Amount::PATTERN`] (`"10.50"`); other text, or a
+//! JSON number, is 422 `invalid_amount`. The `Idempotency-Key` header is
+//! required, once.
 //!
 //! Answers of the POST routes:
 //!
@@ -21,7 +22,7 @@
 //! | --- | --- |
 //! | 202 [`TransferResource`] | accepted: RESERVED (the ledger will decide), INITIATED (the wallet service did not answer; the retrier finishes it) |
 //! | 422 `insufficient_funds`, ... with `transfer_id` | the wallet service refused: the transfer is FAILED; its code is the failure reason |
-//! | 400 `idempotency_key_required`, `idempotency_key_mismatch`, `invalid_idempotency_key`, `malformed_request` | |
+//! | 400 `idempotency_key_required`, `invalid_idempotency_key`, `malformed_request`, `invalid_id` | |
 //! | 404 `wallet_not_found` | a wallet does not exist (system accounts are not addressable) |
 //! | 409 `idempotency_key_in_flight` | the first request with this key is still being answered; retry |
 //! | 422 `invalid_amount`, `unknown_currency`, `same_wallet`, `currency_mismatch` | nothing stored |
@@ -60,7 +61,7 @@ pub use body::IDEMPOTENCY_KEY;
 pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
 pub use resource::TransferResource;
 
-use body::{MovementBody, TransferBody};
+use body::{KeyHeader, MovementBody, TransferBody};
 
 /// The header set on a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -95,7 +96,7 @@ pub fn router<S: TransferStore + TransferReads, G: WalletGateway>(
 
 /// The OpenAPI description of [`api`]'s routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <ApiDoc as utoipa::OpenApi>::openapi()
+    wallet_http::openapi::with_shared_answers(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -113,8 +114,10 @@ enum SubmitAnswers {
     /// the transfer.
     #[response(status = 202)]
     Accepted(TransferResource),
-    /// `malformed_request`, `idempotency_key_required`,
-    /// `idempotency_key_mismatch`, `invalid_idempotency_key`.
+    /// `malformed_request` (not a JSON object of the documented members:
+    /// one missing, unknown, given twice, `null`, or of the wrong JSON
+    /// type), `idempotency_key_required`, `invalid_idempotency_key`,
+    /// `invalid_id` (the wallet in the path is not a uuid).
     #[response(status = 400)]
     BadRequest(ErrorBody),
     /// `wallet_not_found`.
@@ -124,11 +127,9 @@ enum SubmitAnswers {
     /// being answered; retry.
     #[response(status = 409)]
     InFlight(ErrorBody),
-    /// `body_too_large`.
-    #[response(status = 413)]
-    TooLarge(ErrorBody),
-    /// Nothing stored: `invalid_amount`, `unknown_currency`, `same_wallet`,
-    /// `currency_mismatch`, `idempotency_key_reused`. Or the wallet service
+    /// Nothing stored: `invalid_amount` (not of the documented form, or
+    /// more decimals than the wallet's currency has), `unknown_currency`,
+    /// `same_wallet`, `currency_mismatch`, `idempotency_key_reused`. Or the wallet service
     /// refused: the transfer is FAILED, `transfer_id` names it, and the code
     /// is its reason: `insufficient_funds`, `wallet_not_found`,
     /// `same_wallet`, `currency_mismatch`, `invalid_amount`.
@@ -146,7 +147,7 @@ enum SubmitAnswers {
     post,
     path = "/v1/transfers",
     tag = "transfers",
-    params(("Idempotency-Key" = String, Header, description = "Unique per intended transfer; 1 to 255 visible ASCII characters")),
+    params(KeyHeader),
     request_body = TransferBody,
     responses(SubmitAnswers)
 )]
@@ -166,7 +167,7 @@ async fn create_transfer<S: TransferStore + TransferReads, G: WalletGateway>(
     tag = "transfers",
     params(
         ("id" = uuid::Uuid, Path, description = "The wallet credited"),
-        ("Idempotency-Key" = String, Header, description = "Unique per intended deposit")
+        KeyHeader
     ),
     request_body = MovementBody,
     responses(SubmitAnswers)
@@ -188,7 +189,7 @@ async fn deposit<S: TransferStore + TransferReads, G: WalletGateway>(
     tag = "transfers",
     params(
         ("id" = uuid::Uuid, Path, description = "The wallet debited"),
-        ("Idempotency-Key" = String, Header, description = "Unique per intended withdrawal")
+        KeyHeader
     ),
     request_body = MovementBody,
     responses(SubmitAnswers)
@@ -269,9 +270,16 @@ fn create_error(error: CreateError) -> ApiError {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// Wait up to this many milliseconds (0 to [`MAX_WAIT_MS`]) for the
-    /// transfer to be SUCCEEDED or FAILED.
+    /// Wait up to this many milliseconds (0 to 30000) for the transfer to
+    /// be SUCCEEDED or FAILED.
+    #[param(schema_with = wait_ms_schema)]
     pub wait_ms: Option<u64>,
+}
+
+fn wait_ms_schema() -> utoipa::openapi::schema::Object {
+    let description = "Wait up to this many milliseconds for the transfer to be SUCCEEDED or \
+                       FAILED; 0, or none, answers at once.";
+    wallet_http::openapi::bounded_integer(0, MAX_WAIT_MS, description)
 }
 
 /// A transfer as it is now, or once it is SUCCEEDED or FAILED.

@@ -7,7 +7,7 @@ use wallet_core::ids::{CorrelationId, TransferId, WalletId};
 use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::FailureReason;
 use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
-use wallet_http::openapi::string_enum;
+use wallet_http::openapi::{amount_schema, currency_schema, string_enum};
 
 /// A transfer, deposit or withdrawal, as every route of the service shows
 /// it.
@@ -35,10 +35,10 @@ pub struct TransferResource {
     #[schema(value_type = uuid::Uuid)]
     pub receiver_wallet_id: WalletId,
     /// How much, as a decimal string at the currency's scale (`"10.50"`).
-    #[schema(value_type = String, example = "10.50")]
+    #[schema(schema_with = amount_schema)]
     pub amount: Amount,
     /// ISO 4217 code.
-    #[schema(value_type = String, example = "USD")]
+    #[schema(schema_with = currency_schema)]
     pub currency: Currency,
     /// `transfer`, `deposit` or `withdrawal`.
     #[schema(schema_with = kind_schema)]

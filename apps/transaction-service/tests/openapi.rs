@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use wallet_core::ids::IdempotencyKey;
 use wallet_core::memory::{Embedded, EmbeddedConfig};
+use wallet_core::money::{Amount, Currency};
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{TestResponse, get, json as request, post_keyed, raw, send};
 
@@ -241,6 +243,13 @@ async fn every_answer_of_a_session_is_in_the_document() {
     )
     .await;
     c.check("post", "/v1/wallets", &malformed);
+    let untyped = raw(
+        Method::POST,
+        "/v1/wallets",
+        Some("text/plain"),
+        axum::body::Body::from(r#"{"currency":"USD"}"#),
+    );
+    c.check("post", "/v1/wallets", &send(&app, untyped).await);
     c.check(
         "get",
         "/v1/wallets/{id}",
@@ -376,6 +385,167 @@ async fn every_answer_of_a_session_is_in_the_document() {
         documented, checker.covered,
         "documented operations not exercised"
     );
+}
+
+#[test]
+fn every_operation_documents_the_answers_of_the_shared_layers() {
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut shared = vec![
+                ("413", "`body_too_large`"),
+                ("429", "`rate_limited`"),
+                ("503", "`unavailable`"),
+            ];
+            if !op["requestBody"].is_null() {
+                shared.push(("415", "`unsupported_media_type`"));
+            }
+            for (status, code) in shared {
+                let answer = &op["responses"][status];
+                let description = answer["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.contains(code),
+                    "{method} {path} {status} does not name {code}: {answer}"
+                );
+                assert_eq!(
+                    answer["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_documented_forms_are_the_ones_the_code_reads() {
+    let doc = document();
+    let paths = &doc["paths"];
+    for path in [
+        "/v1/transfers",
+        "/v1/wallets/{id}/deposits",
+        "/v1/wallets/{id}/withdrawals",
+    ] {
+        let parameters = paths[path]["post"]["parameters"].as_array().unwrap();
+        let key = parameters
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("POST {path} takes no Idempotency-Key"));
+        assert_eq!(key["in"], "header");
+        assert_eq!(key["required"], true, "POST {path}");
+        assert_eq!(key["schema"]["pattern"], IdempotencyKey::PATTERN);
+        assert_eq!(key["schema"]["maxLength"], IdempotencyKey::MAX_LEN);
+    }
+    let query = |path: &str, name: &str| {
+        let parameters = paths[path]["get"]["parameters"].as_array().unwrap();
+        let found = parameters.iter().find(|p| p["name"] == name);
+        found.unwrap_or_else(|| panic!("GET {path} takes no {name}"))["schema"].clone()
+    };
+    let wait = query("/v1/transfers/{id}", "wait_ms");
+    assert_eq!(
+        (&wait["minimum"], &wait["maximum"]),
+        (&json!(0), &json!(transaction_service::MAX_WAIT_MS))
+    );
+    let limit = query("/v1/wallets/{id}/entries", "limit");
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&json!(1), &json!(ledger_service::MAX_PAGE))
+    );
+    let before = query("/v1/wallets/{id}/entries", "before");
+    assert_eq!(before["maximum"], json!(u64::MAX));
+    let schemas = &doc["components"]["schemas"];
+    for (schema, member) in [
+        ("TransferRequest", "amount"),
+        ("MovementRequest", "amount"),
+        ("Transfer", "amount"),
+        ("Entry", "amount"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][member]["pattern"],
+            Amount::PATTERN,
+            "{schema}"
+        );
+    }
+    let codes: Vec<&str> = Currency::ALL.iter().map(Currency::code).collect();
+    for schema in [
+        "TransferRequest",
+        "MovementRequest",
+        "OpenWallet",
+        "Transfer",
+        "Entry",
+        "Wallet",
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"]["currency"]["enum"],
+            json!(codes),
+            "{schema}"
+        );
+    }
+    for schema in ["TransferRequest", "MovementRequest", "OpenWallet"] {
+        assert_eq!(schemas[schema]["additionalProperties"], false, "{schema}");
+    }
+}
+
+#[test]
+fn the_links_lead_from_a_created_resource_to_the_operations_that_take_its_id() {
+    let doc = document();
+    let operations: Vec<&Value> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .collect();
+    let by_id = |id: &str| {
+        operations
+            .iter()
+            .find(|op| op["operationId"] == id)
+            .unwrap_or_else(|| panic!("no operation {id}"))
+    };
+    let mut links = BTreeSet::new();
+    for op in &operations {
+        for (status, answer) in op["responses"].as_object().unwrap() {
+            for (name, link) in answer["links"].as_object().into_iter().flatten() {
+                let from = op["operationId"].as_str().unwrap();
+                links.insert(format!("{from} {status} {name}"));
+                let target = by_id(link["operationId"].as_str().unwrap());
+                for (parameter, value) in link["parameters"].as_object().into_iter().flatten() {
+                    assert_eq!(value, "$response.body#/id", "{from} {name}");
+                    let takes = target["parameters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["name"] == *parameter && p["in"] == "path");
+                    assert!(takes, "{from} {name}: no path parameter {parameter}");
+                }
+                for (member, value) in link["requestBody"].as_object().into_iter().flatten() {
+                    assert_eq!(value, "$response.body#/id", "{from} {name}");
+                    let body = resolve(
+                        &doc,
+                        &target["requestBody"]["content"]["application/json"]["schema"],
+                    );
+                    assert!(
+                        !body["properties"][member].is_null(),
+                        "{from} {name}: the body has no member {member}"
+                    );
+                }
+                // The id comes from the created resource's own schema.
+                let schema = resolve(&doc, &answer["content"]["application/json"]["schema"]);
+                assert!(!schema["properties"]["id"].is_null(), "{from} {status}");
+            }
+        }
+    }
+    let expected = [
+        "open_wallet 201 GetWallet",
+        "open_wallet 201 Deposit",
+        "open_wallet 201 Withdraw",
+        "open_wallet 201 Entries",
+        "open_wallet 201 TransferFrom",
+        "open_wallet 201 TransferTo",
+        "create_transfer 202 GetTransfer",
+        "deposit 202 GetTransfer",
+        "withdraw 202 GetTransfer",
+    ];
+    assert_eq!(links, expected.iter().map(|l| (*l).to_owned()).collect());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! in plain text with statuses of their own choosing.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -140,8 +140,38 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// Whether `text` is a uuid written as the API writes ids: 32 hex digits in
+/// groups of 8-4-4-4-12 (`0192f0c0-0000-7000-8000-000000000001`). The uuid
+/// parser also takes other spellings (no hyphens, braces, `urn:uuid:`);
+/// the API takes this one, so that an id has one spelling.
+pub fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Reads an id from a uuid string of the one spelling [`is_uuid`] takes:
+/// `#[serde(deserialize_with = "wallet_http::uuid")]` on an id member of a
+/// request body.
+pub fn uuid<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+    if !is_uuid(&text) {
+        return Err(D::Error::custom(format!(
+            "{text:?} is not a uuid such as \"0192f0c0-0000-7000-8000-000000000001\""
+        )));
+    }
+    text.parse()
+        .map_err(|_| D::Error::custom(format!("{text:?} is not a uuid")))
+}
+
 /// Path parameters, or 400 `invalid_id` (every path parameter of the
-/// services is an id).
+/// services is an id, written as [`is_uuid`] says).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Path<T>(pub T);
 
@@ -153,6 +183,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Ok(raw) = RawPathParams::from_request_parts(parts, state).await
+            && let Some((name, value)) = raw.iter().find(|(_, value)| !is_uuid(value))
+        {
+            let message = format!(
+                "path parameter {name} {value:?} is not a uuid such as \
+                 0192f0c0-0000-7000-8000-000000000001"
+            );
+            return Err(ApiError::bad_request("invalid_id", message));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
             Err(rejection) => Err(path_rejection(rejection)),
@@ -193,7 +232,22 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::Strict;
+    use super::{Strict, is_uuid};
+
+    #[test]
+    fn an_id_has_one_spelling() {
+        assert!(is_uuid("0192f0c0-0000-7000-8000-00000000000A"));
+        for other in [
+            "0192f0c000007000800000000000000a",
+            "{0192f0c0-0000-7000-8000-00000000000a}",
+            "urn:uuid:0192f0c0-0000-7000-8000-00000000000a",
+            "0192f0c0-0000-7000-8000-00000000000g",
+            "0192f0c0-0000-7000-8000+00000000000a",
+            "",
+        ] {
+            assert!(!is_uuid(other), "{other}");
+        }
+    }
 
     fn read(text: &str) -> Result<serde_json::Value, String> {
         serde_json::from_str::<Strict>(text)

@@ -33,7 +33,7 @@ pub mod testing;
 mod token;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use extract::{Json, Path, Query};
+pub use extract::{Json, Path, Query, is_uuid, uuid};
 pub use routes::{
     MAX_BODY_BYTES, healthz, limit_body, limit_body_to, method_not_allowed, not_found, serve,
     serve_until, service_router, shutdown_signal,

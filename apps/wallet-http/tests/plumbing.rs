@@ -121,6 +121,15 @@ async fn bad_path_ids_and_queries_are_400() {
     send(&app(), get_req("/things/not-a-uuid"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
+    // An id has one spelling: the uuid parser's others are refused too.
+    for other in [
+        "0191e3f68a8e7c3e9d2b3f1f4b0c9a11",
+        "urn:uuid:0191e3f6-8a8e-7c3e-9d2b-3f1f4b0c9a11",
+    ] {
+        send(&app(), get_req(&format!("/things/{other}")))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
+    }
     let id = "0191e3f6-8a8e-7c3e-9d2b-3f1f4b0c9a11";
     send(&app(), get_req(&format!("/things/{id}?limit=many")))
         .await

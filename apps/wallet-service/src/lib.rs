@@ -37,6 +37,7 @@ use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{WalletReads, WalletStore};
 use wallet_core::service::WalletService;
 use wallet_core::wallet::{ReserveRequest, Wallet};
+use wallet_http::openapi::{balance_schema, currency_schema};
 use wallet_http::{ApiError, ErrorBody, Json, Path, ServiceToken};
 
 /// A wallet as the public API shows it. Amounts are decimal strings.
@@ -47,13 +48,13 @@ pub struct WalletResource {
     #[schema(value_type = uuid::Uuid)]
     pub id: WalletId,
     /// Its only currency.
-    #[schema(value_type = String, example = "USD")]
+    #[schema(schema_with = currency_schema)]
     pub currency: Currency,
     /// Spendable now.
-    #[schema(value_type = String, example = "10.50")]
+    #[schema(schema_with = balance_schema)]
     pub available: Balance,
     /// Reserved for transfers the ledger has not decided yet.
-    #[schema(value_type = String, example = "0.00")]
+    #[schema(schema_with = balance_schema)]
     pub reserved: Balance,
     /// When it was opened.
     #[schema(value_type = String, format = DateTime)]
@@ -82,7 +83,7 @@ impl From<Wallet> for WalletResource {
 pub struct OpenWallet {
     /// An ISO 4217 code the system knows, upper case. Taken as text so an
     /// unknown code is a 422, not a malformed body.
-    #[schema(example = "USD")]
+    #[schema(schema_with = currency_schema)]
     pub currency: String,
 }
 
@@ -196,7 +197,7 @@ pub fn router<S: WalletStore + WalletReads>(
 
 /// The OpenAPI description of [`api`]'s routes (the public ones).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <ApiDoc as utoipa::OpenApi>::openapi()
+    wallet_http::openapi::with_shared_answers(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -205,7 +206,7 @@ struct ApiDoc;
 
 /// The OpenAPI description of [`internal`]'s routes.
 pub fn internal_openapi() -> utoipa::openapi::OpenApi {
-    <InternalDoc as utoipa::OpenApi>::openapi()
+    wallet_http::openapi::with_shared_answers(<InternalDoc as utoipa::OpenApi>::openapi())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -224,7 +225,7 @@ fn wallet_not_found(id: WalletId) -> ApiError {
     request_body = OpenWallet,
     responses(
         (status = 201, description = "Opened; `Location` names it", body = WalletResource),
-        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 400, description = "`malformed_request`: not a JSON object of one member `currency` given once, a string", body = ErrorBody),
         (status = 422, description = "`unknown_currency`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody)
     )
