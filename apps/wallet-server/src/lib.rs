@@ -13,4 +13,5 @@ mod process;
 pub mod settings;
 pub mod telemetry;
 
-pub use process::{Database, InternalRoutes, Process};
+pub use process::{InternalRoutes, Process};
+pub use wallet_core_postgres::Schema;
