@@ -352,10 +352,10 @@ async fn amounts_beyond_their_currencys_scale_are_refused_by_the_schema() {
     );
     let hold = |state: &str, reason: &str| {
         format!(
-            "INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
+            "INSERT INTO reservations (transfer_id, correlation_id, kind, sender_wallet_id,
                  receiver_wallet_id, amount, currency, state, reason, created_at, updated_at)
-             VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
-                 1.001, 'USD', '{state}', {reason}, now(), now())"
+             VALUES (gen_random_uuid(), gen_random_uuid(), 'transfer', gen_random_uuid(),
+                 gen_random_uuid(), 1.001, 'USD', '{state}', {reason}, now(), now())"
         )
     };
     let refused = sqlx::query(&hold("reserved", "NULL"))

@@ -238,7 +238,7 @@ async fn the_balance_check_probes_outcomes_by_key_not_by_scanning() {
 async fn one_hold_per_transfer_and_no_negative_user_balance() {
     let (_db, pool) = pool_of(Schema::Wallet).await;
     let hold = "INSERT INTO reservations VALUES ($1, gen_random_uuid(), gen_random_uuid(),
-                gen_random_uuid(), 5, 'USD', 'reserved', NULL, now(), now())";
+                gen_random_uuid(), 5, 'USD', 'reserved', NULL, now(), now(), 'transfer')";
     let t = uuid::Uuid::new_v4();
     sqlx::query(hold).bind(t).execute(&pool).await.unwrap();
     let error = sqlx::query(hold).bind(t).execute(&pool).await.unwrap_err();
@@ -253,6 +253,70 @@ async fn one_hold_per_transfer_and_no_negative_user_balance() {
         error.to_string().contains("wallets_available_check"),
         "{error}"
     );
+}
+
+/// A held reservation of 5 USD from `sender` to `receiver`, written as the
+/// former build writes one: without a kind.
+async fn hold(pool: &sqlx::PgPool, sender: uuid::Uuid, receiver: uuid::Uuid) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
+             receiver_wallet_id, amount, currency, state, reason, created_at, updated_at)
+         VALUES ($1, gen_random_uuid(), $2, $3, 5, 'USD', 'reserved', NULL, now(), now())",
+    )
+    .bind(id)
+    .bind(sender)
+    .bind(receiver)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+/// Reservations stored before requests said their kind are given the kind
+/// their parties show when the column comes (wallet migration 5), and so
+/// is one written without a kind afterwards, as an instance of the former
+/// build still running during an upgrade writes it.
+#[tokio::test]
+async fn earlier_reservations_get_the_kind_their_parties_show() {
+    use sqlx::Executor;
+    let db = wallet_core_postgres::testdb::TestDatabase::create().await;
+    let pool = settings().connect(db.url()).await.unwrap();
+    let (before, from): (Vec<_>, Vec<_>) = Schema::Wallet
+        .migrator()
+        .iter()
+        .partition(|m| m.version < 5);
+    for migration in before {
+        pool.execute(&*migration.sql).await.unwrap();
+    }
+    let (system, user) = (
+        WalletId::system(Currency::USD).as_uuid(),
+        uuid::Uuid::new_v4(),
+    );
+    let other = uuid::Uuid::new_v4();
+    let mut expected = Vec::new();
+    let parties = [
+        (system, user, "deposit"),
+        (user, system, "withdrawal"),
+        (user, other, "transfer"),
+    ];
+    for (sender, receiver, kind) in parties {
+        expected.push((hold(&pool, sender, receiver).await, kind.to_owned()));
+    }
+    for migration in from {
+        pool.execute(&*migration.sql).await.unwrap();
+    }
+    for (sender, receiver, kind) in parties {
+        expected.push((hold(&pool, sender, receiver).await, kind.to_owned()));
+    }
+    let mut kinds: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT transfer_id, kind FROM reservations")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    kinds.sort();
+    expected.sort();
+    assert_eq!(kinds, expected);
 }
 
 /// 32 concurrent deposits into distinct wallets do not queue on one lock:
