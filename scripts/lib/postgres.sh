@@ -6,7 +6,8 @@
 #                       PostgreSQL first where it is missing; exports
 #                       WALLET_TEST_DATABASE_URL
 #   wallet_pg_drop_test_databases
-#                       drops every database the tests made (wcpg_test_*)
+#                       drops every database the tests made (wcpg_test_*),
+#                       and their roles
 #
 # The URL is $WALLET_TEST_DATABASE_URL, by default
 # postgres://postgres@127.0.0.1:5432/postgres (the local cluster, trust
@@ -88,5 +89,9 @@ wallet_pg_drop_test_databases() {
     url=$(wallet_pg_url)
     for name in $(psql "$url" -XAtqc "SELECT datname FROM pg_database WHERE datname LIKE 'wcpg\_test\_%'"); do
         psql "$url" -XAtqc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
+    done
+    # Their roles (<name>_owner, <name>_app) belong to the server.
+    for name in $(psql "$url" -XAtqc "SELECT rolname FROM pg_roles WHERE rolname LIKE 'wcpg\_test\_%'"); do
+        psql "$url" -XAtqc "DROP ROLE IF EXISTS \"$name\"" >/dev/null
     done
 }

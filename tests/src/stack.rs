@@ -1,5 +1,6 @@
 //! The whole system as real processes: the three services (any number of
-//! instances of each) on three fresh databases of the local PostgreSQL, a
+//! instances of each) on three fresh databases of the local PostgreSQL
+//! (each connecting as its database's runtime role), a
 //! broker of its own, and the repository's nginx configuration in front.
 //! Every process is killed when the stack is dropped.
 //!
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use wallet_core_postgres::Schema;
 use wallet_core_postgres::testdb::TestDatabase;
 
 use crate::proxy::Proxy;
@@ -268,12 +270,16 @@ impl Stack {
             }),
             None => None,
         };
-        let db_urls: Vec<String> = (0..3)
-            .map(|s| match &proxies {
-                Some(p) => through(dbs[s].url(), &p.databases[s]),
-                None => dbs[s].url().to_owned(),
-            })
-            .collect();
+        // Prepared as `walletctl migrate` does: the services connect as
+        // each database's runtime role.
+        let mut db_urls = Vec::new();
+        for (s, schema) in Schema::ALL.into_iter().enumerate() {
+            let app = dbs[s].prepare(schema).await;
+            db_urls.push(match &proxies {
+                Some(p) => through(&app, &p.databases[s]),
+                None => app,
+            });
+        }
         let ports: Vec<[u16; 3]> = (0..instances)
             .map(|_| [free_port(), free_port(), free_port()])
             .collect();
@@ -344,7 +350,9 @@ impl Stack {
     }
 
     /// The database URL of a service ([`TRANSACTION`], [`WALLET`] or
-    /// [`LEDGER`]), for tests that read or repair it as an operator would.
+    /// [`LEDGER`]) as the server's administrator, for tests that read or
+    /// repair it as an operator would (the services connect as its runtime
+    /// role).
     pub fn database_url(&self, service: usize) -> &str {
         self.dbs[service].url()
     }

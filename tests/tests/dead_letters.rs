@@ -220,6 +220,7 @@ async fn a_refused_outcome_fixed_at_its_cause_and_replayed_completes_its_transfe
     let reserve = json!({
         "transfer_id": id,
         "correlation_id": transfer["correlation_id"],
+        "kind": transfer["kind"],
         "sender_wallet_id": a,
         "receiver_wallet_id": b,
         "amount": "30.00",

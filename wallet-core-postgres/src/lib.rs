@@ -10,7 +10,10 @@
 //! and outbox rows included; the adapter loads rows, asks the core's
 //! `decide_*` functions, and writes what they decided. Each database has
 //! its own embedded migrations ([`migrate_transaction_db`],
-//! [`migrate_wallet_db`], [`migrate_ledger_db`]), safe to apply again.
+//! [`migrate_wallet_db`], [`migrate_ledger_db`]), safe to apply again;
+//! [`prepare`] applies them as the database's owner role and grants its
+//! runtime role exactly what the store does, and [`check_schema`] is what a
+//! service connected as the runtime role checks at start.
 //! Relays of an outbox wake on `NOTIFY` through an [`OutboxWake`]; long
 //! polls of the transaction service wake on the transfers its store
 //! announces, through a [`TransferWake`].
@@ -33,6 +36,7 @@ mod error;
 mod ledger;
 mod notify;
 mod outbox;
+mod roles;
 mod settings;
 pub mod testdb;
 mod transfer;
@@ -47,6 +51,7 @@ pub use outbox::{
     Backlog as OutboxBacklog, OUTBOX_CHANNEL, OutboxWake, Quarantined, outbox_backlog, prune_sent,
     quarantined, release_quarantined,
 };
+pub use roles::{Roles, Schema, SetupError, check_schema, prepare, unbounded_role};
 pub use settings::PgSettings;
 pub use transfer::{PgTransferStore, TRANSFERS_CHANNEL, TransferChanges, TransferWake};
 pub use wallet::PgWalletStore;

@@ -8,6 +8,12 @@
 //! fixture that made it); the first creation in a process drops test
 //! databases older than [`STALE_AFTER`], and [`drop_test_databases`] drops
 //! them on demand. A missing server is a failure, never a skip.
+//!
+//! [`TestDatabase::prepare`] gives a database its owner and runtime roles
+//! (`<name>_owner`, `<name>_app`), as `walletctl migrate` does. Roles
+//! belong to the whole server, but their names are the database's, so
+//! tests running in parallel never share one; they are dropped with their
+//! database.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
+
+use crate::Schema;
 
 /// The variable naming the test server.
 pub const URL_VAR: &str = "WALLET_TEST_DATABASE_URL";
@@ -95,25 +103,63 @@ impl TestDatabase {
         &self.name
     }
 
-    /// Drops it now, ending the connections still open on it.
-    pub async fn drop_now(self) -> Result<(), sqlx::Error> {
-        let mut conn = PgConnectOptions::from_str(&server_url())?.connect().await?;
+    /// Prepares it for `schema` as `walletctl migrate` does
+    /// ([`crate::prepare`]: roles, migrations as the owner, the runtime
+    /// role's grants), gives the runtime role a random password, and
+    /// returns that role's URL: what a service connects with. Panics on
+    /// failure.
+    pub async fn prepare(&self, schema: Schema) -> String {
+        let roles = crate::prepare(&self.url, schema)
+            .await
+            .unwrap_or_else(|e| panic!("preparing test database {}: {e}", self.name));
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = connect_server(&self.url).await;
+        // Both names are this module's (letters, digits, underscores).
         sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
+            "ALTER ROLE {} LOGIN PASSWORD '{password}'",
+            roles.app
         ))
         .execute(&mut conn)
-        .await?;
-        Ok(())
+        .await
+        .unwrap_or_else(|e| panic!("setting the password of {}: {e}", roles.app));
+        let _ = conn.close().await;
+        PgConnectOptions::from_str(&self.url)
+            .expect("checked when created")
+            .username(&roles.app)
+            .password(&password)
+            .to_url_lossy()
+            .to_string()
+    }
+
+    /// Drops it now, ending the connections still open on it, and its
+    /// roles.
+    pub async fn drop_now(self) -> Result<(), sqlx::Error> {
+        let mut conn = PgConnectOptions::from_str(&server_url())?.connect().await?;
+        drop_database(&mut conn, &self.name).await
     }
 }
 
+/// Drops the test database `name` (one this module made) and its roles.
+async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("DROP ROLE IF EXISTS {name}_app, {name}_owner"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn drop_stale(conn: &mut PgConnection, older_than: Duration) -> Result<u64, sqlx::Error> {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
-            .bind(PREFIX)
-            .fetch_all(&mut *conn)
-            .await?;
+    // The databases, and the roles of any whose database is gone already.
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)
+         UNION SELECT regexp_replace(rolname, '_(owner|app)$', '') FROM pg_roles
+          WHERE starts_with(rolname, $1)",
+    )
+    .bind(PREFIX)
+    .fetch_all(&mut *conn)
+    .await?;
     let cutoff = now_seconds().saturating_sub(older_than.as_secs());
     let mut dropped = 0;
     for name in names {
@@ -125,9 +171,7 @@ async fn drop_stale(conn: &mut PgConnection, older_than: Duration) -> Result<u64
         // put in the statement.
         let ours = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if ours && created.is_some_and(|c| c <= cutoff) {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut *conn)
-                .await?;
+            drop_database(conn, &name).await?;
             dropped += 1;
         }
     }

@@ -33,8 +33,8 @@ macro_rules! wallet_columns {
 
 macro_rules! reservation_columns {
     () => {
-        "transfer_id, correlation_id, sender_wallet_id, receiver_wallet_id, amount, currency, \
-         state, reason, created_at, updated_at"
+        "transfer_id, correlation_id, kind, sender_wallet_id, receiver_wallet_id, amount, \
+         currency, state, reason, created_at, updated_at"
     };
 }
 
@@ -158,6 +158,7 @@ fn reservation_of(row: &PgRow) -> Result<Reservation, StoreError> {
         request: ReserveRequest {
             transfer_id: TransferId::from_uuid(row.try_get("transfer_id").db()?),
             correlation_id: CorrelationId::from_uuid(row.try_get("correlation_id").db()?),
+            kind: codec::parse_text(row.try_get("kind").db()?)?,
             sender_wallet_id: WalletId::from_uuid(row.try_get("sender_wallet_id").db()?),
             receiver_wallet_id: WalletId::from_uuid(row.try_get("receiver_wallet_id").db()?),
             amount: codec::amount(row.try_get("amount").db()?, currency)?,
@@ -245,10 +246,11 @@ async fn write_reserves(
     let row = sqlx::query(
         "WITH r AS (
              INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
-                 receiver_wallet_id, amount, currency, state, reason, created_at, updated_at)
+                 receiver_wallet_id, amount, currency, state, reason, created_at, updated_at,
+                 kind)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
                  $5::numeric[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                 $10::timestamptz[])
+                 $10::timestamptz[], $17::text[])
              ON CONFLICT (transfer_id) DO NOTHING RETURNING transfer_id
          ), all_new AS (
              SELECT count(*) = cardinality($1::uuid[]) AS yes FROM r
@@ -288,6 +290,11 @@ async fn write_reserves(
     .bind_balances(senders.iter())
     .bind(codec::transfer_uuids(events.iter().map(|e| e.transfer_id)))
     .bind(events.iter().map(codec::envelope_text).collect::<Vec<_>>())
+    .bind(
+        requests()
+            .map(|r| codec::text_of(&r.kind))
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(conn)
     .await
     .db()?;

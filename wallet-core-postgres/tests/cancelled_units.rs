@@ -9,30 +9,22 @@ use std::future::{Future, poll_fn};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::Migrate;
+use common::Schema;
 use sqlx::{Connection, PgConnection, PgPool};
 use wallet_core::ports::{LedgerStore, TransferStore, WalletStore};
 use wallet_core_postgres::testdb::TestDatabase;
-use wallet_core_postgres::{
-    PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore, migrate_ledger_db,
-    migrate_transaction_db, migrate_wallet_db,
-};
+use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
 
 /// A pool of one connection on a new, migrated database, and a connection
 /// of its own to watch that one's session.
-async fn one_connection(migrate: Migrate) -> (PgSettings, PgPool, PgConnection, i32) {
+async fn one_connection(schema: Schema) -> (PgSettings, PgPool, PgConnection, i32) {
     let db = TestDatabase::create().await;
     let settings = PgSettings {
         max_connections: 1,
         ..PgSettings::default()
     };
     let pool = settings.connect(db.url()).await.expect("a pool");
-    match migrate {
-        Migrate::Transaction => migrate_transaction_db(&pool).await,
-        Migrate::Wallet => migrate_wallet_db(&pool).await,
-        Migrate::Ledger => migrate_ledger_db(&pool).await,
-    }
-    .expect("migrations");
+    schema.migrator().run(&pool).await.expect("migrations");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&pool)
         .await
@@ -90,7 +82,7 @@ async fn assert_no_transaction_left(pool: &PgPool, watcher: &mut PgConnection, p
 
 #[tokio::test]
 async fn a_transfer_unit_cut_after_its_begin_leaves_no_transaction_open() {
-    let (settings, pool, mut watcher, pid) = one_connection(Migrate::Transaction).await;
+    let (settings, pool, mut watcher, pid) = one_connection(Schema::Transaction).await;
     let store = PgTransferStore::new(pool.clone(), &settings);
     let unit = store.apply_ledger_outcomes(&[], chrono::Utc::now());
     cut_after_begin(unit, &mut watcher, pid).await;
@@ -99,7 +91,7 @@ async fn a_transfer_unit_cut_after_its_begin_leaves_no_transaction_open() {
 
 #[tokio::test]
 async fn a_wallet_unit_cut_after_its_begin_leaves_no_transaction_open() {
-    let (settings, pool, mut watcher, pid) = one_connection(Migrate::Wallet).await;
+    let (settings, pool, mut watcher, pid) = one_connection(Schema::Wallet).await;
     let store = PgWalletStore::new(pool.clone(), &settings);
     let unit = store.finalize(&[], chrono::Utc::now());
     cut_after_begin(unit, &mut watcher, pid).await;
@@ -108,7 +100,7 @@ async fn a_wallet_unit_cut_after_its_begin_leaves_no_transaction_open() {
 
 #[tokio::test]
 async fn a_ledger_unit_cut_after_its_begin_leaves_no_transaction_open() {
-    let (settings, pool, mut watcher, pid) = one_connection(Migrate::Ledger).await;
+    let (settings, pool, mut watcher, pid) = one_connection(Schema::Ledger).await;
     let store = PgLedgerStore::new(pool.clone(), &settings);
     let unit = store.post(&[]);
     cut_after_begin(unit, &mut watcher, pid).await;

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Migrate, pool_of, settings};
+use common::{Schema, pool_of, settings};
 use wallet_core::contract::data::TestData;
 use wallet_core::ids::{IdGenerator, WalletId};
 use wallet_core::money::Currency;
@@ -40,9 +40,9 @@ async fn schema_of(pool: &sqlx::PgPool) -> String {
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_again_without_change() {
     for (kind, migrator) in [
-        (Migrate::Transaction, &TRANSACTION_MIGRATIONS),
-        (Migrate::Wallet, &WALLET_MIGRATIONS),
-        (Migrate::Ledger, &LEDGER_MIGRATIONS),
+        (Schema::Transaction, &TRANSACTION_MIGRATIONS),
+        (Schema::Wallet, &WALLET_MIGRATIONS),
+        (Schema::Ledger, &LEDGER_MIGRATIONS),
     ] {
         let (db, pool) = pool_of(kind).await;
         let first = schema_of(&pool).await;
@@ -56,9 +56,9 @@ async fn migrations_apply_to_an_empty_database_and_again_without_change() {
             .unwrap();
         assert_eq!(applied as usize, migrator.iter().count(), "{kind:?}");
         match kind {
-            Migrate::Transaction => migrate_transaction_db(&pool).await,
-            Migrate::Wallet => migrate_wallet_db(&pool).await,
-            Migrate::Ledger => migrate_ledger_db(&pool).await,
+            Schema::Transaction => migrate_transaction_db(&pool).await,
+            Schema::Wallet => migrate_wallet_db(&pool).await,
+            Schema::Ledger => migrate_ledger_db(&pool).await,
         }
         .unwrap_or_else(|e| panic!("{kind:?}: second run on {}: {e}", db.name()));
         assert_eq!(
@@ -86,7 +86,7 @@ async fn one_posting(pool: &sqlx::PgPool) {
 
 #[tokio::test]
 async fn ledger_entries_cannot_be_updated_deleted_or_truncated() {
-    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    let (_db, pool) = pool_of(Schema::Ledger).await;
     one_posting(&pool).await;
     for statement in [
         "UPDATE entries SET amount = amount + 1",
@@ -109,7 +109,7 @@ async fn ledger_entries_cannot_be_updated_deleted_or_truncated() {
 
 #[tokio::test]
 async fn unbalanced_or_unrecorded_postings_are_refused() {
-    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    let (_db, pool) = pool_of(Schema::Ledger).await;
     let t = uuid::Uuid::new_v4();
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     sqlx::query("INSERT INTO outcomes VALUES ($1, 'succeeded', NULL, now())")
@@ -193,7 +193,7 @@ async fn unbalanced_or_unrecorded_postings_are_refused() {
 /// batch of postings reads no more of `outcomes` as the table grows.
 #[tokio::test]
 async fn the_balance_check_probes_outcomes_by_key_not_by_scanning() {
-    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    let (_db, pool) = pool_of(Schema::Ledger).await;
     sqlx::query(
         "INSERT INTO outcomes
          SELECT gen_random_uuid(), 'succeeded', NULL, now() FROM generate_series(1, 20000)",
@@ -236,9 +236,9 @@ async fn the_balance_check_probes_outcomes_by_key_not_by_scanning() {
 
 #[tokio::test]
 async fn one_hold_per_transfer_and_no_negative_user_balance() {
-    let (_db, pool) = pool_of(Migrate::Wallet).await;
+    let (_db, pool) = pool_of(Schema::Wallet).await;
     let hold = "INSERT INTO reservations VALUES ($1, gen_random_uuid(), gen_random_uuid(),
-                gen_random_uuid(), 5, 'USD', 'reserved', NULL, now(), now())";
+                gen_random_uuid(), 5, 'USD', 'reserved', NULL, now(), now(), 'transfer')";
     let t = uuid::Uuid::new_v4();
     sqlx::query(hold).bind(t).execute(&pool).await.unwrap();
     let error = sqlx::query(hold).bind(t).execute(&pool).await.unwrap_err();
@@ -255,6 +255,70 @@ async fn one_hold_per_transfer_and_no_negative_user_balance() {
     );
 }
 
+/// A held reservation of 5 USD from `sender` to `receiver`, written as the
+/// former build writes one: without a kind.
+async fn hold(pool: &sqlx::PgPool, sender: uuid::Uuid, receiver: uuid::Uuid) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
+             receiver_wallet_id, amount, currency, state, reason, created_at, updated_at)
+         VALUES ($1, gen_random_uuid(), $2, $3, 5, 'USD', 'reserved', NULL, now(), now())",
+    )
+    .bind(id)
+    .bind(sender)
+    .bind(receiver)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+/// Reservations stored before requests said their kind are given the kind
+/// their parties show when the column comes (wallet migration 5), and so
+/// is one written without a kind afterwards, as an instance of the former
+/// build still running during an upgrade writes it.
+#[tokio::test]
+async fn earlier_reservations_get_the_kind_their_parties_show() {
+    use sqlx::Executor;
+    let db = wallet_core_postgres::testdb::TestDatabase::create().await;
+    let pool = settings().connect(db.url()).await.unwrap();
+    let (before, from): (Vec<_>, Vec<_>) = Schema::Wallet
+        .migrator()
+        .iter()
+        .partition(|m| m.version < 5);
+    for migration in before {
+        pool.execute(&*migration.sql).await.unwrap();
+    }
+    let (system, user) = (
+        WalletId::system(Currency::USD).as_uuid(),
+        uuid::Uuid::new_v4(),
+    );
+    let other = uuid::Uuid::new_v4();
+    let mut expected = Vec::new();
+    let parties = [
+        (system, user, "deposit"),
+        (user, system, "withdrawal"),
+        (user, other, "transfer"),
+    ];
+    for (sender, receiver, kind) in parties {
+        expected.push((hold(&pool, sender, receiver).await, kind.to_owned()));
+    }
+    for migration in from {
+        pool.execute(&*migration.sql).await.unwrap();
+    }
+    for (sender, receiver, kind) in parties {
+        expected.push((hold(&pool, sender, receiver).await, kind.to_owned()));
+    }
+    let mut kinds: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT transfer_id, kind FROM reservations")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    kinds.sort();
+    expected.sort();
+    assert_eq!(kinds, expected);
+}
+
 /// 32 concurrent deposits into distinct wallets do not queue on one lock:
 /// each posting is slowed by half a second while its unit holds every lock
 /// it takes (a test trigger sleeps after the entries are appended), so
@@ -263,7 +327,7 @@ async fn one_hold_per_transfer_and_no_negative_user_balance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deposits_into_distinct_wallets_do_not_queue_on_one_lock() {
     const DEPOSITS: usize = 32;
-    let (_db, pool) = pool_of(Migrate::Ledger).await;
+    let (_db, pool) = pool_of(Schema::Ledger).await;
     sqlx::raw_sql(
         "CREATE FUNCTION slow_posting() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END; $$;
@@ -316,7 +380,7 @@ async fn deposits_into_distinct_wallets_do_not_queue_on_one_lock() {
 /// The pool's connections start with the settings' timeouts.
 #[tokio::test]
 async fn connections_carry_the_statement_and_lock_timeouts() {
-    let (db, _) = pool_of(Migrate::Wallet).await;
+    let (db, _) = pool_of(Schema::Wallet).await;
     let settings = wallet_core_postgres::PgSettings {
         statement_timeout: Duration::from_millis(300),
         lock_timeout: Duration::from_millis(100),

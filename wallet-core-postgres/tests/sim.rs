@@ -221,7 +221,7 @@ impl PgAdapters {
         }
     }
 
-    fn pool(&self, kind: common::Migrate) -> sqlx::PgPool {
+    fn pool(&self, kind: common::Schema) -> sqlx::PgPool {
         self.runtime.block_on(common::pool_of(kind)).1
     }
 }
@@ -234,17 +234,17 @@ impl Adapters for PgAdapters {
     type Subscription = MemorySubscription;
 
     fn transfer_store(&self) -> Self::Transfers {
-        let pool = self.pool(common::Migrate::Transaction);
+        let pool = self.pool(common::Schema::Transaction);
         self.blocking(PgTransferStore::new(pool, &Self::settings()))
     }
 
     fn wallet_store(&self) -> Self::Wallets {
-        let pool = self.pool(common::Migrate::Wallet);
+        let pool = self.pool(common::Schema::Wallet);
         self.blocking(PgWalletStore::new(pool, &Self::settings()))
     }
 
     fn ledger_store(&self) -> Self::Ledger {
-        let pool = self.pool(common::Migrate::Ledger);
+        let pool = self.pool(common::Schema::Ledger);
         self.blocking(PgLedgerStore::new(pool, &Self::settings()))
     }
 

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Migrate, pool_of, settings};
+use common::{Schema, pool_of, settings};
 use tokio::sync::mpsc;
 use wallet_core::contract::data::{TestData, at, request_of};
 use wallet_core::ids::TransferId;
@@ -67,7 +67,7 @@ async fn two_stores() -> (
     TransferWake,
     mpsc::UnboundedReceiver<TransferChanges>,
 ) {
-    let (db, pool_a) = pool_of(Migrate::Transaction).await;
+    let (db, pool_a) = pool_of(Schema::Transaction).await;
     let pool_b = settings().connect(db.url()).await.expect("a second pool");
     let (a, b) = (
         PgTransferStore::new(pool_a, &settings()),
@@ -149,7 +149,7 @@ async fn a_listener_that_lost_its_connection_says_so_and_hears_what_follows() {
 
 #[tokio::test]
 async fn a_store_told_not_to_announce_moves_silently() {
-    let (db, pool) = pool_of(Migrate::Transaction).await;
+    let (db, pool) = pool_of(Schema::Transaction).await;
     let quiet_settings = wallet_core_postgres::PgSettings {
         announce_transfers: false,
         ..settings()

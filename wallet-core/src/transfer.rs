@@ -30,6 +30,36 @@ pub enum TransferKind {
     Withdrawal,
 }
 
+impl TransferKind {
+    /// Whether money may move from `sender` to `receiver` in a transfer of
+    /// this kind. A currency's system account sends deposits and receives
+    /// withdrawals and takes no other part: a transfer is between two user
+    /// wallets, a deposit comes from a system account into a user wallet,
+    /// a withdrawal goes the other way. (Whose system account, and whether
+    /// the wallets exist, are other checks.)
+    pub fn allows(self, sender: WalletId, receiver: WalletId) -> bool {
+        let system = |id: WalletId| id.system_currency().is_some();
+        match self {
+            TransferKind::Transfer => !system(sender) && !system(receiver),
+            TransferKind::Deposit => system(sender) && !system(receiver),
+            TransferKind::Withdrawal => !system(sender) && system(receiver),
+        }
+    }
+
+    /// The kind these parties make: a deposit from a system account, a
+    /// withdrawal to one, a transfer otherwise. For test data and reading
+    /// back what was stored before requests said their kind; a request
+    /// carries the kind of the transfer it is for, never one guessed from
+    /// its parties.
+    pub fn between(sender: WalletId, receiver: WalletId) -> TransferKind {
+        match (sender.system_currency(), receiver.system_currency()) {
+            (Some(_), _) => TransferKind::Deposit,
+            (None, Some(_)) => TransferKind::Withdrawal,
+            (None, None) => TransferKind::Transfer,
+        }
+    }
+}
+
 /// The saga's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

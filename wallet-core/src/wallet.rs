@@ -15,6 +15,7 @@ use crate::ids::{CorrelationId, TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
+use crate::transfer::TransferKind;
 
 /// A user wallet's balances. A currency's system account (the other side of
 /// deposits and withdrawals, see [`WalletId::system`]) has no wallet: it is
@@ -126,6 +127,10 @@ pub struct ReserveRequest {
     pub transfer_id: TransferId,
     /// Copied into the events.
     pub correlation_id: CorrelationId,
+    /// What the transfer is: it says which side a system account may take
+    /// ([`TransferKind::allows`]), so a system account named as the sender
+    /// of a transfer between wallets is refused, whoever asks.
+    pub kind: TransferKind,
     /// Whose funds to reserve.
     pub sender_wallet_id: WalletId,
     /// Who will be credited.
@@ -217,6 +222,14 @@ pub fn decide_reserve(
         |id: WalletId, stored: Option<&Wallet>| stored.map(|w| w.currency).or(id.system_currency());
     if request.sender_wallet_id == request.receiver_wallet_id {
         return reject(FailureReason::SameWallet);
+    }
+    // A system account is no wallet to a transfer between wallets, as it
+    // is none to a client: it only sends deposits and receives withdrawals.
+    if !request
+        .kind
+        .allows(request.sender_wallet_id, request.receiver_wallet_id)
+    {
+        return reject(FailureReason::WalletNotFound);
     }
     let (Some(sender_currency), Some(receiver_currency)) = (
         currency_of(request.sender_wallet_id, sender),

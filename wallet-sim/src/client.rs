@@ -10,7 +10,7 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
 use wallet_core::ports::StoreError;
 use wallet_core::service::{CreateError, Created, Parties, TransferRequest};
-use wallet_core::transfer::TransferStatus;
+use wallet_core::transfer::{TransferKind, TransferStatus};
 use wallet_core::wallet::ReserveRequest;
 
 use crate::rng::Rng;
@@ -483,6 +483,7 @@ impl Client {
         let request = ReserveRequest {
             transfer_id: TransferId::from_uuid(Uuid::nil()),
             correlation_id: CorrelationId::from_uuid(Uuid::nil()),
+            kind: TransferKind::between(sender, receiver),
             sender_wallet_id: sender,
             receiver_wallet_id: receiver,
             amount: value,

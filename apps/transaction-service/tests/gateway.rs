@@ -18,7 +18,7 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
-use wallet_core::transfer::TransferStatus;
+use wallet_core::transfer::{TransferKind, TransferStatus};
 use wallet_core::wallet::ReserveRequest;
 use wallet_http::ServiceToken;
 
@@ -69,6 +69,7 @@ fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveReq
     ReserveRequest {
         transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
         correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
+        kind: TransferKind::between(sender, receiver),
         sender_wallet_id: sender,
         receiver_wallet_id: receiver,
         amount: Amount::parse(amount, Currency::USD).unwrap(),

@@ -13,4 +13,5 @@ mod process;
 pub mod settings;
 pub mod telemetry;
 
-pub use process::{Database, GAUGE_EVERY, InternalRoutes, Process};
+pub use process::{GAUGE_EVERY, InternalRoutes, Process};
+pub use wallet_core_postgres::Schema;

@@ -20,22 +20,11 @@ use wallet_core::runtime::{
 };
 use wallet_core::time::Clock;
 use wallet_core_kafka::{KafkaPublisher, KafkaSettings, KafkaSubscription};
-use wallet_core_postgres::{OutboxWake, PgSettings};
+use wallet_core_postgres::{OutboxWake, PgSettings, Schema};
 
 use crate::health::{self, Check};
 use crate::settings::Common;
 use crate::telemetry::{Metrics, init_logs, track_requests};
-
-/// Which service's database: each has its own migrations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Database {
-    /// The transaction service's.
-    Transaction,
-    /// The wallet service's.
-    Wallet,
-    /// The ledger service's.
-    Ledger,
-}
 
 /// How often the backlog and lag gauges (and the transaction service's
 /// unfinished transfers) are read.
@@ -157,13 +146,15 @@ impl Common {
 }
 
 impl Process {
-    /// Logs, metrics, the database (migrated), the topics and the
-    /// producer, in that order; any failure stops the start with its
-    /// reason.
+    /// Logs, metrics, the database (its schema checked: this build's
+    /// migrations applied), the topics and the producer, in that order;
+    /// any failure stops the start with its reason. The process migrates
+    /// nothing: it connects as the runtime role, which may not, and
+    /// `walletctl migrate` runs the migrations as the owner role first.
     pub async fn start(
         common: Common,
         name: &'static str,
-        db: Database,
+        schema: Schema,
     ) -> anyhow::Result<Process> {
         init_logs(common.log_json);
         let metrics = Metrics::install()?;
@@ -172,12 +163,14 @@ impl Process {
             .connect(&common.database_url)
             .await
             .context("connecting to the database")?;
-        let migrated = match db {
-            Database::Transaction => wallet_core_postgres::migrate_transaction_db(&pool).await,
-            Database::Wallet => wallet_core_postgres::migrate_wallet_db(&pool).await,
-            Database::Ledger => wallet_core_postgres::migrate_ledger_db(&pool).await,
-        };
-        migrated.context("applying the migrations")?;
+        wallet_core_postgres::check_schema(&pool, schema)
+            .await
+            .context("checking the database")?;
+        match wallet_core_postgres::unbounded_role(&pool).await {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!(service = name, "{warning}"),
+            Err(error) => tracing::warn!(service = name, %error, "cannot read the database role"),
+        }
         let kafka = common.kafka_settings(name);
         wallet_core_kafka::ensure_topics(&kafka)
             .await
@@ -189,7 +182,10 @@ impl Process {
         let (stop, _) = watch::channel(false);
         let (draining, _) = watch::channel(false);
         let common_stall = common.loop_stall_ms;
-        tracing::info!(service = name, "started: database migrated, topics ready");
+        tracing::info!(
+            service = name,
+            "started: database schema current, topics ready"
+        );
         Ok(Process {
             outbox_written: wake.notify(),
             pool,

@@ -23,8 +23,10 @@ pub struct Common {
     #[arg(long, env = "LISTEN")]
     pub listen: Option<SocketAddr>,
 
-    /// The service's own PostgreSQL database (`postgres://user@host:port/db`).
-    /// Its migrations are applied at start.
+    /// The service's own PostgreSQL database (`postgres://user@host:port/db`),
+    /// as its runtime role (`<db>_app`). The service migrates nothing: it
+    /// refuses to start, saying so, until `walletctl migrate` has applied
+    /// this build's migrations.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 

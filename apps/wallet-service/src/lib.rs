@@ -15,8 +15,8 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `POST /internal/v1/reserve` [`ReserveRequest`] | 200 [`ReserveOutcome`]; 503 when storage is down |
-//! | `POST /internal/v1/reserve-batch` [`ReserveBatchBody`] | 200 [`ReserveBatchAnswer`]: one outcome per request, in order, decided in one database transaction; 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`]; 503 when storage is down |
+//! | `POST /internal/v1/reserve` [`ReserveRequest`] | 200 [`ReserveOutcome`] (rejected `wallet_not_found` for a system account anywhere but as a deposit's sender or a withdrawal's receiver, whoever asks); 400 `malformed_request` without a `kind`; 503 when storage is down |
+//! | `POST /internal/v1/reserve-batch` [`ReserveBatchBody`] | 200 [`ReserveBatchAnswer`]: one outcome per request, in order, decided in one database transaction (a refused request, such as a system account as a transfer's sender, gets its own rejection); 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`]; 503 when storage is down |
 //! | `GET /internal/v1/wallets/{id}` | 200 [`WalletCurrency`]; 404 `wallet_not_found` |
 //!
 //! Errors use the shape of [`wallet_http::ApiError`].
@@ -272,7 +272,7 @@ async fn get_wallet<S: WalletStore + WalletReads>(
     post,
     path = "/internal/v1/reserve",
     tag = "internal",
-    request_body(content = Object, description = "A reserve request: transfer id, sender, receiver, amount, currency"),
+    request_body(content = Object, description = "A reserve request: transfer id, correlation id, kind (`transfer`, `deposit` or `withdrawal`), sender, receiver, amount, currency. A system account may only send a deposit and receive a withdrawal: as any other party it is refused `wallet_not_found`"),
     responses(
         (status = 401, description = "`unauthorized`: no accepted service credential", body = ErrorBody),
         (status = 200, description = "The outcome: reserved, or rejected with its reason", body = Object),

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode, header};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use wallet_core::event::{Inbound, StampedReserve};
+use wallet_core::event::{Inbound, Outgoing, StampedReserve};
 use wallet_core::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
 use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryWalletStore};
 use wallet_core::money::{Amount, Currency};
@@ -20,6 +20,7 @@ use wallet_core::ports::{
     WalletReads, WalletStore,
 };
 use wallet_core::service::{Parties, TransferRequest, WalletService};
+use wallet_core::transfer::TransferKind;
 use wallet_core::wallet::Reservation;
 use wallet_core::wallet::{ReserveRequest, Wallet};
 use wallet_http::testing::{SystemState, assert_quiet, get, json as json_req, raw, send};
@@ -84,6 +85,7 @@ fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveReq
     ReserveRequest {
         transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
         correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
+        kind: TransferKind::between(sender, receiver),
         sender_wallet_id: sender,
         receiver_wallet_id: receiver,
         amount: Amount::parse(amount, Currency::USD).unwrap(),
@@ -250,6 +252,99 @@ async fn reserve_refusals_are_definite_outcomes_and_move_no_money() {
     assert_eq!(after.entries, before.entries);
     assert_eq!(after.wallet_events, before.wallet_events);
     assert!(outbox(e.wallets.store()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_system_account_is_refused_as_the_sender_of_a_transfer_whoever_asks() {
+    let (mut e, app) = system();
+    let alice = funded(&mut e, Currency::USD, "10").await;
+    let bob = e.wallets.open(Currency::USD).await.unwrap().id;
+    let system = WalletId::system(Currency::USD);
+    let minted = ReserveRequest {
+        kind: TransferKind::Transfer,
+        ..reservation(system, bob, "1000")
+    };
+    let before = SystemState::capture(&e).await;
+    let response = send(
+        &app,
+        post(
+            "/internal/v1/reserve",
+            serde_json::to_value(&minted).unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.body,
+        json!({"outcome": "rejected", "reason": "wallet_not_found"})
+    );
+    let after = SystemState::capture(&e).await;
+    assert_eq!(after.wallets, before.wallets);
+    assert!(outbox(e.wallets.store()).await.is_empty(), "no event");
+
+    // In a batch, that request alone is refused, with its own outcome.
+    let batch = [
+        reservation(alice, bob, "4"),
+        ReserveRequest {
+            kind: TransferKind::Transfer,
+            ..reservation(system, alice, "500")
+        },
+        reservation(system, bob, "2"),
+    ];
+    assert_eq!(batch[2].kind, TransferKind::Deposit);
+    let response = send(
+        &app,
+        post("/internal/v1/reserve-batch", json!({ "requests": batch })),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.body,
+        json!({"outcomes": [
+            {"outcome": "reserved"},
+            {"outcome": "rejected", "reason": "wallet_not_found"},
+            {"outcome": "reserved"},
+        ]})
+    );
+    let reservations = all_reservations(e.wallets.store()).await;
+    let refused = reservations
+        .iter()
+        .find(|r| r.request.transfer_id == batch[1].transfer_id)
+        .expect("the refusal is recorded");
+    assert_eq!(refused.request.kind, TransferKind::Transfer);
+    let events: Vec<_> = outbox(e.wallets.store())
+        .await
+        .into_iter()
+        .map(|record| match record.item {
+            Outgoing::Event(event) => event.transfer_id,
+            other => panic!("not an event: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [batch[0].transfer_id, batch[2].transfer_id],
+        "the two reserves' events, none for the refusal"
+    );
+    let alice_now = e.wallets.wallet(alice).await.unwrap().unwrap();
+    assert_eq!(alice_now.available.to_string(), "6.00");
+}
+
+#[tokio::test]
+async fn a_reserve_request_must_say_its_kind() {
+    let (mut e, app) = system();
+    let sender = funded(&mut e, Currency::USD, "10").await;
+    let receiver = e.wallets.open(Currency::USD).await.unwrap().id;
+    let before = SystemState::capture(&e).await;
+    let mut unsaid = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
+    unsaid.as_object_mut().unwrap().remove("kind");
+    let mut unknown = serde_json::to_value(reservation(sender, receiver, "1")).unwrap();
+    unknown["kind"] = json!("gift");
+    for body in [unsaid, unknown] {
+        send(&app, post("/internal/v1/reserve", body))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "malformed_request");
+    }
+    assert_eq!(SystemState::capture(&e).await, before);
 }
 
 #[tokio::test]

@@ -78,8 +78,10 @@ enum Command {
     /// Measure the broker's own produce-to-consume latency, one record at a
     /// time, with the services' client settings (loopback brokers only).
     BrokerFloor(broker_floor::BrokerFloorArgs),
-    /// Apply the schema migrations of the services' PostgreSQL databases
-    /// (any of the three); applied migrations are skipped.
+    /// Prepare the services' PostgreSQL databases (any of the three): create
+    /// or check their owner and runtime roles (`<db>_owner`, `<db>_app`),
+    /// apply the migrations as the owner (applied ones are skipped), and
+    /// grant the runtime role exactly what its service does. Safe to repeat.
     Migrate(postgres::Databases),
     /// Check the system's invariants on the three PostgreSQL databases, in
     /// pages; exits non-zero, naming the ids, on any violation.

@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use wallet_core::audit::{Audit, AuditReport, Scope};
 use wallet_core::ports::{Clock, SystemClock};
-use wallet_core_postgres::{
-    PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore, migrate_ledger_db,
-    migrate_transaction_db, migrate_wallet_db,
-};
+use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore, Schema};
 
 /// The three databases; each may be left out where the command allows it.
+/// `migrate` needs a role that may create roles and act as the owner (a
+/// superuser, or the database's owner with `CREATEROLE`); `audit` only
+/// reads, so the runtime role will do.
 #[derive(Debug, clap::Args)]
 pub struct Databases {
     /// The transaction service's database URL.
@@ -126,30 +126,27 @@ fn settings() -> PgSettings {
     }
 }
 
-/// Applies each given database's migrations; at least one is needed.
+/// Prepares each given database: its owner and runtime roles, its
+/// migrations applied as the owner, the runtime role's grants
+/// (`wallet_core_postgres::prepare`); at least one is needed.
 pub async fn migrate(databases: Databases) -> anyhow::Result<ExitCode> {
-    let settings = settings();
-    let targets: [(&str, Option<String>); 3] = [
-        ("transaction", databases.transaction_db),
-        ("wallet", databases.wallet_db),
-        ("ledger", databases.ledger_db),
+    let targets = [
+        (Schema::Transaction, databases.transaction_db),
+        (Schema::Wallet, databases.wallet_db),
+        (Schema::Ledger, databases.ledger_db),
     ];
     if targets.iter().all(|(_, url)| url.is_none()) {
         anyhow::bail!("name at least one of --transaction-db, --wallet-db, --ledger-db");
     }
-    for (service, url) in targets {
+    for (schema, url) in targets {
         let Some(url) = url else { continue };
-        let pool = settings
-            .connect(&url)
+        let roles = wallet_core_postgres::prepare(&url, schema)
             .await
-            .with_context(|| format!("connecting to the {service} database"))?;
-        match service {
-            "transaction" => migrate_transaction_db(&pool).await,
-            "wallet" => migrate_wallet_db(&pool).await,
-            _ => migrate_ledger_db(&pool).await,
-        }
-        .with_context(|| format!("migrating the {service} database"))?;
-        println!("{service} database: migrated");
+            .with_context(|| format!("preparing the {schema} database"))?;
+        println!(
+            "{schema} database: migrated; owner role {}, runtime role {}",
+            roles.owner, roles.app
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,11 @@
 //! `walletctl migrate` and `walletctl audit` on real PostgreSQL databases:
-//! the audit is clean on databases the stores wrote, and fails naming the
-//! wallet on one whose balance was changed behind the ledger's back.
+//! migrate makes each database's roles and can run again; the audit is
+//! clean on databases the stores wrote, and fails naming the wallet on one
+//! whose balance was changed behind the ledger's back.
 
 use std::process::{Command, Output};
+
+use sqlx::Connection;
 
 use wallet_core::contract::data::TestData;
 use wallet_core::event::Inbound;
@@ -110,16 +113,29 @@ async fn saga(
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_then_audit_clean_then_corrupted() {
     let dbs = Databases::create().await;
+    // Twice: the second run finds the roles and the migrations in place.
     for _ in 0..2 {
         let migrated = walletctl(&dbs.args("migrate"));
-        assert!(migrated.status.success(), "{}", text(&migrated));
-        assert_eq!(
-            text(&migrated).matches("migrated").count(),
-            3,
-            "{}",
-            text(&migrated)
-        );
+        let said = text(&migrated);
+        assert!(migrated.status.success(), "{said}");
+        assert_eq!(said.matches("migrated").count(), 3, "{said}");
+        for db in [&dbs.transfers, &dbs.wallets, &dbs.ledger] {
+            let roles = format!("owner role {0}_owner, runtime role {0}_app", db.name());
+            assert!(said.contains(&roles), "{said}");
+        }
     }
+    let mut admin = sqlx::PgConnection::connect(dbs.ledger.url()).await.unwrap();
+    let (owner, app_may_update): (String, bool) = sqlx::query_as(
+        "SELECT pg_get_userbyid(relowner)::text,
+                has_table_privilege($1, 'entries', 'UPDATE')
+           FROM pg_class WHERE relname = 'entries'",
+    )
+    .bind(format!("{}_app", dbs.ledger.name()))
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(owner, format!("{}_owner", dbs.ledger.name()));
+    assert!(!app_may_update, "the runtime role may not change entries");
     let settings = PgSettings::default();
     let connect = |url: &str| {
         let (settings, url) = (settings.clone(), url.to_owned());

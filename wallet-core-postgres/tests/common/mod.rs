@@ -3,37 +3,38 @@
 #![allow(dead_code)]
 
 use wallet_core::contract::Fixture;
+pub use wallet_core_postgres::Schema;
 use wallet_core_postgres::testdb::TestDatabase;
-use wallet_core_postgres::{
-    PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore, migrate_ledger_db,
-    migrate_transaction_db, migrate_wallet_db,
-};
+use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
 
-/// A pool on a new, migrated database, with the test settings.
-pub async fn pool_of(migrate: Migrate) -> (TestDatabase, sqlx::PgPool) {
+/// A pool on a new, migrated database, with the test settings, as the
+/// server's administrator (who may do anything, as tests of the schema
+/// itself need).
+pub async fn pool_of(schema: Schema) -> (TestDatabase, sqlx::PgPool) {
     let db = TestDatabase::create().await;
     let pool = settings()
         .connect(db.url())
         .await
         .unwrap_or_else(|e| panic!("connecting to {}: {e}", db.name()));
-    match migrate {
-        Migrate::Transaction => migrate_transaction_db(&pool).await,
-        Migrate::Wallet => migrate_wallet_db(&pool).await,
-        Migrate::Ledger => migrate_ledger_db(&pool).await,
-    }
-    .unwrap_or_else(|e| panic!("migrating {}: {e}", db.name()));
+    schema
+        .migrator()
+        .run(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("migrating {}: {e}", db.name()));
     (db, pool)
 }
 
-/// Which schema.
-#[derive(Debug, Clone, Copy)]
-pub enum Migrate {
-    /// The transaction service's.
-    Transaction,
-    /// The wallet service's.
-    Wallet,
-    /// The ledger service's.
-    Ledger,
+/// A pool on a new database prepared as `walletctl migrate` does, as its
+/// runtime role: what the services run as, so every store operation a
+/// test runs shows the role's grants suffice.
+pub async fn app_pool_of(schema: Schema) -> (TestDatabase, sqlx::PgPool) {
+    let db = TestDatabase::create().await;
+    let url = db.prepare(schema).await;
+    let pool = settings()
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {} as its runtime role: {e}", db.name()));
+    (db, pool)
 }
 
 /// The settings of every test store: the defaults, with a pool large enough
@@ -46,15 +47,15 @@ pub fn settings() -> PgSettings {
 }
 
 pub async fn transfer_store() -> PgTransferStore {
-    PgTransferStore::new(pool_of(Migrate::Transaction).await.1, &settings())
+    PgTransferStore::new(app_pool_of(Schema::Transaction).await.1, &settings())
 }
 
 pub async fn wallet_store() -> PgWalletStore {
-    PgWalletStore::new(pool_of(Migrate::Wallet).await.1, &settings())
+    PgWalletStore::new(app_pool_of(Schema::Wallet).await.1, &settings())
 }
 
 pub async fn ledger_store() -> PgLedgerStore {
-    PgLedgerStore::new(pool_of(Migrate::Ledger).await.1, &settings())
+    PgLedgerStore::new(app_pool_of(Schema::Ledger).await.1, &settings())
 }
 
 /// A fixture as a type, as the contract's doc suggests for a database.

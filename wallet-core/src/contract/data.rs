@@ -131,6 +131,7 @@ impl TestData {
         ReserveRequest {
             transfer_id: self.transfer_id(),
             correlation_id: self.correlation_id(),
+            kind: TransferKind::between(sender, receiver),
             sender_wallet_id: sender,
             receiver_wallet_id: receiver,
             amount: amount(amount_text, currency),
@@ -230,6 +231,7 @@ pub fn request_of(transfer: &Transfer) -> ReserveRequest {
     ReserveRequest {
         transfer_id: transfer.id,
         correlation_id: transfer.correlation_id,
+        kind: transfer.kind,
         sender_wallet_id: transfer.sender_wallet_id,
         receiver_wallet_id: transfer.receiver_wallet_id,
         amount: transfer.amount,

@@ -612,6 +612,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .map(|t| ReserveRequest {
                 transfer_id: t.id,
                 correlation_id: t.correlation_id,
+                kind: t.kind,
                 sender_wallet_id: t.sender_wallet_id,
                 receiver_wallet_id: t.receiver_wallet_id,
                 amount: t.amount,

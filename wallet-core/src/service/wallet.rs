@@ -91,6 +91,14 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
             self.outbox_written.notify_one();
         }
         for (request, outcome) in requests.iter().zip(&outcomes) {
+            let (sender, receiver) = (request.sender_wallet_id, request.receiver_wallet_id);
+            if !request.kind.allows(sender, receiver) {
+                tracing::warn!(transfer_id = %request.transfer_id, kind = ?request.kind,
+                    %sender, %receiver, ?outcome,
+                    "saga: reserve refused: a system account only sends deposits and \
+                     receives withdrawals");
+                continue;
+            }
             tracing::info!(transfer_id = %request.transfer_id, ?outcome, "saga: reserve decided");
         }
         Ok(outcomes)

@@ -92,6 +92,7 @@ pub(crate) fn reserve_request(
     ReserveRequest {
         transfer_id: transfer,
         correlation_id: cid(1),
+        kind: TransferKind::between(sender, receiver),
         sender_wallet_id: sender,
         receiver_wallet_id: receiver,
         amount,

@@ -23,6 +23,7 @@ use crate::runtime::{
     RelayConfig, Route, dead_letter_topic,
 };
 use crate::service::{LedgerService, WalletService};
+use crate::transfer::TransferKind;
 use crate::wallet::{ReserveRequest, Wallet};
 
 use super::fixtures::{CountingIds, FakeClock, bal, cid, now_or_never, t0, usd, user_wallet, wid};
@@ -130,6 +131,7 @@ impl WalletSide {
         let request = ReserveRequest {
             transfer_id: transfer,
             correlation_id: cid(1),
+            kind: TransferKind::Transfer,
             sender_wallet_id: wid(1),
             receiver_wallet_id: wid(2),
             amount: usd(amount),

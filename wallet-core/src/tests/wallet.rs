@@ -5,6 +5,7 @@ use crate::ids::WalletId;
 use crate::money::Currency;
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
+use crate::transfer::TransferKind;
 use crate::wallet::{
     Finalization, FinalizeError, Reservation, ReservationState, ReserveDecision, ReserveRequest,
     Wallet, WalletChange, WalletRejection, decide_finalize, decide_reserve,
@@ -297,6 +298,49 @@ mod reserve {
         };
         assert_eq!(sender.id, wid(1));
         assert_eq!(sender.available, bal("60"));
+    }
+
+    #[test]
+    fn a_system_account_takes_part_only_as_the_sender_of_a_deposit_or_receiver_of_a_withdrawal() {
+        let system = WalletId::system(Currency::USD);
+        // The stored wallets of the parties: alice and bob have theirs.
+        let of = |id: WalletId| [alice("1000"), bob()].into_iter().find(|w| w.id == id);
+        // Whoever asks: the kind the request says decides which side a
+        // system account may take, and a wallet-to-wallet transfer it
+        // takes none, so it cannot mint money into a wallet.
+        for (kind, sender, receiver) in [
+            (TransferKind::Transfer, system, wid(2)),
+            (TransferKind::Transfer, wid(1), system),
+            (TransferKind::Withdrawal, system, wid(2)),
+            (TransferKind::Deposit, wid(1), system),
+            (TransferKind::Deposit, wid(1), wid(2)),
+            (TransferKind::Withdrawal, wid(1), wid(2)),
+        ] {
+            let request = ReserveRequest {
+                kind,
+                ..reserve_request(tid(1), sender, receiver, usd("250"), Currency::USD)
+            };
+            given(stored(of(sender), of(receiver)))
+                .when_decided(reserve(&request, at(5)))
+                .then_decides(rejected(&request, FailureReason::WalletNotFound));
+        }
+        for (kind, sender, receiver) in [
+            (TransferKind::Deposit, system, wid(2)),
+            (TransferKind::Withdrawal, wid(1), system),
+            (TransferKind::Transfer, wid(1), wid(2)),
+        ] {
+            let request = ReserveRequest {
+                kind,
+                ..reserve_request(tid(1), sender, receiver, usd("250"), Currency::USD)
+            };
+            let decision = given(stored(of(sender), of(receiver)))
+                .when_decided(reserve(&request, at(5)))
+                .outcome();
+            assert!(
+                matches!(decision, ReserveDecision::Reserve { .. }),
+                "{kind:?}: {decision:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use wallet_core::runtime::Route;
 use wallet_core::service::LedgerService;
 use wallet_core_postgres::PgLedgerStore;
 use wallet_server::settings::{Common, WalletLink};
-use wallet_server::{Database, Process};
+use wallet_server::{Process, Schema};
 
 /// The ledger service. Every flag can also be set by the environment
 /// variable named in its help.
@@ -27,7 +27,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let Args { common, wallet } = Args::parse();
     let wallets = wallet.gateway()?;
-    let mut process = Process::start(common, groups::LEDGER, Database::Ledger).await?;
+    let mut process = Process::start(common, groups::LEDGER, Schema::Ledger).await?;
     let store = PgLedgerStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(LedgerService::new(
         store.clone(),

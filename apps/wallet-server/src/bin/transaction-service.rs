@@ -13,7 +13,7 @@ use wallet_core::runtime::Route;
 use wallet_core::service::TransactionService;
 use wallet_core_postgres::{PgTransferStore, TransferChanges, TransferWake};
 use wallet_server::settings::{Common, Transaction, WalletLink};
-use wallet_server::{Database, GAUGE_EVERY, Process};
+use wallet_server::{GAUGE_EVERY, Process, Schema};
 
 /// The transaction service. Every flag can also be set by the environment
 /// variable named in its help.
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         wallet,
         transaction,
     } = Args::parse();
-    let mut process = Process::start(common, groups::TRANSACTION, Database::Transaction).await?;
+    let mut process = Process::start(common, groups::TRANSACTION, Schema::Transaction).await?;
     let store = PgTransferStore::new(process.pool.clone(), &process.pg);
     let gateway = wallet.gateway()?;
     let service = Arc::new(TransactionService::new(

@@ -11,7 +11,7 @@ use wallet_core::runtime::Route;
 use wallet_core::service::WalletService;
 use wallet_core_postgres::PgWalletStore;
 use wallet_server::settings::{Common, Internal};
-use wallet_server::{Database, InternalRoutes, Process};
+use wallet_server::{InternalRoutes, Process, Schema};
 
 /// The public port on 127.0.0.1 when `LISTEN` is not set.
 const PORT: u16 = 8082;
@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     // Refuse to start without a credential, before anything else.
     let accepted = args.internal.tokens()?;
     let internal_listen = args.internal.listen_or(args.common.listen_or(PORT));
-    let mut process = Process::start(args.common, groups::WALLET, Database::Wallet).await?;
+    let mut process = Process::start(args.common, groups::WALLET, Schema::Wallet).await?;
     let store = PgWalletStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(WalletService::new(
         store.clone(),
