@@ -66,7 +66,7 @@ fn fuzz(base: &str, what: &str) {
     let examples: u32 = setting("WALLET_FUZZ_EXAMPLES", 25);
     let seeds = std::env::var("WALLET_FUZZ_SEEDS").unwrap_or_else(|_| "7".to_owned());
     let repo = repo();
-    let work = wallet_e2e::temp_dir("schemathesis");
+    let work = wallet_e2e::TempDir::new("schemathesis");
     for seed in seeds.split(',').map(str::trim) {
         let seed: u64 = seed
             .parse()
@@ -81,7 +81,7 @@ fn fuzz(base: &str, what: &str) {
             .args(["--url", base, "--checks", "all", "--workers", "1"])
             .args(["-n", &examples.to_string(), "--seed", &seed.to_string()])
             .env("SCHEMATHESIS_HOOKS", repo.join("tests/fuzz/hooks.py"))
-            .current_dir(&work)
+            .current_dir(work.path())
             .output()
             .unwrap_or_else(|e| panic!("{} runs: {e}", st.display()));
         let report = String::from_utf8_lossy(&output.stdout);
