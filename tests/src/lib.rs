@@ -3,6 +3,7 @@
 
 pub mod proxy;
 pub mod stack;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -77,6 +78,41 @@ fn spawn_announcing(command: &mut Command, what: &str, prefix: &str) -> (Child, 
         .unwrap_or_else(|| panic!("{what} did not start; its first line: {line:?}"))
         .to_owned();
     (child, url)
+}
+
+/// Starts service binary `name` with `env`, expecting it to refuse to
+/// start: waits for it to exit (killing it and failing after 60 s if it
+/// does not), checks that it failed, and returns what it wrote on stderr.
+pub fn start_refused(name: &str, env: &[(&str, String)]) -> String {
+    use std::io::Read;
+    let mut child = Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the service") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} was expected to refuse to start, and still runs after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("reading its stderr");
+    assert!(!status.success(), "{name} exited successfully: {stderr}");
+    stderr
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; taken by the caller next).

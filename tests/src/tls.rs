@@ -1,0 +1,267 @@
+//! TLS for the end-to-end tests: a certificate authority made by the test,
+//! certificates it signs for loopback, and a PostgreSQL server of the
+//! test's own with TLS on (or off), so that nothing of the machine's own
+//! cluster is reconfigured.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::{free_port, temp_dir};
+
+/// A certificate authority of the test's own, its certificate in
+/// [`Ca::cert_file`].
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    dir: PathBuf,
+    /// Its certificate, PEM: what a client is told to trust.
+    pub cert_file: PathBuf,
+}
+
+/// A certificate and its key, PEM files.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+}
+
+impl Ca {
+    /// A new authority named `name`, its files in a new temporary
+    /// directory.
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("a CA key");
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        let dir = temp_dir(&format!("ca-{name}"));
+        let cert_file = dir.join("ca.pem");
+        std::fs::write(&cert_file, cert.pem()).expect("writing the CA certificate");
+        Ca {
+            cert,
+            key,
+            dir,
+            cert_file,
+        }
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost`, signed by this
+    /// authority, as `<name>.pem` and `<name>-key.pem` beside its own.
+    pub fn issue(&self, name: &str) -> Issued {
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let mut params = CertificateParams::new(names).expect("certificate names");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("a server key");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("a signed certificate");
+        let issued = Issued {
+            cert_file: self.dir.join(format!("{name}.pem")),
+            key_file: self.dir.join(format!("{name}-key.pem")),
+        };
+        std::fs::write(&issued.cert_file, cert.pem()).expect("writing a certificate");
+        std::fs::write(&issued.key_file, key.serialize_pem()).expect("writing a key");
+        issued
+    }
+}
+
+/// Whether this process runs as root (CI does): PostgreSQL's server then
+/// runs as the `postgres` user, since it refuses to run as root.
+fn is_root() -> bool {
+    let id = Command::new("id").arg("-u").output().expect("id runs");
+    String::from_utf8_lossy(&id.stdout).trim() == "0"
+}
+
+/// The directory of the newest installed PostgreSQL server's programs
+/// (`/usr/lib/postgresql/<major>/bin` on Debian).
+fn postgres_bin() -> PathBuf {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .max();
+    installed
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL's server programs (initdb) are missing: scripts/test installs them")
+}
+
+/// `program` of the server's, run as the user the server runs as.
+fn server_command(bin: &Path, program: &str, as_postgres: bool) -> Command {
+    if as_postgres {
+        // setpriv execs the program: the child is the server itself, so
+        // killing the child stops it.
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(bin.join(program));
+        command
+    } else {
+        Command::new(bin.join(program))
+    }
+}
+
+/// A PostgreSQL server of the test's own on a free loopback port, its data
+/// in a new temporary directory (removed when it stops), trusting every
+/// local connection as `postgres`. Stopped when dropped.
+pub struct Postgres {
+    child: Child,
+    dir: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Postgres {
+    /// A new server, with TLS on and `tls`'s certificate when given, off
+    /// otherwise. Takes a second or two (`initdb`).
+    pub fn start(tls: Option<&Issued>) -> Postgres {
+        let bin = postgres_bin();
+        let as_postgres = is_root();
+        let dir = temp_dir("postgres");
+        let data = dir.join("data");
+        if as_postgres {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown runs");
+            assert!(owned.success(), "cannot give {} to postgres", dir.display());
+        }
+        let initdb = server_command(&bin, "initdb", as_postgres)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .args(["--locale", "C.UTF-8"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = free_port();
+        let mut settings = vec![
+            "listen_addresses=127.0.0.1".to_owned(),
+            format!("unix_socket_directories={}", dir.display()),
+            "fsync=off".to_owned(),
+        ];
+        match tls {
+            Some(issued) => {
+                // The server wants its key readable by itself only.
+                for (from, to) in [
+                    (&issued.cert_file, "server.crt"),
+                    (&issued.key_file, "server.key"),
+                ] {
+                    let path = data.join(to);
+                    std::fs::copy(from, &path).expect("copying the server's certificate");
+                    set_private(&path, as_postgres);
+                }
+                settings.extend([
+                    "ssl=on".to_owned(),
+                    "ssl_cert_file=server.crt".to_owned(),
+                    "ssl_key_file=server.key".to_owned(),
+                ]);
+            }
+            None => settings.push("ssl=off".to_owned()),
+        }
+        let log = std::fs::File::create(dir.join("postgres.log")).expect("a log file");
+        let mut command = server_command(&bin, "postgres", as_postgres);
+        command.arg("-D").arg(&data).args(["-p", &port.to_string()]);
+        for setting in &settings {
+            command.args(["-c", setting]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("postgres starts");
+        let mut server = Postgres { child, dir, port };
+        server.wait_ready(&bin);
+        server
+    }
+
+    /// Waits until it accepts connections, or panics with its log.
+    fn wait_ready(&mut self, bin: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .expect("pg_isready runs");
+            if ready.success() {
+                return;
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("postgres.log"));
+                panic!("the test's PostgreSQL did not start: {log:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The URL of its `postgres` database, with `query` (such as
+    /// `sslmode=verify-full&sslrootcert=/ca.pem`) when not empty.
+    pub fn url(&self, query: &str) -> String {
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        if query.is_empty() {
+            url
+        } else {
+            format!("{url}?{query}")
+        }
+    }
+}
+
+/// Makes `path` readable by its owner only, that owner being the server's
+/// user.
+fn set_private(path: &Path, as_postgres: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("setting a key's mode");
+    if as_postgres {
+        let owned = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(path)
+            .status()
+            .expect("chown runs");
+        assert!(
+            owned.success(),
+            "cannot give {} to postgres",
+            path.display()
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Immediate shutdown: the server ends its sessions and exits.
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
