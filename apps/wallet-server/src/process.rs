@@ -62,6 +62,8 @@ pub struct InternalRoutes {
     pub doc: utoipa::openapi::OpenApi,
     /// The address.
     pub listen: SocketAddr,
+    /// The identity to serve them over TLS with; plain HTTP without.
+    pub tls: Option<wallet_http::ServerTls>,
 }
 
 /// A listener on `addr`, or why not.
@@ -465,15 +467,28 @@ impl Process {
             None => public.await?,
             Some((listener, internal)) => {
                 let addr = listener.local_addr()?;
+                let scheme = if internal.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 // A reader that wanted the first line only may have closed
                 // stdout already: the line is not worth a panic.
                 let mut stdout = std::io::stdout();
-                let _ = writeln!(stdout, "{} internal routes on http://{addr}", self.name)
+                let _ = writeln!(stdout, "{} internal routes on {scheme}://{addr}", self.name)
                     .and_then(|()| stdout.flush());
-                tracing::info!(service = self.name, %addr, "serving the internal routes");
+                tracing::info!(service = self.name, %addr, scheme, "serving the internal routes");
                 let app = listener_app(internal.routes, internal.doc, Router::new());
-                let internal = wallet_http::serve_until(listener, app, until_set(&self.draining));
-                tokio::try_join!(public, internal)?;
+                let stop = until_set(&self.draining);
+                match internal.tls {
+                    None => {
+                        tokio::try_join!(public, wallet_http::serve_until(listener, app, stop))?;
+                    }
+                    Some(tls) => {
+                        let listener = wallet_http::TlsListener::new(listener, tls)?;
+                        tokio::try_join!(public, wallet_http::serve_until(listener, app, stop))?;
+                    }
+                }
             }
         }
         let _ = self.stop.send(true);

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use wallet_core::event::SCHEMA_VERSION;
 use wallet_core::service::TransactionConfig;
-use wallet_http::ServiceToken;
+use wallet_http::{ServerTls, ServiceToken};
 
 /// Settings every service takes.
 #[derive(Debug, Clone, Args)]
@@ -184,6 +184,13 @@ pub struct WalletLink {
     /// A file holding the token instead (its surrounding blanks ignored).
     #[arg(long, env = "WALLET_SERVICE_TOKEN_FILE")]
     pub wallet_service_token_file: Option<PathBuf>,
+
+    /// The certificate authorities (a PEM file) trusted for the wallet
+    /// service's certificate, given `https://` URLs: the only ones, in
+    /// place of the web's public authorities built in. Requires every URL
+    /// to be `https://`.
+    #[arg(long, env = "WALLET_SERVICE_CA_FILE")]
+    pub wallet_service_ca_file: Option<PathBuf>,
 }
 
 impl WalletLink {
@@ -200,7 +207,14 @@ impl WalletLink {
         })?;
         let timeout = std::time::Duration::from_millis(self.wallet_service_timeout_ms);
         let urls: Vec<&str> = self.wallet_service_url.split(',').map(str::trim).collect();
-        Ok(transaction_service::HttpWalletGateway::instances(&urls, timeout)?.with_token(token))
+        let gateway = match &self.wallet_service_ca_file {
+            None => transaction_service::HttpWalletGateway::instances(&urls, timeout)?,
+            Some(ca_file) => {
+                transaction_service::HttpWalletGateway::instances_trusting(&urls, timeout, ca_file)
+                    .context("WALLET_SERVICE_CA_FILE")?
+            }
+        };
+        Ok(gateway.with_token(token))
     }
 }
 
@@ -229,6 +243,16 @@ pub struct Internal {
     /// commas).
     #[arg(long, env = "INTERNAL_TOKEN_FILE")]
     pub internal_token_file: Option<PathBuf>,
+
+    /// The internal listener's TLS certificate (PEM: its own first, then
+    /// any intermediates). With `--internal-tls-key`, the internal routes
+    /// are served over TLS only (`https://`).
+    #[arg(long, env = "INTERNAL_TLS_CERT", requires = "internal_tls_key")]
+    pub internal_tls_cert: Option<PathBuf>,
+
+    /// The private key of `--internal-tls-cert` (PEM).
+    #[arg(long, env = "INTERNAL_TLS_KEY", requires = "internal_tls_cert")]
+    pub internal_tls_key: Option<PathBuf>,
 }
 
 impl Internal {
@@ -241,6 +265,18 @@ impl Internal {
         };
         self.internal_listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// The internal listener's TLS identity, when its certificate and key
+    /// are given; an error names the file that does not do.
+    pub fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        match (&self.internal_tls_cert, &self.internal_tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                ServerTls::from_pem_files(cert, key)
+                    .context("INTERNAL_TLS_CERT and INTERNAL_TLS_KEY")?,
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// The accepted tokens; an error names both settings when neither is
@@ -360,6 +396,8 @@ mod tests {
             internal_listen: None,
             internal_token: vec![token("s3cret")],
             internal_token_file: None,
+            internal_tls_cert: None,
+            internal_tls_key: None,
         };
         let public = SocketAddr::from(([0, 0, 0, 0], 8082));
         assert_eq!(internal.listen_or(public).to_string(), "127.0.0.1:9082");
