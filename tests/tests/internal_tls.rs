@@ -15,7 +15,7 @@ use wallet_core::ids::WalletId;
 use wallet_core::money::Currency;
 use wallet_core::ports::{GatewayError, WalletGateway};
 use wallet_core_postgres::testdb::TestDatabase;
-use wallet_e2e::stack::call;
+use wallet_e2e::stack::{call, settled};
 use wallet_e2e::tls::Ca;
 use wallet_e2e::{Process, free_port, start_broker, start_refused, start_service};
 use wallet_http::ServiceToken;
@@ -134,11 +134,16 @@ async fn a_transfer_goes_through_https_and_only_the_right_authority_is_trusted()
         .await;
     assert_eq!(status, 202, "{deposit}");
     assert_eq!(system.terminal(&deposit).await["status"], "SUCCEEDED");
+    // The wallet service credits the deposit once it reads the ledger's
+    // outcome, a moment after the transfer shows SUCCEEDED.
+    let within = Duration::from_secs(30);
+    settled(&system.http, &system.wallet, &a, "100.00", within).await;
     let transfers = format!("{}/v1/transfers", system.transaction);
     let body = json!({"sender_wallet_id": a, "receiver_wallet_id": b, "amount": "30.25"});
     let (status, transfer) = system.post(transfers, "t-1", body).await;
     assert_eq!(status, 202, "{transfer}");
     assert_eq!(system.terminal(&transfer).await["status"], "SUCCEEDED");
+    settled(&system.http, &system.wallet, &b, "30.25", within).await;
     // A wallet without entries: the ledger asks the wallet service, over
     // TLS, whether it exists.
     let c = system.open().await;
