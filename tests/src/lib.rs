@@ -203,7 +203,18 @@ pub fn start_broker_at(port: u16, dir: PathBuf) -> Broker {
 /// it at `advertised` on 127.0.0.1, for instance a proxy in front of
 /// `port`: every connection after the bootstrap goes where it advertises.
 pub fn start_broker_advertising(port: u16, advertised: u16, dir: PathBuf) -> Broker {
-    let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
+    start_tansu(port, advertised, dir, &[])
+}
+
+/// The tansu binary: `$WALLET_TANSU_BIN`, or `tansu` on the path.
+pub fn tansu_bin() -> String {
+    std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned())
+}
+
+/// As [`start_broker_advertising`], with `extra` arguments to `tansu
+/// broker` (such as `--authentication`).
+pub fn start_tansu(port: u16, advertised: u16, dir: PathBuf, extra: &[&str]) -> Broker {
+    let tansu = tansu_bin();
     let child = Command::new(&tansu)
         .args([
             "broker",
@@ -213,6 +224,7 @@ pub fn start_broker_advertising(port: u16, advertised: u16, dir: PathBuf) -> Bro
             &format!("tcp://127.0.0.1:{advertised}"),
         ])
         .args(["--storage-engine", "sqlite://broker.db"])
+        .args(extra)
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

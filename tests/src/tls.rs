@@ -1,7 +1,8 @@
 //! TLS for the end-to-end tests: a certificate authority made by the test,
-//! certificates it signs for loopback, and a PostgreSQL server of the
-//! test's own with TLS on (or off), so that nothing of the machine's own
-//! cluster is reconfigured.
+//! certificates it signs for loopback, a PostgreSQL server of the test's
+//! own with TLS on (or off), so that nothing of the machine's own cluster
+//! is reconfigured, and a TLS terminator (stunnel) to put in front of a
+//! broker, whose test broker (tansu) speaks plain TCP only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -264,4 +265,143 @@ impl Drop for Postgres {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A TLS terminator (Debian's stunnel4) on `port` of 127.0.0.1 in front of
+/// `target` (`host:port`), presenting `issued`. Killed when dropped.
+///
+/// In front of a Kafka broker, the broker must advertise `port` (see
+/// [`start_tansu`](crate::start_tansu)): clients connect again to the
+/// address the metadata names.
+pub struct Stunnel {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Stunnel {
+    /// Starts it and waits until it listens.
+    pub fn start(port: u16, target: &str, issued: &Issued) -> Stunnel {
+        let dir = temp_dir("stunnel");
+        let config = dir.join("stunnel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "foreground = yes\npid =\noutput = {log}\n\n[tls]\naccept = 127.0.0.1:{port}\n\
+                 connect = {target}\ncert = {cert}\nkey = {key}\n",
+                log = dir.join("stunnel.log").display(),
+                cert = issued.cert_file.display(),
+                key = issued.key_file.display(),
+            ),
+        )
+        .expect("writing stunnel's configuration");
+        let child = Command::new("stunnel4")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("stunnel4 starts (scripts/test installs it)");
+        let mut stunnel = Stunnel { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = matches!(stunnel.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(stunnel.dir.join("stunnel.log"));
+                panic!("stunnel did not listen on 127.0.0.1:{port}: {log:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stunnel
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SCRAM users a [`SecureBroker`] can be made with: mechanism, user,
+/// password.
+pub const SCRAM_USERS: [(&str, &str, &str); 2] = [
+    ("SCRAM-SHA-256", "wallet-256", "secret-256"),
+    ("SCRAM-SHA-512", "wallet-512", "secret-512"),
+];
+
+/// A tansu broker that requires SASL authentication, behind a TLS
+/// terminator: clients reach it at [`SecureBroker::bootstrap`] with
+/// `security.protocol=SASL_SSL`. Its SCRAM users are made before it
+/// requires authentication (tansu's own client does not authenticate).
+/// tansu 0.6.0 checks SCRAM passwords, and takes any password with PLAIN.
+pub struct SecureBroker {
+    _stunnel: Stunnel,
+    broker: crate::Broker,
+    /// The TLS address, `127.0.0.1:port`: what the broker advertises.
+    pub bootstrap: String,
+}
+
+impl SecureBroker {
+    /// Starts it with `users` ([`SCRAM_USERS`] or some of them), `issued`
+    /// as the terminator's certificate.
+    pub fn start(issued: &Issued, users: &[(&str, &str, &str)]) -> SecureBroker {
+        let (port, tls_port) = (free_port(), free_port());
+        let dir = temp_dir("secure-broker");
+        let mut setup = crate::start_tansu(port, port, dir.clone(), &[]);
+        for (mechanism, user, password) in users {
+            let mechanism = match *mechanism {
+                "SCRAM-SHA-256" => "scram256",
+                "SCRAM-SHA-512" => "scram512",
+                other => panic!("tansu stores no {other} users"),
+            };
+            let created = Command::new(crate::tansu_bin())
+                .args([
+                    "user",
+                    "create",
+                    "--broker",
+                    &format!("tcp://127.0.0.1:{port}"),
+                ])
+                .args([user, password, "--mechanism", mechanism])
+                .output()
+                .expect("tansu user create runs");
+            assert!(
+                created.status.success(),
+                "tansu user create {user}: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        setup.process.kill();
+        let broker = crate::start_tansu(port, tls_port, dir, &["--authentication"]);
+        let stunnel = Stunnel::start(tls_port, &format!("127.0.0.1:{port}"), issued);
+        SecureBroker {
+            _stunnel: stunnel,
+            broker,
+            bootstrap: format!("127.0.0.1:{tls_port}"),
+        }
+    }
+
+    /// tansu's own plain-text address, behind the terminator.
+    pub fn plain(&self) -> String {
+        format!("127.0.0.1:{}", self.broker.port)
+    }
+}
+
+/// The librdkafka properties of SASL `mechanism` as `user` over TLS,
+/// trusting the authority in `ca_file`.
+pub fn sasl_ssl(
+    ca_file: &Path,
+    mechanism: &str,
+    user: &str,
+    password: &str,
+) -> Vec<(String, String)> {
+    [
+        ("security.protocol", "SASL_SSL"),
+        ("ssl.ca.location", &ca_file.display().to_string()),
+        ("sasl.mechanism", mechanism),
+        ("sasl.username", user),
+        ("sasl.password", password),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
 }

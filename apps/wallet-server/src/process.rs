@@ -178,6 +178,12 @@ impl Process {
         };
         migrated.context("applying the migrations")?;
         let kafka = common.kafka_settings(name);
+        // The broker's address, TLS and SASL settings, checked before
+        // anything is asked of it: a certificate or a password refused ends
+        // the wait at once, saying so.
+        wallet_core_kafka::reachable(&kafka)
+            .await
+            .with_context(|| format!("reaching the broker at {}", kafka.bootstrap_servers))?;
         wallet_core_kafka::ensure_topics(&kafka)
             .await
             .context("creating the topics")?;

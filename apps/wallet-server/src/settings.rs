@@ -72,9 +72,13 @@ pub struct Common {
     #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
     pub kafka_fetch_wait_ms: u64,
 
-    /// Any librdkafka property, as `key=value`, for every client; repeat the
-    /// flag, or separate with commas in the variable.
-    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
+    /// Any librdkafka property, as `key=value`, for every client (TLS and
+    /// SASL among them: `security.protocol`, `ssl.ca.location`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`); repeat the
+    /// flag, or separate with commas in the variable. Hidden from `--help`'s
+    /// environment values, since it may hold a password.
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", hide_env_values = true,
+          value_delimiter = ',', value_parser = key_value)]
     pub kafka_properties: Vec<(String, String)>,
 
     /// Events a consumer hands to its store at most in one database
