@@ -333,7 +333,7 @@ pub const SCRAM_USERS: [(&str, &str, &str); 2] = [
 /// terminator: clients reach it at [`SecureBroker::bootstrap`] with
 /// `security.protocol=SASL_SSL`. Its SCRAM users are made before it
 /// requires authentication (tansu's own client does not authenticate).
-/// tansu 0.6.0 checks SCRAM passwords, and takes any password with PLAIN.
+/// tansu 0.6.0 checks SCRAM passwords, and has no PLAIN.
 pub struct SecureBroker {
     _stunnel: Stunnel,
     broker: crate::Broker,
