@@ -16,7 +16,8 @@ use rcgen::{
 use crate::{free_port, temp_dir};
 
 /// A certificate authority of the test's own, its certificate in
-/// [`Ca::cert_file`].
+/// [`Ca::cert_file`]; its directory, with the certificates it issued, is
+/// removed when it is dropped.
 pub struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
@@ -77,6 +78,12 @@ impl Ca {
         std::fs::write(&issued.cert_file, cert.pem()).expect("writing a certificate");
         std::fs::write(&issued.key_file, key.serialize_pem()).expect("writing a key");
         issued
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
