@@ -12,21 +12,23 @@
 
 TANSU_VERSION=0.6.0
 
-# What the rdkafka crate's default build (librdkafka compiled from its
-# bundled sources by ./configure and make, zlib found with pkg-config)
-# needs on Debian. Installed only when something is missing.
+# What the rdkafka crate's build (librdkafka compiled from its bundled
+# sources by ./configure and make, zlib found with pkg-config, TLS and
+# SASL PLAIN and SCRAM against the system's OpenSSL) needs on Debian.
+# Installed only when something is missing.
 ensure_kafka_build_deps() {
     local missing=()
     command -v cc >/dev/null || missing+=(build-essential)
     command -v make >/dev/null || missing+=(make)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+    dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
     if ((${#missing[@]})); then
         local sudo=()
         [[ $(id -u) -eq 0 ]] || sudo=(sudo)
         "${sudo[@]}" apt-get update
         DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends \
-            build-essential make pkg-config zlib1g-dev
+            build-essential make pkg-config zlib1g-dev libssl-dev
     fi
 }
 

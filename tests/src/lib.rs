@@ -3,6 +3,7 @@
 
 pub mod proxy;
 pub mod stack;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,41 @@ fn spawn_announcing(command: &mut Command, what: &str, prefix: &str) -> (Child, 
         .unwrap_or_else(|| panic!("{what} did not start; its first line: {line:?}"))
         .to_owned();
     (child, url)
+}
+
+/// Starts service binary `name` with `env`, expecting it to refuse to
+/// start: waits for it to exit (killing it and failing after 60 s if it
+/// does not), checks that it failed, and returns what it wrote on stderr.
+pub fn start_refused(name: &str, env: &[(&str, String)]) -> String {
+    use std::io::Read;
+    let mut child = Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the service") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} was expected to refuse to start, and still runs after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("reading its stderr");
+    assert!(!status.success(), "{name} exited successfully: {stderr}");
+    stderr
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; taken by the caller next).
@@ -166,15 +202,25 @@ pub struct Broker {
     pub port: u16,
 }
 
-/// tansu (`$WALLET_TANSU_BIN`, or `tansu` on the path; `./scripts/test`
-/// sets the variable) on `port` with its SQLite data in `dir`: a new
-/// broker, or the same one again after a kill; its storage indexed by
-/// `scripts/lib/tansu-index`. It tells clients (in its metadata) to reach
-/// it at `advertised` on 127.0.0.1: its own port, or for instance a proxy
-/// in front of `port`, where every connection after the bootstrap then
-/// goes.
+/// tansu on `port` with its SQLite data in `dir`: a new broker, or the same
+/// one again after a kill; its storage indexed by `scripts/lib/tansu-index`.
+/// It tells clients (in its metadata) to reach it at `advertised` on
+/// 127.0.0.1: its own port, or for instance a proxy in front of `port`,
+/// where every connection after the bootstrap then goes.
 pub fn start_broker_advertising(port: u16, advertised: u16, dir: Arc<TempDir>) -> Broker {
-    let tansu = std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
+    start_tansu(port, advertised, dir, &[])
+}
+
+/// The tansu binary: `$WALLET_TANSU_BIN` (`./scripts/test` sets it), or
+/// `tansu` on the path.
+pub fn tansu_bin() -> String {
+    std::env::var("WALLET_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned())
+}
+
+/// As [`start_broker_advertising`], with `extra` arguments to `tansu
+/// broker` (such as `--authentication`).
+pub fn start_tansu(port: u16, advertised: u16, dir: Arc<TempDir>, extra: &[&str]) -> Broker {
+    let tansu = tansu_bin();
     let child = Command::new(&tansu)
         .args([
             "broker",
@@ -184,6 +230,7 @@ pub fn start_broker_advertising(port: u16, advertised: u16, dir: Arc<TempDir>) -
             &format!("tcp://127.0.0.1:{advertised}"),
         ])
         .args(["--storage-engine", "sqlite://broker.db"])
+        .args(extra)
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,32 +1,125 @@
 //! What an operator asks of the broker: does it answer (readiness), and how
 //! far behind is a consumer group (the lag gauge).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use wallet_core::ports::BusError;
 
 use crate::publisher::bus_error;
 use crate::settings::KafkaSettings;
 
+/// How long one metadata request of [`reachable`] may take before the
+/// client's reports are looked at again.
+const STEP: Duration = Duration::from_millis(250);
+
 /// Whether the broker answers a metadata request within the settings'
-/// request timeout.
+/// request timeout. A TLS handshake that fails (a certificate not signed
+/// by `ssl.ca.location`'s authority) or a refused authentication (SASL)
+/// ends the wait at once, with librdkafka's words for it. A broker that
+/// never answers fails it at the timeout, with the `security.protocol` in
+/// force and the last problem the client reported: a plain-text client at
+/// a TLS port may hear only that its connections close. A file that a
+/// `*.location` property names and that does not exist fails it first,
+/// naming both; a property librdkafka refuses (an unknown
+/// `security.protocol`, SASL without a username) fails the client's
+/// creation.
 pub async fn reachable(settings: &KafkaSettings) -> Result<(), BusError> {
     let config = settings.admin_config();
     let timeout = settings.request_timeout;
+    let protocol = config
+        .get("security.protocol")
+        .unwrap_or("plaintext")
+        .to_owned();
+    // librdkafka's own words for a missing file name neither the file nor
+    // the property.
+    for (key, path) in config.config_map() {
+        if key.ends_with(".location") && path != "probe" {
+            std::fs::metadata(path).map_err(|e| BusError(format!("{key} {path}: {e}")))?;
+        }
+    }
     blocking(move || {
-        let client: BaseConsumer = config
-            .create()
+        let client: BaseConsumer<Reports> = config
+            .create_with_context(Reports::default())
             .map_err(|e| bus_error("creating a client", &e))?;
-        client
-            .fetch_metadata(None, timeout)
-            .map_err(|e| bus_error("fetching metadata", &e))?;
-        Ok(())
+        let deadline = Instant::now() + timeout;
+        loop {
+            let failed = match client.fetch_metadata(None, STEP) {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            // Serves the client's events: its errors reach `Reports`.
+            while client.poll(Duration::ZERO).is_some() {}
+            let reports = client.context().lock();
+            if let Some(refusal) = &reports.refusal {
+                return Err(BusError(format!("the broker connection failed: {refusal}")));
+            }
+            if Instant::now() >= deadline {
+                // A plain-text client at a TLS port, or the other way
+                // round, may hear nothing but a closed connection.
+                let mut message = format!(
+                    "no answer within {timeout:?} with security.protocol={protocol}: {failed}"
+                );
+                if let Some(last) = &reports.last {
+                    message.push_str(&format!("; the client last reported: {last}"));
+                }
+                return Err(BusError(message));
+            }
+        }
     })
     .await
 }
+
+/// What a client reported about its connections: the first refusal that
+/// waiting will not mend (a failed TLS handshake, failed authentication),
+/// and the last problem of any other kind.
+#[derive(Default)]
+struct Reports(Mutex<Reported>);
+
+#[derive(Default)]
+struct Reported {
+    refusal: Option<String>,
+    last: Option<String>,
+}
+
+impl Reports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ClientContext for Reports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "broker client error");
+        let code = match &error {
+            KafkaError::Global(code)
+            | KafkaError::MessageConsumption(code)
+            | KafkaError::MessageConsumptionFatal(code) => Some(*code),
+            _ => None,
+        };
+        let mut reported = self.lock();
+        match code {
+            Some(
+                RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed,
+            ) => {
+                reported.refusal.get_or_insert_with(|| reason.to_owned());
+            }
+            // Says only that the others failed: keep what said why.
+            Some(RDKafkaErrorCode::AllBrokersDown) if reported.last.is_some() => {}
+            _ => reported.last = Some(reason.to_owned()),
+        }
+    }
+}
+
+impl ConsumerContext for Reports {}
 
 /// How many records of a topic a consumer group has not committed yet, as
 /// asked again and again by a gauge: one client, made once, that never

@@ -3,11 +3,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use wallet_core::ports::StoreError;
 use wallet_core::runtime::RelayConfig;
 
-use crate::error::Db;
+use crate::error::{Db, store_error};
 
 /// How a store talks to its database. Every field has a default, listed on
 /// it; `PgSettings::default()` suits one service process on a small
@@ -79,16 +80,25 @@ impl PgSettings {
     }
 
     /// A pool on the database at `url` (`postgres://user@host:port/db`),
-    /// with the timeouts set for each connection at its start.
+    /// with the timeouts set for each connection at its start, and one
+    /// connection made to check that the database answers.
+    ///
+    /// TLS follows the URL's `sslmode` (default `prefer`: TLS when the
+    /// server offers it, unverified) and `sslrootcert`, `sslcert` and
+    /// `sslkey`, or the `PGSSLMODE`, `PGSSLROOTCERT`, ... variables, as
+    /// libpq does; `verify-full` checks the server's certificate against
+    /// `sslrootcert` (the bundled web roots without it) and its name
+    /// against the URL's host. A certificate or key file that cannot be
+    /// read, and a failed TLS handshake, are errors naming them.
     pub async fn connect(&self, url: &str) -> Result<PgPool, StoreError> {
         let millis = |d: Duration| d.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)
-            .db()?
-            .application_name("wallet-core-postgres")
-            .options([
-                ("statement_timeout", millis(self.statement_timeout)),
-                ("lock_timeout", millis(self.lock_timeout)),
-            ]);
+        let options = PgConnectOptions::from_str(url).db()?;
+        check_tls_files(&options)?;
+        let tls = tls_summary(&options);
+        let options = options.application_name("wallet-core-postgres").options([
+            ("statement_timeout", millis(self.statement_timeout)),
+            ("lock_timeout", millis(self.lock_timeout)),
+        ]);
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
@@ -100,6 +110,81 @@ impl PgSettings {
             .test_before_acquire(false)
             .connect_with(options)
             .await
-            .db()
+            .map_err(|error| match &error {
+                // rustls's refusals during the handshake come as invalid
+                // data on the connection.
+                sqlx::Error::Tls(_) => tls_error(&tls, &error),
+                sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                    tls_error(&tls, &error)
+                }
+                _ => store_error(error),
+            })
+    }
+}
+
+fn tls_error(tls: &str, error: &sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("TLS with the database ({tls}): {error}"))
+}
+
+/// The TLS parameters `options` ended up with, as they would be written in
+/// a URL: `sslmode=verify-full, sslrootcert=file: /path`.
+fn tls_summary(options: &PgConnectOptions) -> String {
+    options
+        .to_url_lossy()
+        .query_pairs()
+        .filter(|(key, _)| key.starts_with("ssl"))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks that each certificate or key file `options` name (`sslrootcert`,
+/// `sslcert`, `sslkey`, from the URL or the `PGSSL*` variables) can be
+/// read. sqlx would fail on a missing one only at the handshake, with the
+/// bare system error and no file name.
+fn check_tls_files(options: &PgConnectOptions) -> Result<(), StoreError> {
+    for (key, value) in options.to_url_lossy().query_pairs() {
+        // sqlx writes a file as `file: <path>`, and PEM text given inline
+        // as it is; only files are checked.
+        let Some(path) = value.strip_prefix("file: ") else {
+            continue;
+        };
+        if matches!(&*key, "sslrootcert" | "sslcert" | "sslkey") {
+            std::fs::File::open(path).map_err(|error| {
+                StoreError::Unavailable(format!("the database's {key} {path}: {error}"))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_certificate_file_is_named_before_any_connection() {
+        let missing = std::env::temp_dir().join(format!("no-such-ca-{}.pem", std::process::id()));
+        // Port 1 on loopback: nothing is reached, the check comes first.
+        let url = format!(
+            "postgres://postgres@127.0.0.1:1/db?sslmode=verify-full&sslrootcert={}",
+            missing.display()
+        );
+        let error = PgSettings::default().connect(&url).await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("sslrootcert") && text.contains(&missing.display().to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_tls_summary_shows_the_mode_and_the_files() {
+        let options = PgConnectOptions::from_str(
+            "postgres://u:secret@h/db?sslmode=require&sslrootcert=/ca.pem",
+        )
+        .unwrap();
+        let summary = tls_summary(&options);
+        assert_eq!(summary, "sslmode=require, sslrootcert=file: /ca.pem");
     }
 }

@@ -35,6 +35,17 @@ pub enum GatewaySetupError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The certificate authorities' file cannot be read or holds none.
+    #[error("the certificate authorities' file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Authorities were given for a URL that does not use TLS.
+    #[error("certificate authorities are given but {0:?} is not an https:// URL")]
+    NotHttps(String),
 }
 
 /// [`WalletGateway`] over HTTP, to the routes of
@@ -95,8 +106,42 @@ impl HttpWalletGateway {
     }
 
     /// A gateway to several instances of the wallet service, each call
-    /// taking at most `timeout` on one instance.
+    /// taking at most `timeout` on one instance. An `https://` instance
+    /// must present a certificate from one of the web's public authorities
+    /// (built in).
     pub fn instances(base_urls: &[&str], timeout: Duration) -> Result<Self, GatewaySetupError> {
+        Self::build(base_urls, timeout, None)
+    }
+
+    /// As [`HttpWalletGateway::instances`], every instance reached over
+    /// `https://` and trusted only if its certificate comes from one of the
+    /// authorities in `ca_file` (PEM).
+    pub fn instances_trusting(
+        base_urls: &[&str],
+        timeout: Duration,
+        ca_file: &std::path::Path,
+    ) -> Result<Self, GatewaySetupError> {
+        let ca_error = |reason: String| GatewaySetupError::CaFile {
+            path: ca_file.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(ca_file).map_err(|e| ca_error(e.to_string()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(ca_error("holds no PEM certificate".to_owned()));
+        }
+        if let Some(plain) = base_urls.iter().find(|u| !u.starts_with("https://")) {
+            return Err(GatewaySetupError::NotHttps((*plain).to_owned()));
+        }
+        Self::build(base_urls, timeout, Some(roots))
+    }
+
+    fn build(
+        base_urls: &[&str],
+        timeout: Duration,
+        roots: Option<Vec<reqwest::Certificate>>,
+    ) -> Result<Self, GatewaySetupError> {
         if base_urls.is_empty() {
             return Err(GatewaySetupError::InvalidUrl(String::new()));
         }
@@ -109,10 +154,14 @@ impl HttpWalletGateway {
         }
         // The wallet service is a peer inside the deployment: proxies from
         // the environment (HTTP_PROXY, ...) are not for it.
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .no_proxy()
-            .build()?;
+        let mut client = reqwest::Client::builder().timeout(timeout).no_proxy();
+        if let Some(roots) = roots {
+            client = client.tls_built_in_root_certs(false);
+            for root in roots {
+                client = client.add_root_certificate(root);
+            }
+        }
+        let client = client.build()?;
         Ok(HttpWalletGateway {
             client,
             bases: base_urls
@@ -280,6 +329,15 @@ fn transport(error: reqwest::Error) -> GatewayError {
     while let Some(cause) = source {
         message = format!("{message}: {cause}");
         source = cause.source();
+    }
+    // rustls's words for a certificate it does not accept. Like a refused
+    // token, it fails every call until an operator acts.
+    if message.contains("invalid peer certificate") {
+        tracing::error!(
+            error = %message,
+            "the wallet service's certificate is not trusted by this service \
+             (WALLET_SERVICE_CA_FILE, and the host in WALLET_SERVICE_URL)"
+        );
     }
     GatewayError::Unavailable(message)
 }

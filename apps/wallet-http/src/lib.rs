@@ -5,7 +5,7 @@
 //! bodies to [`MAX_BODY_BYTES`] ([`limit_body`]), and gets `/healthz`, a 404
 //! fallback and request tracing from [`service_router`]. [`serve`] runs a
 //! router until Ctrl-C or SIGTERM, [`serve_until`] until a future of the
-//! caller's resolves.
+//! caller's resolves, on a plain listener or a [`TlsListener`].
 //!
 //! | status | code | when |
 //! | --- | --- | --- |
@@ -30,6 +30,7 @@ pub mod openapi;
 mod routes;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod tls;
 mod token;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -38,4 +39,5 @@ pub use routes::{
     MAX_BODY_BYTES, healthz, limit_body, limit_body_to, method_not_allowed, not_found, serve,
     serve_until, service_router, shutdown_signal,
 };
+pub use tls::{ServerTls, TlsListener, TlsSetupError};
 pub use token::{ServiceToken, TokenError};

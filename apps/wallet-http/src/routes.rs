@@ -103,11 +103,14 @@ pub async fn serve(listener: TcpListener, app: Router) -> std::io::Result<()> {
 /// accepting and lets requests in progress finish. `shutdown` is the place
 /// to end what would keep a request going (a long poll's wait) before the
 /// server waits for it.
-pub async fn serve_until(
-    listener: TcpListener,
+pub async fn serve_until<L>(
+    listener: L,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }

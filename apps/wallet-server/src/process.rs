@@ -54,6 +54,8 @@ pub struct InternalRoutes {
     pub doc: utoipa::openapi::OpenApi,
     /// The address.
     pub listen: SocketAddr,
+    /// The identity to serve them over TLS with; plain HTTP without.
+    pub tls: Option<wallet_http::ServerTls>,
 }
 
 /// A listener on `addr`, or why not.
@@ -172,6 +174,12 @@ impl Process {
             Err(error) => tracing::warn!(service = name, %error, "cannot read the database role"),
         }
         let kafka = common.kafka_settings(name);
+        // The broker's address, TLS and SASL settings, checked before
+        // anything is asked of it: a certificate or a password refused ends
+        // the wait at once, saying so.
+        wallet_core_kafka::reachable(&kafka)
+            .await
+            .with_context(|| format!("reaching the broker at {}", kafka.bootstrap_servers))?;
         wallet_core_kafka::ensure_topics(&kafka)
             .await
             .context("creating the topics")?;
@@ -473,15 +481,29 @@ impl Process {
             None => public.await?,
             Some((listener, internal)) => {
                 let addr = listener.local_addr()?;
+                let scheme = if internal.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 // A reader that wanted the first line only may have closed
                 // stdout already: the line is not worth a panic.
                 let mut stdout = std::io::stdout();
-                let _ = writeln!(stdout, "{} internal routes on http://{addr}", self.name)
+                let _ = writeln!(stdout, "{} internal routes on {scheme}://{addr}", self.name)
                     .and_then(|()| stdout.flush());
-                tracing::info!(service = self.name, %addr, "serving the internal routes");
+                tracing::info!(service = self.name, %addr, scheme, "serving the internal routes");
                 let app = listener_app(internal.routes, internal.doc, Router::new());
-                let internal = wallet_http::serve_until(listener, app, internal_closing);
-                tokio::try_join!(public, internal)?;
+                match internal.tls {
+                    None => {
+                        let serving = wallet_http::serve_until(listener, app, internal_closing);
+                        tokio::try_join!(public, serving)?;
+                    }
+                    Some(tls) => {
+                        let listener = wallet_http::TlsListener::new(listener, tls)?;
+                        let serving = wallet_http::serve_until(listener, app, internal_closing);
+                        tokio::try_join!(public, serving)?;
+                    }
+                }
             }
         }
         let _ = self.stop.send(true);

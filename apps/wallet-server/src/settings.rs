@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use wallet_core::event::SCHEMA_VERSION;
 use wallet_core::service::TransactionConfig;
-use wallet_http::ServiceToken;
+use wallet_http::{ServerTls, ServiceToken};
 
 /// Settings every service takes.
 #[derive(Debug, Clone, Args)]
@@ -74,9 +74,13 @@ pub struct Common {
     #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
     pub kafka_fetch_wait_ms: u64,
 
-    /// Any librdkafka property, as `key=value`, for every client; repeat the
-    /// flag, or separate with commas in the variable.
-    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
+    /// Any librdkafka property, as `key=value`, for every client (TLS and
+    /// SASL among them: `security.protocol`, `ssl.ca.location`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`); repeat the
+    /// flag, or separate with commas in the variable. Hidden from `--help`'s
+    /// environment values, since it may hold a password.
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", hide_env_values = true,
+          value_delimiter = ',', value_parser = key_value)]
     pub kafka_properties: Vec<(String, String)>,
 
     /// Events a consumer hands to its store at most in one database
@@ -198,6 +202,13 @@ pub struct WalletLink {
     /// A file holding the token instead (its surrounding blanks ignored).
     #[arg(long, env = "WALLET_SERVICE_TOKEN_FILE")]
     pub wallet_service_token_file: Option<PathBuf>,
+
+    /// The certificate authorities (a PEM file) trusted for the wallet
+    /// service's certificate, given `https://` URLs: the only ones, in
+    /// place of the web's public authorities built in. Requires every URL
+    /// to be `https://`.
+    #[arg(long, env = "WALLET_SERVICE_CA_FILE")]
+    pub wallet_service_ca_file: Option<PathBuf>,
 }
 
 impl WalletLink {
@@ -214,7 +225,14 @@ impl WalletLink {
         })?;
         let timeout = std::time::Duration::from_millis(self.wallet_service_timeout_ms);
         let urls: Vec<&str> = self.wallet_service_url.split(',').map(str::trim).collect();
-        Ok(transaction_service::HttpWalletGateway::instances(&urls, timeout)?.with_token(token))
+        let gateway = match &self.wallet_service_ca_file {
+            None => transaction_service::HttpWalletGateway::instances(&urls, timeout)?,
+            Some(ca_file) => {
+                transaction_service::HttpWalletGateway::instances_trusting(&urls, timeout, ca_file)
+                    .context("WALLET_SERVICE_CA_FILE")?
+            }
+        };
+        Ok(gateway.with_token(token))
     }
 }
 
@@ -243,6 +261,16 @@ pub struct Internal {
     /// commas).
     #[arg(long, env = "INTERNAL_TOKEN_FILE")]
     pub internal_token_file: Option<PathBuf>,
+
+    /// The internal listener's TLS certificate (PEM: its own first, then
+    /// any intermediates). With `--internal-tls-key`, the internal routes
+    /// are served over TLS only (`https://`).
+    #[arg(long, env = "INTERNAL_TLS_CERT", requires = "internal_tls_key")]
+    pub internal_tls_cert: Option<PathBuf>,
+
+    /// The private key of `--internal-tls-cert` (PEM).
+    #[arg(long, env = "INTERNAL_TLS_KEY", requires = "internal_tls_cert")]
+    pub internal_tls_key: Option<PathBuf>,
 }
 
 impl Internal {
@@ -255,6 +283,18 @@ impl Internal {
         };
         self.internal_listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// The internal listener's TLS identity, when its certificate and key
+    /// are given; an error names the file that does not do.
+    pub fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        match (&self.internal_tls_cert, &self.internal_tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                ServerTls::from_pem_files(cert, key)
+                    .context("INTERNAL_TLS_CERT and INTERNAL_TLS_KEY")?,
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// The accepted tokens; an error names both settings when neither is
@@ -374,6 +414,8 @@ mod tests {
             internal_listen: None,
             internal_token: vec![token("s3cret")],
             internal_token_file: None,
+            internal_tls_cert: None,
+            internal_tls_key: None,
         };
         let public = SocketAddr::from(([0, 0, 0, 0], 8082));
         assert_eq!(internal.listen_or(public).to_string(), "127.0.0.1:9082");

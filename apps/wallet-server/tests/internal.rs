@@ -70,6 +70,8 @@ fn printed_settings_never_show_a_token() {
         internal_listen: None,
         internal_token: vec![ServiceToken::new("s3cret-a").unwrap()],
         internal_token_file: None,
+        internal_tls_cert: None,
+        internal_tls_key: None,
     };
     #[derive(Debug, Parser)]
     struct Caller {

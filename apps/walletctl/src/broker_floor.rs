@@ -53,8 +53,8 @@ pub struct BrokerFloorArgs {
     /// Any librdkafka property, as `key=value`, for both clients, as the
     /// services' `KAFKA_PROPERTIES`; repeat the flag, or separate with
     /// commas in the variable.
-    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',',
-        value_parser = key_value)]
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", hide_env_values = true,
+        value_delimiter = ',', value_parser = key_value)]
     pub properties: Vec<(String, String)>,
     /// Longest wait for one record, in milliseconds, the untimed first ones
     /// included.
@@ -62,7 +62,7 @@ pub struct BrokerFloorArgs {
     pub timeout_ms: u64,
 }
 
-fn key_value(text: &str) -> Result<(String, String), String> {
+pub(crate) fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("expected key=value, got {text:?}")),

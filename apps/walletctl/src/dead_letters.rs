@@ -40,6 +40,12 @@ pub struct Topic {
     /// The consumer group whose dead-letter topic (`<group>.dlq`) to read.
     #[arg(long, value_parser = GROUPS)]
     group: String,
+    /// Any librdkafka property, as `key=value` (TLS and SASL: see
+    /// docs/operations.md), as the services' `KAFKA_PROPERTIES`; repeat
+    /// the flag, or separate with commas in the variable.
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", hide_env_values = true,
+        value_delimiter = ',', value_parser = crate::broker_floor::key_value)]
+    properties: Vec<(String, String)>,
 }
 
 /// `walletctl dead-letters ...`
@@ -238,6 +244,7 @@ pub async fn run(command: DeadLettersCommand, json: bool) -> anyhow::Result<Exit
 fn settings(topic: &Topic) -> KafkaSettings {
     let mut settings = KafkaSettings::new(&topic.brokers);
     settings.client_id = "walletctl".to_owned();
+    settings.properties.extend(topic.properties.iter().cloned());
     settings
 }
 

@@ -35,9 +35,11 @@ async fn main() -> anyhow::Result<()> {
         wallet,
         transaction,
     } = Args::parse();
+    // A wallet service link that cannot work stops the start before
+    // anything else.
+    let gateway = wallet.gateway()?;
     let mut process = Process::start(common, groups::TRANSACTION, Schema::Transaction).await?;
     let store = PgTransferStore::new(process.pool.clone(), &process.pg);
-    let gateway = wallet.gateway()?;
     let service = Arc::new(TransactionService::new(
         store.clone(),
         gateway,

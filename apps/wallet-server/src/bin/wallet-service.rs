@@ -30,8 +30,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Refuse to start without a credential, before anything else.
+    // Refuse to start without a credential, or with a TLS identity that
+    // does not do, before anything else.
     let accepted = args.internal.tokens()?;
+    let tls = args.internal.tls()?;
     let internal_listen = args.internal.listen_or(args.common.listen_or(PORT));
     let mut process = Process::start(args.common, groups::WALLET, Schema::Wallet).await?;
     let store = PgWalletStore::new(process.pool.clone(), &process.pg);
@@ -47,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         routes: wallet_service::internal(service.clone(), accepted),
         doc: wallet_service::internal_openapi(),
         listen: internal_listen,
+        tls,
     };
     let api = wallet_service::api(service);
     process
