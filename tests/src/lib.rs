@@ -194,6 +194,14 @@ impl Drop for Process {
     }
 }
 
+/// A tansu broker of its own on a free loopback port, with SQLite storage
+/// in a new temporary directory, and its address.
+pub fn start_broker() -> (Process, String) {
+    let port = free_port();
+    let broker = start_broker_advertising(port, port, Arc::new(TempDir::new("broker")));
+    (broker.process, format!("127.0.0.1:{port}"))
+}
+
 /// A broker process and where it listens.
 pub struct Broker {
     /// The process (its directory holds the data).

@@ -145,7 +145,11 @@ impl Postgres {
                 .arg(dir.path())
                 .status()
                 .expect("chown runs");
-            assert!(owned.success(), "cannot give {} to postgres", dir.path().display());
+            assert!(
+                owned.success(),
+                "cannot give {} to postgres",
+                dir.path().display()
+            );
         }
         let initdb = server_command(&bin, "initdb", as_postgres)
             .arg("-D")
