@@ -18,8 +18,8 @@ use transaction_service::{GatewaySetupError, HttpWalletGateway};
 use wallet_core::ids::WalletId;
 use wallet_core::money::Currency;
 use wallet_core::ports::{GatewayError, WalletGateway};
-use wallet_core_postgres::PgSettings;
 use wallet_core_postgres::testdb::TestDatabase;
+use wallet_core_postgres::{PgSettings, Schema, prepare};
 use wallet_e2e::stack::{call, settled};
 use wallet_e2e::tls::{Ca, Issued, Postgres, SCRAM_USERS, SecureBroker, sasl_ssl};
 use wallet_e2e::{Process, free_port, start_broker, start_refused, start_service};
@@ -37,14 +37,18 @@ struct Backends {
 }
 
 impl Backends {
-    /// Three fresh databases on the test server and a plain-text broker
-    /// (kept by the caller).
+    /// Three fresh databases on the test server, prepared as `walletctl
+    /// migrate` does (the services connect as their runtime roles), and a
+    /// plain-text broker (kept by the caller).
     async fn plain(bootstrap: String) -> Backends {
         Backends {
             databases: [
-                TestDatabase::create().await.url().to_owned(),
-                TestDatabase::create().await.url().to_owned(),
-                TestDatabase::create().await.url().to_owned(),
+                TestDatabase::create()
+                    .await
+                    .prepare(Schema::Transaction)
+                    .await,
+                TestDatabase::create().await.prepare(Schema::Wallet).await,
+                TestDatabase::create().await.prepare(Schema::Ledger).await,
             ],
             bootstrap,
             kafka_properties: Vec::new(),
@@ -245,19 +249,25 @@ async fn every_link_over_tls() {
         .await
         .unwrap();
     let names = ["transaction_db", "wallet_db", "ledger_db"];
-    for name in names {
+    let schemas = [Schema::Transaction, Schema::Wallet, Schema::Ledger];
+    let mut databases = Vec::new();
+    for (name, schema) in names.into_iter().zip(schemas) {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&server)
             .await
             .unwrap();
+        // Prepared over TLS too; the server trusts its local clients, so
+        // the runtime role logs in without a password.
+        let at = |role: &str| {
+            let port = postgres.port;
+            format!("postgres://{role}@127.0.0.1:{port}/{name}?{verified}")
+        };
+        let roles = prepare(&at("postgres"), schema).await.unwrap();
+        databases.push(at(&roles.app));
     }
-    let database = |name: &str| {
-        let url = format!("postgres://postgres@127.0.0.1:{}/{name}", postgres.port);
-        format!("{url}?{verified}")
-    };
     let (mechanism, user, password) = SCRAM_USERS[1];
     let backends = Backends {
-        databases: names.map(database),
+        databases: databases.try_into().expect("three databases"),
         bootstrap: broker.bootstrap.clone(),
         kafka_properties: sasl_ssl(&ca.cert_file, mechanism, user, password),
     };

@@ -12,6 +12,7 @@ use wallet_core::ports::{Message, Payload, Publisher, Subscription};
 use wallet_core_kafka::{
     KafkaPublisher, KafkaSettings, KafkaSubscription, create_topics, reachable,
 };
+use wallet_core_postgres::Schema;
 use wallet_core_postgres::testdb::TestDatabase;
 use wallet_e2e::start_refused;
 use wallet_e2e::tls::{Ca, SCRAM_USERS, SecureBroker, sasl_ssl};
@@ -133,7 +134,7 @@ async fn sasl_over_tls_carries_events_and_refuses_what_does_not_verify() {
         .collect::<Vec<_>>()
         .join(",");
     let env = [
-        ("DATABASE_URL", db.url().to_owned()),
+        ("DATABASE_URL", db.prepare(Schema::Wallet).await),
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap.clone()),
         ("KAFKA_PROPERTIES", properties),
         ("LISTEN", "127.0.0.1:0".to_owned()),
