@@ -95,9 +95,17 @@ impl PgSettings {
         let options = PgConnectOptions::from_str(url).db()?;
         check_tls_files(&options)?;
         let tls = tls_summary(&options);
+        // Statements are prepared once per connection and run for its
+        // life. A generic plan, which PostgreSQL may settle on after five
+        // runs, is costed for the tables as they were then: chosen while
+        // they were small (a new deployment) or before any ANALYZE, it
+        // scans whole tables for every batch from then on. A plan per run
+        // costs a fraction of a millisecond per statement and follows the
+        // tables and the batch sizes.
         let options = options.application_name("wallet-core-postgres").options([
             ("statement_timeout", millis(self.statement_timeout)),
             ("lock_timeout", millis(self.lock_timeout)),
+            ("plan_cache_mode", "force_custom_plan".to_owned()),
         ]);
         PgPoolOptions::new()
             .max_connections(self.max_connections)

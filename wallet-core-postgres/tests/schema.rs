@@ -405,3 +405,17 @@ async fn connections_carry_the_statement_and_lock_timeouts() {
     // they come back only.
     assert!(!pool.options().get_test_before_acquire());
 }
+
+/// Every connection of a pool plans each statement when it runs: a plan
+/// kept for the connection's life would be the one costed while the tables
+/// were empty (scans of whole tables once they have grown, with no ANALYZE
+/// in between; see docs/postgres.md).
+#[tokio::test]
+async fn pooled_connections_plan_each_run_of_a_statement() {
+    let (_db, pool) = pool_of(Schema::Transaction).await;
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan");
+}
