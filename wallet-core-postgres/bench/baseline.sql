@@ -8,3 +8,6 @@ CREATE TABLE entries (
     amount numeric NOT NULL
 );
 INSERT INTO wallets SELECT g, 1000000 FROM generate_series(1, 1000) g;
+-- One row a transaction, for commit.pgbench: what one durable commit costs
+-- on this PostgreSQL and disk, alone.
+CREATE TABLE commits (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
