@@ -4,7 +4,8 @@
 //! nothing; the runtime role can change neither the schema nor the
 //! ledger's history; the ledger's triggers refuse changes to outcomes and
 //! accounts even to the owner; over-scaled amounts are refused by the
-//! schema; a service starts only on a schema with this build's migrations.
+//! schema; a service starts only on a schema with this build's migrations;
+//! preparations started together wait for each other.
 
 mod common;
 
@@ -175,6 +176,31 @@ async fn prepare_makes_the_roles_and_grants_exactly_the_stores_statements_twice_
         .unwrap();
         assert!(others.is_empty(), "{schema}: not the owner's: {others:?}");
     }
+}
+
+/// Three instances' migrations started at once on an empty database (a
+/// deploy that starts every instance together): each waits for the one
+/// before, all succeed, and every migration is applied once.
+#[tokio::test]
+async fn preparations_started_together_wait_for_each_other() {
+    let db = TestDatabase::create().await;
+    let schema = Schema::Transaction;
+    let (a, b, c) = tokio::join!(
+        prepare(db.url(), schema),
+        prepare(db.url(), schema),
+        prepare(db.url(), schema)
+    );
+    for roles in [a, b, c] {
+        assert_eq!(roles.unwrap(), roles_of(&db));
+    }
+    let admin = pool_at(db.url()).await;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    let expected: Vec<i64> = schema.migrator().iter().map(|m| m.version).collect();
+    assert_eq!(applied, expected, "each migration once, all of them");
 }
 
 #[tokio::test]
