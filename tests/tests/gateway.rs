@@ -249,15 +249,7 @@ async fn the_system_through_its_gateway() {
     assert_eq!(status, 404, "internal reserve through the gateway");
     // ... while the services serve them on their own addresses.
     let direct = format!("http://{}", wallet.addr);
-    let metrics = c
-        .http
-        .get(format!("{direct}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 200);
-    let text = metrics.text().await.unwrap();
-    assert!(text.contains("http_requests_total"), "{text}");
+    metrics_with(&c.http, &wallet.addr, "http_requests_total").await;
     let (status, ready) = call(c.http.get(format!("{direct}/readyz"))).await;
     assert_eq!(status, 200, "{ready}");
     // The wallet service's internal routes: not on its public address, and
@@ -281,18 +273,12 @@ async fn the_system_through_its_gateway() {
         (200, Some("USD")),
         "{body}"
     );
-    let metrics = c
-        .http
-        .get(format!("{direct}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let text = metrics.text().await.unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("wallet_internal_unauthorized_total 2")),
-        "{text}"
-    );
+    metrics_with(
+        &c.http,
+        &wallet.addr,
+        "wallet_internal_unauthorized_total 2",
+    )
+    .await;
 
     // Every metric each service exports is described.
     let waited_for = [

@@ -11,15 +11,13 @@ mod common;
 
 use std::str::FromStr;
 
-use common::{Schema, pool_of, settings};
+use common::{Schema, one_posting, pool_of, settings};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use wallet_core::contract::data::TestData;
-use wallet_core::ids::{IdGenerator, WalletId};
 use wallet_core::money::Currency;
-use wallet_core::ports::LedgerStore;
 use wallet_core_postgres::testdb::TestDatabase;
-use wallet_core_postgres::{PgLedgerStore, Roles, check_schema, prepare, unbounded_role};
+use wallet_core_postgres::{Roles, check_schema, prepare, unbounded_role};
 
 /// Every table privilege there is, in the order `Schema::grants` lists
 /// them.
@@ -78,22 +76,6 @@ async fn acting_as(db: &TestDatabase, role: &str) -> PgConnection {
 /// A pool on `url`, with the test settings.
 async fn pool_at(url: &str) -> PgPool {
     settings().connect(url).await.unwrap()
-}
-
-/// One deposit posted by the ledger store as `pool`'s role: an outcome,
-/// an account and two entries.
-async fn one_posting(pool: &PgPool, data: &TestData) {
-    let store = PgLedgerStore::new(pool.clone(), &settings());
-    let request = data.reserve_request(
-        WalletId::system(Currency::USD),
-        data.wallet_id(),
-        "10.00",
-        Currency::USD,
-    );
-    assert_eq!(
-        store.post(&[data.wallet_reserved(&request)]).await.unwrap(),
-        1
-    );
 }
 
 /// A balanced posting of `amount` in `currency` written by hand, with its

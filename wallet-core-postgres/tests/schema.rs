@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Schema, pool_of, settings};
+use common::{Schema, one_posting, pool_of, settings};
 use wallet_core::contract::data::TestData;
 use wallet_core::ids::{IdGenerator, WalletId};
 use wallet_core::money::Currency;
@@ -69,25 +69,10 @@ async fn migrations_apply_to_an_empty_database_and_again_without_change() {
     }
 }
 
-async fn one_posting(pool: &sqlx::PgPool) {
-    let store = wallet_core_postgres::PgLedgerStore::new(pool.clone(), &settings());
-    let data = TestData::new();
-    let request = data.reserve_request(
-        WalletId::system(Currency::USD),
-        data.wallet_id(),
-        "10.00",
-        Currency::USD,
-    );
-    assert_eq!(
-        store.post(&[data.wallet_reserved(&request)]).await.unwrap(),
-        1
-    );
-}
-
 #[tokio::test]
 async fn ledger_entries_cannot_be_updated_deleted_or_truncated() {
     let (_db, pool) = pool_of(Schema::Ledger).await;
-    one_posting(&pool).await;
+    one_posting(&pool, &TestData::new()).await;
     for statement in [
         "UPDATE entries SET amount = amount + 1",
         "DELETE FROM entries",

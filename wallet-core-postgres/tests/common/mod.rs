@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 use wallet_core::contract::Fixture;
+use wallet_core::contract::data::TestData;
+use wallet_core::ids::{IdGenerator, WalletId};
+use wallet_core::money::Currency;
+use wallet_core::ports::LedgerStore;
 pub use wallet_core_postgres::Schema;
 use wallet_core_postgres::testdb::TestDatabase;
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
@@ -67,4 +71,20 @@ impl Fixture for FreshLedger {
     async fn fresh(&self) -> PgLedgerStore {
         ledger_store().await
     }
+}
+
+/// One deposit posted by the ledger store as `pool`'s role: an outcome,
+/// an account and two entries.
+pub async fn one_posting(pool: &sqlx::PgPool, data: &TestData) {
+    let store = PgLedgerStore::new(pool.clone(), &settings());
+    let request = data.reserve_request(
+        WalletId::system(Currency::USD),
+        data.wallet_id(),
+        "10.00",
+        Currency::USD,
+    );
+    assert_eq!(
+        store.post(&[data.wallet_reserved(&request)]).await.unwrap(),
+        1
+    );
 }

@@ -820,6 +820,26 @@ async fn deposits_and_withdrawals_go_through_the_currencys_system_account() {
     assert_eq!(now_or_never(rig.wallets.wallet(system)).unwrap(), None);
 }
 
+impl Rig {
+    /// One instance of several on the store `real` (as processes on one
+    /// database), counting its reads of single transfers in `reads`, with
+    /// `config` and a wallet service that reserves everything.
+    fn counting_instance(
+        &self,
+        real: &MemoryTransferStore,
+        reads: &Arc<AtomicUsize>,
+        config: TransactionConfig,
+    ) -> TransactionService<MockTransferStore, MockWalletGateway> {
+        let mut gateway = MockWalletGateway::new();
+        look_up_currencies(&mut gateway, &self.wallets);
+        gateway
+            .expect_reserve_batch()
+            .returning(|requests| Ok(vec![ReserveOutcome::Reserved; requests.len()]));
+        let store = counting_store(real, reads);
+        TransactionService::new(store, gateway, self.clock.clone(), self.ids.clone(), config)
+    }
+}
+
 /// A mock store that forwards to `real` and counts the reads of single
 /// transfers in `reads`.
 fn counting_store(real: &MemoryTransferStore, reads: &Arc<AtomicUsize>) -> MockTransferStore {
@@ -853,18 +873,12 @@ async fn a_wait_is_woken_by_its_own_transfer_and_by_changes_announced_from_elsew
     let rig = rig();
     let real = MemoryTransferStore::new();
     let service = |reads: &Arc<AtomicUsize>| {
-        let mut gateway = MockWalletGateway::new();
-        look_up_currencies(&mut gateway, &rig.wallets);
-        gateway
-            .expect_reserve_batch()
-            .returning(|requests| Ok(vec![ReserveOutcome::Reserved; requests.len()]));
         let config = TransactionConfig {
             wait_poll: HOUR,
             max_wait: HOUR,
             ..TransactionConfig::default()
         };
-        let store = counting_store(&real, reads);
-        TransactionService::new(store, gateway, rig.clock.clone(), rig.ids.clone(), config)
+        rig.counting_instance(&real, reads, config)
     };
     // Two instances on one store, as two processes on one database.
     let (reads_here, reads_elsewhere) = (Arc::default(), Arc::default());
@@ -922,14 +936,7 @@ async fn a_wait_woken_by_an_announcement_reads_its_transfer_twice() {
     let rig = rig();
     let real = MemoryTransferStore::new();
     let service = |reads: &Arc<AtomicUsize>| {
-        let mut gateway = MockWalletGateway::new();
-        look_up_currencies(&mut gateway, &rig.wallets);
-        gateway
-            .expect_reserve_batch()
-            .returning(|requests| Ok(vec![ReserveOutcome::Reserved; requests.len()]));
-        let store = counting_store(&real, reads);
-        let config = TransactionConfig::default();
-        TransactionService::new(store, gateway, rig.clock.clone(), rig.ids.clone(), config)
+        rig.counting_instance(&real, reads, TransactionConfig::default())
     };
     // Two instances on one store: `here` applies the outcomes, `elsewhere`
     // answers the long polls.
