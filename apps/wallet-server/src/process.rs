@@ -222,9 +222,9 @@ impl Process {
         until_set(&self.stop)
     }
 
-    /// Resolves once the process is told to stop, as it stops taking
-    /// requests and before it waits for those in flight: a service ends
-    /// its long waits on it, so that they answer at once.
+    /// Resolves once the process is told to stop, as its drain begins
+    /// (before it stops taking requests and waits for those in flight): a
+    /// service ends its long waits on it, so that they answer at once.
     pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
         until_set(&self.draining)
     }
@@ -430,10 +430,12 @@ impl Process {
     /// Serves `api` (the service's routes) with `/openapi.json` (`doc`),
     /// `/healthz`, `/readyz`, `/metrics` on the configured address (`port`
     /// on 127.0.0.1 by default), and `internal`'s routes, if any, on their
-    /// own address, until SIGTERM or Ctrl-C; then stops taking requests on
-    /// both, resolves [`Process::draining`] (long polls answer at once),
-    /// lets the requests in flight finish, stops the background tasks
-    /// between batches, and waits for them up to the grace period.
+    /// own address, until SIGTERM or Ctrl-C. Then it resolves
+    /// [`Process::draining`] (`/readyz` answers 503, long polls answer at
+    /// once), keeps serving for the drain delay, stops taking requests on
+    /// both addresses, lets the requests in flight finish, stops the
+    /// background tasks between batches, waits for them up to the grace
+    /// period, and flushes the producer.
     pub async fn serve(
         mut self,
         api: Router,
