@@ -371,7 +371,8 @@ impl Stack {
     }
 
     /// `n` wallets in USD, each funded with a deposit of `amount` that
-    /// reached SUCCEEDED.
+    /// reached SUCCEEDED and shows in its available balance (`amount` as
+    /// the API writes it, two decimals): spendable at once.
     pub async fn funded_wallets(&self, n: usize, amount: &str) -> Vec<String> {
         let (http, base) = (&self.http, &self.base);
         let mut wallets = Vec::new();
@@ -394,6 +395,16 @@ impl Stack {
         }
         let statuses = self.wait_terminal(&deposits, Duration::from_secs(60)).await;
         assert_eq!(statuses.get("SUCCEEDED"), Some(&n), "{statuses:?}");
+        for wallet in &wallets {
+            settled(
+                &self.http,
+                &self.base,
+                wallet,
+                amount,
+                Duration::from_secs(30),
+            )
+            .await;
+        }
         wallets
     }
 
