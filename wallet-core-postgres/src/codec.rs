@@ -111,6 +111,15 @@ pub(crate) fn transfer_uuids(ids: impl IntoIterator<Item = TransferId>) -> Vec<u
     ids.into_iter().map(|id| id.as_uuid()).collect()
 }
 
+/// Optional transfer ids as a `uuid[]` parameter with nulls.
+pub(crate) fn transfer_uuids_opt(
+    ids: impl IntoIterator<Item = Option<TransferId>>,
+) -> Vec<Option<uuid::Uuid>> {
+    ids.into_iter()
+        .map(|id| id.map(|id| id.as_uuid()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use wallet_core::outcome::FailureReason;

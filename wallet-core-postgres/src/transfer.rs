@@ -15,7 +15,9 @@ use wallet_core::ports::{
     Applied, Begin, Claim, Refusal, ReserveAttempt, StoreError, TransferReads, TransferStore,
 };
 use wallet_core::time::Timestamp;
-use wallet_core::transfer::{AgeBucket, Transfer, TransferCommand, TransferStatus, Unfinished};
+use wallet_core::transfer::{
+    AgeBucket, HoldEnd, Transfer, TransferCommand, TransferStatus, Unfinished,
+};
 
 use crate::codec;
 use crate::error::{Db, corrupt};
@@ -34,7 +36,7 @@ macro_rules! columns {
     () => {
         "t.id, t.kind, t.status, t.failure_reason, t.sender_wallet_id, \
          t.receiver_wallet_id, t.amount, t.currency, t.correlation_id, t.idempotency_key, \
-         t.created_at, t.updated_at"
+         t.created_at, t.updated_at, t.expires_at, t.hold_id, t.captured_by"
     };
 }
 
@@ -95,6 +97,15 @@ fn transfer_of(row: &PgRow) -> Result<Transfer, StoreError> {
         idempotency_key: IdempotencyKey::new(key).map_err(corrupt)?,
         created_at: row.try_get("created_at").db()?,
         updated_at: row.try_get("updated_at").db()?,
+        expires_at: row.try_get("expires_at").db()?,
+        hold_id: row
+            .try_get::<Option<uuid::Uuid>, _>("hold_id")
+            .db()?
+            .map(TransferId::from_uuid),
+        captured_by: row
+            .try_get::<Option<uuid::Uuid>, _>("captured_by")
+            .db()?
+            .map(TransferId::from_uuid),
     })
 }
 
@@ -114,23 +125,71 @@ async fn write_statuses(conn: &mut PgConnection, moved: &[&Transfer]) -> Result<
         .map(|t| t.failure_reason.as_ref().map(codec::text_of))
         .collect();
     let updated: Vec<Timestamp> = moved.iter().map(|t| t.updated_at).collect();
-    // A transfer that leaves INITIATED leaves the retrier's queue: its lease
-    // goes with it.
+    let captured_by = codec::transfer_uuids_opt(moved.iter().map(|t| t.captured_by));
+    // A transfer that leaves INITIATED leaves the retrier's queue, and a
+    // hold that leaves HELD the sweeper's: their leases go with them.
     sqlx::query(
         "UPDATE transfers SET status = u.status, failure_reason = u.reason,
-             updated_at = u.updated_at, lease_worker = NULL, lease_until = NULL
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
-             AS u(id, status, reason, updated_at)
+             updated_at = u.updated_at, captured_by = u.captured_by,
+             lease_worker = NULL, lease_until = NULL, sweep_worker = NULL, sweep_until = NULL
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::uuid[])
+             AS u(id, status, reason, updated_at, captured_by)
          WHERE transfers.id = u.id",
     )
     .bind(ids)
     .bind(statuses)
     .bind(reasons)
     .bind(updated)
+    .bind(captured_by)
     .execute(conn)
     .await
     .db()?;
     Ok(())
+}
+
+/// Locks the transfers `ids` in id order and returns them by id.
+async fn lock_transfers(
+    conn: &mut PgConnection,
+    ids: impl IntoIterator<Item = TransferId>,
+) -> Result<HashMap<TransferId, Transfer>, StoreError> {
+    let ids: BTreeSet<TransferId> = ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM transfers t WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE"
+    ))
+    .bind(codec::transfer_uuids(ids))
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter()
+        .map(|row| transfer_of(row).map(|t| (t.id, t)))
+        .collect()
+}
+
+/// Applies holds' ends ([`TransferCommand::EndHold`]) in order, the holds
+/// locked, and writes those that moved. Returns the holds as they then
+/// are, by id.
+async fn end_holds(
+    conn: &mut PgConnection,
+    ends: &[(TransferId, HoldEnd)],
+    now: Timestamp,
+) -> Result<(HashMap<TransferId, Transfer>, BTreeSet<TransferId>), StoreError> {
+    let mut holds = lock_transfers(&mut *conn, ends.iter().map(|(id, _)| *id)).await?;
+    let mut moved = BTreeSet::new();
+    for (id, end) in ends {
+        if let Some(hold) = holds.get_mut(id)
+            && hold.handle(&TransferCommand::EndHold(*end), now)
+        {
+            moved.insert(*id);
+        }
+    }
+    let written: Vec<&Transfer> = moved.iter().map(|id| &holds[id]).collect();
+    write_statuses(conn, &written).await?;
+    Ok((holds, moved))
 }
 
 /// Records `event_ids` in the inbox, in id order; returns those that were
@@ -215,10 +274,12 @@ impl TransferStore for PgTransferStore {
             "WITH u AS (
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[],
                      $5::uuid[], $6::uuid[], $7::numeric[], $8::text[], $9::uuid[],
-                     $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[])
+                     $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
+                     $14::timestamptz[], $15::uuid[])
                      WITH ORDINALITY AS u(id, kind, status, failure_reason, sender_wallet_id,
                          receiver_wallet_id, amount, currency, correlation_id,
-                         idempotency_key, created_at, updated_at, fingerprint, n)
+                         idempotency_key, created_at, updated_at, fingerprint, expires_at,
+                         hold_id, n)
              ), k AS (
                  INSERT INTO idempotency_keys (key, fingerprint, transfer_id, created_at)
                  SELECT idempotency_key, fingerprint, id, created_at FROM u ORDER BY n
@@ -226,10 +287,10 @@ impl TransferStore for PgTransferStore {
              )
              INSERT INTO transfers (id, kind, status, failure_reason, sender_wallet_id,
                  receiver_wallet_id, amount, currency, correlation_id, idempotency_key,
-                 created_at, updated_at)
+                 created_at, updated_at, expires_at, hold_id)
              SELECT u.id, u.kind, u.status, u.failure_reason, u.sender_wallet_id,
                  u.receiver_wallet_id, u.amount, u.currency, u.correlation_id, k.key,
-                 u.created_at, u.updated_at
+                 u.created_at, u.updated_at, u.expires_at, u.hold_id
              FROM u JOIN k ON k.transfer_id = u.id ORDER BY u.n
              RETURNING id",
         )
@@ -268,6 +329,8 @@ impl TransferStore for PgTransferStore {
         .bind(transfers().map(|t| t.created_at).collect::<Vec<_>>())
         .bind(transfers().map(|t| t.updated_at).collect::<Vec<_>>())
         .bind(rows().map(|(_, f)| f.as_str()).collect::<Vec<_>>())
+        .bind(transfers().map(|t| t.expires_at).collect::<Vec<_>>())
+        .bind(codec::transfer_uuids_opt(transfers().map(|t| t.hold_id)))
         .fetch_all(self.pool())
         .await
         .db()?;
@@ -335,14 +398,17 @@ impl TransferStore for PgTransferStore {
         let mut recorded = Vec::with_capacity(attempts.len());
         let mut moved = BTreeSet::new();
         let mut first_responses: Vec<(String, String)> = Vec::new();
+        let mut hold_ends = Vec::new();
         for &(id, attempt) in attempts {
             let (transfer, unanswered) = stored.get_mut(&id).ok_or_else(|| {
                 StoreError::Integrity(format!("no transfer {id} with a key record"))
             })?;
-            if let ReserveAttempt::Definite(outcome) = attempt
-                && transfer.handle(&TransferCommand::RecordReserve(outcome), now)
-            {
-                moved.insert(id);
+            if let ReserveAttempt::Definite(outcome) = attempt {
+                let command = TransferCommand::RecordReserve(outcome);
+                if transfer.handle(&command, now) {
+                    moved.insert(id);
+                    hold_ends.extend(command.hold_end(transfer));
+                }
             }
             if std::mem::take(unanswered) {
                 first_responses.push((
@@ -390,9 +456,10 @@ impl TransferStore for PgTransferStore {
             .await
             .db()?;
         }
+        let (_, holds_moved) = end_holds(&mut tx, &hold_ends, now).await?;
         tx.commit().await.db()?;
         if !moved.is_empty() {
-            self.announce_moved(moved);
+            self.announce_moved(moved.into_iter().chain(holds_moved));
         }
         Ok(recorded)
     }
@@ -432,6 +499,7 @@ impl TransferStore for PgTransferStore {
         let mut applied = Applied::default();
         let mut dead_letters = Vec::new();
         let mut moved = HashSet::new();
+        let mut hold_ends = Vec::new();
         for event in batch {
             // `remove`: a second copy of one event in the batch is a duplicate.
             if !fresh.remove(&event.event_id()) {
@@ -443,6 +511,7 @@ impl TransferStore for PgTransferStore {
                     if transfer.handle(&command, now) {
                         applied.changed.push(transfer.id);
                         moved.insert(transfer.id);
+                        hold_ends.extend(command.hold_end(transfer));
                     }
                 }
                 None => {
@@ -463,6 +532,8 @@ impl TransferStore for PgTransferStore {
         }
         let moved: Vec<&Transfer> = moved.iter().map(|id| &transfers[id]).collect();
         write_statuses(&mut tx, &moved).await?;
+        let (_, holds_moved) = end_holds(&mut tx, &hold_ends, now).await?;
+        applied.changed.extend(holds_moved);
         crate::outbox::write(&mut tx, &dead_letters).await?;
         tx.commit().await.db()?;
         if !dead_letters.is_empty() {
@@ -512,6 +583,66 @@ impl TransferStore for PgTransferStore {
                 .iter()
                 .all(|t| t.status == TransferStatus::Initiated)
         );
+        Ok(claimed)
+    }
+
+    async fn record_hold_ends(
+        &self,
+        ends: &[(TransferId, HoldEnd)],
+        now: Timestamp,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        if ends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = crate::begin(self.pool()).await.db()?;
+        let (holds, moved) = end_holds(&mut tx, ends, now).await?;
+        let recorded = ends
+            .iter()
+            .map(|(id, _)| {
+                holds
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Integrity(format!("no hold {id}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.db()?;
+        if !moved.is_empty() {
+            self.announce_moved(moved);
+        }
+        Ok(recorded)
+    }
+
+    async fn claim_expired_holds(
+        &self,
+        claim: &Claim,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "WITH due AS (
+                 SELECT id FROM transfers
+                 WHERE status = 'HELD' AND expires_at <= $3
+                   AND (sweep_until IS NULL OR sweep_until <= $3 OR sweep_worker = $1)
+                 ORDER BY expires_at, id
+                 LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE transfers t SET sweep_worker = $1, sweep_until = $2
+             FROM due WHERE t.id = due.id
+             RETURNING ",
+            columns!(),
+            ""
+        ))
+        .bind(claim.worker.as_uuid())
+        .bind(claim.until)
+        .bind(claim.now)
+        .bind(codec::limit(limit))
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        let mut claimed = rows
+            .iter()
+            .map(transfer_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_unstable_by_key(|t| (t.expires_at, t.id));
         Ok(claimed)
     }
 }

@@ -15,8 +15,8 @@ use wallet_core::outcome::{LedgerOutcome, ReserveOutcome};
 use wallet_core::ports::{Refusal, StoreError, WalletReads, WalletStore};
 use wallet_core::time::Timestamp;
 use wallet_core::wallet::{
-    Reservation, ReservationState, ReserveBatch, ReserveRequest, Wallet, WalletChange,
-    decide_finalize,
+    HoldRelease, HoldState, Reservation, ReservationState, ReserveBatch, ReserveRequest, Wallet,
+    WalletChange, decide_finalize, decide_release,
 };
 
 use crate::codec;
@@ -34,7 +34,7 @@ macro_rules! wallet_columns {
 macro_rules! reservation_columns {
     () => {
         "transfer_id, correlation_id, kind, sender_wallet_id, receiver_wallet_id, amount, \
-         currency, state, reason, created_at, updated_at"
+         currency, state, reason, created_at, updated_at, expires_at, hold_id, captured_by"
     };
 }
 
@@ -110,8 +110,15 @@ impl PgWalletStore {
             let wallet = wallet_of(row)?;
             wallets.insert(wallet.id, wallet);
         }
+        // A capture's hold is read after its wallet (the capture's sender)
+        // is locked: every change of a hold locks its wallet first, so this
+        // unit sees the hold as the last one left it.
+        let holds = batch.iter().filter_map(|r| r.request.hold_id);
         let existing = if read_existing {
-            reservations_of(&mut tx, batch.iter().map(|r| r.request.transfer_id)).await?
+            let transfers = batch.iter().map(|r| r.request.transfer_id);
+            reservations_of(&mut tx, transfers.chain(holds)).await?
+        } else if holds.clone().next().is_some() {
+            reservations_of(&mut tx, holds).await?
         } else {
             HashMap::new()
         };
@@ -124,6 +131,7 @@ impl PgWalletStore {
         if !write_reserves(&mut tx, &decided, &events).await? {
             return Ok(None);
         }
+        write_states(&mut tx, &decided.holds.iter().collect::<Vec<_>>()).await?;
         tx.commit().await.db()?;
         if !events.is_empty() {
             self.base.announce();
@@ -151,6 +159,10 @@ fn reservation_of(row: &PgRow) -> Result<Reservation, StoreError> {
         ("reserved", None) => ReservationState::Reserved,
         ("captured", None) => ReservationState::Captured,
         ("released", None) => ReservationState::Released,
+        ("held", None) => ReservationState::Held,
+        ("converted", None) => ReservationState::Converted,
+        ("voided", None) => ReservationState::Voided,
+        ("expired", None) => ReservationState::Expired,
         ("rejected", Some(reason)) => ReservationState::Rejected(codec::parse_text(&reason)?),
         (state, reason) => return Err(corrupt(format!("reservation {state} {reason:?}"))),
     };
@@ -163,11 +175,20 @@ fn reservation_of(row: &PgRow) -> Result<Reservation, StoreError> {
             receiver_wallet_id: WalletId::from_uuid(row.try_get("receiver_wallet_id").db()?),
             amount: codec::amount(row.try_get("amount").db()?, currency)?,
             currency,
+            expires_at: row.try_get("expires_at").db()?,
+            hold_id: transfer_id_of(row, "hold_id")?,
         },
         state,
+        captured_by: transfer_id_of(row, "captured_by")?,
         created_at: row.try_get("created_at").db()?,
         updated_at: row.try_get("updated_at").db()?,
     })
+}
+
+/// An optional transfer id column.
+fn transfer_id_of(row: &PgRow, column: &str) -> Result<Option<TransferId>, StoreError> {
+    let id: Option<uuid::Uuid> = row.try_get(column).db()?;
+    Ok(id.map(TransferId::from_uuid))
 }
 
 /// The state column and its reason.
@@ -176,6 +197,10 @@ fn state_columns(state: ReservationState) -> (&'static str, Option<String>) {
         ReservationState::Reserved => ("reserved", None),
         ReservationState::Captured => ("captured", None),
         ReservationState::Released => ("released", None),
+        ReservationState::Held => ("held", None),
+        ReservationState::Converted => ("converted", None),
+        ReservationState::Voided => ("voided", None),
+        ReservationState::Expired => ("expired", None),
         ReservationState::Rejected(reason) => ("rejected", Some(codec::text_of(&reason))),
     }
 }
@@ -247,10 +272,10 @@ async fn write_reserves(
         "WITH r AS (
              INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
                  receiver_wallet_id, amount, currency, state, reason, created_at, updated_at,
-                 kind)
+                 kind, expires_at, hold_id)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
                  $5::numeric[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                 $10::timestamptz[], $17::text[])
+                 $10::timestamptz[], $17::text[], $18::timestamptz[], $19::uuid[])
              ON CONFLICT (transfer_id) DO NOTHING RETURNING transfer_id
          ), all_new AS (
              SELECT count(*) = cardinality($1::uuid[]) AS yes FROM r
@@ -295,6 +320,8 @@ async fn write_reserves(
             .map(|r| codec::text_of(&r.kind))
             .collect::<Vec<_>>(),
     )
+    .bind(requests().map(|r| r.expires_at).collect::<Vec<_>>())
+    .bind(codec::transfer_uuids_opt(requests().map(|r| r.hold_id)))
     .fetch_one(conn)
     .await
     .db()?;
@@ -414,6 +441,65 @@ impl WalletStore for PgWalletStore {
         }
         Ok(refused)
     }
+
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = crate::begin(self.pool()).await.db()?;
+        let mut holds = reservations_of(&mut tx, batch.iter().map(|(id, _)| *id)).await?;
+        // Every change of a hold locks its wallet first (a capture locks
+        // its sender), then reads the hold: the wallets, in id order, then
+        // the holds again as the last unit left them.
+        let wallet_ids: BTreeSet<WalletId> =
+            holds.values().map(|h| h.request.sender_wallet_id).collect();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            wallet_columns!(),
+            " FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(codec::wallet_uuids(wallet_ids.iter().copied()))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let mut wallets = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let wallet = wallet_of(row)?;
+            wallets.insert(wallet.id, wallet);
+        }
+        if !holds.is_empty() {
+            holds = reservations_of(&mut tx, batch.iter().map(|(id, _)| *id)).await?;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut moved_holds = BTreeSet::new();
+        let mut moved_wallets = BTreeSet::new();
+        for &(id, release) in batch {
+            let hold = holds.get(&id);
+            let wallet = hold.and_then(|h| wallets.get(&h.request.sender_wallet_id));
+            let Some((state, released)) = decide_release(hold, wallet, release, now) else {
+                answers.push(None);
+                continue;
+            };
+            if let Some(released) = released {
+                moved_wallets.insert(released.wallet.id);
+                wallets.insert(released.wallet.id, released.wallet);
+                moved_holds.insert(id);
+                holds.insert(id, released.hold);
+            }
+            answers.push(Some(state));
+        }
+        let written: Vec<&Reservation> = moved_holds.iter().map(|id| &holds[id]).collect();
+        write_states(&mut tx, &written).await?;
+        if !moved_wallets.is_empty() {
+            write_wallets(&mut tx, moved_wallets.iter().map(|id| &wallets[id])).await?;
+        }
+        tx.commit().await.db()?;
+        Ok(answers)
+    }
 }
 
 /// Locks the reservations the new events of `batch` concern, in transfer id
@@ -484,7 +570,14 @@ async fn apply_changes(
         })?;
         wallet.apply(*change, now);
     }
-    let wallets: Vec<&Wallet> = ids.iter().map(|id| &wallets[id]).collect();
+    write_wallets(conn, ids.iter().map(|id| &wallets[id])).await
+}
+
+/// Writes wallets' balances back, in one statement.
+async fn write_wallets<'w>(
+    conn: &mut PgConnection,
+    wallets: impl Iterator<Item = &'w Wallet> + Clone,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE wallets SET available = u.available, reserved = u.reserved,
              updated_at = u.updated_at
@@ -492,7 +585,7 @@ async fn apply_changes(
              AS u(id, available, reserved, updated_at)
          WHERE wallets.id = u.id",
     )
-    .bind_balances(wallets.iter().copied())
+    .bind_balances(wallets)
     .execute(conn)
     .await
     .db()?;
@@ -512,8 +605,10 @@ async fn write_states(
         .map(|r| state_columns(r.state).0)
         .collect();
     sqlx::query(
-        "UPDATE reservations SET state = u.state, updated_at = u.updated_at
-         FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, state, updated_at)
+        "UPDATE reservations SET state = u.state, updated_at = u.updated_at,
+             captured_by = u.captured_by
+         FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[])
+             AS u(id, state, updated_at, captured_by)
          WHERE reservations.transfer_id = u.id",
     )
     .bind(codec::transfer_uuids(
@@ -526,6 +621,9 @@ async fn write_states(
             .map(|r| r.updated_at)
             .collect::<Vec<_>>(),
     )
+    .bind(codec::transfer_uuids_opt(
+        reservations.iter().map(|r| r.captured_by),
+    ))
     .execute(conn)
     .await
     .db()?;

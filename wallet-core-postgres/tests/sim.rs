@@ -29,8 +29,8 @@ use wallet_core::ports::{
     ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use wallet_core::time::Timestamp;
-use wallet_core::transfer::Transfer;
-use wallet_core::wallet::{Reservation, Wallet};
+use wallet_core::transfer::{HoldEnd, Transfer};
+use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
 use wallet_sim::{Adapters, MemoryAdapters, SimConfig};
 
@@ -87,6 +87,20 @@ impl<S: TransferStore> TransferStore for Blocking<S> {
     ) -> Result<Vec<Transfer>, StoreError> {
         self.wait(self.store.claim_initiated(claim, created_before, limit))
     }
+    async fn record_hold_ends(
+        &self,
+        ends: &[(TransferId, HoldEnd)],
+        now: Timestamp,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        self.wait(self.store.record_hold_ends(ends, now))
+    }
+    async fn claim_expired_holds(
+        &self,
+        claim: &Claim,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        self.wait(self.store.claim_expired_holds(claim, limit))
+    }
 }
 
 #[async_trait]
@@ -120,6 +134,13 @@ impl<S: WalletStore> WalletStore for Blocking<S> {
         now: Timestamp,
     ) -> Result<Vec<Refusal>, StoreError> {
         self.wait(self.store.finalize(batch, now))
+    }
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        self.wait(self.store.release_holds(batch, now))
     }
 }
 

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use common::{Schema, pool_of, settings};
 use tokio::sync::mpsc;
-use wallet_core::contract::data::{TestData, at, request_of};
+use wallet_core::contract::data::{TestData, at};
 use wallet_core::ids::TransferId;
 use wallet_core::outcome::{LedgerOutcome, ReserveOutcome};
 use wallet_core::ports::{ReserveAttempt, TransferStore};
 use wallet_core::transfer::Transfer;
+use wallet_core::wallet::ReserveRequest;
 use wallet_core_postgres::{PgTransferStore, TRANSFERS_CHANNEL, TransferChanges, TransferWake};
 
 /// Longest a test waits for an announcement it expects.
@@ -100,7 +101,7 @@ async fn what_one_store_moves_is_announced_to_a_listener_on_another() {
 
     let outcomes: Vec<_> = transfers[..3]
         .iter()
-        .map(|t| data.ledger_outcome(&request_of(t), LedgerOutcome::Succeeded))
+        .map(|t| data.ledger_outcome(&ReserveRequest::of(t), LedgerOutcome::Succeeded))
         .collect();
     let applied = a.apply_ledger_outcomes(&outcomes, at(20)).await.unwrap();
     assert_eq!(applied.changed.len(), 3);
@@ -142,7 +143,7 @@ async fn a_listener_that_lost_its_connection_says_so_and_hears_what_follows() {
     );
 
     // Listening again: a later move is heard.
-    let outcome = data.ledger_outcome(&request_of(&transfers[1]), LedgerOutcome::Succeeded);
+    let outcome = data.ledger_outcome(&ReserveRequest::of(&transfers[1]), LedgerOutcome::Succeeded);
     a.apply_ledger_outcomes(&[outcome], at(20)).await.unwrap();
     announced(&mut heard, &ids(&transfers[1..])).await;
 }
@@ -164,7 +165,7 @@ async fn a_store_told_not_to_announce_moves_silently() {
     .unwrap();
     let data = TestData::new();
     let transfers = begun(&store, &data, 1).await;
-    let outcome = data.ledger_outcome(&request_of(&transfers[0]), LedgerOutcome::Succeeded);
+    let outcome = data.ledger_outcome(&ReserveRequest::of(&transfers[0]), LedgerOutcome::Succeeded);
     let applied = store
         .apply_ledger_outcomes(&[outcome], at(20))
         .await

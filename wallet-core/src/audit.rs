@@ -17,7 +17,7 @@ use crate::money::{Balance, Currency};
 use crate::outcome::LedgerOutcome;
 use crate::ports::{EntryCursor, LedgerReads, StoreError, TransferReads, WalletReads};
 use crate::time::Timestamp;
-use crate::transfer::{Transfer, TransferStatus};
+use crate::transfer::{Transfer, TransferKind, TransferStatus};
 use crate::wallet::{Reservation, ReservationState, Wallet};
 
 /// A broken invariant. The numbers are those of the invariants in the
@@ -42,9 +42,23 @@ pub enum Violation {
         /// What the ledger and the unfinalized reservations imply.
         expected: Balance,
     },
-    /// 2. Funds still reserved once quiet.
-    #[error("snapshot: wallet {0} still has funds reserved")]
+    /// 2. Funds still reserved once quiet, beyond the wallet's held holds.
+    #[error("snapshot: wallet {0} has funds reserved beyond its holds")]
     StillReserved(WalletId),
+    /// 6. More than one capture took a hold's funds.
+    #[error("hold: hold {0} was captured {1} times")]
+    CapturedTwice(TransferId, usize),
+    /// 6. A hold and its capture disagree.
+    ///
+    /// A converted hold no capture names, a capture of a hold not
+    /// converted by it, or a capture of more than the hold held.
+    #[error("hold: hold {hold} and its capture disagree: {what}")]
+    HoldDisagrees {
+        /// The hold.
+        hold: TransferId,
+        /// How.
+        what: &'static str,
+    },
     /// 3. A wallet went negative.
     #[error("negative: wallet {0} has a negative available balance")]
     NegativeAvailable(WalletId),
@@ -140,9 +154,11 @@ impl Audit {
     ) -> Result<AuditReport, StoreError> {
         let mut report = AuditReport::default();
         let mut expected = self.ledger_pass(ledger, &mut report).await?;
-        self.reservations_pass(wallets, ledger, &mut expected, &mut report)
+        let held = self
+            .reservations_pass(wallets, ledger, &mut expected, &mut report)
             .await?;
-        self.wallets_pass(wallets, &expected, &mut report).await?;
+        self.wallets_pass(wallets, &expected, &held, &mut report)
+            .await?;
         if self.scope == Scope::Quiet || self.stuck_after.is_some() {
             self.transfers_pass(transfers, ledger, &mut report).await?;
         }
@@ -194,20 +210,32 @@ impl Audit {
     /// What each wallet should add up to: its ledger balance, plus
     /// reservations the ledger posted that the wallet has not captured yet
     /// (still reserved in the sender), minus credits the ledger posted that
-    /// the receiver has not received yet.
+    /// the receiver has not received yet. Also each hold against its
+    /// captures. Returns what each wallet's held holds hold.
     async fn reservations_pass(
         &self,
         wallets: &impl WalletReads,
         ledger: &impl LedgerReads,
         expected: &mut HashMap<WalletId, Balance>,
         report: &mut AuditReport,
-    ) -> Result<(), StoreError> {
+    ) -> Result<HashMap<WalletId, Balance>, StoreError> {
+        let mut held: HashMap<WalletId, Balance> = HashMap::new();
+        let mut holds = Holds::default();
         let mut after = None;
         loop {
             let page = wallets.reservations_page(after, self.page_size).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.request.transfer_id);
             report.reservations += page.len();
+            for r in &page {
+                holds.add(r);
+                if r.state == ReservationState::Held {
+                    add(
+                        held.entry(r.request.sender_wallet_id).or_default(),
+                        r.request.amount.into(),
+                    );
+                }
+            }
             for r in page
                 .iter()
                 .filter(|r| r.state == ReservationState::Reserved)
@@ -225,7 +253,8 @@ impl Audit {
                 }
             }
         }
-        Ok(())
+        holds.check(&mut report.violations);
+        Ok(held)
     }
 
     /// Every wallet against what the ledger implies.
@@ -233,6 +262,7 @@ impl Audit {
         &self,
         wallets: &impl WalletReads,
         expected: &HashMap<WalletId, Balance>,
+        held: &HashMap<WalletId, Balance>,
         report: &mut AuditReport,
     ) -> Result<(), StoreError> {
         let mut after = None;
@@ -242,7 +272,8 @@ impl Audit {
             after = Some(last.id);
             report.wallets += page.len();
             for w in &page {
-                self.check_wallet(w, expected, &mut report.violations);
+                let held = held.get(&w.id).copied().unwrap_or_default();
+                self.check_wallet(w, expected, held, &mut report.violations);
             }
         }
         Ok(())
@@ -252,6 +283,7 @@ impl Audit {
         &self,
         w: &Wallet,
         expected: &HashMap<WalletId, Balance>,
+        held: Balance,
         violations: &mut Vec<Violation>,
     ) {
         if w.available.is_negative() {
@@ -265,7 +297,7 @@ impl Audit {
                 expected: want,
             });
         }
-        if self.scope == Scope::Quiet && w.reserved != Balance::ZERO {
+        if self.scope == Scope::Quiet && w.reserved != held {
             violations.push(Violation::StillReserved(w.id));
         }
     }
@@ -311,7 +343,8 @@ impl Audit {
         if self.scope != Scope::Quiet {
             return;
         }
-        if !t.status.is_terminal() {
+        // A held hold waits for its client, by design.
+        if !t.status.is_terminal() && t.status != TransferStatus::Held {
             violations.push(Violation::NotTerminal(t.id, t.status));
             return;
         }
@@ -322,6 +355,61 @@ impl Audit {
                 status: t.status,
                 posted,
             });
+        }
+    }
+}
+
+/// The holds a reservations pass met, each with the captures that took its
+/// funds (a capture the wallet service rejected took nothing). One entry
+/// per hold, not per transfer.
+#[derive(Default)]
+struct Holds(HashMap<TransferId, HoldSeen>);
+
+#[derive(Default)]
+struct HoldSeen {
+    /// The hold's reservation, once met.
+    hold: Option<Reservation>,
+    /// Its captures' ids and amounts.
+    captures: Vec<(TransferId, Balance)>,
+}
+
+impl Holds {
+    fn add(&mut self, r: &Reservation) {
+        if r.request.kind == TransferKind::Hold {
+            self.0.entry(r.request.transfer_id).or_default().hold = Some(r.clone());
+        }
+        if let Some(hold) = r.request.hold_id
+            && !matches!(r.state, ReservationState::Rejected(_))
+        {
+            let seen = self.0.entry(hold).or_default();
+            seen.captures
+                .push((r.request.transfer_id, r.request.amount.into()));
+        }
+    }
+
+    /// Invariant 6: a hold is captured at most once, by the capture it
+    /// names, for no more than it held.
+    fn check(self, violations: &mut Vec<Violation>) {
+        for (id, seen) in self.0 {
+            let disagrees = |what| Violation::HoldDisagrees { hold: id, what };
+            let Some(hold) = seen.hold else {
+                violations.push(disagrees("a capture names no hold"));
+                continue;
+            };
+            let converted = hold.state == ReservationState::Converted;
+            match seen.captures.as_slice() {
+                [] if converted => violations.push(disagrees("converted, no capture")),
+                [] => {}
+                [(capture, amount)] => {
+                    if !converted || hold.captured_by != Some(*capture) {
+                        violations.push(disagrees("a capture the hold does not name"));
+                    }
+                    if *amount > Balance::from(hold.request.amount) {
+                        violations.push(disagrees("the capture took more than the hold"));
+                    }
+                }
+                many => violations.push(Violation::CapturedTwice(id, many.len())),
+            }
         }
     }
 }

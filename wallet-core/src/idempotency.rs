@@ -17,6 +17,18 @@ use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
 use crate::transfer::{Transfer, TransferKind};
 
+/// A wallet id as a fingerprint line: its lowercase hyphenated uuid.
+fn uuid(id: WalletId) -> String {
+    id.as_uuid().hyphenated().to_string()
+}
+
+/// An amount as a fingerprint line: exactly the currency's decimals.
+fn scaled(amount: Amount, currency: Currency) -> String {
+    let mut value = amount.value();
+    value.rescale(currency.scale());
+    value.to_string()
+}
+
 /// A stable digest of a request: two requests with the same fingerprint are
 /// the same request (`"10.5"` and `"10.50"` USD included).
 ///
@@ -53,15 +65,58 @@ impl Fingerprint {
             TransferKind::Transfer => "transfer",
             TransferKind::Deposit => "deposit",
             TransferKind::Withdrawal => "withdrawal",
+            TransferKind::Hold => "hold",
         };
-        let mut value = amount.value();
-        value.rescale(currency.scale());
-        let canonical = format!(
-            "{kind}\n{}\n{}\n{value}\n{}",
-            sender.as_uuid().hyphenated(),
-            receiver.as_uuid().hyphenated(),
-            currency.code()
-        );
+        Fingerprint::of_lines(&[
+            kind,
+            &uuid(sender),
+            &uuid(receiver),
+            &scaled(amount, currency),
+            currency.code(),
+        ])
+    }
+
+    /// The fingerprint of a hold request: the lines `hold`, the wallet, the
+    /// receiver it names (empty when none), the amount and currency as for
+    /// a transfer, and the expiry asked for in whole seconds.
+    pub fn of_hold(
+        wallet: WalletId,
+        receiver: Option<WalletId>,
+        amount: Amount,
+        currency: Currency,
+        expires_in_s: u64,
+    ) -> Fingerprint {
+        Fingerprint::of_lines(&[
+            "hold",
+            &uuid(wallet),
+            &receiver.map(uuid).unwrap_or_default(),
+            &scaled(amount, currency),
+            currency.code(),
+            &expires_in_s.to_string(),
+        ])
+    }
+
+    /// The fingerprint of a capture request, with what it resolved to: the
+    /// lines `capture`, the hold, the receiver, the amount and currency as
+    /// for a transfer.
+    pub fn of_capture(
+        hold: TransferId,
+        receiver: WalletId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Fingerprint {
+        Fingerprint::of_lines(&[
+            "capture",
+            &hold.as_uuid().hyphenated().to_string(),
+            &uuid(receiver),
+            &scaled(amount, currency),
+            currency.code(),
+        ])
+    }
+
+    /// `"v1:"` and the hex SHA-256 of the lines joined by `'\n'`.
+    fn of_lines(lines: &[&str]) -> Fingerprint {
+        let canonical = lines.join("\n");
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(Self::VERSION.len() + 1 + 64);
         text.push_str(Self::VERSION);

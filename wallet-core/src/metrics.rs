@@ -108,7 +108,7 @@ pub(crate) fn saga_transition(to: TransferStatus, n: usize) {
         TransferStatus::Initiated => return,
         TransferStatus::Reserved => "RESERVED",
         TransferStatus::Succeeded => "SUCCEEDED",
-        TransferStatus::Failed => "FAILED",
+        other => other.as_str(),
     };
     metrics::counter!("wallet_saga_transitions_total", "to" => to).increment(n as u64);
 }

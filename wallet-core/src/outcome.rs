@@ -19,6 +19,16 @@ pub enum FailureReason {
     InsufficientFunds,
     /// The amount is not valid for the currency.
     InvalidAmount,
+    /// A capture named a hold that does not exist (or is no hold).
+    HoldNotFound,
+    /// A capture came after its hold expired; the hold's funds went back.
+    HoldExpired,
+    /// A capture came after its hold was voided.
+    HoldVoided,
+    /// A capture came after another capture of its hold.
+    HoldCaptured,
+    /// A capture asked for more than its hold holds; the hold is unchanged.
+    ExceedsHold,
 }
 
 impl FailureReason {
@@ -30,6 +40,11 @@ impl FailureReason {
             FailureReason::CurrencyMismatch => "currency_mismatch",
             FailureReason::InsufficientFunds => "insufficient_funds",
             FailureReason::InvalidAmount => "invalid_amount",
+            FailureReason::HoldNotFound => "hold_not_found",
+            FailureReason::HoldExpired => "hold_expired",
+            FailureReason::HoldVoided => "hold_voided",
+            FailureReason::HoldCaptured => "hold_captured",
+            FailureReason::ExceedsHold => "exceeds_hold",
         }
     }
 }

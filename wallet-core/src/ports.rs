@@ -27,8 +27,8 @@ use crate::ledger::{AccountBalance, Entry, PostingRequest};
 use crate::money::Currency;
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
-use crate::transfer::{Transfer, Unfinished};
-use crate::wallet::{Reservation, ReserveRequest, Wallet};
+use crate::transfer::{HoldEnd, Transfer, Unfinished};
+use crate::wallet::{HoldRelease, HoldState, Reservation, ReserveRequest, Wallet};
 
 pub use crate::ids::{IdGenerator, RandomIds};
 pub use crate::time::{Clock, SystemClock};
@@ -211,6 +211,27 @@ pub trait TransferStore: Send + Sync + 'static {
         created_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError>;
+
+    /// One unit for the batch: moves each HELD hold to the end the wallet
+    /// service decided ([`crate::transfer::TransferCommand::EndHold`]); a
+    /// hold that is no longer HELD stays as it is. Returns the holds as
+    /// they then are, in order; an id that is no transfer is an integrity
+    /// error.
+    async fn record_hold_ends(
+        &self,
+        ends: &[(TransferId, HoldEnd)],
+        now: Timestamp,
+    ) -> Result<Vec<Transfer>, StoreError>;
+
+    /// Claims up to `limit` HELD holds whose expiry is at or before `now`,
+    /// soonest expiry first, that no other worker's live lease holds, for
+    /// the sweeper; as [`TransferStore::claim_initiated`] does for the
+    /// retrier. Once ended, a hold is no longer HELD.
+    async fn claim_expired_holds(
+        &self,
+        claim: &Claim,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError>;
 }
 
 /// What a batch of ledger outcomes did to the transfers.
@@ -301,6 +322,16 @@ pub trait WalletStore: Send + Sync + 'static {
         batch: &[Inbound<LedgerOutcome>],
         now: Timestamp,
     ) -> Result<Vec<Refusal>, StoreError>;
+
+    /// One unit for the batch: for each hold in order, lock it and its
+    /// wallet, [`crate::wallet::decide_release`], and write the hold and
+    /// the wallet when it moved. One answer per request, in order: where
+    /// the hold stands after it, `None` for an id that is no hold.
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError>;
 }
 
 /// The wallet service's database, read.
@@ -419,6 +450,16 @@ pub trait WalletGateway: Send + Sync + 'static {
     /// A wallet's currency, `None` if it does not exist. Currencies never
     /// change, so callers may cache the answer.
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError>;
+
+    /// Voids or expires holds in one call, which the wallet service applies
+    /// as one unit ([`WalletStore::release_holds`]); idempotent (a hold
+    /// that ended answers how it ended). One answer per request, in order.
+    /// An error leaves every hold of the batch as it was or released: ask
+    /// again.
+    async fn release_holds(
+        &self,
+        requests: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, GatewayError>;
 }
 
 /// What a message carries: bytes, or an event this process made. A broker

@@ -8,6 +8,19 @@
 //!     +--ledger succeeded (reserve answer was lost)----> SUCCEEDED
 //! ```
 //!
+//! A hold (kind [`TransferKind::Hold`]) reserves without moving money and
+//! waits for one of three ends, which the wallet service decides:
+//!
+//! ```text
+//! INITIATED --reserved--> HELD --a capture reserved--> CAPTURED
+//!     |                     +----voided--------------> VOIDED
+//!     |                     +----expired-------------> EXPIRED
+//!     +--reserve rejected----------------------------> FAILED
+//! ```
+//!
+//! A capture is a transfer of its own (its `hold_id` names the hold) that
+//! takes its funds from the hold and goes through the saga as any other.
+//!
 //! A terminal transfer never moves again: late and duplicate events are
 //! refused with [`TransferRejection::Terminal`], which callers treat as a no-op.
 
@@ -28,6 +41,9 @@ pub enum TransferKind {
     Deposit,
     /// A wallet to the currency's system account.
     Withdrawal,
+    /// Funds of a wallet set aside for a later capture, void or expiry;
+    /// no money moves until a capture does.
+    Hold,
 }
 
 impl TransferKind {
@@ -40,7 +56,7 @@ impl TransferKind {
     pub fn allows(self, sender: WalletId, receiver: WalletId) -> bool {
         let system = |id: WalletId| id.system_currency().is_some();
         match self {
-            TransferKind::Transfer => !system(sender) && !system(receiver),
+            TransferKind::Transfer | TransferKind::Hold => !system(sender) && !system(receiver),
             TransferKind::Deposit => system(sender) && !system(receiver),
             TransferKind::Withdrawal => !system(sender) && system(receiver),
         }
@@ -72,12 +88,24 @@ pub enum TransferStatus {
     Succeeded,
     /// Refused by the wallet or the ledger; nothing moved. Terminal.
     Failed,
+    /// A hold's funds are reserved; waiting for a capture, a void or its
+    /// expiry.
+    Held,
+    /// A hold a capture took its funds from (the rest went back). Terminal.
+    Captured,
+    /// A hold voided before its expiry; its funds went back. Terminal.
+    Voided,
+    /// A hold that expired uncaptured; its funds went back. Terminal.
+    Expired,
 }
 
 impl TransferStatus {
-    /// SUCCEEDED or FAILED.
+    /// SUCCEEDED or FAILED, or a hold's end: CAPTURED, VOIDED or EXPIRED.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, TransferStatus::Succeeded | TransferStatus::Failed)
+        !matches!(
+            self,
+            TransferStatus::Initiated | TransferStatus::Reserved | TransferStatus::Held
+        )
     }
 
     /// The upper-case name used in the API.
@@ -87,6 +115,10 @@ impl TransferStatus {
             TransferStatus::Reserved => "RESERVED",
             TransferStatus::Succeeded => "SUCCEEDED",
             TransferStatus::Failed => "FAILED",
+            TransferStatus::Held => "HELD",
+            TransferStatus::Captured => "CAPTURED",
+            TransferStatus::Voided => "VOIDED",
+            TransferStatus::Expired => "EXPIRED",
         }
     }
 }
@@ -161,22 +193,24 @@ pub struct Unfinished {
 }
 
 impl Unfinished {
-    /// The transfers of `status` in `bucket`; none for a terminal status.
+    /// The transfers of `status` in `bucket`; none for a terminal status,
+    /// nor for HELD (a hold waits for its client by design, up to its
+    /// expiry).
     pub fn count(&self, status: TransferStatus, bucket: AgeBucket) -> u64 {
         match status {
             TransferStatus::Initiated => self.initiated[bucket as usize],
             TransferStatus::Reserved => self.reserved[bucket as usize],
-            TransferStatus::Succeeded | TransferStatus::Failed => 0,
+            _ => 0,
         }
     }
 
-    /// Counts `transfer`, at `now`, unless it is terminal.
+    /// Counts `transfer`, at `now`, if it is INITIATED or RESERVED.
     pub fn add(&mut self, transfer: &Transfer, now: Timestamp) {
         let bucket = AgeBucket::of(transfer.created_at, now) as usize;
         match transfer.status {
             TransferStatus::Initiated => self.initiated[bucket] += 1,
             TransferStatus::Reserved => self.reserved[bucket] += 1,
-            TransferStatus::Succeeded | TransferStatus::Failed => {}
+            _ => {}
         }
     }
 }
@@ -194,7 +228,9 @@ pub struct Transfer {
     pub failure_reason: Option<FailureReason>,
     /// Debited wallet (the system account for a deposit).
     pub sender_wallet_id: WalletId,
-    /// Credited wallet (the system account for a withdrawal).
+    /// Credited wallet (the system account for a withdrawal). A hold
+    /// names the wallet its capture goes to by default, or its own wallet
+    /// when it names none ([`Transfer::hold_receiver`]).
     pub receiver_wallet_id: WalletId,
     /// How much.
     pub amount: Amount,
@@ -208,6 +244,35 @@ pub struct Transfer {
     pub created_at: Timestamp,
     /// When its status last changed.
     pub updated_at: Timestamp,
+    /// A hold's: when it expires unless captured or voided before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// A capture's: the hold it takes its funds from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<TransferId>,
+    /// A CAPTURED hold's: the capture that took its funds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_by: Option<TransferId>,
+}
+
+impl Transfer {
+    /// A hold's receiver, if it names one: the wallet a capture that names
+    /// none pays. (A hold that names none stores its own wallet.)
+    pub fn hold_receiver(&self) -> Option<WalletId> {
+        (self.receiver_wallet_id != self.sender_wallet_id).then_some(self.receiver_wallet_id)
+    }
+}
+
+/// How a hold ended, as the wallet service decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "end", content = "by", rename_all = "snake_case")]
+pub enum HoldEnd {
+    /// A capture (this transfer) took its funds.
+    Captured(TransferId),
+    /// Voided before its expiry.
+    Voided,
+    /// Expired uncaptured.
+    Expired,
 }
 
 /// What the transaction service learns about a transfer.
@@ -217,6 +282,33 @@ pub enum TransferCommand {
     RecordReserve(ReserveOutcome),
     /// The ledger's outcome.
     RecordLedger(LedgerOutcome),
+    /// A hold's end, decided by the wallet service.
+    EndHold(HoldEnd),
+}
+
+impl TransferCommand {
+    /// What this command, applied to `capture`, tells of the hold the
+    /// capture takes its funds from: a capture the wallet service reserved
+    /// (or the ledger decided, which it does only on reserved funds) took
+    /// the hold; one it rejected because the hold had expired or been
+    /// voided tells that end. `None` for a transfer that is no capture, and
+    /// for every other answer. A store applies the end to the hold
+    /// ([`TransferCommand::EndHold`]) in the unit that moves the capture.
+    pub fn hold_end(&self, capture: &Transfer) -> Option<(TransferId, HoldEnd)> {
+        let hold = capture.hold_id?;
+        let end = match self {
+            TransferCommand::RecordReserve(ReserveOutcome::Reserved)
+            | TransferCommand::RecordLedger(_) => HoldEnd::Captured(capture.id),
+            TransferCommand::RecordReserve(ReserveOutcome::Rejected(
+                FailureReason::HoldExpired,
+            )) => HoldEnd::Expired,
+            TransferCommand::RecordReserve(ReserveOutcome::Rejected(FailureReason::HoldVoided)) => {
+                HoldEnd::Voided
+            }
+            _ => return None,
+        };
+        Some((hold, end))
+    }
 }
 
 /// A change of a transfer's status.
@@ -224,10 +316,14 @@ pub enum TransferCommand {
 pub enum TransferEvent {
     /// INITIATED -> RESERVED.
     Reserved,
+    /// INITIATED -> HELD (a hold).
+    Held,
     /// -> SUCCEEDED.
     Succeeded,
     /// -> FAILED.
     Failed(FailureReason),
+    /// HELD -> CAPTURED, VOIDED or EXPIRED.
+    HoldEnded(HoldEnd),
 }
 
 /// Why a command does not move a transfer. None of these is a fault of the
@@ -245,6 +341,10 @@ pub enum TransferRejection {
     /// means a bug or tampering: it is logged and ignored.
     #[error("reserve rejected after it had been reserved")]
     Contradiction,
+    /// A hold's end for a transfer that is not a HELD hold: a hold not
+    /// decided yet (INITIATED), or no hold at all.
+    #[error("transfer is not a held hold")]
+    NotHeld,
 }
 
 impl Transfer {
@@ -254,26 +354,36 @@ impl Transfer {
         if self.status.is_terminal() {
             return Err(TransferRejection::Terminal(self.status));
         }
+        let hold = self.kind == TransferKind::Hold;
         match (self.status, command) {
+            (Initiated, TransferCommand::RecordReserve(ReserveOutcome::Reserved)) if hold => {
+                Ok(TransferEvent::Held)
+            }
             (Initiated, TransferCommand::RecordReserve(ReserveOutcome::Reserved)) => {
                 Ok(TransferEvent::Reserved)
             }
             (Initiated, TransferCommand::RecordReserve(ReserveOutcome::Rejected(reason))) => {
                 Ok(TransferEvent::Failed(*reason))
             }
-            (Reserved, TransferCommand::RecordReserve(ReserveOutcome::Reserved)) => {
+            (Reserved | Held, TransferCommand::RecordReserve(ReserveOutcome::Reserved)) => {
                 Err(TransferRejection::AlreadyReserved)
             }
-            (Reserved, TransferCommand::RecordReserve(ReserveOutcome::Rejected(_))) => {
+            (Reserved | Held, TransferCommand::RecordReserve(ReserveOutcome::Rejected(_))) => {
                 Err(TransferRejection::Contradiction)
             }
+            (Held, TransferCommand::EndHold(end)) => Ok(TransferEvent::HoldEnded(*end)),
+            (_, TransferCommand::EndHold(_)) => Err(TransferRejection::NotHeld),
+            // The ledger never posts a hold: its funds move by a capture.
+            (_, TransferCommand::RecordLedger(_)) if hold => Err(TransferRejection::Contradiction),
             (_, TransferCommand::RecordLedger(LedgerOutcome::Succeeded)) => {
                 Ok(TransferEvent::Succeeded)
             }
             (_, TransferCommand::RecordLedger(LedgerOutcome::Failed(reason))) => {
                 Ok(TransferEvent::Failed(*reason))
             }
-            (Succeeded | Failed, _) => unreachable!("terminal transfers return above"),
+            (Succeeded | Failed | Captured | Voided | Expired, _) => {
+                unreachable!("terminal transfers return above")
+            }
         }
     }
 
@@ -286,6 +396,13 @@ impl Transfer {
         );
         match event {
             TransferEvent::Reserved => self.status = TransferStatus::Reserved,
+            TransferEvent::Held => self.status = TransferStatus::Held,
+            TransferEvent::HoldEnded(HoldEnd::Captured(by)) => {
+                self.status = TransferStatus::Captured;
+                self.captured_by = Some(by);
+            }
+            TransferEvent::HoldEnded(HoldEnd::Voided) => self.status = TransferStatus::Voided,
+            TransferEvent::HoldEnded(HoldEnd::Expired) => self.status = TransferStatus::Expired,
             TransferEvent::Succeeded => self.status = TransferStatus::Succeeded,
             TransferEvent::Failed(reason) => {
                 self.status = TransferStatus::Failed;

@@ -15,7 +15,7 @@ use crate::ids::{CorrelationId, TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
-use crate::transfer::TransferKind;
+use crate::transfer::{HoldEnd, Transfer, TransferKind};
 
 /// A user wallet's balances. A currency's system account (the other side of
 /// deposits and withdrawals, see [`WalletId::system`]) has no wallet: it is
@@ -139,6 +139,32 @@ pub struct ReserveRequest {
     pub amount: Amount,
     /// Must be the currency of both wallets.
     pub currency: Currency,
+    /// A hold's expiry (kind [`TransferKind::Hold`] only): the hold's funds
+    /// go back to the sender once it has passed, unless a capture took
+    /// them before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// A capture's hold: the funds come from that hold, not from the
+    /// sender's available balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<TransferId>,
+}
+
+impl ReserveRequest {
+    /// The reserve the transaction service asks for `transfer`.
+    pub fn of(transfer: &Transfer) -> ReserveRequest {
+        ReserveRequest {
+            transfer_id: transfer.id,
+            correlation_id: transfer.correlation_id,
+            kind: transfer.kind,
+            sender_wallet_id: transfer.sender_wallet_id,
+            receiver_wallet_id: transfer.receiver_wallet_id,
+            amount: transfer.amount,
+            currency: transfer.currency,
+            expires_at: transfer.expires_at,
+            hold_id: transfer.hold_id,
+        }
+    }
 }
 
 /// Where a reservation stands.
@@ -153,6 +179,15 @@ pub enum ReservationState {
     Released,
     /// Nothing was held; the reserve was refused for this reason.
     Rejected(FailureReason),
+    /// A hold's funds are reserved, for a capture, a void or the expiry.
+    Held,
+    /// A hold whose funds a capture took (see [`Reservation::captured_by`]);
+    /// what the capture did not take went back to available.
+    Converted,
+    /// A hold voided; its funds went back to available.
+    Voided,
+    /// A hold expired; its funds went back to available.
+    Expired,
 }
 
 /// The wallet service's record of a reserve request, keyed by transfer id.
@@ -162,6 +197,9 @@ pub struct Reservation {
     pub request: ReserveRequest,
     /// What became of it.
     pub state: ReservationState,
+    /// A [`ReservationState::Converted`] hold's capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_by: Option<TransferId>,
     /// When it was decided.
     pub created_at: Timestamp,
     /// When its state last changed.
@@ -176,6 +214,104 @@ impl Reservation {
             _ => ReserveOutcome::Reserved,
         }
     }
+
+    /// What this reservation says of a hold: `None` unless it is one the
+    /// wallet service holds or held.
+    pub fn hold_state(&self) -> Option<HoldState> {
+        match self.state {
+            ReservationState::Held => Some(HoldState::Held),
+            ReservationState::Converted => self
+                .captured_by
+                .map(|by| HoldState::Ended(HoldEnd::Captured(by))),
+            ReservationState::Voided => Some(HoldState::Ended(HoldEnd::Voided)),
+            ReservationState::Expired => Some(HoldState::Ended(HoldEnd::Expired)),
+            _ => None,
+        }
+    }
+
+    /// Whether a hold, held now, has passed its expiry at `now`.
+    fn expired_at(&self, now: Timestamp) -> bool {
+        self.request.expires_at.is_none_or(|at| now >= at)
+    }
+
+    /// This reservation, moved to `state` at `now`.
+    fn moved(&self, state: ReservationState, now: Timestamp) -> Reservation {
+        Reservation {
+            state,
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+}
+
+/// Where a hold stands, as the wallet service, which decides its end, tells
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HoldState {
+    /// Its funds are held.
+    Held,
+    /// It ended.
+    Ended(HoldEnd),
+}
+
+/// What the transaction service asks of a held hold: its client voids it,
+/// or its sweeper found its expiry passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldRelease {
+    /// Release it now (at or after its expiry, it expires instead).
+    Void,
+    /// Release it if its expiry has passed by the wallet service's clock.
+    Expire,
+}
+
+/// What a release of a hold writes: the hold and its wallet after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasedHold {
+    /// The hold, voided or expired.
+    pub hold: Reservation,
+    /// Its wallet, the funds back in available.
+    pub wallet: Wallet,
+}
+
+/// Every rule of a hold's end but a capture (which is a reserve, see
+/// [`decide_reserve`]): `hold` is the stored reservation of the hold's id,
+/// `wallet` its sender's stored wallet. Returns where the hold stands after
+/// the request, and what to write when it moved: a held hold is voided (or
+/// expired, once its expiry has passed, whoever asks); a hold that ended
+/// stays as it ended; an id that is no hold is `None`.
+pub fn decide_release(
+    hold: Option<&Reservation>,
+    wallet: Option<&Wallet>,
+    release: HoldRelease,
+    now: Timestamp,
+) -> Option<(HoldState, Option<ReleasedHold>)> {
+    let hold = hold.filter(|h| h.request.kind == TransferKind::Hold)?;
+    let state = hold.hold_state()?;
+    if state != HoldState::Held {
+        return Some((state, None));
+    }
+    let end = match (release, hold.expired_at(now)) {
+        (_, true) => HoldEnd::Expired,
+        (HoldRelease::Void, false) => HoldEnd::Voided,
+        (HoldRelease::Expire, false) => return Some((HoldState::Held, None)),
+    };
+    let mut wallet = wallet
+        .expect("a held hold's wallet exists: wallets are never deleted")
+        .clone();
+    wallet.apply(WalletChange::Released(hold.request.amount), now);
+    let state = match end {
+        HoldEnd::Expired => ReservationState::Expired,
+        _ => ReservationState::Voided,
+    };
+    Some((
+        HoldState::Ended(end),
+        Some(ReleasedHold {
+            hold: hold.moved(state, now),
+            wallet,
+        }),
+    ))
 }
 
 /// What to store for a reserve request.
@@ -186,23 +322,45 @@ pub enum ReserveDecision {
     /// Record the rejection (so a repeat gets the same answer); no balance
     /// moves.
     Reject(Reservation),
-    /// Record the reservation, store the sender as it is after it, and
-    /// publish `WalletReserved`.
+    /// Record the reservation (a hold's in state
+    /// [`ReservationState::Held`]), store the sender as it is after it,
+    /// and, but for a hold, publish `WalletReserved`.
     Reserve {
-        /// The new reservation, in state [`ReservationState::Reserved`].
+        /// The new reservation, in state [`ReservationState::Reserved`] or
+        /// [`ReservationState::Held`].
         reservation: Reservation,
         /// The sender after the reservation; `None` when the sender is a
         /// system account, which is neither checked nor written.
         sender: Option<Wallet>,
+        /// A capture's hold, converted: the capture took its funds.
+        hold: Option<Reservation>,
+    },
+    /// A capture found its hold's expiry passed: record the capture's
+    /// rejection ([`FailureReason::HoldExpired`]) and the hold's expiry,
+    /// its funds back in its wallet.
+    Expire {
+        /// The capture's rejection.
+        reservation: Reservation,
+        /// The hold and its wallet after the expiry.
+        expired: ReleasedHold,
     },
 }
 
 /// Every rule of a reserve. `sender` and `receiver` are the stored wallets,
 /// if any; a system account is known by its id alone, so an adapter never
-/// needs to load, lock or write one.
+/// needs to load, lock or write one. `hold` is the stored reservation of
+/// the request's `hold_id`, for a capture.
+///
+/// A hold ([`TransferKind::Hold`]) reserves as a transfer does but is
+/// [`ReservationState::Held`] and publishes nothing; it may name no
+/// receiver (its own wallet stands in). A capture (`hold_id` set) takes its
+/// funds from its hold instead of the sender's available balance: up to
+/// what the hold holds, the rest going back to available, while the hold is
+/// held and before its expiry.
 pub fn decide_reserve(
     request: &ReserveRequest,
     existing: Option<&Reservation>,
+    hold: Option<&Reservation>,
     sender: Option<&Wallet>,
     receiver: Option<&Wallet>,
     now: Timestamp,
@@ -214,13 +372,16 @@ pub fn decide_reserve(
         ReserveDecision::Reject(Reservation {
             request: request.clone(),
             state: ReservationState::Rejected(reason),
+            captured_by: None,
             created_at: now,
             updated_at: now,
         })
     };
     let currency_of =
         |id: WalletId, stored: Option<&Wallet>| stored.map(|w| w.currency).or(id.system_currency());
-    if request.sender_wallet_id == request.receiver_wallet_id {
+    let is_hold = request.kind == TransferKind::Hold;
+    let names_receiver = !is_hold || request.receiver_wallet_id != request.sender_wallet_id;
+    if names_receiver && request.sender_wallet_id == request.receiver_wallet_id {
         return reject(FailureReason::SameWallet);
     }
     // A system account is no wallet to a transfer between wallets, as it
@@ -243,6 +404,23 @@ pub fn decide_reserve(
     if Amount::new(request.amount.value(), request.currency).is_err() {
         return reject(FailureReason::InvalidAmount);
     }
+    if is_hold && request.expires_at.is_none_or(|at| now >= at) {
+        return reject(FailureReason::HoldExpired);
+    }
+    let reservation = Reservation {
+        request: request.clone(),
+        state: if is_hold {
+            ReservationState::Held
+        } else {
+            ReservationState::Reserved
+        },
+        captured_by: None,
+        created_at: now,
+        updated_at: now,
+    };
+    if request.hold_id.is_some() {
+        return decide_capture(request, reservation, hold, sender, now).unwrap_or_else(reject);
+    }
     let sender = match sender {
         None => None,
         Some(wallet) => match wallet.decide_reservation(request.amount) {
@@ -257,14 +435,66 @@ pub fn decide_reserve(
         },
     };
     ReserveDecision::Reserve {
-        reservation: Reservation {
-            request: request.clone(),
-            state: ReservationState::Reserved,
-            created_at: now,
-            updated_at: now,
-        },
+        reservation,
         sender,
+        hold: None,
     }
+}
+
+/// The rules of a capture, once the request itself passed: its hold must
+/// be a hold of the same wallet and currency, held, unexpired, and hold at
+/// least the amount. `Err` is the capture's rejection, the hold unchanged.
+fn decide_capture(
+    request: &ReserveRequest,
+    reservation: Reservation,
+    hold: Option<&Reservation>,
+    sender: Option<&Wallet>,
+    now: Timestamp,
+) -> Result<ReserveDecision, FailureReason> {
+    let hold = hold
+        .filter(|h| {
+            h.request.kind == TransferKind::Hold
+                && request.kind == TransferKind::Transfer
+                && h.request.sender_wallet_id == request.sender_wallet_id
+                && h.request.currency == request.currency
+        })
+        .ok_or(FailureReason::HoldNotFound)?;
+    match hold.hold_state().ok_or(FailureReason::HoldNotFound)? {
+        HoldState::Held => {}
+        HoldState::Ended(HoldEnd::Captured(_)) => return Err(FailureReason::HoldCaptured),
+        HoldState::Ended(HoldEnd::Voided) => return Err(FailureReason::HoldVoided),
+        HoldState::Ended(HoldEnd::Expired) => return Err(FailureReason::HoldExpired),
+    }
+    let wallet = sender.expect("a held hold's wallet exists: wallets are never deleted");
+    if hold.expired_at(now) {
+        let Some((_, Some(expired))) =
+            decide_release(Some(hold), Some(wallet), HoldRelease::Expire, now)
+        else {
+            unreachable!("a held hold past its expiry expires");
+        };
+        return Ok(ReserveDecision::Expire {
+            reservation: Reservation {
+                state: ReservationState::Rejected(FailureReason::HoldExpired),
+                ..reservation
+            },
+            expired,
+        });
+    }
+    let held = Balance::from(hold.request.amount);
+    if Balance::from(request.amount) > held {
+        return Err(FailureReason::ExceedsHold);
+    }
+    let mut wallet = wallet.clone();
+    if let Ok(rest) = Amount::new((held - request.amount).value(), request.currency) {
+        wallet.apply(WalletChange::Released(rest), now);
+    }
+    let mut converted = hold.moved(ReservationState::Converted, now);
+    converted.captured_by = Some(request.transfer_id);
+    Ok(ReserveDecision::Reserve {
+        reservation,
+        sender: Some(wallet),
+        hold: Some(converted),
+    })
 }
 
 /// What a batch of reserves writes, as one unit: see [`decide_reserves`].
@@ -272,9 +502,14 @@ pub fn decide_reserve(
 pub struct ReserveBatch {
     /// One answer per request, in the batch's order.
     pub outcomes: Vec<ReserveOutcome>,
-    /// The reservations to store (reserved or rejected), in the batch's
-    /// order, each with the position of its request in the batch.
+    /// The reservations to store (reserved, held or rejected), in the
+    /// batch's order, each with the position of its request in the batch.
     pub reservations: Vec<(usize, Reservation)>,
+    /// The stored holds the batch's captures converted or found expired,
+    /// each once as the batch leaves it, in id order: reservations to
+    /// update. (A hold the batch made is among `reservations`, as the
+    /// batch leaves it.)
+    pub holds: Vec<Reservation>,
     /// The senders whose balances moved, each once as the batch leaves
     /// it, in id order.
     pub senders: Vec<Wallet>,
@@ -289,7 +524,7 @@ pub struct ReserveBatch {
 ///
 /// `wallets` holds the stored wallets among the batch's senders and
 /// receivers (a missing one is unknown), `existing` the stored
-/// reservations of its transfer ids.
+/// reservations of its transfer ids and of its captures' holds.
 pub fn decide_reserves<'a>(
     batch: impl IntoIterator<Item = (&'a ReserveRequest, Timestamp)>,
     mut wallets: HashMap<WalletId, Wallet>,
@@ -297,35 +532,56 @@ pub fn decide_reserves<'a>(
 ) -> ReserveBatch {
     let mut decided = ReserveBatch::default();
     let mut moved = BTreeSet::new();
+    let mut holds = BTreeSet::new();
     for (at, (request, now)) in batch.into_iter().enumerate() {
         let decision = decide_reserve(
             request,
             existing.get(&request.transfer_id),
+            request.hold_id.and_then(|id| existing.get(&id)),
             wallets.get(&request.sender_wallet_id),
             wallets.get(&request.receiver_wallet_id),
             now,
         );
-        let reservation = match decision {
+        let (reservation, sender, hold) = match decision {
             ReserveDecision::Replay(outcome) => {
                 decided.outcomes.push(outcome);
                 continue;
             }
-            ReserveDecision::Reject(reservation) => reservation,
+            ReserveDecision::Reject(reservation) => (reservation, None, None),
             ReserveDecision::Reserve {
                 reservation,
                 sender,
-            } => {
-                if let Some(wallet) = sender {
-                    moved.insert(wallet.id);
-                    wallets.insert(wallet.id, wallet);
-                }
-                reservation
-            }
+                hold,
+            } => (reservation, sender, hold),
+            ReserveDecision::Expire {
+                reservation,
+                expired,
+            } => (reservation, Some(expired.wallet), Some(expired.hold)),
         };
+        if let Some(wallet) = sender {
+            moved.insert(wallet.id);
+            wallets.insert(wallet.id, wallet);
+        }
+        if let Some(hold) = hold {
+            holds.insert(hold.request.transfer_id);
+            existing.insert(hold.request.transfer_id, hold);
+        }
         decided.outcomes.push(reservation.outcome());
         decided.reservations.push((at, reservation.clone()));
         existing.insert(request.transfer_id, reservation);
     }
+    // A hold the batch itself made is a new row: it is stored as the batch
+    // leaves it. The others are stored rows to update.
+    for (_, reservation) in &mut decided.reservations {
+        let id = reservation.request.transfer_id;
+        if holds.remove(&id) {
+            *reservation = existing[&id].clone();
+        }
+    }
+    decided.holds = holds
+        .into_iter()
+        .filter_map(|id| existing.remove(&id))
+        .collect();
     decided.senders = moved
         .into_iter()
         .filter_map(|id| wallets.remove(&id))

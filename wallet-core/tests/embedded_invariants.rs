@@ -193,6 +193,7 @@ impl Model {
             },
             TransferKind::Deposit => Parties::Deposit(to),
             TransferKind::Withdrawal => Parties::Withdrawal(from),
+            TransferKind::Hold => unreachable!("asks are transfers, deposits or withdrawals"),
         };
         TransferRequest {
             key: IdempotencyKey::new(format!("key-{}", ask.key)).unwrap(),

@@ -488,6 +488,8 @@ impl Client {
             receiver_wallet_id: receiver,
             amount: value,
             currency,
+            expires_at: None,
+            hold_id: None,
         };
         Planned {
             kind: RequestKind::InternalReserve,

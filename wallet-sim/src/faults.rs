@@ -18,7 +18,7 @@ use wallet_core::ports::{
 };
 use wallet_core::service::WalletService;
 use wallet_core::transfer::{Transfer, TransferStatus};
-use wallet_core::wallet::ReserveRequest;
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
 
 use crate::client::Struck;
 use crate::rng::Rng;
@@ -803,5 +803,16 @@ impl<W: WalletStore + WalletReads> WalletGateway for SimGateway<W> {
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         Ok(wallet.map(|w| w.currency))
+    }
+
+    async fn release_holds(
+        &self,
+        requests: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, GatewayError> {
+        let (_, wallets) = self.wallets.current();
+        wallets
+            .release_holds(requests)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 }

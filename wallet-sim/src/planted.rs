@@ -19,7 +19,7 @@ use wallet_core::ports::{
 };
 use wallet_core::runtime::{DeadLetter, dead_letter_topic};
 use wallet_core::time::Timestamp;
-use wallet_core::wallet::{Reservation, Wallet};
+use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
 
 use crate::adapters::{Adapters, MemoryAdapters};
 use crate::faults::lock;
@@ -265,6 +265,14 @@ impl<S: WalletStore, P: Publisher + Clone> WalletStore for OutsideUnit<S, P> {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(refused)
+    }
+
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        self.inner.release_holds(batch, now).await
     }
 }
 

@@ -28,8 +28,8 @@ use wallet_core::ports::{
     TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use wallet_core::time::Timestamp;
-use wallet_core::transfer::Transfer;
-use wallet_core::wallet::{Reservation, Wallet};
+use wallet_core::transfer::{HoldEnd, Transfer};
+use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
 
 use crate::faults::{
     BeginSeen, FaultKind, Faults, SharedFaults, Skew, StoreFault, StorePort, SubscriptionFault,
@@ -215,6 +215,29 @@ impl<S: TransferStore> TransferStore for FaultyStore<S> {
         })
         .await
     }
+
+    async fn record_hold_ends(
+        &self,
+        ends: &[(TransferId, HoldEnd)],
+        now: Timestamp,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let recorded = self.inner.record_hold_ends(ends, now);
+        self.unit("record_hold_ends", recorded).await
+    }
+
+    async fn claim_expired_holds(
+        &self,
+        claim: &Claim,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let claimed = self.inner.claim_expired_holds(claim, limit);
+        self.unit_seen("claim_expired_holds", claimed, |faults, holds| {
+            if !holds.is_empty() {
+                faults.observed.writes += 1;
+            }
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -252,6 +275,15 @@ impl<S: WalletStore> WalletStore for FaultyStore<S> {
         now: Timestamp,
     ) -> Result<Vec<Refusal>, StoreError> {
         self.unit("finalize", self.inner.finalize(batch, now)).await
+    }
+
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        self.unit("release_holds", self.inner.release_holds(batch, now))
+            .await
     }
 }
 

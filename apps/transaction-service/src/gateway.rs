@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use wallet_core::ids::WalletId;
+use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, WalletGateway};
-use wallet_core::wallet::ReserveRequest;
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
 use wallet_http::ServiceToken;
 
 /// How long one call to the wallet service may take, connection included:
@@ -80,6 +80,24 @@ pub struct HttpWalletGateway {
 #[derive(Serialize)]
 struct BatchBody<'a> {
     requests: &'a [ReserveRequest],
+}
+
+/// The body of `POST /internal/v1/release-holds`.
+#[derive(Serialize)]
+struct ReleaseBody {
+    requests: Vec<ReleaseItem>,
+}
+
+#[derive(Serialize)]
+struct ReleaseItem {
+    hold_id: TransferId,
+    release: HoldRelease,
+}
+
+/// Its answer: one per request, in order.
+#[derive(Deserialize)]
+struct ReleaseAnswer {
+    answers: Vec<Option<HoldState>>,
 }
 
 /// Its answer: one outcome per request, in order.
@@ -254,6 +272,39 @@ impl WalletGateway for HttpWalletGateway {
                 Unexpected::WalletNotFound => Ok(None),
                 Unexpected::Other(error) => Err(error),
             },
+        }
+    }
+
+    async fn release_holds(
+        &self,
+        requests: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, GatewayError> {
+        let body = ReleaseBody {
+            requests: requests
+                .iter()
+                .map(|&(hold_id, release)| ReleaseItem { hold_id, release })
+                .collect(),
+        };
+        let response = self
+            .send(|client, base| {
+                client
+                    .post(format!("{base}/internal/v1/release-holds"))
+                    .json(&body)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                let answer: ReleaseAnswer = read(response).await?;
+                if answer.answers.len() != requests.len() {
+                    return Err(GatewayError::Unavailable(format!(
+                        "wallet service answered {} to {} hold releases",
+                        answer.answers.len(),
+                        requests.len()
+                    )));
+                }
+                Ok(answer.answers)
+            }
+            _ => Err(unexpected(response).await.ambiguous()),
         }
     }
 }

@@ -11,14 +11,14 @@ use axum::http::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use wallet_core::ids::{IdempotencyKey, WalletId};
+use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
 use wallet_core::memory::{Embedded, EmbeddedConfig, MemoryTransferStore, MemoryWalletService};
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, TransferReads, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
 use wallet_core::transfer::{Transfer, TransferStatus};
-use wallet_core::wallet::ReserveRequest;
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, TestResponse, assert_quiet, get, post_keyed, raw, send};
 
@@ -793,6 +793,12 @@ impl WalletGateway for Gate {
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
         self.inner.wallet_currency(id).await
     }
+    async fn release_holds(
+        &self,
+        requests: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, GatewayError> {
+        WalletGateway::release_holds(&self.inner, requests).await
+    }
 }
 
 fn service_over<G: WalletGateway>(gateway: G) -> Arc<TransactionService<MemoryTransferStore, G>> {
@@ -870,6 +876,12 @@ impl WalletGateway for Broken {
             Some(inner) => inner.wallet_currency(id).await,
             None => Err(GatewayError::Unavailable("connection refused".into())),
         }
+    }
+    async fn release_holds(
+        &self,
+        _: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, GatewayError> {
+        Err(GatewayError::Timeout)
     }
 }
 

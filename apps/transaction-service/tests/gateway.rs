@@ -18,8 +18,8 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
-use wallet_core::transfer::{TransferKind, TransferStatus};
-use wallet_core::wallet::ReserveRequest;
+use wallet_core::transfer::{HoldEnd, TransferKind, TransferStatus};
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
 use wallet_http::ServiceToken;
 
 /// Serves `app` on 127.0.0.1 and returns its base URL. The server stops
@@ -74,6 +74,8 @@ fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveReq
         receiver_wallet_id: receiver,
         amount: Amount::parse(amount, Currency::USD).unwrap(),
         currency: Currency::USD,
+        expires_at: None,
+        hold_id: None,
     }
 }
 
@@ -118,6 +120,51 @@ async fn a_batch_over_http_is_decided_in_order_with_one_answer_each() {
         ("0.00".into(), "10.00".into())
     );
     assert_eq!(gateway.reserve_batch(&[]).await, Ok(vec![]));
+}
+
+#[tokio::test]
+async fn holds_are_reserved_captured_and_released_over_http() {
+    let (mut e, gateway) = wallet_server().await;
+    let (a, b) = (
+        funded(&mut e, "10").await,
+        e.wallets.open(Currency::USD).await.unwrap().id,
+    );
+    let in_a_minute = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let hold = |amount| ReserveRequest {
+        kind: TransferKind::Hold,
+        expires_at: Some(in_a_minute),
+        ..reservation(a, a, amount)
+    };
+    let (taken, voided) = (hold("4"), hold("5"));
+    let capture = ReserveRequest {
+        hold_id: Some(taken.transfer_id),
+        ..reservation(a, b, "3")
+    };
+    let batch = [taken.clone(), voided.clone(), capture.clone()];
+    assert_eq!(
+        gateway.reserve_batch(&batch).await,
+        Ok(vec![ReserveOutcome::Reserved; 3])
+    );
+    let unknown = TransferId::from_uuid(uuid::Uuid::now_v7());
+    let releases = [
+        (voided.transfer_id, HoldRelease::Void),
+        (taken.transfer_id, HoldRelease::Void),
+        (unknown, HoldRelease::Expire),
+    ];
+    assert_eq!(
+        gateway.release_holds(&releases).await,
+        Ok(vec![
+            Some(HoldState::Ended(HoldEnd::Voided)),
+            Some(HoldState::Ended(HoldEnd::Captured(capture.transfer_id))),
+            None,
+        ])
+    );
+    let wallet = e.wallets.wallet(a).await.unwrap().unwrap();
+    assert_eq!(
+        (wallet.available.to_string(), wallet.reserved.to_string()),
+        ("7.00".into(), "3.00".into()),
+        "the void and the capture's rest went back; the capture stays reserved"
+    );
 }
 
 #[tokio::test]

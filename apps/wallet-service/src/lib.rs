@@ -18,6 +18,7 @@
 //! | `POST /internal/v1/reserve` [`ReserveRequest`] | 200 [`ReserveOutcome`] (rejected `wallet_not_found` for a system account anywhere but as a deposit's sender or a withdrawal's receiver, whoever asks); 400 `malformed_request` without a `kind`; 503 when storage is down |
 //! | `POST /internal/v1/reserve-batch` [`ReserveBatchBody`] | 200 [`ReserveBatchAnswer`]: one outcome per request, in order, decided in one database transaction (a refused request, such as a system account as a transfer's sender, gets its own rejection); 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`]; 503 when storage is down |
 //! | `GET /internal/v1/wallets/{id}` | 200 [`WalletCurrency`]; 404 `wallet_not_found` |
+//! | `POST /internal/v1/release-holds` [`ReleaseHoldsBody`] | 200 [`ReleaseHoldsAnswer`]: voids or expires holds in one database transaction, each decided under its wallet's lock, one answer each (where the hold stands, `null` for no hold); 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`] |
 //!
 //! Errors use the shape of [`wallet_http::ApiError`].
 
@@ -31,12 +32,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use wallet_core::Timestamp;
-use wallet_core::ids::WalletId;
+use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::money::{Balance, Currency};
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{WalletReads, WalletStore};
 use wallet_core::service::WalletService;
-use wallet_core::wallet::{ReserveRequest, Wallet};
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 use wallet_http::openapi::{balance_schema, currency_schema};
 use wallet_http::{ApiError, ErrorBody, Json, Path, ServiceToken};
 
@@ -113,6 +114,32 @@ pub struct ReserveBatchBody {
     pub requests: Vec<ReserveRequest>,
 }
 
+/// The body of `POST /internal/v1/release-holds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseHoldsBody {
+    /// The holds and what to do with each, in order.
+    pub requests: Vec<ReleaseHold>,
+}
+
+/// One hold to void or expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseHold {
+    /// The hold's id.
+    pub hold_id: TransferId,
+    /// `void` or `expire`.
+    pub release: HoldRelease,
+}
+
+/// The answer of `POST /internal/v1/release-holds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseHoldsAnswer {
+    /// One per request, in order: where the hold stands, `None` for an id
+    /// that is no hold.
+    pub answers: Vec<Option<HoldState>>,
+}
+
 /// The answer of `POST /internal/v1/reserve-batch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReserveBatchAnswer {
@@ -149,6 +176,7 @@ pub fn internal<S: WalletStore + WalletReads>(
         .with_state(svc.clone());
     let batch = Router::new()
         .route("/internal/v1/reserve-batch", post(reserve_batch::<S>))
+        .route("/internal/v1/release-holds", post(release_holds::<S>))
         .with_state(svc);
     wallet_http::limit_body(routes)
         .merge(wallet_http::limit_body_to(batch, MAX_RESERVE_BATCH_BYTES))
@@ -210,7 +238,7 @@ pub fn internal_openapi() -> utoipa::openapi::OpenApi {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(reserve, reserve_batch, wallet_currency))]
+#[openapi(paths(reserve, reserve_batch, release_holds, wallet_currency))]
 struct InternalDoc;
 
 fn wallet_not_found(id: WalletId) -> ApiError {
@@ -305,17 +333,49 @@ async fn reserve_batch<S: WalletStore + WalletReads>(
     State(svc): State<Svc<S>>,
     Json(body): Json<ReserveBatchBody>,
 ) -> Result<Json<ReserveBatchAnswer>, ApiError> {
-    if body.requests.len() > MAX_RESERVE_BATCH {
-        return Err(ApiError::unprocessable(
-            "batch_too_large",
-            format!(
-                "{} requests in one batch; at most {MAX_RESERVE_BATCH}",
-                body.requests.len()
-            ),
-        ));
-    }
+    within_batch(body.requests.len())?;
     let outcomes = svc.reserve_batch(&body.requests).await?;
     Ok(Json(ReserveBatchAnswer { outcomes }))
+}
+
+/// 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`] requests.
+fn within_batch(n: usize) -> Result<(), ApiError> {
+    if n > MAX_RESERVE_BATCH {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!("{n} requests in one batch; at most {MAX_RESERVE_BATCH}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Voids or expires holds in one database transaction, each decided under
+/// its wallet's lock, so a capture and a release of one hold never both
+/// take its funds; idempotent (a hold that ended answers how). Internal.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/release-holds",
+    tag = "internal",
+    request_body(content = Object, description = "`{\"requests\": [{\"hold_id\": uuid, \"release\": \"void\" or \"expire\"}, ...]}`, at most 1,000"),
+    responses(
+        (status = 401, description = "`unauthorized`: no accepted service credential", body = ErrorBody),
+        (status = 200, description = "`{\"answers\": [...]}`: one per request, in order: `{\"state\": \"held\"}`, `{\"state\": \"ended\", \"end\": \"voided\" | \"expired\" | \"captured\", \"by\": capture id}`, or `null` for an id that is no hold", body = Object),
+        (status = 422, description = "`batch_too_large`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
+async fn release_holds<S: WalletStore + WalletReads>(
+    State(svc): State<Svc<S>>,
+    Json(body): Json<ReleaseHoldsBody>,
+) -> Result<Json<ReleaseHoldsAnswer>, ApiError> {
+    within_batch(body.requests.len())?;
+    let requests: Vec<_> = body
+        .requests
+        .iter()
+        .map(|r| (r.hold_id, r.release))
+        .collect();
+    let answers = svc.release_holds(&requests).await?;
+    Ok(Json(ReleaseHoldsAnswer { answers }))
 }
 
 /// A wallet's currency. Internal.

@@ -22,7 +22,7 @@ use wallet_core::ports::{
 use wallet_core::service::{Parties, TransferRequest, WalletService};
 use wallet_core::transfer::TransferKind;
 use wallet_core::wallet::Reservation;
-use wallet_core::wallet::{ReserveRequest, Wallet};
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 use wallet_http::testing::{SystemState, assert_quiet, get, json as json_req, raw, send};
 use wallet_http::{MAX_BODY_BYTES, ServiceToken};
 
@@ -90,6 +90,8 @@ fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveReq
         receiver_wallet_id: receiver,
         amount: Amount::parse(amount, Currency::USD).unwrap(),
         currency: Currency::USD,
+        expires_at: None,
+        hold_id: None,
     }
 }
 
@@ -531,6 +533,14 @@ impl WalletStore for Flaky {
         self.check()?;
         self.inner.finalize(batch, now).await
     }
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: wallet_core::Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        self.check()?;
+        self.inner.release_holds(batch, now).await
+    }
 }
 
 #[tokio::test]
@@ -553,6 +563,10 @@ async fn storage_down_is_503_on_every_route() {
         post(
             "/internal/v1/reserve",
             serde_json::to_value(reservation(wallet.id, other, "1")).unwrap(),
+        ),
+        post(
+            "/internal/v1/release-holds",
+            json!({"requests": [{"hold_id": other.to_string(), "release": "void"}]}),
         ),
     ];
     for request in requests {

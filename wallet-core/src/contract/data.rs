@@ -136,7 +136,73 @@ impl TestData {
             receiver_wallet_id: receiver,
             amount: amount(amount_text, currency),
             currency,
+            expires_at: None,
+            hold_id: None,
         }
+    }
+
+    /// A hold of `amount_text` USD of `wallet`'s funds, naming no receiver,
+    /// expiring at `expires_at`, with a fresh id.
+    pub fn hold_request(
+        &self,
+        wallet: WalletId,
+        amount_text: &str,
+        expires_at: Timestamp,
+    ) -> ReserveRequest {
+        ReserveRequest {
+            kind: TransferKind::Hold,
+            expires_at: Some(expires_at),
+            ..self.reserve_request(wallet, wallet, amount_text, Currency::USD)
+        }
+    }
+
+    /// A capture of `amount_text` USD of `hold` to `receiver`, with a fresh
+    /// transfer id.
+    pub fn capture_request(
+        &self,
+        hold: &ReserveRequest,
+        receiver: WalletId,
+        amount_text: &str,
+    ) -> ReserveRequest {
+        ReserveRequest {
+            correlation_id: hold.correlation_id,
+            hold_id: Some(hold.transfer_id),
+            ..self.reserve_request(hold.sender_wallet_id, receiver, amount_text, Currency::USD)
+        }
+    }
+
+    /// A new INITIATED hold of 10.00 USD of a fresh wallet id, created at
+    /// `created_at` and expiring at `expires_at`, under a fresh key.
+    pub fn hold(&self, created_at: Timestamp, expires_at: Timestamp) -> (Transfer, Fingerprint) {
+        let (transfer, _) = self.transfer(created_at);
+        let hold = Transfer {
+            kind: TransferKind::Hold,
+            receiver_wallet_id: transfer.sender_wallet_id,
+            expires_at: Some(expires_at),
+            ..transfer
+        };
+        let fingerprint =
+            Fingerprint::of_hold(hold.sender_wallet_id, None, hold.amount, Currency::USD, 60);
+        (hold, fingerprint)
+    }
+
+    /// A new INITIATED capture of `hold`'s whole amount to a fresh wallet
+    /// id, created at `created_at`, under a fresh key.
+    pub fn capture(&self, hold: &Transfer, created_at: Timestamp) -> (Transfer, Fingerprint) {
+        let (transfer, _) = self.transfer(created_at);
+        let capture = Transfer {
+            sender_wallet_id: hold.sender_wallet_id,
+            amount: hold.amount,
+            hold_id: Some(hold.id),
+            ..transfer
+        };
+        let fingerprint = Fingerprint::of_capture(
+            hold.id,
+            capture.receiver_wallet_id,
+            capture.amount,
+            Currency::USD,
+        );
+        (capture, fingerprint)
     }
 
     /// A new INITIATED transfer of 10.00 USD between two fresh wallet ids,
@@ -156,6 +222,9 @@ impl TestData {
             idempotency_key: self.key(),
             created_at,
             updated_at: created_at,
+            expires_at: None,
+            hold_id: None,
+            captured_by: None,
         };
         let fingerprint = Fingerprint::of_transfer(
             TransferKind::Transfer,
@@ -223,19 +292,6 @@ pub fn facts(request: &ReserveRequest) -> PostingFacts {
         receiver_wallet_id: request.receiver_wallet_id,
         amount: request.amount,
         currency: request.currency,
-    }
-}
-
-/// The reserve request the transaction service sends for `transfer`.
-pub fn request_of(transfer: &Transfer) -> ReserveRequest {
-    ReserveRequest {
-        transfer_id: transfer.id,
-        correlation_id: transfer.correlation_id,
-        kind: transfer.kind,
-        sender_wallet_id: transfer.sender_wallet_id,
-        receiver_wallet_id: transfer.receiver_wallet_id,
-        amount: transfer.amount,
-        currency: transfer.currency,
     }
 }
 

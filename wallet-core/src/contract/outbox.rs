@@ -10,11 +10,12 @@
 //! there.
 
 use crate::contract::Fixture;
-use crate::contract::data::{TestData, at, deposit, open_wallet, request_of};
+use crate::contract::data::{TestData, at, deposit, open_wallet};
 use crate::ids::{IdGenerator, TransferId, WalletId, WorkerId};
 use crate::money::Currency;
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::ports::{Claim, LedgerStore, Outbox, OutboxRecord, TransferStore, WalletStore};
+use crate::wallet::ReserveRequest;
 
 /// Writes outbox records through a store's own write operations.
 pub(crate) trait Feed<S> {
@@ -39,7 +40,8 @@ impl<S: TransferStore> Feed<S> for TransferFeed {
         let mut written = Vec::new();
         for _ in 0..count {
             let (stranger, _) = data.transfer(data.now());
-            let event = data.ledger_outcome(&request_of(&stranger), LedgerOutcome::Succeeded);
+            let event =
+                data.ledger_outcome(&ReserveRequest::of(&stranger), LedgerOutcome::Succeeded);
             let applied = store
                 .apply_ledger_outcomes(&[event], data.now())
                 .await
@@ -59,7 +61,8 @@ impl<S: TransferStore> FeedPairs<S> for TransferFeed {
     async fn two_of_one(&self, store: &S, data: &TestData) -> TransferId {
         let (stranger, _) = data.transfer(data.now());
         for _ in 0..2 {
-            let event = data.ledger_outcome(&request_of(&stranger), LedgerOutcome::Succeeded);
+            let event =
+                data.ledger_outcome(&ReserveRequest::of(&stranger), LedgerOutcome::Succeeded);
             let applied = store
                 .apply_ledger_outcomes(&[event], data.now())
                 .await

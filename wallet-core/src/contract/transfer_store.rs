@@ -2,7 +2,7 @@
 //! transfer store's [`Outbox`], which carries dead letters only.
 
 use crate::contract::Fixture;
-use crate::contract::data::{TestData, assert_page_after, at, outbox_items, request_of};
+use crate::contract::data::{TestData, assert_page_after, at, outbox_items};
 use crate::contract::outbox::{self, TransferFeed};
 use crate::event::Outgoing;
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
@@ -10,7 +10,8 @@ use crate::ids::{IdGenerator, TransferId};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::ports::{Begin, Claim, Outbox, ReserveAttempt, TransferReads, TransferStore};
 use crate::time::Timestamp;
-use crate::transfer::{Transfer, TransferStatus, Unfinished};
+use crate::transfer::{HoldEnd, Transfer, TransferStatus, Unfinished};
+use crate::wallet::ReserveRequest;
 
 crate::__contract_scenarios!(transfer_store => __contract_names());
 
@@ -454,12 +455,12 @@ where
     record(&store, to_fail.id, reserved, at(13)).await;
 
     let batch = [
-        data.ledger_outcome(&request_of(&to_succeed), LedgerOutcome::Succeeded),
+        data.ledger_outcome(&ReserveRequest::of(&to_succeed), LedgerOutcome::Succeeded),
         data.ledger_outcome(
-            &request_of(&to_fail),
+            &ReserveRequest::of(&to_fail),
             LedgerOutcome::Failed(FailureReason::CurrencyMismatch),
         ),
-        data.ledger_outcome(&request_of(&unanswered), LedgerOutcome::Succeeded),
+        data.ledger_outcome(&ReserveRequest::of(&unanswered), LedgerOutcome::Succeeded),
     ];
     let applied = store
         .apply_ledger_outcomes(&batch, at(20))
@@ -515,11 +516,11 @@ where
     let store = fixture.fresh().await;
     let data = TestData::new();
     let transfer = begun(&store, &data, at(10)).await;
-    let succeeded = data.ledger_outcome(&request_of(&transfer), LedgerOutcome::Succeeded);
+    let succeeded = data.ledger_outcome(&ReserveRequest::of(&transfer), LedgerOutcome::Succeeded);
     // A transfer this store never saw: its refusal is the only trace the
     // ports show of whether an event was applied again.
     let (stranger, _) = data.transfer(at(11));
-    let unknown = data.ledger_outcome(&request_of(&stranger), LedgerOutcome::Succeeded);
+    let unknown = data.ledger_outcome(&ReserveRequest::of(&stranger), LedgerOutcome::Succeeded);
 
     let first = store
         .apply_ledger_outcomes(
@@ -574,9 +575,9 @@ where
     let succeeded = begun(&store, &data, at(10)).await;
     let failed = begun(&store, &data, at(11)).await;
     let batch = [
-        data.ledger_outcome(&request_of(&succeeded), LedgerOutcome::Succeeded),
+        data.ledger_outcome(&ReserveRequest::of(&succeeded), LedgerOutcome::Succeeded),
         data.ledger_outcome(
-            &request_of(&failed),
+            &ReserveRequest::of(&failed),
             LedgerOutcome::Failed(FailureReason::SameWallet),
         ),
     ];
@@ -591,10 +592,10 @@ where
 
     let late = [
         data.ledger_outcome(
-            &request_of(&succeeded),
+            &ReserveRequest::of(&succeeded),
             LedgerOutcome::Failed(FailureReason::InsufficientFunds),
         ),
-        data.ledger_outcome(&request_of(&failed), LedgerOutcome::Succeeded),
+        data.ledger_outcome(&ReserveRequest::of(&failed), LedgerOutcome::Succeeded),
     ];
     let applied = store
         .apply_ledger_outcomes(&late, at(30))
@@ -644,7 +645,7 @@ where
     let store = fixture.fresh().await;
     let data = TestData::new();
     let (stranger, _) = data.transfer(at(10));
-    let event = data.ledger_outcome(&request_of(&stranger), LedgerOutcome::Succeeded);
+    let event = data.ledger_outcome(&ReserveRequest::of(&stranger), LedgerOutcome::Succeeded);
     let applied = store
         .apply_ledger_outcomes(std::slice::from_ref(&event), at(20))
         .await
@@ -811,7 +812,7 @@ where
     record(&store, ambiguous.id, ReserveAttempt::Ambiguous, at(101)).await;
     store
         .apply_ledger_outcomes(
-            &[data.ledger_outcome(&request_of(&finished), LedgerOutcome::Succeeded)],
+            &[data.ledger_outcome(&ReserveRequest::of(&finished), LedgerOutcome::Succeeded)],
             at(101),
         )
         .await
@@ -863,7 +864,7 @@ where
     )
     .await;
     let posted = begun(&store, &data, at(now - 30)).await;
-    let outcome = data.ledger_outcome(&request_of(&posted), LedgerOutcome::Succeeded);
+    let outcome = data.ledger_outcome(&ReserveRequest::of(&posted), LedgerOutcome::Succeeded);
     store
         .apply_ledger_outcomes(&[outcome], at(now - 1))
         .await
@@ -1018,4 +1019,145 @@ where
     F::Store: TransferStore + TransferReads + Outbox,
 {
     outbox::keeps_each_transfers_records_in_order(fixture, &TransferFeed).await;
+}
+
+/// A new hold created at `created_at` expiring at `expires_at`, stored and
+/// HELD.
+async fn held<S: TransferStore>(
+    store: &S,
+    data: &TestData,
+    created_at: i64,
+    expires_at: i64,
+) -> Transfer {
+    let (hold, fingerprint) = data.hold(at(created_at), at(expires_at));
+    begin(store, &hold, &fingerprint).await;
+    let answer = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+    let hold = record(store, hold.id, answer, at(created_at + 1)).await;
+    assert_eq!(
+        hold.status,
+        TransferStatus::Held,
+        "a reserved hold should be HELD"
+    );
+    hold
+}
+
+async fn claim_expired<S: TransferStore>(store: &S, claim: Claim, limit: usize) -> Vec<TransferId> {
+    store
+        .claim_expired_holds(&claim, limit)
+        .await
+        .unwrap_or_else(|e| panic!("claim_expired_holds failed: {e}"))
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+/// The sweeper's claim: HELD holds whose expiry is at or before now,
+/// soonest first, each to one worker until its lease ends or the hold
+/// ends.
+pub async fn claim_expired_holds_leases_due_holds_soonest_first<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let later = held(&store, &data, 10, 60).await;
+    let sooner = held(&store, &data, 11, 50).await;
+    let not_due = held(&store, &data, 12, 500).await;
+    let (one, two) = (data.worker_id(), data.worker_id());
+    assert_eq!(claim_expired(&store, claim(one, 49, 100), 10).await, vec![]);
+    assert_eq!(
+        claim_expired(&store, claim(one, 60, 100), 10).await,
+        vec![sooner.id, later.id],
+        "due holds, soonest expiry first, the expiry itself due"
+    );
+    assert_eq!(
+        claim_expired(&store, claim(two, 70, 170), 10).await,
+        vec![],
+        "holds another worker's live lease holds are skipped"
+    );
+    let ended = store
+        .record_hold_ends(&[(sooner.id, HoldEnd::Expired)], at(71))
+        .await
+        .unwrap_or_else(|e| panic!("record_hold_ends failed: {e}"));
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (ended[0].status, ended[0].updated_at),
+        (TransferStatus::Expired, at(71))
+    );
+    assert_eq!(
+        claim_expired(&store, claim(two, 100, 200), 10).await,
+        vec![later.id],
+        "after the lease, only the hold still HELD"
+    );
+    assert_eq!(
+        stored(&store, not_due.id).await.status,
+        TransferStatus::Held
+    );
+}
+
+/// A hold's end is recorded once: a HELD hold moves, a hold that ended
+/// stays as it ended.
+pub async fn record_hold_ends_moves_held_holds_only<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let hold = held(&store, &data, 10, 500).await;
+    let capture = data.transfer_id();
+    let first = store
+        .record_hold_ends(&[(hold.id, HoldEnd::Captured(capture))], at(20))
+        .await
+        .unwrap_or_else(|e| panic!("record_hold_ends failed: {e}"));
+    assert_eq!(
+        (first[0].status, first[0].captured_by),
+        (TransferStatus::Captured, Some(capture))
+    );
+    let again = store
+        .record_hold_ends(&[(hold.id, HoldEnd::Voided)], at(30))
+        .await
+        .unwrap_or_else(|e| panic!("record_hold_ends failed: {e}"));
+    assert_eq!(again, first, "a hold that ended stays as it ended");
+    assert_eq!(stored(&store, hold.id).await, first[0]);
+}
+
+/// A capture's reserve answer ends its hold in the same unit: reserved,
+/// the hold is CAPTURED by it; rejected because the hold was voided, the
+/// hold is VOIDED; rejected for another reason, the hold stays HELD.
+pub async fn a_captures_answer_ends_its_hold<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let taken = held(&store, &data, 10, 500).await;
+    let voided = held(&store, &data, 11, 500).await;
+    let over = held(&store, &data, 12, 500).await;
+    let mut captures = Vec::new();
+    for (hold, outcome) in [
+        (&taken, ReserveOutcome::Reserved),
+        (&voided, ReserveOutcome::Rejected(FailureReason::HoldVoided)),
+        (&over, ReserveOutcome::Rejected(FailureReason::ExceedsHold)),
+    ] {
+        let (capture, fingerprint) = data.capture(hold, at(20));
+        begin(&store, &capture, &fingerprint).await;
+        captures.push((capture.id, ReserveAttempt::Definite(outcome)));
+    }
+    store
+        .record_reserves(&captures, at(21))
+        .await
+        .unwrap_or_else(|e| panic!("record_reserves failed: {e}"));
+    let taken = stored(&store, taken.id).await;
+    assert_eq!(
+        (taken.status, taken.captured_by),
+        (TransferStatus::Captured, Some(captures[0].0))
+    );
+    assert_eq!(
+        stored(&store, voided.id).await.status,
+        TransferStatus::Voided
+    );
+    assert_eq!(stored(&store, over.id).await.status, TransferStatus::Held);
 }

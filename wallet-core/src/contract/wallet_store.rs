@@ -11,6 +11,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
 
 use crate::contract::Fixture;
+use crate::contract::data::at;
 use crate::contract::data::{
     TestData, assert_funds, assert_page_after, balance, deposit, facts, open_wallet, outbox_items,
     outbox_of, retrying, wallet_now,
@@ -21,7 +22,10 @@ use crate::ids::{IdGenerator, TransferId, WalletId};
 use crate::money::{Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::ports::{Outbox, Refusal, StoreError, WalletReads, WalletStore};
-use crate::wallet::{Reservation, ReservationState, ReserveRequest, Wallet};
+use crate::transfer::HoldEnd;
+use crate::wallet::{
+    HoldRelease, HoldState, Reservation, ReservationState, ReserveRequest, Wallet,
+};
 
 crate::__contract_scenarios!(wallet_store => __contract_names());
 
@@ -301,6 +305,7 @@ where
         Some(Reservation {
             request: request.clone(),
             state: ReservationState::Reserved,
+            captured_by: None,
             created_at: stamp.at,
             updated_at: stamp.at,
         }),
@@ -1611,4 +1616,304 @@ where
     F::Store: WalletStore + WalletReads + Outbox,
 {
     outbox::keeps_each_transfers_records_in_order(fixture, &WalletFeed).await;
+}
+
+/// A stored reservation that must exist.
+async fn reservation_now<S: WalletReads>(store: &S, id: TransferId) -> Reservation {
+    all_reservations(store)
+        .await
+        .into_iter()
+        .find(|r| r.request.transfer_id == id)
+        .unwrap_or_else(|| panic!("no reservation of {id}"))
+}
+
+async fn release<S: WalletStore>(
+    store: &S,
+    batch: &[(TransferId, HoldRelease)],
+    now: i64,
+) -> Vec<Option<HoldState>> {
+    store
+        .release_holds(batch, at(now))
+        .await
+        .unwrap_or_else(|e| panic!("release_holds failed: {e}"))
+}
+
+/// A hold reserves without writing an event; a capture takes part of it
+/// (the rest back to available), writes its own `WalletReserved`, and
+/// converts the hold, which no second capture can take.
+pub async fn a_capture_converts_its_hold_once<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let sender = open_wallet(&store, &data, Currency::USD).await;
+    let receiver = open_wallet(&store, &data, Currency::USD).await;
+    deposit(&store, &data, &sender, "100.00").await;
+
+    let hold = data.hold_request(sender.id, "30.00", at(5_000));
+    assert_eq!(
+        reserve(&store, &hold, data.stamp()).await,
+        ReserveOutcome::Reserved
+    );
+    assert_funds(&store, sender.id, "70.00", "30.00", "after the hold").await;
+    assert_eq!(
+        outbox_of(&store, hold.transfer_id).await,
+        vec![],
+        "a hold should publish nothing"
+    );
+    assert_eq!(
+        reservation_now(&store, hold.transfer_id).await.state,
+        ReservationState::Held
+    );
+
+    let capture = data.capture_request(&hold, receiver.id, "20.00");
+    let stamp = data.stamp();
+    assert_eq!(
+        reserve(&store, &capture, stamp).await,
+        ReserveOutcome::Reserved
+    );
+    assert_funds(&store, sender.id, "80.00", "20.00", "after the capture").await;
+    assert_eq!(
+        outbox_of(&store, capture.transfer_id).await,
+        vec![expected_wallet_reserved(&capture, stamp)],
+        "a capture should write its WalletReserved"
+    );
+    let converted = reservation_now(&store, hold.transfer_id).await;
+    assert_eq!(
+        (converted.state, converted.captured_by),
+        (ReservationState::Converted, Some(capture.transfer_id)),
+        "the hold should be converted by the capture"
+    );
+    let second = data.capture_request(&hold, receiver.id, "5.00");
+    assert_eq!(
+        reserve(&store, &second, data.stamp()).await,
+        rejected(FailureReason::HoldCaptured)
+    );
+    assert_eq!(
+        release(&store, &[(hold.transfer_id, HoldRelease::Void)], 1_500).await,
+        vec![Some(HoldState::Ended(HoldEnd::Captured(
+            capture.transfer_id
+        )))],
+        "a void of a converted hold should answer how it ended"
+    );
+    assert_funds(
+        &store,
+        sender.id,
+        "80.00",
+        "20.00",
+        "after the refused capture and void",
+    )
+    .await;
+}
+
+/// A void releases a held hold at once; an expiry only once its time has
+/// passed; a hold that ended answers how, and releases nothing again.
+pub async fn holds_are_released_once_by_a_void_or_their_expiry<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let sender = open_wallet(&store, &data, Currency::USD).await;
+    let receiver = open_wallet(&store, &data, Currency::USD).await;
+    deposit(&store, &data, &sender, "100.00").await;
+    let voided = data.hold_request(sender.id, "10.00", at(5_000));
+    let expiring = data.hold_request(sender.id, "20.00", at(5_000));
+    for hold in [&voided, &expiring] {
+        assert_eq!(
+            reserve(&store, hold, data.stamp()).await,
+            ReserveOutcome::Reserved
+        );
+    }
+    let unknown = data.transfer_id();
+    let answers = release(
+        &store,
+        &[
+            (voided.transfer_id, HoldRelease::Void),
+            (expiring.transfer_id, HoldRelease::Expire),
+            (unknown, HoldRelease::Void),
+        ],
+        4_999,
+    )
+    .await;
+    assert_eq!(
+        answers,
+        vec![
+            Some(HoldState::Ended(HoldEnd::Voided)),
+            Some(HoldState::Held),
+            None
+        ],
+        "before the expiry: the void releases, the expiry waits, an unknown id is no hold"
+    );
+    assert_funds(&store, sender.id, "80.00", "20.00", "after the void").await;
+    let answers = release(
+        &store,
+        &[
+            (expiring.transfer_id, HoldRelease::Expire),
+            (voided.transfer_id, HoldRelease::Void),
+            (expiring.transfer_id, HoldRelease::Expire),
+        ],
+        5_000,
+    )
+    .await;
+    let expired = Some(HoldState::Ended(HoldEnd::Expired));
+    assert_eq!(
+        answers,
+        vec![expired, Some(HoldState::Ended(HoldEnd::Voided)), expired],
+        "at the expiry the hold expires, once; the voided hold stays voided"
+    );
+    assert_funds(&store, sender.id, "100.00", "0.00", "every hold released").await;
+    let late = data.capture_request(&expiring, receiver.id, "1.00");
+    assert_eq!(
+        reserve(&store, &late, data.stamp()).await,
+        rejected(FailureReason::HoldExpired)
+    );
+}
+
+/// A capture that comes at or after its hold's expiry, before any sweep,
+/// is rejected and expires the hold in the same unit.
+pub async fn a_capture_after_the_expiry_expires_the_hold<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let sender = open_wallet(&store, &data, Currency::USD).await;
+    let receiver = open_wallet(&store, &data, Currency::USD).await;
+    deposit(&store, &data, &sender, "100.00").await;
+    let hold = data.hold_request(sender.id, "30.00", at(5_000));
+    assert_eq!(
+        reserve(&store, &hold, data.stamp()).await,
+        ReserveOutcome::Reserved
+    );
+    let capture = data.capture_request(&hold, receiver.id, "30.00");
+    let late = EventStamp {
+        event_id: data.event_id(),
+        at: at(5_000),
+    };
+    assert_eq!(
+        reserve(&store, &capture, late).await,
+        rejected(FailureReason::HoldExpired)
+    );
+    assert_eq!(
+        reservation_now(&store, hold.transfer_id).await.state,
+        ReservationState::Expired
+    );
+    assert_funds(
+        &store,
+        sender.id,
+        "100.00",
+        "0.00",
+        "after the late capture",
+    )
+    .await;
+    assert_eq!(outbox_of(&store, capture.transfer_id).await, vec![]);
+}
+
+/// Captures and voids of one hold, all at once from many tasks: exactly
+/// one of them ends it, and the wallet's funds add up.
+pub async fn concurrent_captures_and_voids_end_a_hold_once<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    const TASKS: usize = 8;
+    let store = Arc::new(fixture.fresh().await);
+    let data = Arc::new(TestData::new());
+    let sender = open_wallet(&*store, &data, Currency::USD).await;
+    let receiver = open_wallet(&*store, &data, Currency::USD).await;
+    deposit(&*store, &data, &sender, "100.00").await;
+    let hold = data.hold_request(sender.id, "30.00", at(5_000));
+    assert_eq!(
+        reserve(&*store, &hold, data.stamp()).await,
+        ReserveOutcome::Reserved
+    );
+    let start = Arc::new(Barrier::new(TASKS));
+    // Each task: a capture that was reserved (its id), or a void's answer.
+    let mut tasks: Vec<JoinHandle<Result<Option<TransferId>, Option<HoldState>>>> =
+        Vec::with_capacity(TASKS);
+    for task in 0..TASKS {
+        let (store, data, start, hold) = (store.clone(), data.clone(), start.clone(), hold.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            if task % 2 == 0 {
+                let capture = data.capture_request(&hold, receiver.id, "25.00");
+                let batch = [stamped(&data, &capture)];
+                let outcome = retrying(|| store.reserve_batch(&batch)).await.unwrap();
+                Ok((outcome == vec![ReserveOutcome::Reserved]).then_some(capture.transfer_id))
+            } else {
+                let batch = [(hold.transfer_id, HoldRelease::Void)];
+                let mut answer = retrying(|| store.release_holds(&batch, at(1_500)))
+                    .await
+                    .unwrap();
+                Err(answer.pop().flatten())
+            }
+        }));
+    }
+    let (mut captured, mut voids) = (Vec::new(), Vec::new());
+    for task in tasks {
+        match task.await.expect("task panicked") {
+            Ok(capture) => captured.extend(capture),
+            Err(answer) => voids.push(answer),
+        }
+    }
+    let ended = reservation_now(&*store, hold.transfer_id).await;
+    match captured.as_slice() {
+        [capture] => {
+            let end = Some(HoldState::Ended(HoldEnd::Captured(*capture)));
+            assert!(
+                voids.iter().all(|v| *v == end),
+                "voids after the capture: {voids:?}"
+            );
+            assert_eq!(
+                (ended.state, ended.captured_by),
+                (ReservationState::Converted, Some(*capture))
+            );
+            assert_funds(&*store, sender.id, "75.00", "25.00", "the capture won").await;
+        }
+        [] => {
+            let end = Some(HoldState::Ended(HoldEnd::Voided));
+            assert!(voids.iter().all(|v| *v == end), "voids: {voids:?}");
+            assert_eq!(ended.state, ReservationState::Voided);
+            assert_funds(&*store, sender.id, "100.00", "0.00", "the void won").await;
+        }
+        many => panic!("{} captures took one hold: {many:?}", many.len()),
+    }
+}
+
+/// A hold and its capture in one batch: the hold is stored as the capture
+/// left it, converted, so a later void releases nothing.
+pub async fn a_hold_and_its_capture_in_one_batch<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let sender = open_wallet(&store, &data, Currency::USD).await;
+    let receiver = open_wallet(&store, &data, Currency::USD).await;
+    deposit(&store, &data, &sender, "10.00").await;
+    let hold = data.hold_request(sender.id, "4.00", at(5_000));
+    let capture = data.capture_request(&hold, receiver.id, "3.00");
+    let batch = [stamped(&data, &hold), stamped(&data, &capture)];
+    let outcomes = retrying(|| store.reserve_batch(&batch)).await.unwrap();
+    assert_eq!(outcomes, vec![ReserveOutcome::Reserved; 2]);
+    let converted = reservation_now(&store, hold.transfer_id).await;
+    assert_eq!(
+        (converted.state, converted.captured_by),
+        (ReservationState::Converted, Some(capture.transfer_id)),
+        "the hold should be stored converted"
+    );
+    assert_funds(&store, sender.id, "7.00", "3.00", "after the batch").await;
+    assert_eq!(
+        release(&store, &[(hold.transfer_id, HoldRelease::Void)], 1_500).await,
+        vec![Some(HoldState::Ended(HoldEnd::Captured(
+            capture.transfer_id
+        )))]
+    );
+    assert_funds(&store, sender.id, "7.00", "3.00", "after the void").await;
 }

@@ -49,7 +49,8 @@ pub struct EmbeddedConfig {
     pub relay: RelayConfig,
     /// The consumers' limits.
     pub consumer: ConsumerConfig,
-    /// How often the retrier runs when spawned. Default 500 ms.
+    /// How often the retrier and the sweeper of expired holds run when
+    /// spawned. Default 500 ms.
     pub retry_every: Duration,
     /// Partitions per topic.
     pub partitions: u32,
@@ -233,7 +234,8 @@ impl Embedded {
             .expect("memory stores do not fail")
     }
 
-    /// Runs every relay, consumer and the retrier as tokio tasks. Dropping
+    /// Runs every relay, consumer, the retrier and the sweeper of expired
+    /// holds as tokio tasks. Dropping
     /// or aborting the returned handles stops them.
     pub fn spawn(self) -> Running {
         let transactions = self.transactions.clone();
@@ -243,6 +245,9 @@ impl Embedded {
                 tokio::time::sleep(retry_every).await;
                 if let Err(error) = transactions.retry_pending().await {
                     tracing::error!(%error, "retrier pass failed");
+                }
+                if let Err(error) = transactions.sweep_expired().await {
+                    tracing::error!(%error, "sweeper pass failed");
                 }
             }
         };

@@ -20,8 +20,8 @@ use crate::ports::{
     ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use crate::time::Timestamp;
-use crate::transfer::{Transfer, TransferCommand, TransferStatus};
-use crate::wallet::{Reservation, Wallet, decide_finalize};
+use crate::transfer::{HoldEnd, Transfer, TransferCommand, TransferStatus};
+use crate::wallet::{HoldRelease, HoldState, Reservation, Wallet, decide_finalize, decide_release};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock means a broken invariant; the state is
@@ -141,13 +141,18 @@ struct TransferState {
     initiated: BTreeSet<(Timestamp, TransferId)>,
     /// The retrier's claims on INITIATED transfers.
     leases: HashMap<TransferId, Lease>,
+    /// HELD holds, soonest expiry first, for the sweeper.
+    held: BTreeSet<(Timestamp, TransferId)>,
+    /// The sweeper's claims on HELD holds.
+    sweeps: HashMap<TransferId, Lease>,
     inbox: HashSet<EventId>,
     outbox: MemOutbox,
 }
 
 impl TransferState {
-    /// Moves a transfer, keeping the INITIATED index true. Returns the
-    /// transfer as it then is and whether it changed.
+    /// Moves a transfer, and the hold it captures when the command tells
+    /// the hold's end, keeping the INITIATED and HELD indexes true. Returns
+    /// the transfer as it then is and whether it changed.
     fn handle(
         &mut self,
         id: TransferId,
@@ -156,11 +161,23 @@ impl TransferState {
     ) -> Option<(Transfer, bool)> {
         let transfer = self.transfers.get_mut(&id)?;
         let changed = transfer.handle(command, now);
+        let transfer = transfer.clone();
         if transfer.status != TransferStatus::Initiated {
             self.initiated.remove(&(transfer.created_at, id));
             self.leases.remove(&id);
         }
-        Some((transfer.clone(), changed))
+        if let Some(expires_at) = transfer.expires_at {
+            if transfer.status == TransferStatus::Held {
+                self.held.insert((expires_at, id));
+            } else {
+                self.held.remove(&(expires_at, id));
+                self.sweeps.remove(&id);
+            }
+        }
+        if changed && let Some((hold, end)) = command.hold_end(&transfer) {
+            self.handle(hold, &TransferCommand::EndHold(end), now);
+        }
+        Some((transfer, changed))
     }
 }
 
@@ -293,6 +310,44 @@ impl TransferStore for MemoryTransferStore {
         }
         Ok(claimed)
     }
+
+    async fn record_hold_ends(
+        &self,
+        ends: &[(TransferId, HoldEnd)],
+        now: Timestamp,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let mut s = lock(&self.state);
+        if let Some((id, _)) = ends.iter().find(|(id, _)| !s.transfers.contains_key(id)) {
+            return Err(StoreError::Integrity(format!("no hold {id}")));
+        }
+        Ok(ends
+            .iter()
+            .filter_map(|(id, end)| s.handle(*id, &TransferCommand::EndHold(*end), now))
+            .map(|(hold, _)| hold)
+            .collect())
+    }
+
+    async fn claim_expired_holds(
+        &self,
+        claim: &Claim,
+        limit: usize,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let mut s = lock(&self.state);
+        let due: Vec<TransferId> = s
+            .held
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= claim.now)
+            .map(|(_, id)| *id)
+            .filter(|id| !held_by_other(s.sweeps.get(id).copied(), claim))
+            .take(limit)
+            .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            s.sweeps.insert(id, (claim.worker, claim.until));
+            claimed.push(s.transfers[&id].clone());
+        }
+        Ok(claimed)
+    }
 }
 
 #[async_trait]
@@ -360,13 +415,18 @@ impl WalletStore for MemoryWalletStore {
                     wallets.insert(id, wallet.clone());
                 }
             }
-            if let Some(reservation) = s.reservations.get(&request.transfer_id) {
-                existing.insert(request.transfer_id, reservation.clone());
+            for id in std::iter::once(request.transfer_id).chain(request.hold_id) {
+                if let Some(reservation) = s.reservations.get(&id) {
+                    existing.insert(id, reservation.clone());
+                }
             }
         }
         let (decided, events) = decide_stamped_reserves(batch, wallets, existing);
         for wallet in decided.senders {
             s.wallets.insert(wallet.id, wallet);
+        }
+        for hold in decided.holds {
+            s.reservations.insert(hold.request.transfer_id, hold);
         }
         for event in events {
             s.outbox.push(Outgoing::Event(event));
@@ -417,6 +477,29 @@ impl WalletStore for MemoryWalletStore {
             reservation.updated_at = now;
         }
         Ok(refused)
+    }
+
+    async fn release_holds(
+        &self,
+        batch: &[(TransferId, HoldRelease)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        let mut s = lock(&self.state);
+        let mut answers = Vec::with_capacity(batch.len());
+        for &(id, release) in batch {
+            let hold = s.reservations.get(&id);
+            let wallet = hold.and_then(|h| s.wallets.get(&h.request.sender_wallet_id));
+            let Some((state, released)) = decide_release(hold, wallet, release, now) else {
+                answers.push(None);
+                continue;
+            };
+            if let Some(released) = released {
+                s.wallets.insert(released.wallet.id, released.wallet);
+                s.reservations.insert(id, released.hold);
+            }
+            answers.push(Some(state));
+        }
+        Ok(answers)
     }
 }
 

@@ -21,8 +21,8 @@ use crate::ports::{
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::time::Clock;
-use crate::transfer::{Transfer, TransferKind, TransferStatus, Unfinished};
-use crate::wallet::ReserveRequest;
+use crate::transfer::{HoldEnd, Transfer, TransferKind, TransferStatus, Unfinished};
+use crate::wallet::{HoldRelease, HoldState, ReserveRequest};
 
 /// Limits of the transaction service.
 #[derive(Debug, Clone)]
@@ -65,6 +65,15 @@ pub struct TransactionConfig {
     /// Requests waiting for a batch at most; one more is refused at once
     /// with [`CreateError::Busy`] rather than made to wait. Default 4,096.
     pub batch_queue: usize,
+    /// A hold's expiry when its request names none. Default 7 days.
+    pub hold_expiry: Duration,
+    /// The longest expiry a hold may ask for. Default 30 days.
+    pub max_hold_expiry: Duration,
+    /// Expired holds one sweeper pass releases at most. Default 100.
+    pub sweep_batch: usize,
+    /// How long a sweeper pass holds the holds it claimed (as
+    /// [`TransactionConfig::retry_lease`] for the retrier). Default 2 s.
+    pub sweep_lease: Duration,
 }
 
 impl Default for TransactionConfig {
@@ -80,6 +89,10 @@ impl Default for TransactionConfig {
             batch_size: 256,
             batches_in_flight: 2,
             batch_queue: 4096,
+            hold_expiry: Duration::from_secs(7 * 24 * 3600),
+            max_hold_expiry: Duration::from_secs(30 * 24 * 3600),
+            sweep_batch: 100,
+            sweep_lease: Duration::from_secs(2),
         }
     }
 }
@@ -111,6 +124,71 @@ pub struct TransferRequest {
     pub amount: Decimal,
     /// The currency, if the client named it; it must match the wallets'.
     pub currency: Option<Currency>,
+}
+
+/// A client's request to hold a wallet's funds for a later capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    /// The client's idempotency key.
+    pub key: IdempotencyKey,
+    /// Whose funds to hold.
+    pub wallet: WalletId,
+    /// Who a capture that names no receiver pays, if anyone.
+    pub receiver: Option<WalletId>,
+    /// How much, not yet checked against the currency.
+    pub amount: Decimal,
+    /// The currency, if the client named it; it must match the wallet's.
+    pub currency: Option<Currency>,
+    /// How long until the hold expires;
+    /// [`TransactionConfig::hold_expiry`] when `None`.
+    pub expires_in: Option<Duration>,
+}
+
+/// A client's request to capture a hold: move up to what it holds to a
+/// receiver through the ledger, releasing the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRequest {
+    /// The client's idempotency key.
+    pub key: IdempotencyKey,
+    /// The hold.
+    pub hold: TransferId,
+    /// How much; all the hold holds when `None`.
+    pub amount: Option<Decimal>,
+    /// Who is paid; the hold's receiver when `None`.
+    pub receiver: Option<WalletId>,
+}
+
+/// Why a void was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VoidError {
+    /// No such hold. HTTP 404 `hold_not_found`.
+    #[error("hold {0} not found")]
+    NotFound(TransferId),
+    /// The hold's reserve has no definite answer yet. HTTP 409
+    /// `hold_pending`; retry.
+    #[error("hold {0} is not decided yet")]
+    Pending(TransferId),
+    /// The hold ended otherwise (captured, expired or failed). HTTP 409
+    /// with the hold.
+    #[error("hold ended {:?}", .0.status)]
+    Ended(Box<Transfer>),
+    /// The wallet service could not be asked. HTTP 503; retry.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// Storage failed. HTTP 503; retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one sweeper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Expired HELD holds claimed.
+    pub claimed: usize,
+    /// Of those, how many the wallet service released (or found ended
+    /// otherwise), recorded.
+    pub ended: usize,
 }
 
 /// The answer to a transfer request.
@@ -164,6 +242,25 @@ pub enum CreateError {
     /// finishes through the retrier. HTTP 503; retry with the same key.
     #[error("the request's batch was interrupted; retry with the same key")]
     Interrupted,
+    /// A capture named no hold this service knows. HTTP 404
+    /// `hold_not_found`.
+    #[error("hold {0} not found")]
+    HoldNotFound(TransferId),
+    /// A capture came while its hold's reserve has no definite answer.
+    /// HTTP 409 `hold_pending`; retry.
+    #[error("hold {0} is not decided yet")]
+    HoldPending(TransferId),
+    /// A capture names no receiver, and neither does its hold. HTTP 422
+    /// `receiver_required`.
+    #[error("the hold names no receiver: the capture must")]
+    ReceiverRequired,
+    /// A hold's expiry is zero or beyond
+    /// [`TransactionConfig::max_hold_expiry`]. HTTP 422 `invalid_expiry`.
+    #[error("a hold expires after 1 s to {max_s} s")]
+    InvalidExpiry {
+        /// The longest expiry accepted, in seconds.
+        max_s: u64,
+    },
 }
 
 /// What one retrier pass did.
@@ -324,6 +421,206 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// in a task of its own that outlives the client's connection.
     pub async fn create(&self, request: TransferRequest) -> Result<Created, CreateError> {
         let (transfer, fingerprint) = self.check(request).await?;
+        self.submit(transfer, fingerprint).await
+    }
+
+    /// Holds a wallet's funds: a transfer of kind [`TransferKind::Hold`],
+    /// stored and reserved as [`TransactionService::create`] does (batched
+    /// with the transfers), HELD once the wallet service has reserved it.
+    pub async fn hold(&self, request: HoldRequest) -> Result<Created, CreateError> {
+        let expires_in = request.expires_in.unwrap_or(self.config.hold_expiry);
+        if expires_in.is_zero() || expires_in > self.config.max_hold_expiry {
+            return Err(CreateError::InvalidExpiry {
+                max_s: self.config.max_hold_expiry.as_secs(),
+            });
+        }
+        let currency = self.currency_of(request.wallet).await?;
+        let receiver = match request.receiver {
+            None => request.wallet,
+            Some(receiver) if receiver == request.wallet => return Err(CreateError::SameWallet),
+            Some(receiver) => {
+                let theirs = self.currency_of(receiver).await?;
+                if theirs != currency {
+                    return Err(CreateError::CurrencyMismatch(format!(
+                        "the wallet holds {currency}, the receiver {theirs}"
+                    )));
+                }
+                receiver
+            }
+        };
+        if let Some(requested) = request.currency.filter(|c| *c != currency) {
+            return Err(CreateError::CurrencyMismatch(format!(
+                "request says {requested}, the wallet holds {currency}"
+            )));
+        }
+        let amount = Amount::new(request.amount, currency)?;
+        let now = self.clock.now();
+        let mut transfer = self.new_transfer(
+            TransferKind::Hold,
+            (request.wallet, receiver, amount, currency),
+            request.key,
+        );
+        let lease = chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::MAX);
+        transfer.expires_at = Some(now.checked_add_signed(lease).unwrap_or(now));
+        let fingerprint = Fingerprint::of_hold(
+            request.wallet,
+            request.receiver,
+            amount,
+            currency,
+            expires_in.as_secs(),
+        );
+        self.submit(transfer, fingerprint).await
+    }
+
+    /// Captures a hold: a transfer from the hold's wallet (its `hold_id`
+    /// the hold) whose reserve takes its funds from the hold. The wallet
+    /// service decides, under the hold's lock, whether the capture or the
+    /// hold's void or expiry comes first: a capture that comes second is
+    /// FAILED with [`FailureReason::HoldVoided`],
+    /// [`FailureReason::HoldExpired`] or [`FailureReason::HoldCaptured`].
+    ///
+    /// [`FailureReason::HoldVoided`]: crate::outcome::FailureReason::HoldVoided
+    /// [`FailureReason::HoldExpired`]: crate::outcome::FailureReason::HoldExpired
+    /// [`FailureReason::HoldCaptured`]: crate::outcome::FailureReason::HoldCaptured
+    pub async fn capture(&self, request: CaptureRequest) -> Result<Created, CreateError> {
+        let hold = self
+            .store
+            .transfer(request.hold)
+            .await?
+            .filter(|t| t.kind == TransferKind::Hold)
+            .ok_or(CreateError::HoldNotFound(request.hold))?;
+        if hold.status == TransferStatus::Initiated {
+            return Err(CreateError::HoldPending(hold.id));
+        }
+        let receiver = request
+            .receiver
+            .or(hold.hold_receiver())
+            .ok_or(CreateError::ReceiverRequired)?;
+        if receiver == hold.sender_wallet_id {
+            return Err(CreateError::SameWallet);
+        }
+        let theirs = self.currency_of(receiver).await?;
+        if theirs != hold.currency {
+            return Err(CreateError::CurrencyMismatch(format!(
+                "the hold is in {}, the receiver holds {theirs}",
+                hold.currency
+            )));
+        }
+        let amount = match request.amount {
+            Some(amount) => Amount::new(amount, hold.currency)?,
+            None => hold.amount,
+        };
+        let mut transfer = self.new_transfer(
+            TransferKind::Transfer,
+            (hold.sender_wallet_id, receiver, amount, hold.currency),
+            request.key,
+        );
+        transfer.correlation_id = hold.correlation_id;
+        transfer.hold_id = Some(hold.id);
+        let fingerprint = Fingerprint::of_capture(hold.id, receiver, amount, hold.currency);
+        self.submit(transfer, fingerprint).await
+    }
+
+    /// Voids a HELD hold: the wallet service releases its funds, unless a
+    /// capture took them or its expiry passed first. A hold voided before
+    /// answers as it is, so a void may be repeated.
+    pub async fn void(&self, hold: TransferId) -> Result<Transfer, VoidError> {
+        let hold = self
+            .store
+            .transfer(hold)
+            .await?
+            .filter(|t| t.kind == TransferKind::Hold)
+            .ok_or(VoidError::NotFound(hold))?;
+        let hold = match hold.status {
+            TransferStatus::Initiated => return Err(VoidError::Pending(hold.id)),
+            TransferStatus::Held => {
+                let mut ended = self.release(&[&hold], HoldRelease::Void).await?;
+                ended.pop().unwrap_or(hold)
+            }
+            _ => hold,
+        };
+        match hold.status {
+            TransferStatus::Voided => Ok(hold),
+            // The wallet service found its expiry not passed and left it
+            // held: not for a void, which releases at once.
+            TransferStatus::Held => Err(VoidError::Store(StoreError::Integrity(format!(
+                "hold {} still held after its void",
+                hold.id
+            )))),
+            _ => Err(VoidError::Ended(Box::new(hold))),
+        }
+    }
+
+    /// One sweeper pass: claims HELD holds whose expiry has passed that no
+    /// other instance holds ([`TransactionConfig::sweep_lease`]), asks the
+    /// wallet service to expire them in one call, and records how each
+    /// ended. The wallet service decides each end by its own clock and its
+    /// lock on the hold, so two sweepers, or a sweeper and a capture, never
+    /// release a hold twice. A failed call leaves the holds to a later pass.
+    pub async fn sweep_expired(&self) -> Result<SweepReport, StoreError> {
+        let claim = Claim::new(self.worker, self.clock.now(), self.config.sweep_lease);
+        let due = self
+            .store
+            .claim_expired_holds(&claim, self.config.sweep_batch)
+            .await?;
+        if due.is_empty() {
+            return Ok(SweepReport::default());
+        }
+        let holds: Vec<&Transfer> = due.iter().collect();
+        let ended = match self.release(&holds, HoldRelease::Expire).await {
+            Ok(ended) => ended.iter().filter(|t| t.status.is_terminal()).count(),
+            Err(VoidError::Store(error)) => return Err(error),
+            Err(error) => {
+                tracing::warn!(holds = due.len(), %error,
+                    "saga: expired holds not released, left for the next pass");
+                0
+            }
+        };
+        Ok(SweepReport {
+            claimed: due.len(),
+            ended,
+        })
+    }
+
+    /// Asks the wallet service to release `holds` and records each end it
+    /// answers; returns the holds as recorded (those the wallet service
+    /// left held are not returned).
+    async fn release(
+        &self,
+        holds: &[&Transfer],
+        release: HoldRelease,
+    ) -> Result<Vec<Transfer>, VoidError> {
+        let requests: Vec<(TransferId, HoldRelease)> =
+            holds.iter().map(|h| (h.id, release)).collect();
+        let answers = self.gateway.release_holds(&requests).await?;
+        let mut ends: Vec<(TransferId, HoldEnd)> = Vec::with_capacity(holds.len());
+        for (hold, answer) in holds.iter().zip(answers) {
+            match answer {
+                Some(HoldState::Ended(end)) => {
+                    tracing::info!(transfer_id = %hold.id, correlation_id = %hold.correlation_id,
+                        ?end, ?release, "saga: hold ended");
+                    ends.push((hold.id, end));
+                }
+                Some(HoldState::Held) => {}
+                None => tracing::error!(transfer_id = %hold.id,
+                    correlation_id = %hold.correlation_id,
+                    "saga: the wallet service knows no hold this service holds"),
+            }
+        }
+        let recorded = self.store.record_hold_ends(&ends, self.clock.now()).await?;
+        for hold in &recorded {
+            metrics::saga_transition(hold.status, 1);
+        }
+        self.waiters.wake(recorded.iter().map(|t| t.id));
+        Ok(recorded)
+    }
+
+    /// Queues a checked transfer for a batch and waits for its answer.
+    async fn submit(
+        &self,
+        transfer: Transfer,
+        fingerprint: Fingerprint,
+    ) -> Result<Created, CreateError> {
         // Nothing waits and a turn is free: a batch of one, at once, with
         // no queue to go through.
         if let Ok(_turn) = self.batches.turns.try_acquire()
@@ -385,8 +682,20 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             Parties::Deposit(_) => TransferKind::Deposit,
             Parties::Withdrawal(_) => TransferKind::Withdrawal,
         };
+        let transfer = self.new_transfer(kind, (sender, receiver, amount, currency), request.key);
+        let fingerprint = Fingerprint::of_transfer(kind, sender, receiver, amount, currency);
+        Ok((transfer, fingerprint))
+    }
+
+    /// A new INITIATED transfer of `kind` from sender to receiver, now.
+    fn new_transfer(
+        &self,
+        kind: TransferKind,
+        (sender, receiver, amount, currency): (WalletId, WalletId, Amount, Currency),
+        key: IdempotencyKey,
+    ) -> Transfer {
         let now = self.clock.now();
-        let transfer = Transfer {
+        Transfer {
             id: self.ids.transfer_id(),
             kind,
             status: TransferStatus::Initiated,
@@ -396,12 +705,13 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             amount,
             currency,
             correlation_id: self.ids.correlation_id(),
-            idempotency_key: request.key,
+            idempotency_key: key,
             created_at: now,
             updated_at: now,
-        };
-        let fingerprint = Fingerprint::of_transfer(kind, sender, receiver, amount, currency);
-        Ok((transfer, fingerprint))
+            expires_at: None,
+            hold_id: None,
+            captured_by: None,
+        }
     }
 
     /// Runs one batch and sends each request its answer.
@@ -607,18 +917,8 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
     /// One reserve call for `transfers`: a definite answer for each, or,
     /// when the call fails, each ambiguous.
     async fn attempt_reserves(&self, transfers: &[&Transfer]) -> Vec<(TransferId, ReserveAttempt)> {
-        let requests: Vec<ReserveRequest> = transfers
-            .iter()
-            .map(|t| ReserveRequest {
-                transfer_id: t.id,
-                correlation_id: t.correlation_id,
-                kind: t.kind,
-                sender_wallet_id: t.sender_wallet_id,
-                receiver_wallet_id: t.receiver_wallet_id,
-                amount: t.amount,
-                currency: t.currency,
-            })
-            .collect();
+        let requests: Vec<ReserveRequest> =
+            transfers.iter().map(|t| ReserveRequest::of(t)).collect();
         let outcomes = match self.gateway.reserve_batch(&requests).await {
             Ok(outcomes) if outcomes.len() == requests.len() => outcomes,
             Ok(outcomes) => {

@@ -6,14 +6,14 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::event::{Envelope, EventStamp, StampedReserve, groups};
-use crate::ids::{IdGenerator, WalletId};
+use crate::ids::{IdGenerator, TransferId, WalletId};
 use crate::metrics::{self, DeadLetteredBy};
 use crate::money::Currency;
 use crate::outcome::ReserveOutcome;
 use crate::ports::{GatewayError, StoreError, WalletGateway, WalletReads, WalletStore};
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::time::Clock;
-use crate::wallet::{ReserveRequest, Wallet};
+use crate::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 
 /// Opens wallets, reserves funds and finalizes reservations.
 pub struct WalletService<S> {
@@ -103,6 +103,22 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
         }
         Ok(outcomes)
     }
+
+    /// Voids or expires holds, in one store unit: each decided under its
+    /// lock ([`crate::wallet::decide_release`]), so a capture and a
+    /// release of one hold never both take its funds. One answer per
+    /// request, in order: where the hold stands after it, `None` for an id
+    /// that is no hold.
+    pub async fn release_holds(
+        &self,
+        requests: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, StoreError> {
+        let answers = self.store.release_holds(requests, self.clock.now()).await?;
+        for ((id, release), answer) in requests.iter().zip(&answers) {
+            tracing::info!(transfer_id = %id, ?release, ?answer, "saga: hold release decided");
+        }
+        Ok(answers)
+    }
 }
 
 /// Step 7 of the saga: ledger outcomes capture or release reservations.
@@ -148,5 +164,14 @@ impl<S: WalletStore + WalletReads> WalletGateway for Arc<WalletService<S>> {
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         Ok(wallet.map(|w| w.currency))
+    }
+
+    async fn release_holds(
+        &self,
+        requests: &[(TransferId, HoldRelease)],
+    ) -> Result<Vec<Option<HoldState>>, GatewayError> {
+        WalletService::release_holds(self, requests)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 }

@@ -97,6 +97,8 @@ pub(crate) fn reserve_request(
         receiver_wallet_id: receiver,
         amount,
         currency,
+        expires_at: None,
+        hold_id: None,
     }
 }
 
@@ -105,6 +107,7 @@ pub(crate) fn reservation(request: ReserveRequest, state: ReservationState) -> R
     Reservation {
         request,
         state,
+        captured_by: None,
         created_at: t0(),
         updated_at: t0(),
     }
@@ -125,6 +128,9 @@ pub(crate) fn transfer(status: TransferStatus) -> Transfer {
         idempotency_key: IdempotencyKey::new("key-1").expect("valid key"),
         created_at: t0(),
         updated_at: t0(),
+        expires_at: None,
+        hold_id: None,
+        captured_by: None,
     }
 }
 

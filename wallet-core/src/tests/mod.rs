@@ -6,6 +6,7 @@ mod gwt;
 
 mod audit;
 mod envelope;
+mod holds;
 mod idempotency;
 mod ledger;
 mod runtime;

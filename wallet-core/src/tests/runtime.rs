@@ -136,6 +136,8 @@ impl WalletSide {
             receiver_wallet_id: wid(2),
             amount: usd(amount),
             currency: Currency::USD,
+            expires_at: None,
+            hold_id: None,
         };
         now_or_never(self.service.reserve(&request)).unwrap()
     }

@@ -51,6 +51,8 @@ mockall::mock! {
         async fn record_reserves(&self, attempts: &[(TransferId, ReserveAttempt)], now: Timestamp) -> Result<Vec<Transfer>, StoreError>;
         async fn apply_ledger_outcomes(&self, batch: &[Inbound<LedgerOutcome>], now: Timestamp) -> Result<Applied, StoreError>;
         async fn claim_initiated(&self, claim: &Claim, created_before: Timestamp, limit: usize) -> Result<Vec<Transfer>, StoreError>;
+        async fn record_hold_ends(&self, ends: &[(TransferId, crate::transfer::HoldEnd)], now: Timestamp) -> Result<Vec<Transfer>, StoreError>;
+        async fn claim_expired_holds(&self, claim: &Claim, limit: usize) -> Result<Vec<Transfer>, StoreError>;
     }
 
     #[async_trait::async_trait]
@@ -1034,6 +1036,13 @@ impl WalletGateway for Arc<HeldFirst> {
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
         let wallet = self.wallets.wallet(id).await.unwrap();
         Ok(wallet.map(|w| w.currency))
+    }
+
+    async fn release_holds(
+        &self,
+        requests: &[(TransferId, crate::wallet::HoldRelease)],
+    ) -> Result<Vec<Option<crate::wallet::HoldState>>, GatewayError> {
+        self.wallets.release_holds(requests).await
     }
 }
 

@@ -158,6 +158,7 @@ fn reserve(request: &ReserveRequest, now: Timestamp) -> impl FnOnce(&Stored) -> 
         decide_reserve(
             request,
             s.reservation.as_ref(),
+            None,
             s.sender.as_ref(),
             s.receiver.as_ref(),
             now,
@@ -173,6 +174,7 @@ fn rejected(request: &ReserveRequest, reason: FailureReason) -> ReserveDecision 
     ReserveDecision::Reject(Reservation {
         request: request.clone(),
         state: ReservationState::Rejected(reason),
+        captured_by: None,
         created_at: at(5),
         updated_at: at(5),
     })
@@ -190,6 +192,7 @@ mod reserve {
         let ReserveDecision::Reserve {
             reservation,
             sender: Some(sender),
+            hold: None,
         } = decision
         else {
             panic!("expected a reservation of alice's funds, got {decision:?}");
@@ -274,6 +277,7 @@ mod reserve {
         let ReserveDecision::Reserve {
             reservation,
             sender: None,
+            hold: None,
         } = decision
         else {
             panic!("expected a reservation with no sender to write, got {decision:?}");

@@ -49,6 +49,7 @@ fn invariant(v: &Violation) -> &'static str {
         Violation::NotTerminal(..) | Violation::Stuck { .. } => "terminal",
         Violation::Disagrees { .. } => "agreement",
         Violation::PostedTwice(..) => "double_posting",
+        Violation::CapturedTwice(..) | Violation::HoldDisagrees { .. } => "hold_once",
     }
 }
 
