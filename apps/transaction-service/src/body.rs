@@ -6,9 +6,11 @@ use axum::http::HeaderMap;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
-use wallet_core::ids::{IdempotencyKey, WalletId};
+use std::time::Duration;
+
+use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
 use wallet_core::money::{Currency, parse_amount};
-use wallet_core::service::{Parties, TransferRequest};
+use wallet_core::service::{CaptureRequest, HoldRequest, Parties, TransferRequest};
 use wallet_http::ApiError;
 use wallet_http::openapi::{amount_schema, currency_schema};
 
@@ -47,6 +49,98 @@ pub(crate) struct MovementBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = currency_schema, required = false)]
     currency: Option<String>,
+}
+
+/// The longest expiry a hold may ask for, in seconds: 30 days, the
+/// service's default [`wallet_core::service::TransactionConfig::max_hold_expiry`].
+pub const MAX_HOLD_EXPIRY_S: u64 = 30 * 24 * 3600;
+
+/// The body of `POST /v1/holds`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = HoldRequest)]
+pub(crate) struct HoldBody {
+    /// Whose funds to hold.
+    #[serde(deserialize_with = "wallet_http::uuid")]
+    #[schema(value_type = uuid::Uuid)]
+    wallet_id: WalletId,
+    #[schema(schema_with = amount_schema)]
+    amount: AmountInput,
+    /// When given, the wallet must hold it (422 `currency_mismatch`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = currency_schema, required = false)]
+    currency: Option<String>,
+    /// Seconds until the hold expires, 1 to 2592000 (30 days); 7 days when
+    /// left out.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = expires_in_schema, required = false)]
+    expires_in_s: Option<u64>,
+    /// Who a capture that names no receiver pays.
+    #[serde(default, deserialize_with = "present_uuid")]
+    #[schema(value_type = uuid::Uuid, required = false)]
+    receiver_wallet_id: Option<WalletId>,
+}
+
+/// The body of `POST /v1/holds/{id}/capture`; every member may be left
+/// out (`{}`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CaptureRequest)]
+pub(crate) struct CaptureBody {
+    /// How much to capture; all the hold holds when left out.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = amount_schema, required = false)]
+    amount: Option<AmountInput>,
+    /// Who is paid; the hold's receiver when left out.
+    #[serde(default, deserialize_with = "present_uuid")]
+    #[schema(value_type = uuid::Uuid, required = false)]
+    receiver_wallet_id: Option<WalletId>,
+}
+
+fn expires_in_schema() -> utoipa::openapi::schema::Object {
+    let description = "Seconds until the hold expires; 7 days when left out.";
+    wallet_http::openapi::bounded_integer(1, MAX_HOLD_EXPIRY_S, description)
+}
+
+/// An optional wallet id that, when given, is a hyphenated uuid.
+fn present_uuid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WalletId>, D::Error> {
+    wallet_http::uuid(d).map(Some)
+}
+
+impl HoldBody {
+    /// The request, or the first 400 then the first 422 it breaks.
+    pub(crate) fn request(&self, headers: &HeaderMap) -> Result<HoldRequest, ApiError> {
+        let key = idempotency_key(headers)?;
+        let amount = self.amount.decimal()?;
+        let currency = self.currency.as_deref().map(Currency::parse).transpose()?;
+        Ok(HoldRequest {
+            key,
+            wallet: self.wallet_id,
+            receiver: self.receiver_wallet_id,
+            amount,
+            currency,
+            expires_in: self.expires_in_s.map(Duration::from_secs),
+        })
+    }
+}
+
+impl CaptureBody {
+    /// The request for `hold`, or the first 400 then the first 422 it
+    /// breaks.
+    pub(crate) fn request(
+        &self,
+        headers: &HeaderMap,
+        hold: TransferId,
+    ) -> Result<CaptureRequest, ApiError> {
+        let key = idempotency_key(headers)?;
+        let amount = self.amount.as_ref().map(AmountInput::decimal).transpose()?;
+        Ok(CaptureRequest {
+            key,
+            hold,
+            amount,
+            receiver: self.receiver_wallet_id,
+        })
+    }
 }
 
 /// An optional member that, when given, is a value: `null` is refused

@@ -40,6 +40,7 @@
 
 mod body;
 mod gateway;
+mod holds;
 mod resource;
 
 use std::sync::Arc;
@@ -52,14 +53,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use wallet_core::ids::{TransferId, WalletId};
+use wallet_core::outcome::FailureReason;
 use wallet_core::ports::{TransferReads, TransferStore, WalletGateway};
 use wallet_core::service::{CreateError, Created, Parties, TransactionService};
-use wallet_core::transfer::{Transfer, TransferStatus};
+use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
 use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 pub use body::IDEMPOTENCY_KEY;
 pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
-pub use resource::TransferResource;
+pub use resource::{HoldResource, TransferResource};
 
 use body::{KeyHeader, MovementBody, TransferBody};
 
@@ -82,6 +84,10 @@ pub fn api<S: TransferStore + TransferReads, G: WalletGateway>(
         .route("/v1/transfers/{id}", get(get_transfer::<S, G>))
         .route("/v1/wallets/{id}/deposits", post(deposit::<S, G>))
         .route("/v1/wallets/{id}/withdrawals", post(withdraw::<S, G>))
+        .route("/v1/holds", post(holds::create_hold::<S, G>))
+        .route("/v1/holds/{id}", get(holds::get_hold::<S, G>))
+        .route("/v1/holds/{id}/capture", post(holds::capture_hold::<S, G>))
+        .route("/v1/holds/{id}/void", post(holds::void_hold::<S, G>))
         .with_state(svc);
     wallet_http::limit_body(routes)
 }
@@ -100,7 +106,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create_transfer, get_transfer, deposit, withdraw))]
+#[openapi(paths(
+    create_transfer,
+    get_transfer,
+    deposit,
+    withdraw,
+    holds::create_hold,
+    holds::get_hold,
+    holds::capture_hold,
+    holds::void_hold
+))]
 struct ApiDoc;
 
 /// The answers of the routes that create a transfer, deposit or withdrawal.
@@ -208,24 +223,46 @@ async fn submit<S: TransferStore + TransferReads, G: WalletGateway>(
     svc: &Svc<S, G>,
     request: wallet_core::service::TransferRequest,
 ) -> Result<Response, ApiError> {
-    // In a task of its own: the request may be running a batch for others
-    // too, which a client that hangs up must not cut short.
-    let svc = svc.clone();
-    let created = tokio::spawn(async move { svc.create(request).await })
+    let created = run(svc, move |svc| async move { svc.create(request).await })
         .await
-        .unwrap_or(Err(CreateError::Interrupted))
         .map_err(create_error)?;
     Ok(created_response(created))
 }
 
-/// The answer to a created (or replayed) transfer. It depends on the
-/// transfer alone, so a replay of the stored first answer is byte for byte
-/// the first answer.
-fn created_response(created: Created) -> Response {
+/// Runs a service call in a task of its own: the request may be running a
+/// batch for others too, which a client that hangs up must not cut short.
+/// A task that did not finish is [`CreateError::Interrupted`].
+pub(crate) async fn run<S, G, T, E, F, Fut>(svc: &Svc<S, G>, call: F) -> Result<T, E>
+where
+    S: TransferStore + TransferReads,
+    G: WalletGateway,
+    F: FnOnce(Svc<S, G>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: From<CreateError> + Send + 'static,
+{
+    tokio::spawn(call(svc.clone()))
+        .await
+        .unwrap_or_else(|_| Err(CreateError::Interrupted.into()))
+}
+
+/// The answer to a created (or replayed) transfer, hold or capture: a hold
+/// shown as a hold, anything else as a transfer. It depends on the transfer
+/// alone, so a replay of the stored first answer is byte for byte the first
+/// answer.
+pub(crate) fn created_response(created: Created) -> Response {
     let transfer = created.transfer;
-    let location = format!("/v1/transfers/{}", transfer.id);
+    let location = match transfer.kind {
+        TransferKind::Hold => format!("/v1/holds/{}", transfer.id),
+        _ => format!("/v1/transfers/{}", transfer.id),
+    };
     let mut response = if transfer.status == TransferStatus::Failed {
         failed(&transfer).into_response()
+    } else if transfer.kind == TransferKind::Hold {
+        match HoldResource::of(transfer) {
+            Some(hold) => (StatusCode::ACCEPTED, Json(hold)).into_response(),
+            None => ApiError::internal("a hold without an expiry").into_response(),
+        }
     } else {
         let resource = Json(TransferResource::from(transfer));
         (StatusCode::ACCEPTED, resource).into_response()
@@ -240,16 +277,26 @@ fn created_response(created: Created) -> Response {
     response
 }
 
-/// A FAILED transfer as a 422 whose code is the failure reason.
+/// A FAILED transfer as an error whose code is the failure reason: 422, or
+/// 409 for a capture whose hold ended first.
 fn failed(transfer: &Transfer) -> ApiError {
     let (code, message) = match transfer.failure_reason {
         Some(reason) => (reason.code(), format!("transfer failed: {reason}")),
         None => ("transfer_failed", "transfer failed".to_owned()),
     };
-    ApiError::unprocessable(code, message).with_transfer_id(transfer.id)
+    let status = match transfer.failure_reason {
+        Some(
+            FailureReason::HoldVoided | FailureReason::HoldExpired | FailureReason::HoldCaptured,
+        ) => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, code, message).with_transfer_id(transfer.id)
 }
 
-fn create_error(error: CreateError) -> ApiError {
+pub(crate) fn create_error(error: CreateError) -> ApiError {
+    if let Some(hold) = holds::hold_error(&error) {
+        return hold;
+    }
     let message = error.to_string();
     match error {
         CreateError::InvalidAmount(money) => money.into(),
@@ -261,6 +308,8 @@ fn create_error(error: CreateError) -> ApiError {
         CreateError::Gateway(gateway) => gateway.into(),
         CreateError::Store(store) => store.into(),
         CreateError::Busy | CreateError::Interrupted => ApiError::unavailable(message),
+        CreateError::ReceiverRequired => ApiError::unprocessable("receiver_required", message),
+        CreateError::InvalidExpiry { .. } => ApiError::unprocessable("invalid_expiry", message),
         other => ApiError::internal(other),
     }
 }

@@ -22,7 +22,8 @@ pub struct TransferResource {
     /// Its id.
     #[schema(value_type = uuid::Uuid)]
     pub id: TransferId,
-    /// `INITIATED`, `RESERVED`, `SUCCEEDED` or `FAILED`.
+    /// `INITIATED`, `RESERVED`, `SUCCEEDED` or `FAILED`; a hold's
+    /// `HELD`, `CAPTURED`, `VOIDED` or `EXPIRED`.
     #[schema(schema_with = status_schema)]
     pub status: TransferStatus,
     /// Why it FAILED (`insufficient_funds`, ...); `null` otherwise.
@@ -40,9 +41,12 @@ pub struct TransferResource {
     /// ISO 4217 code.
     #[schema(schema_with = currency_schema)]
     pub currency: Currency,
-    /// `transfer`, `deposit` or `withdrawal`.
+    /// `transfer`, `deposit`, `withdrawal` or `hold`.
     #[schema(schema_with = kind_schema)]
     pub kind: TransferKind,
+    /// A capture's hold; `null` for any other transfer.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub hold_id: Option<TransferId>,
     /// Shared by every event and log line of this transfer.
     #[schema(value_type = uuid::Uuid)]
     pub correlation_id: CorrelationId,
@@ -65,6 +69,7 @@ impl From<Transfer> for TransferResource {
             amount: t.amount,
             currency: t.currency,
             kind: t.kind,
+            hold_id: t.hold_id,
             correlation_id: t.correlation_id,
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -72,12 +77,102 @@ impl From<Transfer> for TransferResource {
     }
 }
 
+/// A hold as every hold route shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Hold, description = "Funds of a wallet held for a later capture, void or expiry.")]
+pub struct HoldResource {
+    /// Its id.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: TransferId,
+    /// `INITIATED` (the wallet service has not answered yet), `HELD`,
+    /// `CAPTURED`, `VOIDED`, `EXPIRED`, or `FAILED` (nothing was held).
+    #[schema(schema_with = hold_status_schema)]
+    pub status: TransferStatus,
+    /// Why it FAILED; `null` otherwise.
+    #[schema(schema_with = failure_reason_schema)]
+    pub failure_reason: Option<FailureReason>,
+    /// Whose funds are held.
+    #[schema(value_type = uuid::Uuid)]
+    pub wallet_id: WalletId,
+    /// Who a capture that names no receiver pays; `null` when the hold
+    /// names none.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub receiver_wallet_id: Option<WalletId>,
+    /// How much is held.
+    #[schema(schema_with = amount_schema)]
+    pub amount: Amount,
+    /// ISO 4217 code.
+    #[schema(schema_with = currency_schema)]
+    pub currency: Currency,
+    /// When it expires unless captured or voided before.
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+    /// The capture that took its funds, once CAPTURED; `null` otherwise.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub captured_by: Option<TransferId>,
+    /// Shared by its log lines and those of its capture.
+    #[schema(value_type = uuid::Uuid)]
+    pub correlation_id: CorrelationId,
+    /// When it was accepted.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// When its status last changed.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl HoldResource {
+    /// The hold `t` shows, or `None` when `t` is no hold.
+    pub fn of(t: Transfer) -> Option<HoldResource> {
+        let expires_at = t.expires_at.filter(|_| t.kind == TransferKind::Hold)?;
+        Some(HoldResource {
+            id: t.id,
+            status: t.status,
+            failure_reason: t.failure_reason,
+            wallet_id: t.sender_wallet_id,
+            receiver_wallet_id: t.hold_receiver(),
+            amount: t.amount,
+            currency: t.currency,
+            expires_at,
+            captured_by: t.captured_by,
+            correlation_id: t.correlation_id,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        })
+    }
+}
+
+const STATUSES: [&str; 8] = [
+    "INITIATED",
+    "RESERVED",
+    "SUCCEEDED",
+    "FAILED",
+    "HELD",
+    "CAPTURED",
+    "VOIDED",
+    "EXPIRED",
+];
+
 fn status_schema() -> Object {
-    string_enum(&["INITIATED", "RESERVED", "SUCCEEDED", "FAILED"], false)
+    string_enum(&STATUSES, false)
+}
+
+fn hold_status_schema() -> Object {
+    string_enum(
+        &[
+            "INITIATED",
+            "HELD",
+            "CAPTURED",
+            "VOIDED",
+            "EXPIRED",
+            "FAILED",
+        ],
+        false,
+    )
 }
 
 fn kind_schema() -> Object {
-    string_enum(&["transfer", "deposit", "withdrawal"], false)
+    string_enum(&["transfer", "deposit", "withdrawal", "hold"], false)
 }
 
 fn failure_reason_schema() -> Object {
@@ -87,6 +182,11 @@ fn failure_reason_schema() -> Object {
         FailureReason::CurrencyMismatch,
         FailureReason::InsufficientFunds,
         FailureReason::InvalidAmount,
+        FailureReason::HoldNotFound,
+        FailureReason::HoldExpired,
+        FailureReason::HoldVoided,
+        FailureReason::HoldCaptured,
+        FailureReason::ExceedsHold,
     ];
     string_enum(&reasons.map(|r| r.code()), true)
 }

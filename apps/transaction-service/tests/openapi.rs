@@ -362,6 +362,66 @@ async fn every_answer_of_a_session_is_in_the_document() {
     let bad_wait = send(&app, get(&format!("/v1/transfers/{id}?wait_ms=99999999"))).await;
     c.check("get", "/v1/transfers/{id}", &bad_wait);
 
+    // Holds: one captured in part, one voided, one refused.
+    let hold = json!({"wallet_id": a, "amount": "1.00", "expires_in_s": 600});
+    let held = send(&app, post_keyed("/v1/holds", Some("h1"), &hold)).await;
+    assert_eq!(
+        (held.status, &held.body["status"]),
+        (StatusCode::ACCEPTED, &json!("HELD"))
+    );
+    c.check("post", "/v1/holds", &held);
+    let short = json!({"wallet_id": a, "amount": "1000000", "receiver_wallet_id": b});
+    let refused = send(&app, post_keyed("/v1/holds", Some("h2"), &short)).await;
+    assert_eq!(refused.code(), "insufficient_funds");
+    c.check("post", "/v1/holds", &refused);
+    let too_long = json!({"wallet_id": a, "amount": "1", "expires_in_s": 2592001});
+    let expiry = send(&app, post_keyed("/v1/holds", Some("h3"), &too_long)).await;
+    assert_eq!(expiry.code(), "invalid_expiry");
+    c.check("post", "/v1/holds", &expiry);
+    let hold_id = held.body["id"].as_str().unwrap();
+    c.check(
+        "get",
+        "/v1/holds/{id}",
+        &send(&app, get(&format!("/v1/holds/{hold_id}"))).await,
+    );
+    let no_hold = send(&app, get(&format!("/v1/holds/{missing}"))).await;
+    assert_eq!(no_hold.code(), "hold_not_found");
+    c.check("get", "/v1/holds/{id}", &no_hold);
+    let capture_path = format!("/v1/holds/{hold_id}/capture");
+    let nobody = send(&app, post_keyed(&capture_path, Some("c1"), &json!({}))).await;
+    assert_eq!(nobody.code(), "receiver_required");
+    c.check("post", "/v1/holds/{id}/capture", &nobody);
+    let capture = json!({"amount": "0.60", "receiver_wallet_id": b});
+    let captured = send(&app, post_keyed(&capture_path, Some("c2"), &capture)).await;
+    assert_eq!(captured.body["hold_id"], json!(hold_id));
+    c.check("post", "/v1/holds/{id}/capture", &captured);
+    let again = json!({"receiver_wallet_id": b});
+    let second = send(&app, post_keyed(&capture_path, Some("c3"), &again)).await;
+    assert_eq!(
+        (second.status, second.code()),
+        (StatusCode::CONFLICT, "hold_captured")
+    );
+    c.check("post", "/v1/holds/{id}/capture", &second);
+    let void_path = format!("/v1/holds/{hold_id}/void");
+    let late_void = send(
+        &app,
+        raw(Method::POST, &void_path, None, axum::body::Body::empty()),
+    )
+    .await;
+    assert_eq!(late_void.code(), "hold_captured");
+    c.check("post", "/v1/holds/{id}/void", &late_void);
+    let other = send(&app, post_keyed("/v1/holds", Some("h4"), &hold)).await;
+    let other = other.body["id"].as_str().unwrap();
+    let void_path = format!("/v1/holds/{other}/void");
+    let voided = send(
+        &app,
+        raw(Method::POST, &void_path, None, axum::body::Body::empty()),
+    )
+    .await;
+    assert_eq!(voided.body["status"], "VOIDED");
+    c.check("post", "/v1/holds/{id}/void", &voided);
+    embedded.drain().await;
+
     // Entries.
     let entries = send(&app, get(&format!("/v1/wallets/{a}/entries?limit=2"))).await;
     assert_eq!(entries.body["entries"].as_array().map(Vec::len), Some(2));
@@ -583,6 +643,10 @@ async fn each_service_serves_the_description_of_its_routes() {
         (
             transaction_service::router(embedded.transactions.clone()),
             &[
+                "/v1/holds",
+                "/v1/holds/{id}",
+                "/v1/holds/{id}/capture",
+                "/v1/holds/{id}/void",
                 "/v1/transfers",
                 "/v1/transfers/{id}",
                 "/v1/wallets/{id}/deposits",
@@ -595,6 +659,7 @@ async fn each_service_serves_the_description_of_its_routes() {
                 std::sync::Arc::from([wallet_http::ServiceToken::new("t").unwrap()]),
             ),
             &[
+                "/internal/v1/release-holds",
                 "/internal/v1/reserve",
                 "/internal/v1/reserve-batch",
                 "/internal/v1/wallets/{id}",

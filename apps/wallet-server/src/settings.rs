@@ -340,7 +340,8 @@ fn credential(
 /// Settings of the transaction service only.
 #[derive(Debug, Clone, Args)]
 pub struct Transaction {
-    /// Milliseconds between passes of the retrier over INITIATED transfers.
+    /// Milliseconds between passes of the retrier over INITIATED transfers,
+    /// and of the sweeper over holds past their expiry.
     #[arg(long, env = "RETRY_EVERY_MS", default_value_t = 500)]
     pub retry_every_ms: u64,
 

@@ -88,6 +88,27 @@ async fn main() -> anyhow::Result<()> {
             }
         },
     );
+    // Holds past their expiry, released by the wallet service; claimed, so
+    // instances never sweep one hold at once.
+    let sweeper = service.clone();
+    process.spawn_every(
+        "hold sweeper",
+        Duration::from_millis(transaction.retry_every_ms),
+        move || {
+            let sweeper = sweeper.clone();
+            async move {
+                let report = sweeper.sweep_expired().await.map_err(|e| e.to_string())?;
+                if report.claimed > 0 {
+                    tracing::info!(
+                        claimed = report.claimed,
+                        ended = report.ended,
+                        "hold sweeper pass"
+                    );
+                }
+                Ok(())
+            }
+        },
+    );
     let gauge = service.clone();
     process.spawn_every("unfinished transfers gauge", GAUGE_EVERY, move || {
         let gauge = gauge.clone();

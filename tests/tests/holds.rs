@@ -1,0 +1,129 @@
+//! Holds on the real stack, through the gateway: one captured in part, one
+//! voided, one left to expire and swept; then the three databases agree.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wallet_e2e::stack::{Stack, call};
+
+/// POSTs `body` to `path` with `key` as the idempotency key (none when
+/// `None`); the status and body.
+async fn post(stack: &Stack, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = stack.http.post(format!("{}{path}", stack.base)).json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    call(request).await.expect("an answer")
+}
+
+async fn hold_status(stack: &Stack, id: &str) -> String {
+    let get = stack.http.get(format!("{}/v1/holds/{id}", stack.base));
+    let (status, hold) = call(get).await.expect("an answer");
+    assert_eq!(status, 200, "{hold}");
+    hold["status"].as_str().expect("a status").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_are_captured_voided_and_expired_through_the_gateway() {
+    let stack = Stack::start(1).await;
+    let wallets = stack.funded_wallets(2, "100.00").await;
+    let (payer, payee) = (&wallets[0], &wallets[1]);
+
+    let hold = |amount: &str, expires_in_s: u64| {
+        json!({"wallet_id": payer, "amount": amount, "expires_in_s": expires_in_s,
+               "receiver_wallet_id": payee})
+    };
+    let (status, captured) = post(&stack, "/v1/holds", Some("hold-1"), hold("30.00", 600)).await;
+    assert_eq!(
+        (status, captured["status"].as_str()),
+        (202, Some("HELD")),
+        "{captured}"
+    );
+    let (_, voided) = post(&stack, "/v1/holds", Some("hold-2"), hold("20.00", 600)).await;
+    let (_, expiring) = post(&stack, "/v1/holds", Some("hold-3"), hold("10.00", 2)).await;
+    let (status, short) = post(&stack, "/v1/holds", Some("hold-4"), hold("41.00", 600)).await;
+    assert_eq!(
+        (status, short["error"]["code"].as_str()),
+        (422, Some("insufficient_funds"))
+    );
+    assert_eq!(
+        stack.balances(payer).await,
+        Some(("40.00".into(), "60.00".into()))
+    );
+
+    let id = |v: &Value| v["id"].as_str().expect("an id").to_owned();
+    let (captured, voided, expiring) = (id(&captured), id(&voided), id(&expiring));
+    let capture_path = format!("/v1/holds/{captured}/capture");
+    let (status, capture) = post(
+        &stack,
+        &capture_path,
+        Some("capture-1"),
+        json!({"amount": "25.00"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{capture}");
+    assert_eq!(capture["hold_id"].as_str(), Some(captured.as_str()));
+    let (status, again) = post(
+        &stack,
+        &capture_path,
+        Some("capture-1"),
+        json!({"amount": "25.00"}),
+    )
+    .await;
+    assert_eq!(
+        (status, again["id"].clone()),
+        (202, capture["id"].clone()),
+        "a replay"
+    );
+    let (status, second) = post(&stack, &capture_path, Some("capture-2"), json!({})).await;
+    assert_eq!(
+        (status, second["error"]["code"].as_str()),
+        (409, Some("hold_captured"))
+    );
+
+    let void_path = format!("/v1/holds/{voided}/void");
+    let (status, void) = post(&stack, &void_path, None, json!({})).await;
+    assert_eq!(
+        (status, void["status"].as_str()),
+        (200, Some("VOIDED")),
+        "{void}"
+    );
+    let (status, late) = post(
+        &stack,
+        &format!("/v1/holds/{voided}/capture"),
+        Some("capture-3"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, late["error"]["code"].as_str()),
+        (409, Some("hold_voided"))
+    );
+
+    // The sweeper expires the last hold once its two seconds are up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hold_status(&stack, &expiring).await != "EXPIRED" {
+        assert!(Instant::now() < deadline, "hold {expiring} never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(hold_status(&stack, &captured).await, "CAPTURED");
+
+    let capture = capture["id"].as_str().unwrap().to_owned();
+    let statuses = stack
+        .wait_terminal(std::slice::from_ref(&capture), Duration::from_secs(60))
+        .await;
+    assert_eq!(statuses.get("SUCCEEDED"), Some(&1), "{statuses:?}");
+    let report = stack
+        .assert_consistent(&[capture], &wallets, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        stack.balances(payer).await,
+        Some(("75.00".into(), "0.00".into()))
+    );
+    assert_eq!(
+        stack.balances(payee).await,
+        Some(("125.00".into(), "0.00".into()))
+    );
+    println!("{report}");
+    stack.stop();
+}
