@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use wallet_core::ids::WalletId;
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
@@ -219,6 +220,43 @@ impl WalletGateway for HttpWalletGateway {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<ReserveOutcome>, GatewayError> {
+        let span = reserve_span(requests);
+        self.reserve_call(requests).instrument(span).await
+    }
+
+    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+        let response = self
+            .send(|client, base| client.get(format!("{base}/internal/v1/wallets/{id}")))
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(read::<WalletCurrency>(response).await?.currency)),
+            _ => match unexpected(response).await {
+                Unexpected::WalletNotFound => Ok(None),
+                Unexpected::Other(error) => Err(error),
+            },
+        }
+    }
+}
+
+/// The span of one reserve call: `wallet.reserve`, naming the transfers of
+/// its batch (comma-separated when there are several).
+fn reserve_span(requests: &[ReserveRequest]) -> tracing::Span {
+    let joined = |ids: Vec<String>| ids.join(",");
+    tracing::info_span!(
+        "wallet.reserve",
+        otel.kind = "client",
+        transfers = requests.len(),
+        transfer_id = %joined(requests.iter().map(|r| r.transfer_id.to_string()).collect()),
+        correlation_id = %joined(requests.iter().map(|r| r.correlation_id.to_string()).collect()),
+    )
+}
+
+impl HttpWalletGateway {
+    /// `POST /internal/v1/reserve-batch` with `requests`.
+    async fn reserve_call(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
         let body = BatchBody { requests };
         let response = self
             .send(|client, base| {
@@ -241,19 +279,6 @@ impl WalletGateway for HttpWalletGateway {
             }
             // No other answer of the reserve route is definite.
             _ => Err(unexpected(response).await.ambiguous()),
-        }
-    }
-
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
-        let response = self
-            .send(|client, base| client.get(format!("{base}/internal/v1/wallets/{id}")))
-            .await?;
-        match response.status() {
-            StatusCode::OK => Ok(Some(read::<WalletCurrency>(response).await?.currency)),
-            _ => match unexpected(response).await {
-                Unexpected::WalletNotFound => Ok(None),
-                Unexpected::Other(error) => Err(error),
-            },
         }
     }
 }

@@ -51,6 +51,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use tracing::Instrument;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::ports::{TransferReads, TransferStore, WalletGateway};
 use wallet_core::service::{CreateError, Created, Parties, TransactionService};
@@ -210,11 +211,14 @@ async fn submit<S: TransferStore + TransferReads, G: WalletGateway>(
 ) -> Result<Response, ApiError> {
     // In a task of its own: the request may be running a batch for others
     // too, which a client that hangs up must not cut short.
+    // The task goes on in the request's span, which names the transfer.
     let svc = svc.clone();
-    let created = tokio::spawn(async move { svc.create(request).await })
+    let created = tokio::spawn(async move { svc.create(request).await }.in_current_span())
         .await
         .unwrap_or(Err(CreateError::Interrupted))
         .map_err(create_error)?;
+    let transfer = &created.transfer;
+    wallet_http::trace::record_transfer(transfer.id, transfer.correlation_id);
     Ok(created_response(created))
 }
 

@@ -25,6 +25,7 @@ use wallet_core_postgres::{OutboxWake, PgSettings, Schema};
 use crate::health::{self, Check};
 use crate::settings::Common;
 use crate::telemetry::{Metrics, init_logs, track_requests};
+use crate::traced::{TracedHandler, TracedPublisher};
 
 /// How often the backlog and lag gauges (and the transaction service's
 /// unfinished transfers) are read.
@@ -255,7 +256,7 @@ impl Process {
         self.supervise(&format!("relay {}", route.group), move |status, stop| {
             let relay = Relay::new(
                 outbox.clone(),
-                publisher.clone(),
+                TracedPublisher::new(publisher.clone(), &route.group),
                 route.clone(),
                 clock.clone(),
                 ids.worker_id(),
@@ -313,6 +314,7 @@ impl Process {
         config: ConsumerConfig,
     ) -> anyhow::Result<()> {
         let publisher = self.publisher.clone();
+        let handler = TracedHandler::new(handler, group);
         let (group_name, subject) = (group.to_owned(), topic.to_owned());
         self.supervise(&format!("consumer {group}"), move |status, stop| {
             let (kafka, publisher, config) = (kafka.clone(), publisher.clone(), config.clone());
