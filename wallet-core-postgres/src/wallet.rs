@@ -262,9 +262,10 @@ async fn write_reserves(
              WHERE wallets.id = u.id AND all_new.yes
              RETURNING wallets.id
          ), o AS (
-             INSERT INTO outbox (transfer_id, envelope)
-             SELECT t, e::jsonb
-             FROM UNNEST($15::uuid[], $16::text[]) WITH ORDINALITY AS u(t, e, n), all_new
+             INSERT INTO outbox (transfer_id, envelope, traceparent)
+             SELECT t, e::jsonb, p
+             FROM UNNEST($15::uuid[], $16::text[], $18::text[])
+                  WITH ORDINALITY AS u(t, e, p, n), all_new
              WHERE all_new.yes
              ORDER BY n
              RETURNING seq
@@ -293,6 +294,12 @@ async fn write_reserves(
     .bind(
         requests()
             .map(|r| codec::text_of(&r.kind))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.trace.map(|t| t.to_string()))
             .collect::<Vec<_>>(),
     )
     .fetch_one(conn)

@@ -198,6 +198,10 @@ impl HttpWalletGateway {
             let base = &self.bases[(first + tried) % self.bases.len()];
             tried += 1;
             let mut request = build(&self.client, base);
+            // The wallet service continues the trace of the call's span.
+            if let Some(trace) = wallet_http::trace::current() {
+                request = request.header(wallet_http::trace::TRACEPARENT, trace.to_string());
+            }
             if let Some(token) = &self.token {
                 request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
             }

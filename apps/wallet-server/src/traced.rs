@@ -1,13 +1,29 @@
 //! Spans around what a service does off its requests: one
 //! `consumer.event` span per event a consumer handles, and one
 //! `relay.publish` span per event a relay publishes, each naming its
-//! transfer, event and correlation id.
+//! transfer, event and correlation id, and each continuing the trace the
+//! event carries: a published event goes out with its publish span's
+//! context (its `traceparent` header), and what a consumer writes while
+//! handling an event carries the event span's context to its outbox.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tracing::Span;
 use wallet_core::event::Envelope;
 use wallet_core::ports::{BusError, Message, Payload, Publisher};
 use wallet_core::runtime::{EventHandler, HandleError, Handled};
+use wallet_http::trace::{context_of, continue_from};
+
+/// `span`, continuing the trace of `event`, and `event` carrying the
+/// span's context in place of its own (unchanged when the span has none).
+fn continued(span: Span, event: &Envelope) -> (Span, Envelope) {
+    if let Some(parent) = &event.trace {
+        continue_from(&span, parent);
+    }
+    let trace = context_of(&span).or(event.trace);
+    (span, event.clone().traced(trace))
+}
 
 /// The span of one event handled by consumer group `group`.
 fn event_span(group: &str, event: &Envelope) -> Span {
@@ -57,8 +73,11 @@ impl<H> TracedHandler<H> {
 #[async_trait]
 impl<H: EventHandler> EventHandler for TracedHandler<H> {
     async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
-        let spans: Vec<Span> = batch.iter().map(|e| event_span(&self.group, e)).collect();
-        let handled = self.inner.handle(batch).await;
+        let (spans, batch): (Vec<Span>, Vec<Envelope>) = batch
+            .iter()
+            .map(|e| continued(event_span(&self.group, e), e))
+            .unzip();
+        let handled = self.inner.handle(&batch).await;
         drop(spans);
         handled
     }
@@ -85,14 +104,19 @@ impl<P> TracedPublisher<P> {
 #[async_trait]
 impl<P: Publisher> Publisher for TracedPublisher<P> {
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
-        let spans: Vec<Span> = messages
-            .iter()
-            .filter_map(|m| match &m.payload {
-                Payload::Event(event) => Some(publish_span(&self.group, &m.topic, event)),
-                Payload::Bytes(_) => None,
-            })
-            .collect();
-        let published = self.inner.publish(messages).await;
+        let mut spans = Vec::with_capacity(messages.len());
+        let mut traced = Vec::with_capacity(messages.len());
+        for message in messages {
+            let mut message = message.clone();
+            if let Payload::Event(event) = &message.payload {
+                let (span, event) =
+                    continued(publish_span(&self.group, &message.topic, event), event);
+                spans.push(span);
+                message.payload = Payload::Event(Arc::new(event));
+            }
+            traced.push(message);
+        }
+        let published = self.inner.publish(&traced).await;
         drop(spans);
         published
     }

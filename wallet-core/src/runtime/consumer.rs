@@ -630,7 +630,8 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             }
             match d.payload.envelope_up_to(self.config.schema_version) {
                 Ok(e) if seen.insert(e.event_id) => {
-                    envelopes.push(e);
+                    let trace = e.trace.or(d.trace);
+                    envelopes.push(e.traced(trace));
                     sources.push(d);
                 }
                 Ok(_) => {}

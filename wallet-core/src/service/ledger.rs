@@ -71,9 +71,11 @@ impl<S: LedgerStore + LedgerReads> EventHandler for LedgerService<S> {
         let batch: Vec<_> = inbound
             .into_iter()
             .map(|event| {
+                // The outcome continues the trace of the event it answers.
                 let stamp = EventStamp {
                     event_id: self.ids.event_id(),
                     at: now,
+                    trace: event.envelope.trace,
                 };
                 (event, stamp)
             })

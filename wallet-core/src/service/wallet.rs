@@ -13,6 +13,7 @@ use crate::outcome::ReserveOutcome;
 use crate::ports::{GatewayError, StoreError, WalletGateway, WalletReads, WalletStore};
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::time::Clock;
+use crate::trace::TraceParent;
 use crate::wallet::{ReserveRequest, Wallet};
 
 /// Opens wallets, reserves funds and finalizes reservations.
@@ -76,6 +77,16 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        self.reserve_batch_traced(requests, None).await
+    }
+
+    /// [`WalletService::reserve_batch`] for a call made in trace context
+    /// `trace`: each `WalletReserved` it writes continues that trace.
+    pub async fn reserve_batch_traced(
+        &self,
+        requests: &[ReserveRequest],
+        trace: Option<TraceParent>,
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
         let batch: Vec<StampedReserve> = requests
             .iter()
             .map(|request| StampedReserve {
@@ -83,6 +94,7 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
                 stamp: EventStamp {
                     event_id: self.ids.event_id(),
                     at: self.clock.now(),
+                    trace,
                 },
             })
             .collect();
