@@ -17,7 +17,11 @@ use wallet_core::trace::TraceParent;
 /// The header a trace context travels in, over HTTP and on records.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The span of one request: at info level, so a process that exports
+/// Routes polled by probes and scrapers: their requests get no span, so
+/// traces hold the work alone.
+const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The span of one request (none for [`UNTRACED`] routes): at info level, so a process that exports
 /// traces sees it whatever its log filter. `transfer_id` and
 /// `correlation_id` are empty until a handler records them
 /// ([`record_transfer`]). A valid `traceparent` header makes it a child of
@@ -28,6 +32,9 @@ pub fn request_span(request: &Request) -> Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
+    if UNTRACED.contains(&route) {
+        return Span::none();
+    }
     let method = request.method().as_str();
     let span = tracing::info_span!(
         "http.request",
