@@ -233,17 +233,22 @@ impl Stack {
     /// `instances` of each service, each on its own fixed port, the wallet
     /// service first (the others call it), then the gateway.
     pub async fn start(instances: usize) -> Stack {
-        Stack::launch(instances, false).await
+        Stack::launch(instances, false, &[]).await
+    }
+
+    /// As [`Stack::start`], every service also given the variables `env`.
+    pub async fn start_with_env(instances: usize, env: &[(&'static str, String)]) -> Stack {
+        Stack::launch(instances, false, env).await
     }
 
     /// As [`Stack::start`], with the services reaching each database and
     /// the broker through a [`Proxy`] of its own ([`Stack::proxies`]).
     /// Tests and `walletctl audit` reach the databases directly.
     pub async fn start_with_proxies(instances: usize) -> Stack {
-        Stack::launch(instances, true).await
+        Stack::launch(instances, true, &[]).await
     }
 
-    async fn launch(instances: usize, proxied: bool) -> Stack {
+    async fn launch(instances: usize, proxied: bool, extra: &[(&'static str, String)]) -> Stack {
         let broker_port = free_port();
         let broker_dir = Arc::new(TempDir::new("broker"));
         let broker_proxy = if proxied {
@@ -311,6 +316,7 @@ impl Stack {
                     // A dead instance's claims are taken over after this.
                     ("OUTBOX_LEASE_MS", "3000".to_owned()),
                 ];
+                env.extend(extra.iter().cloned());
                 if s == WALLET {
                     env.push(("INTERNAL_LISTEN", internal[i].clone()));
                     env.push(("INTERNAL_TOKEN", internal_token.clone()));

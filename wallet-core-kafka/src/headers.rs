@@ -1,17 +1,20 @@
 //! The record headers the publisher sets, so brokers' tools, filters and
 //! operators can route and inspect records without parsing their JSON.
 //!
-//! Every event carries [`EVENT_ID`], [`EVENT_TYPE`] and [`CORRELATION_ID`].
+//! Every event carries [`EVENT_ID`], [`EVENT_TYPE`] and [`CORRELATION_ID`],
+//! and [`TRACEPARENT`] when it was written in a trace: the consumer
+//! continues that trace.
 //! A dead letter carries the headers of the message it sets aside (as far
 //! as that message reads as an event) and [`DEAD_LETTER_REASON`],
 //! [`DEAD_LETTER_GROUP`] and, when the consumer runner set it aside, where
 //! the message was read: [`DEAD_LETTER_TOPIC`], [`DEAD_LETTER_PARTITION`],
 //! [`DEAD_LETTER_OFFSET`]. Header values are UTF-8 text.
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde::Deserialize;
 use wallet_core::ports::{Message, Payload};
 use wallet_core::runtime::{DeadLetter, dead_letter_topic};
+use wallet_core::trace::TraceParent;
 
 /// The event's id: consumers dedupe by it.
 pub const EVENT_ID: &str = "event_id";
@@ -19,6 +22,8 @@ pub const EVENT_ID: &str = "event_id";
 pub const EVENT_TYPE: &str = "event_type";
 /// The correlation id every event of one transfer shares.
 pub const CORRELATION_ID: &str = "correlation_id";
+/// The W3C trace context of the change that wrote the event.
+pub const TRACEPARENT: &str = "traceparent";
 /// Why a message was dead-lettered.
 pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
 /// The consumer group that set it aside.
@@ -54,6 +59,9 @@ pub fn header_pairs(message: &Message, bytes: &[u8]) -> Vec<(&'static str, Strin
             pairs.push((EVENT_ID, envelope.event_id.to_string()));
             pairs.push((EVENT_TYPE, envelope.event.event_type().to_owned()));
             pairs.push((CORRELATION_ID, envelope.correlation_id.to_string()));
+            if let Some(trace) = envelope.trace {
+                pairs.push((TRACEPARENT, trace.to_string()));
+            }
         }
         Payload::Bytes(_) => match dead_letter(message, bytes) {
             Some(letter) => {
@@ -104,6 +112,13 @@ fn dead_letter(message: &Message, bytes: &[u8]) -> Option<DeadLetter> {
         return None;
     }
     serde_json::from_slice(bytes).ok()
+}
+
+/// The trace context a record's [`TRACEPARENT`] header carries, if valid.
+pub fn trace(record: &impl rdkafka::message::Message) -> Option<TraceParent> {
+    let headers = record.headers()?;
+    let header = headers.iter().find(|h| h.key == TRACEPARENT)?;
+    std::str::from_utf8(header.value?).ok()?.parse().ok()
 }
 
 /// The headers of `message`, ready for a record.
@@ -158,6 +173,33 @@ mod tests {
             (DEAD_LETTER_OFFSET, "41".into()),
         ];
         assert_eq!(pairs, expected);
+    }
+
+    #[test]
+    fn an_event_written_in_a_trace_carries_its_traceparent() {
+        let envelope = wallet_core::event::Envelope::decode(
+            br#"{"event_id":"0193a1f0-3c55-7d2e-9a41-6a1c2b7e0c01","event_type":"LedgerFailed",
+                "payload":{"reason":"insufficient_funds"},"schema_version":1,
+                "transfer_id":"0193a1f0-3c50-7e61-a0b2-9f8e7d6c5b40",
+                "correlation_id":"0193a1f0-3c51-7b7a-8c9d-0e1f2a3b4c50","causation_id":null,
+                "occurred_at":"2026-11-25T18:40:02.117Z","producer":"ledger-service"}"#,
+        )
+        .unwrap();
+        let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let message = |envelope: wallet_core::event::Envelope| Message {
+            topic: "ledger.events".into(),
+            key: b"k".to_vec(),
+            payload: Payload::Event(std::sync::Arc::new(envelope)),
+        };
+        let untraced = message(envelope.clone());
+        let pairs = header_pairs(&untraced, &untraced.payload.to_bytes());
+        assert!(pairs.iter().all(|(name, _)| *name != TRACEPARENT));
+        let m = message(envelope.traced(Some(traced.parse().unwrap())));
+        let pairs = header_pairs(&m, &m.payload.to_bytes());
+        assert!(
+            pairs.contains(&(TRACEPARENT, traced.to_owned())),
+            "{pairs:?}"
+        );
     }
 
     #[test]

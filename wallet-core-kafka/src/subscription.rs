@@ -264,6 +264,7 @@ fn owned_delivery(message: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
         offset: u64::try_from(message.offset()).expect("delivered offsets are not negative"),
         key: message.key().unwrap_or_default().to_vec(),
         payload: Payload::Bytes(message.payload().unwrap_or_default().to_vec()),
+        trace: crate::headers::trace(message),
     }
 }
 

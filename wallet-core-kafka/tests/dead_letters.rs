@@ -70,6 +70,7 @@ async fn every_dead_letter_is_read_back_in_order_and_no_group_moves() {
         offset: 17,
         key: event.transfer_id.to_string().into_bytes(),
         payload: Payload::Bytes(b"\xff not json".to_vec()),
+        trace: None,
     };
     let mut letters = vec![
         DeadLetter::undecodable(&group, &garbage, "malformed event: expected value"),

@@ -19,7 +19,8 @@ use crate::notify::{self, TaskGuard};
 /// The channel on which stores announce new outbox rows and relays listen.
 pub const OUTBOX_CHANNEL: &str = "wallet_core_outbox";
 
-/// Appends `items` to the outbox in the caller's unit, in order.
+/// Appends `items` to the outbox in the caller's unit, in order, each with
+/// the trace context it was written in.
 pub(crate) async fn write(conn: &mut PgConnection, items: &[Outgoing]) -> Result<(), StoreError> {
     if items.is_empty() {
         return Ok(());
@@ -27,8 +28,10 @@ pub(crate) async fn write(conn: &mut PgConnection, items: &[Outgoing]) -> Result
     let mut transfers = Vec::with_capacity(items.len());
     let mut envelopes = Vec::with_capacity(items.len());
     let mut reasons: Vec<Option<String>> = Vec::with_capacity(items.len());
+    let mut traces: Vec<Option<String>> = Vec::with_capacity(items.len());
     for item in items {
         transfers.push(item.transfer_id().as_uuid());
+        traces.push(item.trace().map(|t| t.to_string()));
         match item {
             Outgoing::Event(envelope) => {
                 envelopes.push(codec::envelope_text(envelope));
@@ -41,14 +44,16 @@ pub(crate) async fn write(conn: &mut PgConnection, items: &[Outgoing]) -> Result
         }
     }
     sqlx::query(
-        "INSERT INTO outbox (transfer_id, envelope, dead_letter)
-         SELECT t, e::jsonb, r
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(t, e, r, n)
+        "INSERT INTO outbox (transfer_id, envelope, dead_letter, traceparent)
+         SELECT t, e::jsonb, r, p
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
+              WITH ORDINALITY AS u(t, e, r, p, n)
          ORDER BY n",
     )
     .bind(transfers)
     .bind(envelopes)
     .bind(reasons)
+    .bind(traces)
     .execute(conn)
     .await
     .db()?;
@@ -109,7 +114,7 @@ pub(crate) async fn claim(
          UPDATE outbox SET lease_worker = $1, lease_until = $3
          FROM ready WHERE outbox.seq = ready.seq
          RETURNING outbox.seq, outbox.transfer_id, outbox.envelope::text AS envelope,
-                   outbox.dead_letter",
+                   outbox.dead_letter, outbox.traceparent",
     )
     .bind(claim.worker.as_uuid())
     .bind(claim.now)
@@ -132,6 +137,10 @@ pub(crate) async fn claim(
                 continue;
             }
         };
+        // A context this build cannot read only loses the trace, never
+        // the record.
+        let trace = row.try_get::<Option<String>, _>("traceparent").db()?;
+        let event = event.traced(trace.and_then(|t| t.parse().ok()));
         let item = match row.try_get::<Option<String>, _>("dead_letter").db()? {
             None => Outgoing::Event(event),
             Some(reason) => Outgoing::DeadLetter { event, reason },

@@ -287,9 +287,10 @@ async fn write_reserves(
              WHERE wallets.id = u.id AND all_new.yes
              RETURNING wallets.id
          ), o AS (
-             INSERT INTO outbox (transfer_id, envelope)
-             SELECT t, e::jsonb
-             FROM UNNEST($15::uuid[], $16::text[]) WITH ORDINALITY AS u(t, e, n), all_new
+             INSERT INTO outbox (transfer_id, envelope, traceparent)
+             SELECT t, e::jsonb, p
+             FROM UNNEST($15::uuid[], $16::text[], $20::text[])
+                  WITH ORDINALITY AS u(t, e, p, n), all_new
              WHERE all_new.yes
              ORDER BY n
              RETURNING seq
@@ -322,6 +323,12 @@ async fn write_reserves(
     )
     .bind(requests().map(|r| r.expires_at).collect::<Vec<_>>())
     .bind(codec::transfer_uuids_opt(requests().map(|r| r.hold_id)))
+    .bind(
+        events
+            .iter()
+            .map(|e| e.trace.map(|t| t.to_string()))
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(conn)
     .await
     .db()?;

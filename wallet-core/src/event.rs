@@ -20,6 +20,7 @@ use crate::ledger::PostingRequest;
 use crate::money::{Amount, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome};
 use crate::time::Timestamp;
+use crate::trace::TraceParent;
 use crate::wallet::{
     Reservation, ReservationState, ReserveBatch, ReserveRequest, Wallet, decide_reserves,
 };
@@ -124,6 +125,11 @@ pub struct Envelope {
     pub occurred_at: Timestamp,
     /// Which service wrote it.
     pub producer: Cow<'static, str>,
+    /// The trace context of the change that wrote it, if the writing
+    /// process traces: kept with its outbox record and sent as the
+    /// record's `traceparent` header, never in the JSON.
+    #[serde(skip)]
+    pub trace: Option<TraceParent>,
 }
 
 /// Why bytes from a topic are not an event this build can handle. Permanent
@@ -177,7 +183,13 @@ impl Envelope {
             causation_id,
             occurred_at,
             producer: producer.into(),
+            trace: None,
         }
+    }
+
+    /// The same envelope with the trace context `trace`.
+    pub fn traced(self, trace: Option<TraceParent>) -> Envelope {
+        Envelope { trace, ..self }
     }
 
     /// The JSON bytes written to the topic.
@@ -256,14 +268,16 @@ impl<T> Inbound<T> {
     }
 }
 
-/// The id and time of an event a store operation may write to its outbox.
-/// Made by the caller, so stores never generate ids.
+/// The id, time and trace context of an event a store operation may write
+/// to its outbox. Made by the caller, so stores never generate ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventStamp {
     /// The new event's id.
     pub event_id: EventId,
     /// When it happens.
     pub at: Timestamp,
+    /// The trace context of the change that writes it, if any.
+    pub trace: Option<TraceParent>,
 }
 
 /// One reserve of a batch, with the stamp its `WalletReserved` event gets
@@ -317,8 +331,19 @@ pub enum Outgoing {
 impl Outgoing {
     /// The transfer it concerns: its partitioning key.
     pub fn transfer_id(&self) -> TransferId {
+        self.envelope().transfer_id
+    }
+
+    /// The trace context it was written in: an event's own, or the
+    /// refused event's.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.envelope().trace
+    }
+
+    /// The event it carries, or the one it refuses.
+    pub fn envelope(&self) -> &Envelope {
         match self {
-            Outgoing::Event(e) | Outgoing::DeadLetter { event: e, .. } => e.transfer_id,
+            Outgoing::Event(e) | Outgoing::DeadLetter { event: e, .. } => e,
         }
     }
 }
@@ -341,6 +366,7 @@ impl Envelope {
             stamp.at,
             producer::WALLET,
         )
+        .traced(stamp.trace)
     }
 
     /// The `LedgerSucceeded` or `LedgerFailed` event answering a `WalletReserved`.
@@ -369,5 +395,6 @@ impl Envelope {
             stamp.at,
             producer::LEDGER,
         )
+        .traced(stamp.trace)
     }
 }

@@ -16,6 +16,7 @@ pub mod ports;
 pub mod runtime;
 pub mod service;
 pub mod time;
+pub mod trace;
 pub mod transfer;
 pub mod wallet;
 

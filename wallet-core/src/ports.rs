@@ -27,6 +27,7 @@ use crate::ledger::{AccountBalance, Entry, PostingRequest};
 use crate::money::Currency;
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
+use crate::trace::TraceParent;
 use crate::transfer::{HoldEnd, Transfer, Unfinished};
 use crate::wallet::{HoldRelease, HoldState, Reservation, ReserveRequest, Wallet};
 
@@ -533,6 +534,9 @@ pub struct Delivery {
     pub key: Vec<u8>,
     /// What it carries.
     pub payload: Payload,
+    /// The trace context it travelled with (the `traceparent` record
+    /// header), for bytes; an event handed over in process carries its own.
+    pub trace: Option<TraceParent>,
 }
 
 /// A broker failure. Transient: the relay and the consumer retry.

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
@@ -215,6 +216,10 @@ impl HttpWalletGateway {
             let base = &self.bases[(first + tried) % self.bases.len()];
             tried += 1;
             let mut request = build(&self.client, base);
+            // The wallet service continues the trace of the call's span.
+            if let Some(trace) = wallet_http::trace::current() {
+                request = request.header(wallet_http::trace::TRACEPARENT, trace.to_string());
+            }
             if let Some(token) = &self.token {
                 request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
             }
@@ -237,29 +242,8 @@ impl WalletGateway for HttpWalletGateway {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<ReserveOutcome>, GatewayError> {
-        let body = BatchBody { requests };
-        let response = self
-            .send(|client, base| {
-                client
-                    .post(format!("{base}/internal/v1/reserve-batch"))
-                    .json(&body)
-            })
-            .await?;
-        match response.status() {
-            StatusCode::OK => {
-                let answer: BatchAnswer = read(response).await?;
-                if answer.outcomes.len() != requests.len() {
-                    return Err(GatewayError::Unavailable(format!(
-                        "wallet service answered {} outcomes to {} reserves",
-                        answer.outcomes.len(),
-                        requests.len()
-                    )));
-                }
-                Ok(answer.outcomes)
-            }
-            // No other answer of the reserve route is definite.
-            _ => Err(unexpected(response).await.ambiguous()),
-        }
+        let span = reserve_span(requests);
+        self.reserve_call(requests).instrument(span).await
     }
 
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
@@ -304,6 +288,51 @@ impl WalletGateway for HttpWalletGateway {
                 }
                 Ok(answer.answers)
             }
+            _ => Err(unexpected(response).await.ambiguous()),
+        }
+    }
+}
+
+/// The span of one reserve call: `wallet.reserve`, naming the transfers of
+/// its batch (comma-separated when there are several).
+fn reserve_span(requests: &[ReserveRequest]) -> tracing::Span {
+    let joined = |ids: Vec<String>| ids.join(",");
+    tracing::info_span!(
+        "wallet.reserve",
+        otel.kind = "client",
+        transfers = requests.len(),
+        transfer_id = %joined(requests.iter().map(|r| r.transfer_id.to_string()).collect()),
+        correlation_id = %joined(requests.iter().map(|r| r.correlation_id.to_string()).collect()),
+    )
+}
+
+impl HttpWalletGateway {
+    /// `POST /internal/v1/reserve-batch` with `requests`.
+    async fn reserve_call(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, GatewayError> {
+        let body = BatchBody { requests };
+        let response = self
+            .send(|client, base| {
+                client
+                    .post(format!("{base}/internal/v1/reserve-batch"))
+                    .json(&body)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                let answer: BatchAnswer = read(response).await?;
+                if answer.outcomes.len() != requests.len() {
+                    return Err(GatewayError::Unavailable(format!(
+                        "wallet service answered {} outcomes to {} reserves",
+                        answer.outcomes.len(),
+                        requests.len()
+                    )));
+                }
+                Ok(answer.outcomes)
+            }
+            // No other answer of the reserve route is definite.
             _ => Err(unexpected(response).await.ambiguous()),
         }
     }

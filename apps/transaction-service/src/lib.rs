@@ -52,6 +52,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use tracing::Instrument;
 use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::outcome::FailureReason;
 use wallet_core::ports::{TransferReads, TransferStore, WalletGateway};
@@ -223,9 +224,14 @@ async fn submit<S: TransferStore + TransferReads, G: WalletGateway>(
     svc: &Svc<S, G>,
     request: wallet_core::service::TransferRequest,
 ) -> Result<Response, ApiError> {
-    let created = run(svc, move |svc| async move { svc.create(request).await })
-        .await
-        .map_err(create_error)?;
+    // The task goes on in the request's span, which names the transfer.
+    let created = run(svc, move |svc| {
+        async move { svc.create(request).await }.in_current_span()
+    })
+    .await
+    .map_err(create_error)?;
+    let transfer = &created.transfer;
+    wallet_http::trace::record_transfer(transfer.id, transfer.correlation_id);
     Ok(created_response(created))
 }
 

@@ -32,6 +32,7 @@ mod routes;
 pub mod testing;
 mod tls;
 mod token;
+pub mod trace;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use extract::{Json, Path, Query, is_uuid, uuid};

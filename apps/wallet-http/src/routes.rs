@@ -85,12 +85,12 @@ pub async fn method_not_allowed() -> ApiError {
 
 /// Completes a service's router: `api` (one service's routes, or several
 /// merged) plus `GET /healthz`, 404 and 405 in the error shape, and request
-/// tracing.
+/// tracing (one `http.request` span per request, see [`crate::trace`]).
 pub fn service_router(api: Router) -> Router {
     api.route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::trace::request_span))
 }
 
 /// Serves `app` on `listener` until Ctrl-C or SIGTERM, then stops accepting

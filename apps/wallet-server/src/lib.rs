@@ -12,6 +12,7 @@ pub mod health;
 mod process;
 pub mod settings;
 pub mod telemetry;
+pub mod traced;
 
 pub use process::{GAUGE_EVERY, InternalRoutes, Process};
 pub use wallet_core_postgres::Schema;

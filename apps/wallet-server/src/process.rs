@@ -24,7 +24,8 @@ use wallet_core_postgres::{OutboxWake, PgSettings, Schema};
 
 use crate::health::{self, Check};
 use crate::settings::Common;
-use crate::telemetry::{Metrics, init_logs, track_requests};
+use crate::telemetry::{Metrics, Tracing, track_requests};
+use crate::traced::{TracedHandler, TracedPublisher};
 
 /// How often the backlog and lag gauges (and the transaction service's
 /// unfinished transfers) are read.
@@ -101,6 +102,8 @@ pub struct Process {
     /// Ids (and the worker id of each relay and the retrier).
     pub ids: Arc<dyn IdGenerator>,
     metrics: Metrics,
+    /// Taken at the stop, to export what is left.
+    traces: Option<Tracing>,
     name: &'static str,
     _wake: OutboxWake,
     draining: watch::Sender<bool>,
@@ -148,7 +151,7 @@ impl Common {
 }
 
 impl Process {
-    /// Logs, metrics, the database (its schema checked: this build's
+    /// Logs and traces, metrics, the database (its schema checked: this build's
     /// migrations applied), the topics and the producer, in that order;
     /// any failure stops the start with its reason. The process migrates
     /// nothing: it connects as the runtime role, which may not, and
@@ -158,7 +161,7 @@ impl Process {
         name: &'static str,
         schema: Schema,
     ) -> anyhow::Result<Process> {
-        init_logs(common.log_json);
+        let traces = crate::telemetry::init(common.log_json, name)?;
         let metrics = Metrics::install()?;
         let pg = common.pg_settings();
         let pool = pg
@@ -192,6 +195,7 @@ impl Process {
         let common_stall = common.loop_stall_ms;
         tracing::info!(
             service = name,
+            exporting_spans = traces.exporting(),
             "started: database schema current, topics ready"
         );
         Ok(Process {
@@ -203,6 +207,7 @@ impl Process {
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
             metrics,
+            traces: Some(traces),
             name,
             common,
             _wake: wake,
@@ -255,7 +260,7 @@ impl Process {
         self.supervise(&format!("relay {}", route.group), move |status, stop| {
             let relay = Relay::new(
                 outbox.clone(),
-                publisher.clone(),
+                TracedPublisher::new(publisher.clone(), &route.group),
                 route.clone(),
                 clock.clone(),
                 ids.worker_id(),
@@ -313,6 +318,7 @@ impl Process {
         config: ConsumerConfig,
     ) -> anyhow::Result<()> {
         let publisher = self.publisher.clone();
+        let handler = TracedHandler::new(handler, group);
         let (group_name, subject) = (group.to_owned(), topic.to_owned());
         self.supervise(&format!("consumer {group}"), move |status, stop| {
             let (kafka, publisher, config) = (kafka.clone(), publisher.clone(), config.clone());
@@ -534,6 +540,9 @@ impl Process {
             Err(error) => tracing::error!(%error, "flushing the producer failed"),
         }
         tracing::info!(service = self.name, "stopped");
+        if let Some(traces) = self.traces.take() {
+            traces.shutdown().await;
+        }
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! Logs and metrics of a service process.
+//! Logs, traces and metrics of a service process.
 
 use std::time::Instant;
 
@@ -10,21 +10,121 @@ use axum::response::Response;
 use axum::routing::get;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// The variables that turn the export of spans on: OTLP over HTTP to this
+/// collector (`/v1/traces` is appended to the first; the second is the
+/// traces' whole URL).
+pub const OTLP_ENDPOINTS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+];
+/// The variable naming the service in exported spans (`service.name`),
+/// in place of the process's own name.
+pub const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+
+/// The process's traces: exported over OTLP, or (without a collector set)
+/// made for the logs only.
+pub struct Tracing {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Tracing {
+    /// True when spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is still buffered and stops the exporter; waits for
+    /// the collector (up to its export timeout). Nothing to do when not
+    /// exporting.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("spans exported"),
+            Ok(Err(error)) => tracing::warn!(%error, "spans left unexported at exit"),
+            Err(error) => tracing::warn!(%error, "stopping the span exporter failed"),
+        }
+    }
+}
+
+/// The name exported spans carry as `service.name`: `OTEL_SERVICE_NAME`
+/// (as `env` reads it) when set, else `service`.
+pub fn service_name(env: impl Fn(&str) -> Option<String>, service: &str) -> String {
+    env(SERVICE_NAME)
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| service.to_owned())
+}
+
+/// The span exporter of `service`, when `env` sets a collector
+/// ([`OTLP_ENDPOINTS`]); `None` otherwise, and nothing is exported. The
+/// exporter reads OpenTelemetry's other standard variables itself
+/// (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, ...).
+pub fn tracer_provider(
+    env: impl Fn(&str) -> Option<String>,
+    service: &str,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let set = OTLP_ENDPOINTS
+        .iter()
+        .any(|name| env(name).is_some_and(|value| !value.is_empty()));
+    if !set {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("creating the OTLP span exporter")?;
+    let resource = Resource::builder()
+        .with_service_name(service_name(&env, service))
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
+}
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object
 /// per line when `json`. Every line of a saga carries its `transfer_id` and
 /// `correlation_id` fields, as the core logs them.
-pub fn init_logs(json: bool) {
+///
+/// With a collector set in the environment ([`tracer_provider`]), the
+/// spans at info level and above are also exported over OTLP, as
+/// `service` (or `OTEL_SERVICE_NAME`), whatever `RUST_LOG` lets through to
+/// the logs; without one, no exporter is made and spans carry no trace
+/// context.
+pub fn init(json: bool, service: &str) -> anyhow::Result<Tracing> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        logs.json().flatten_event(true).init();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        Box::new(logs.json().flatten_event(true))
     } else {
-        logs.init();
-    }
+        Box::new(logs)
+    };
+    let provider = tracer_provider(|name| std::env::var(name).ok(), service)?;
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("wallet-server"))
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && *meta.level() <= tracing::Level::INFO
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .try_init()
+        .context("installing the log and trace subscriber")?;
+    Ok(Tracing { provider })
 }
 
 /// Latency buckets, in seconds: from 0.5 ms to 10 s.
@@ -135,4 +235,54 @@ async fn record(request: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn without_a_collector_nothing_is_made_to_export() {
+        let provider = tracer_provider(env(&[]), "wallet-service").unwrap();
+        assert!(
+            provider.is_none(),
+            "an exporter was made with no collector set"
+        );
+        let empty = [("OTEL_EXPORTER_OTLP_ENDPOINT", "")];
+        let provider = tracer_provider(env(&empty), "wallet-service").unwrap();
+        assert!(
+            provider.is_none(),
+            "an exporter was made for an empty endpoint"
+        );
+    }
+
+    #[test]
+    fn a_collector_set_makes_an_exporter() {
+        for name in OTLP_ENDPOINTS {
+            let vars = [(name, "http://127.0.0.1:4318")];
+            let provider = tracer_provider(env(&vars), "wallet-service").unwrap();
+            let provider = provider.unwrap_or_else(|| panic!("no exporter with {name} set"));
+            provider.shutdown().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_service_name_is_the_process_unless_otel_service_name_says_otherwise() {
+        assert_eq!(service_name(env(&[]), "ledger-service"), "ledger-service");
+        let named = [(SERVICE_NAME, "ledger-eu")];
+        assert_eq!(service_name(env(&named), "ledger-service"), "ledger-eu");
+        let empty = [(SERVICE_NAME, "")];
+        assert_eq!(
+            service_name(env(&empty), "ledger-service"),
+            "ledger-service"
+        );
+    }
 }

@@ -334,7 +334,10 @@ async fn reserve_batch<S: WalletStore + WalletReads>(
     Json(body): Json<ReserveBatchBody>,
 ) -> Result<Json<ReserveBatchAnswer>, ApiError> {
     within_batch(body.requests.len())?;
-    let outcomes = svc.reserve_batch(&body.requests).await?;
+    // Its `WalletReserved` events continue the caller's trace, through this
+    // request's span.
+    let trace = wallet_http::trace::current();
+    let outcomes = svc.reserve_batch_traced(&body.requests, trace).await?;
     Ok(Json(ReserveBatchAnswer { outcomes }))
 }
 

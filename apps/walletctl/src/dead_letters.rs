@@ -687,6 +687,7 @@ mod tests {
             offset: 9,
             key: b"k".to_vec(),
             payload: Payload::Bytes(b"\xff".to_vec()),
+            trace: None,
         };
         let letter = DeadLetter::undecodable(groups::WALLET, &garbage, "malformed");
         let why = replayable(groups::WALLET, &record(0, 3, &letter)).unwrap_err();

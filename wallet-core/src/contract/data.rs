@@ -100,6 +100,7 @@ impl TestData {
         EventStamp {
             event_id: self.event_id(),
             at: self.now(),
+            trace: None,
         }
     }
 

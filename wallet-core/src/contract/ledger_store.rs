@@ -57,15 +57,18 @@ fn expected_outcome(
         LedgerOutcome::Succeeded => Event::LedgerSucceeded(facts(request)),
         LedgerOutcome::Failed(reason) => Event::LedgerFailed(LedgerFailure { reason }),
     };
-    Outgoing::Event(Envelope::new(
-        stamp.event_id,
-        event,
-        request.transfer_id,
-        request.correlation_id,
-        Some(cause.event_id()),
-        stamp.at,
-        producer::LEDGER,
-    ))
+    Outgoing::Event(
+        Envelope::new(
+            stamp.event_id,
+            event,
+            request.transfer_id,
+            request.correlation_id,
+            Some(cause.event_id()),
+            stamp.at,
+            producer::LEDGER,
+        )
+        .traced(stamp.trace),
+    )
 }
 
 async fn entries_of<S: LedgerReads>(store: &S, account: WalletId) -> Vec<Entry> {
@@ -159,6 +162,48 @@ async fn assert_rejected<S: LedgerStore + LedgerReads + Outbox>(
         "{context}: a refused transfer must have no entries"
     );
 }
+
+/// An outcome goes to the outbox with the trace context of its stamp, and
+/// comes back from a claim with it.
+pub async fn an_outcome_keeps_the_trace_context_of_its_stamp<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: LedgerStore + LedgerReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let request = data.reserve_request(
+        WalletId::system(Currency::USD),
+        data.wallet_id(),
+        "5.00",
+        Currency::USD,
+    );
+    let (event, stamp) = data.wallet_reserved(&request);
+    let stamp = EventStamp {
+        trace: Some(TRACE.parse().expect("a valid traceparent")),
+        ..stamp
+    };
+    post(&store, &[(event.clone(), stamp)]).await;
+    let written = outbox_of(&store, request.transfer_id).await;
+    assert_eq!(
+        written,
+        vec![expected_outcome(
+            &event,
+            &request,
+            LedgerOutcome::Succeeded,
+            stamp
+        )],
+        "the outcome should be written with its stamp's trace context"
+    );
+    assert_eq!(
+        written[0].trace().map(|t| t.to_string()).as_deref(),
+        Some(TRACE),
+        "the outbox should give the trace context back as written"
+    );
+}
+
+/// A trace context, as a process that traces stamps events with.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// A posting appends exactly one balanced pair of entries (a debit of the
 /// sender, a credit of the receiver, same amount and currency), records

@@ -184,6 +184,7 @@ macro_rules! __contract_scenarios {
             opening_an_existing_id_is_an_integrity_error,
             a_deposit_needs_no_stored_system_wallet,
             reserve_moves_available_to_reserved_and_writes_wallet_reserved,
+            wallet_reserved_keeps_the_trace_context_of_its_stamp,
             reserve_is_idempotent_by_transfer_id,
             a_refused_reserve_is_remembered,
             reserve_rejects_unknown_wallets,
@@ -220,6 +221,7 @@ macro_rules! __contract_scenarios {
     (ledger_store => $then:ident ($($args:tt)*)) => {
         $crate::$then!($($args)* [
             post_appends_one_balanced_posting,
+            an_outcome_keeps_the_trace_context_of_its_stamp,
             post_decides_each_transfer_once,
             post_ignores_a_duplicate_event_id,
             post_rejects_a_currency_mismatch,

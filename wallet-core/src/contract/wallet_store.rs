@@ -58,15 +58,18 @@ fn rejected(reason: FailureReason) -> ReserveOutcome {
 /// The `WalletReserved` event a reservation of `request` stamped `stamp`
 /// must write, built field by field from the request.
 fn expected_wallet_reserved(request: &ReserveRequest, stamp: EventStamp) -> Outgoing {
-    Outgoing::Event(Envelope::new(
-        stamp.event_id,
-        Event::WalletReserved(facts(request)),
-        request.transfer_id,
-        request.correlation_id,
-        None,
-        stamp.at,
-        producer::WALLET,
-    ))
+    Outgoing::Event(
+        Envelope::new(
+            stamp.event_id,
+            Event::WalletReserved(facts(request)),
+            request.transfer_id,
+            request.correlation_id,
+            None,
+            stamp.at,
+            producer::WALLET,
+        )
+        .traced(stamp.trace),
+    )
 }
 
 /// Every reservation, read page by page.
@@ -258,6 +261,58 @@ where
         ids,
         vec![wallet.id],
         "wallets_page should hold the user wallet only"
+    );
+}
+
+/// A `WalletReserved` goes to the outbox with the trace context of its
+/// stamp, and comes back from a claim with it; one stamped without has none.
+pub async fn wallet_reserved_keeps_the_trace_context_of_its_stamp<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: WalletStore + WalletReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let sender = open_wallet(&store, &data, Currency::USD).await;
+    let receiver = open_wallet(&store, &data, Currency::USD).await;
+    deposit(&store, &data, &sender, "100.00").await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = data.reserve_request(sender.id, receiver.id, "30.00", Currency::USD);
+    let untraced = data.reserve_request(sender.id, receiver.id, "20.00", Currency::USD);
+    let traced_stamp = EventStamp {
+        trace: Some(trace.parse().expect("a valid traceparent")),
+        ..data.stamp()
+    };
+    let batch = [
+        StampedReserve {
+            request: traced.clone(),
+            stamp: traced_stamp,
+        },
+        StampedReserve {
+            request: untraced.clone(),
+            stamp: data.stamp(),
+        },
+    ];
+    store
+        .reserve_batch(&batch)
+        .await
+        .unwrap_or_else(|e| panic!("reserve_batch: {e}"));
+    let written = outbox_of(&store, traced.transfer_id).await;
+    assert_eq!(
+        written,
+        vec![expected_wallet_reserved(&traced, traced_stamp)],
+        "the WalletReserved should be written with its stamp's trace context"
+    );
+    assert_eq!(
+        written[0].trace().map(|t| t.to_string()).as_deref(),
+        Some(trace),
+        "the outbox should give the trace context back as written"
+    );
+    let written = outbox_of(&store, untraced.transfer_id).await;
+    assert_eq!(
+        written.iter().map(Outgoing::trace).collect::<Vec<_>>(),
+        vec![None],
+        "a WalletReserved written without a trace context has none"
     );
 }
 
@@ -1794,6 +1849,7 @@ where
     let late = EventStamp {
         event_id: data.event_id(),
         at: at(5_000),
+        trace: None,
     };
     assert_eq!(
         reserve(&store, &capture, late).await,

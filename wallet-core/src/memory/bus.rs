@@ -226,6 +226,7 @@ impl MemorySubscription {
                         offset,
                         key: key.clone(),
                         payload: payload.clone(),
+                        trace: None,
                     });
                     self.position[p] = offset + 1;
                 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -606,6 +607,13 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
     /// and then commit, rewind or handle again, as a crash or a duplicate
     /// delivery would.
     pub async fn process(&self, deliveries: &[Delivery]) -> Result<BatchReport, ConsumerError> {
+        let span = tracing::info_span!("consumer.batch", group = %self.group,
+            messages = deliveries.len());
+        self.process_batch(deliveries).instrument(span).await
+    }
+
+    /// [`ConsumerRunner::process`], in the batch's span.
+    async fn process_batch(&self, deliveries: &[Delivery]) -> Result<BatchReport, ConsumerError> {
         let mut report = BatchReport {
             delivered: deliveries.len(),
             ..BatchReport::default()
@@ -622,7 +630,8 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
             }
             match d.payload.envelope_up_to(self.config.schema_version) {
                 Ok(e) if seen.insert(e.event_id) => {
-                    envelopes.push(e);
+                    let trace = e.trace.or(d.trace);
+                    envelopes.push(e.traced(trace));
                     sources.push(d);
                 }
                 Ok(_) => {}
@@ -660,8 +669,11 @@ impl<S: Subscription, H: EventHandler, P: Publisher> ConsumerRunner<S, H, P> {
         };
         let refused: HashSet<EventId> = handled.refused.iter().map(|r| r.event_id).collect();
         for r in &handled.refused {
-            tracing::error!(group = %self.group, event_id = %r.event_id, reason = %r.reason,
-                "event refused, dead-lettered");
+            let event = envelopes.iter().find(|e| e.event_id == r.event_id);
+            tracing::error!(group = %self.group, event_id = %r.event_id,
+                transfer_id = %event.map(|e| e.transfer_id.to_string()).unwrap_or_default(),
+                correlation_id = %event.map(|e| e.correlation_id.to_string()).unwrap_or_default(),
+                reason = %r.reason, "event refused, dead-lettered");
         }
         for (envelope, delivery) in envelopes.iter().zip(sources) {
             if refused.contains(&envelope.event_id) {

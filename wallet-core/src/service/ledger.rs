@@ -71,9 +71,11 @@ impl<S: LedgerStore + LedgerReads> EventHandler for LedgerService<S> {
         let batch: Vec<_> = inbound
             .into_iter()
             .map(|event| {
+                // The outcome continues the trace of the event it answers.
                 let stamp = EventStamp {
                     event_id: self.ids.event_id(),
                     at: now,
+                    trace: event.envelope.trace,
                 };
                 (event, stamp)
             })
@@ -82,7 +84,14 @@ impl<S: LedgerStore + LedgerReads> EventHandler for LedgerService<S> {
         if decided > 0 {
             self.outbox_written.notify_one();
         }
-        tracing::info!(events = batch.len(), decided, "saga: ledger decided");
+        // Every transfer of the batch has its decision now: made by this
+        // unit, or before it for a repeat.
+        for (event, _) in &batch {
+            let e = &event.envelope;
+            tracing::info!(transfer_id = %e.transfer_id, correlation_id = %e.correlation_id,
+                event_id = %e.event_id, "saga: ledger decided");
+        }
+        tracing::debug!(events = batch.len(), decided, "ledger batch posted");
         Ok(handled)
     }
 }

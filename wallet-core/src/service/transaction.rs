@@ -1057,8 +1057,13 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> EventHandler for Transa
             applied.refused.len(),
         );
         for r in &applied.refused {
-            tracing::error!(event_id = %r.event_id, reason = %r.reason,
-                "ledger outcome refused, dead-lettered through the outbox");
+            match batch.iter().find(|e| e.event_id == r.event_id) {
+                Some(e) => tracing::error!(transfer_id = %e.transfer_id,
+                    correlation_id = %e.correlation_id, event_id = %r.event_id, reason = %r.reason,
+                    "saga: ledger outcome refused, dead-lettered through the outbox"),
+                None => tracing::error!(event_id = %r.event_id, reason = %r.reason,
+                    "ledger outcome refused, dead-lettered through the outbox"),
+            }
         }
         self.waiters.wake(applied.changed.iter().copied());
         Ok(handled)

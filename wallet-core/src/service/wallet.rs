@@ -13,6 +13,7 @@ use crate::outcome::ReserveOutcome;
 use crate::ports::{GatewayError, StoreError, WalletGateway, WalletReads, WalletStore};
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::time::Clock;
+use crate::trace::TraceParent;
 use crate::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 
 /// Opens wallets, reserves funds and finalizes reservations.
@@ -76,6 +77,16 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<ReserveOutcome>, StoreError> {
+        self.reserve_batch_traced(requests, None).await
+    }
+
+    /// [`WalletService::reserve_batch`] for a call made in trace context
+    /// `trace`: each `WalletReserved` it writes continues that trace.
+    pub async fn reserve_batch_traced(
+        &self,
+        requests: &[ReserveRequest],
+        trace: Option<TraceParent>,
+    ) -> Result<Vec<ReserveOutcome>, StoreError> {
         let batch: Vec<StampedReserve> = requests
             .iter()
             .map(|request| StampedReserve {
@@ -83,6 +94,7 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
                 stamp: EventStamp {
                     event_id: self.ids.event_id(),
                     at: self.clock.now(),
+                    trace,
                 },
             })
             .collect();
@@ -93,13 +105,15 @@ impl<S: WalletStore + WalletReads> WalletService<S> {
         for (request, outcome) in requests.iter().zip(&outcomes) {
             let (sender, receiver) = (request.sender_wallet_id, request.receiver_wallet_id);
             if !request.kind.allows(sender, receiver) {
-                tracing::warn!(transfer_id = %request.transfer_id, kind = ?request.kind,
+                tracing::warn!(transfer_id = %request.transfer_id,
+                    correlation_id = %request.correlation_id, kind = ?request.kind,
                     %sender, %receiver, ?outcome,
                     "saga: reserve refused: a system account only sends deposits and \
                      receives withdrawals");
                 continue;
             }
-            tracing::info!(transfer_id = %request.transfer_id, ?outcome, "saga: reserve decided");
+            tracing::info!(transfer_id = %request.transfer_id,
+                correlation_id = %request.correlation_id, ?outcome, "saga: reserve decided");
         }
         Ok(outcomes)
     }
@@ -128,14 +142,16 @@ impl<S: WalletStore + WalletReads> EventHandler for WalletService<S> {
         let (inbound, handled) =
             Handled::accept(batch, |e| e.event.ledger_outcome(), "not a ledger outcome");
         let refused = self.store.finalize(&inbound, self.clock.now()).await?;
-        tracing::info!(
-            events = inbound.len(),
-            refused = refused.len(),
-            "saga: reservations finalized"
-        );
-        for r in &refused {
-            tracing::error!(event_id = %r.event_id, reason = %r.reason,
-                "ledger outcome refused, dead-lettered through the outbox");
+        for event in &inbound {
+            let e = &event.envelope;
+            match refused.iter().find(|r| r.event_id == e.event_id) {
+                None => tracing::info!(transfer_id = %e.transfer_id,
+                    correlation_id = %e.correlation_id, event_id = %e.event_id,
+                    outcome = ?event.body, "saga: reservation finalized"),
+                Some(r) => tracing::error!(transfer_id = %e.transfer_id,
+                    correlation_id = %e.correlation_id, event_id = %e.event_id,
+                    reason = %r.reason, "saga: ledger outcome refused, dead-lettered through the outbox"),
+            }
         }
         metrics::dead_letters(groups::WALLET, DeadLetteredBy::Store, refused.len());
         if !refused.is_empty() {

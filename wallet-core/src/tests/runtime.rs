@@ -245,8 +245,59 @@ fn dead_letters(bus: &MemoryBus) -> Vec<Value> {
         .collect()
 }
 
+/// Records the trace context of every event it is given.
+#[derive(Debug, Default)]
+struct TraceRecorder {
+    traces: Mutex<Vec<Option<crate::trace::TraceParent>>>,
+}
+
+#[async_trait]
+impl EventHandler for TraceRecorder {
+    async fn handle(&self, batch: &[Envelope]) -> Result<Handled, HandleError> {
+        let mut traces = self.traces.lock().unwrap();
+        traces.extend(batch.iter().map(|e| e.trace));
+        Ok(Handled::default())
+    }
+}
+
 mod consumer {
     use super::*;
+
+    #[tokio::test]
+    async fn a_handler_gets_the_trace_context_each_event_travelled_with() {
+        let side = WalletSide::new();
+        let bus = MemoryBus::new(1);
+        let header: crate::trace::TraceParent =
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap();
+        let own: crate::trace::TraceParent =
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap();
+        let from_bytes = side.ledger_succeeded(side.transfer);
+        let in_process = side.ledger_succeeded(side.transfer).traced(Some(own));
+        let delivery = |payload, trace| Delivery {
+            topic: LEDGER_EVENTS.into(),
+            partition: 0,
+            offset: 0,
+            key: side.transfer.to_string().into_bytes(),
+            payload,
+            trace,
+        };
+        let deliveries = [
+            delivery(from_bytes.encode().into(), Some(header)),
+            delivery(crate::ports::Payload::Event(Arc::new(in_process)), None),
+        ];
+        let recorder = Arc::new(TraceRecorder::default());
+        let runner = runner(&bus, recorder.clone());
+        runner.process(&deliveries).await.unwrap();
+        assert_eq!(
+            *recorder.traces.lock().unwrap(),
+            vec![Some(header), Some(own)],
+            "bytes take their record's header; an event made in process keeps its own"
+        );
+    }
 
     #[tokio::test]
     async fn poison_messages_are_dead_lettered_with_the_reason_and_committed() {
