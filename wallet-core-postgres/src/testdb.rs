@@ -71,10 +71,10 @@ impl TestDatabase {
     pub async fn create() -> TestDatabase {
         let server = server_url();
         let mut conn = connect_server(&server).await;
-        if !CLEANED.swap(true, Ordering::SeqCst) {
-            if let Err(error) = drop_stale(&mut conn, STALE_AFTER).await {
-                tracing::warn!(%error, "dropping stale test databases failed");
-            }
+        if !CLEANED.swap(true, Ordering::SeqCst)
+            && let Err(error) = drop_stale(&mut conn, STALE_AFTER).await
+        {
+            tracing::warn!(%error, "dropping stale test databases failed");
         }
         let name = format!(
             "{PREFIX}{}_{}",
