@@ -1,4 +1,10 @@
 //! Logs and metrics of a service process.
+//!
+//! Nothing here installs process-wide state. [`logs`] builds the subscriber
+//! and [`Metrics::recorder`] the recorder; the binaries install them (their
+//! `main`), and a program that embeds the services keeps its own and passes
+//! [`crate::Process::start`] the [`Metrics`] to serve at `/metrics`, if
+//! any.
 
 use std::time::Instant;
 
@@ -9,21 +15,26 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object
-/// per line when `json`. Every line of a saga carries its `transfer_id` and
-/// `correlation_id` fields, as the core logs them.
-pub fn init_logs(json: bool) {
+/// A subscriber logging to stderr, filtered by `RUST_LOG` (default
+/// `info`); one JSON object per line when `json`. Every line of a saga
+/// carries its `transfer_id` and `correlation_id` fields, as the core logs
+/// them. Not installed: a binary installs it
+/// (`tracing_subscriber::util::SubscriberInitExt::try_init`).
+pub fn logs(json: bool) -> Box<dyn Subscriber + Send + Sync> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        logs.json().flatten_event(true).init();
+        Box::new(logs.json().flatten_event(true).finish())
     } else {
-        logs.init();
+        Box::new(logs.finish())
     }
 }
 
@@ -39,17 +50,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Installs the process-wide recorder; once per process.
-    pub fn install() -> anyhow::Result<Metrics> {
-        let handle = PrometheusBuilder::new()
+    /// A Prometheus recorder with the services' latency buckets, and the
+    /// metrics it renders. The recorder is not installed: a binary installs
+    /// it (`metrics::set_global_recorder`), then calls
+    /// [`describe_metrics`].
+    pub fn recorder() -> anyhow::Result<(PrometheusRecorder, Metrics)> {
+        let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
             .context("latency buckets")?
-            .install_recorder()
-            .context("installing the metrics recorder")?;
-        wallet_core::metrics::describe();
-        wallet_service::describe_metrics();
-        describe();
-        Ok(Metrics { handle })
+            .build_recorder();
+        let handle = recorder.handle();
+        Ok((recorder, Metrics { handle }))
+    }
+
+    /// The metrics of a Prometheus recorder made elsewhere: that of a
+    /// program embedding the services.
+    pub fn from_handle(handle: PrometheusHandle) -> Metrics {
+        Metrics { handle }
     }
 
     /// The metrics as Prometheus text.
@@ -68,6 +85,15 @@ impl Metrics {
             }),
         )
     }
+}
+
+/// Describes every metric a service process records (`# HELP` and unit)
+/// to the recorder installed: the core's, the wallet service's and the
+/// process's own. Call it after the recorder is installed.
+pub fn describe_metrics() {
+    wallet_core::metrics::describe();
+    wallet_service::describe_metrics();
+    describe();
 }
 
 /// Describes the metrics the process itself records: requests and the
