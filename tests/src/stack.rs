@@ -260,9 +260,9 @@ impl Stack {
         let broker = start_broker_advertising(broker_port, broker_advertised, broker_dir.clone());
         let bootstrap = format!("127.0.0.1:{broker_advertised}");
         let dbs = [
-            TestDatabase::create().await,
-            TestDatabase::create().await,
-            TestDatabase::create().await,
+            TestDatabase::create().await.expect("a test database"),
+            TestDatabase::create().await.expect("a test database"),
+            TestDatabase::create().await.expect("a test database"),
         ];
         let proxies = match broker_proxy {
             Some(broker) => Some(Proxies {
@@ -279,7 +279,10 @@ impl Stack {
         // each database's runtime role.
         let mut db_urls = Vec::new();
         for (s, schema) in Schema::ALL.into_iter().enumerate() {
-            let app = dbs[s].prepare(schema).await;
+            let app = dbs[s]
+                .prepare(schema)
+                .await
+                .expect("a prepared test database");
             db_urls.push(match &proxies {
                 Some(p) => through(&app, &p.databases[s]),
                 None => app,

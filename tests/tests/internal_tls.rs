@@ -36,6 +36,16 @@ struct Backends {
     kafka_properties: Vec<(String, String)>,
 }
 
+/// A fresh database on the test server prepared for `schema`: its runtime
+/// role's URL.
+async fn prepared(schema: Schema) -> String {
+    TestDatabase::create()
+        .await
+        .expect("a test database")
+        .prepare(schema)
+        .await
+        .expect("a prepared test database")
+}
 impl Backends {
     /// Three fresh databases on the test server, prepared as `walletctl
     /// migrate` does (the services connect as their runtime roles), and a
@@ -43,12 +53,9 @@ impl Backends {
     async fn plain(bootstrap: String) -> Backends {
         Backends {
             databases: [
-                TestDatabase::create()
-                    .await
-                    .prepare(Schema::Transaction)
-                    .await,
-                TestDatabase::create().await.prepare(Schema::Wallet).await,
-                TestDatabase::create().await.prepare(Schema::Ledger).await,
+                prepared(Schema::Transaction).await,
+                prepared(Schema::Wallet).await,
+                prepared(Schema::Ledger).await,
             ],
             bootstrap,
             kafka_properties: Vec::new(),

@@ -127,14 +127,19 @@ async fn sasl_over_tls_carries_events_and_refuses_what_does_not_verify() {
     );
 
     // A service given another authority stops at its start.
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let properties = sasl_ssl(&other.cert_file, mechanism, user, password)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
     let env = [
-        ("DATABASE_URL", db.prepare(Schema::Wallet).await),
+        (
+            "DATABASE_URL",
+            db.prepare(Schema::Wallet)
+                .await
+                .expect("a prepared test database"),
+        ),
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap.clone()),
         ("KAFKA_PROPERTIES", properties),
         ("LISTEN", "127.0.0.1:0".to_owned()),

@@ -1,8 +1,6 @@
-//! Kafka adapters of `wallet-core`'s [`Publisher`](wallet_core::ports::Publisher)
-//! and [`Subscription`](wallet_core::ports::Subscription) ports, topic admin
-//! and dead-letter headers, on rdkafka. Nothing here is specific to one
-//! broker: it speaks the Kafka protocol to Apache Kafka, Redpanda or any
-//! compatible broker.
+#![doc = include_str!("../README.md")]
+//!
+//! ## The crate
 //!
 //! - [`KafkaPublisher`]: an idempotent producer (`acks=all`, murmur2
 //!   partitioning by transfer id) whose `publish` returns once the broker
@@ -17,22 +15,7 @@
 //!   joining a consumer group or committing, for operators; [`Parked`]
 //!   reads a group's retry topic the same way, marking what its retry
 //!   consumer has not passed yet.
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use wallet_core::ports::{Publisher, Subscription};
-//! use wallet_core_kafka::{KafkaPublisher, KafkaSettings, KafkaSubscription, ensure_topics};
-//!
-//! # async fn run() -> Result<(), wallet_core::ports::BusError> {
-//! let settings = KafkaSettings::new("127.0.0.1:9092");
-//! ensure_topics(&settings).await?;
-//! let publisher = KafkaPublisher::new(&settings)?;
-//! let mut subscription = KafkaSubscription::new(&settings, "ledger-service", "wallet.events")?;
-//! let batch = subscription.poll(500, Duration::from_millis(100)).await?;
-//! // ... apply the batch in one store transaction, then:
-//! subscription.commit(&batch).await?;
-//! # Ok(()) }
-//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod dead_letters;

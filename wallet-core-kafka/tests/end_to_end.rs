@@ -40,7 +40,7 @@ async fn ten_thousand_events_go_from_an_outbox_through_the_broker_into_a_databas
 
     // The wallet side: 10,000 deposits reserved, each writing its event to
     // the outbox in its unit.
-    let wallet_db = TestDatabase::create().await;
+    let wallet_db = TestDatabase::create().await.expect("a test database");
     let pool = pg.connect(wallet_db.url()).await.expect("wallet database");
     wallet_core_postgres::migrate_wallet_db(&pool)
         .await
@@ -73,7 +73,7 @@ async fn ten_thousand_events_go_from_an_outbox_through_the_broker_into_a_databas
     }
 
     // The ledger side, consuming; then the relay, publishing.
-    let ledger_db = TestDatabase::create().await;
+    let ledger_db = TestDatabase::create().await.expect("a test database");
     let ledger_pool = pg.connect(ledger_db.url()).await.expect("ledger database");
     wallet_core_postgres::migrate_ledger_db(&ledger_pool)
         .await

@@ -69,7 +69,7 @@ fn args() -> Args {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args = args();
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let settings = PgSettings::default();
     let pool = settings.connect(db.url()).await.expect("connecting");
     migrate_ledger_db(&pool).await.expect("migrating");

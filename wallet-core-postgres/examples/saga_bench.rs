@@ -87,7 +87,7 @@ fn next(state: &mut u64) -> u64 {
 }
 
 async fn database(settings: &PgSettings) -> (TestDatabase, sqlx::PgPool) {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let pool = settings.connect(db.url()).await.expect("connecting");
     (db, pool)
 }

@@ -1,4 +1,6 @@
-//! PostgreSQL adapters of `wallet-core`'s stores, one database per service:
+#![doc = include_str!("../README.md")]
+//!
+//! ## The crate
 //!
 //! | store                | database    | ports                                      |
 //! |----------------------|-------------|--------------------------------------------|
@@ -6,10 +8,7 @@
 //! | [`PgWalletStore`]    | wallet      | `WalletStore`, `WalletReads`, `Outbox`     |
 //! | [`PgLedgerStore`]    | ledger      | `LedgerStore`, `LedgerReads`, `Outbox`     |
 //!
-//! Each write operation of a port is one database transaction, inbox check
-//! and outbox rows included; the adapter loads rows, asks the core's
-//! `decide_*` functions, and writes what they decided. Each database has
-//! its own embedded migrations ([`migrate_transaction_db`],
+//! Each database has its own embedded migrations ([`migrate_transaction_db`],
 //! [`migrate_wallet_db`], [`migrate_ledger_db`]), safe to apply again;
 //! [`prepare`] applies them as the database's owner role and grants its
 //! runtime role exactly what the store does, and [`check_schema`] is what a
@@ -18,18 +17,9 @@
 //! polls of the transaction service wake on the transfers its store
 //! announces, through a [`TransferWake`].
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use wallet_core_postgres::{PgSettings, PgWalletStore, migrate_wallet_db};
-//! let settings = PgSettings::default();
-//! let pool = settings.connect("postgres://postgres@127.0.0.1/wallet").await?;
-//! migrate_wallet_db(&pool).await?;
-//! let wallets = PgWalletStore::new(pool, &settings);
-//! # Ok(()) }
-//! ```
-//!
 //! `docs/postgres.md` describes the schema, the units of work, the claims
 //! and the settings.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
 mod error;
@@ -38,6 +28,7 @@ mod notify;
 mod outbox;
 mod roles;
 mod settings;
+#[cfg(feature = "test-util")]
 pub mod testdb;
 mod transfer;
 mod wallet;

@@ -7,7 +7,9 @@
 //! sharing rows. Databases live on after the test (a store may outlive the
 //! fixture that made it); the first creation in a process drops test
 //! databases older than [`STALE_AFTER`], and [`drop_test_databases`] drops
-//! them on demand. A missing server is a failure, never a skip.
+//! them on demand. A missing server is a failure, never a skip: every
+//! function returns it as a [`TestDbError`] saying what to do, for the test
+//! to fail with (`.expect(...)`, `?`); nothing here panics.
 //!
 //! [`TestDatabase::prepare`] gives a database its owner and runtime roles
 //! (`<name>_owner`, `<name>_app`), as `walletctl migrate` does. Roles
@@ -22,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::Schema;
+use crate::{Schema, SetupError};
 
 /// The variable naming the test server.
 pub const URL_VAR: &str = "WALLET_TEST_DATABASE_URL";
@@ -41,6 +43,47 @@ pub fn server_url() -> String {
     std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
+/// Why a test database could not be made or prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestDbError {
+    /// [`URL_VAR`] does not hold a PostgreSQL URL.
+    #[error("{URL_VAR}={url} is not a PostgreSQL URL: {source}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it does not parse.
+        source: sqlx::Error,
+    },
+    /// No server answers at the URL.
+    #[error(
+        "no PostgreSQL answers at {url} ({source}); start it (scripts/lib/postgres.sh) \
+         or set {URL_VAR}"
+    )]
+    Unreachable {
+        /// The server's URL.
+        url: String,
+        /// The connection's failure.
+        source: sqlx::Error,
+    },
+    /// A statement on the server failed.
+    #[error("{doing}: {source}")]
+    Statement {
+        /// What it was doing, with the database or role it concerned.
+        doing: String,
+        /// The server's answer.
+        source: sqlx::Error,
+    },
+    /// The database could not be given its roles and schema.
+    #[error("preparing test database {name}: {source}")]
+    Prepare {
+        /// The database.
+        name: String,
+        /// Why.
+        source: SetupError,
+    },
+}
+
 /// A database made for one test.
 #[derive(Debug, Clone)]
 pub struct TestDatabase {
@@ -54,27 +97,35 @@ fn now_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn connect_server(server: &str) -> PgConnection {
-    let options = PgConnectOptions::from_str(server)
-        .unwrap_or_else(|e| panic!("{URL_VAR}={server} is not a PostgreSQL URL: {e}"));
-    options.connect().await.unwrap_or_else(|e| {
-        panic!(
-            "no PostgreSQL answers at {server} ({e}); start it (scripts/lib/postgres.sh) \
-             or set {URL_VAR}"
-        )
+/// The options of the server at `url`.
+fn options_of(url: &str) -> Result<PgConnectOptions, TestDbError> {
+    PgConnectOptions::from_str(url).map_err(|source| TestDbError::BadUrl {
+        url: url.to_owned(),
+        source,
     })
 }
 
+async fn connect_server(server: &str) -> Result<PgConnection, TestDbError> {
+    options_of(server)?
+        .connect()
+        .await
+        .map_err(|source| TestDbError::Unreachable {
+            url: server.to_owned(),
+            source,
+        })
+}
+
 impl TestDatabase {
-    /// Creates an empty database on the test server. Panics, with what to
-    /// do, when the server does not answer.
-    pub async fn create() -> TestDatabase {
+    /// Creates an empty database on the test server; when the server does
+    /// not answer, the error says what to do.
+    pub async fn create() -> Result<TestDatabase, TestDbError> {
         let server = server_url();
-        let mut conn = connect_server(&server).await;
-        if !CLEANED.swap(true, Ordering::SeqCst) {
-            if let Err(error) = drop_stale(&mut conn, STALE_AFTER).await {
-                tracing::warn!(%error, "dropping stale test databases failed");
-            }
+        let options = options_of(&server)?;
+        let mut conn = connect_server(&server).await?;
+        if !CLEANED.swap(true, Ordering::SeqCst)
+            && let Err(error) = drop_stale(&mut conn, STALE_AFTER).await
+        {
+            tracing::warn!(%error, "dropping stale test databases failed");
         }
         let name = format!(
             "{PREFIX}{}_{}",
@@ -84,13 +135,13 @@ impl TestDatabase {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+            .map_err(|source| TestDbError::Statement {
+                doing: format!("creating test database {name}"),
+                source,
+            })?;
         let _ = conn.close().await;
-        let options = PgConnectOptions::from_str(&server)
-            .expect("checked above")
-            .database(&name);
-        let url = options.to_url_lossy().to_string();
-        TestDatabase { name, url }
+        let url = options.database(&name).to_url_lossy().to_string();
+        Ok(TestDatabase { name, url })
     }
 
     /// Its URL.
@@ -106,14 +157,17 @@ impl TestDatabase {
     /// Prepares it for `schema` as `walletctl migrate` does
     /// ([`crate::prepare`]: roles, migrations as the owner, the runtime
     /// role's grants), gives the runtime role a random password, and
-    /// returns that role's URL: what a service connects with. Panics on
-    /// failure.
-    pub async fn prepare(&self, schema: Schema) -> String {
-        let roles = crate::prepare(&self.url, schema)
-            .await
-            .unwrap_or_else(|e| panic!("preparing test database {}: {e}", self.name));
+    /// returns that role's URL: what a service connects with.
+    pub async fn prepare(&self, schema: Schema) -> Result<String, TestDbError> {
+        let roles =
+            crate::prepare(&self.url, schema)
+                .await
+                .map_err(|source| TestDbError::Prepare {
+                    name: self.name.clone(),
+                    source,
+                })?;
         let password = uuid::Uuid::new_v4().simple().to_string();
-        let mut conn = connect_server(&self.url).await;
+        let mut conn = connect_server(&self.url).await?;
         // Both names are this module's (letters, digits, underscores).
         sqlx::query(&format!(
             "ALTER ROLE {} LOGIN PASSWORD '{password}'",
@@ -121,14 +175,16 @@ impl TestDatabase {
         ))
         .execute(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("setting the password of {}: {e}", roles.app));
+        .map_err(|source| TestDbError::Statement {
+            doing: format!("setting the password of {}", roles.app),
+            source,
+        })?;
         let _ = conn.close().await;
-        PgConnectOptions::from_str(&self.url)
-            .expect("checked when created")
+        Ok(options_of(&self.url)?
             .username(&roles.app)
             .password(&password)
             .to_url_lossy()
-            .to_string()
+            .to_string())
     }
 
     /// Drops it now, ending the connections still open on it, and its
@@ -184,4 +240,28 @@ async fn drop_stale(conn: &mut PgConnection, older_than: Duration) -> Result<u64
 pub async fn drop_test_databases(server: &str, older_than: Duration) -> Result<u64, sqlx::Error> {
     let mut conn = PgConnectOptions::from_str(server)?.connect().await?;
     drop_stale(&mut conn, older_than).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_an_error_saying_what_to_do() {
+        // Port 1 on loopback: nothing listens there.
+        let url = "postgres://postgres@127.0.0.1:1/postgres";
+        let error = connect_server(url).await.expect_err("nothing answers");
+        assert!(
+            matches!(error, TestDbError::Unreachable { .. }),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.contains(url) && text.contains(URL_VAR), "{text}");
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_an_error() {
+        let error = options_of("postgres://127.0.0.1:port/postgres").expect_err("no port");
+        assert!(matches!(error, TestDbError::BadUrl { .. }), "{error:?}");
+    }
 }

@@ -18,7 +18,7 @@ use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletS
 /// A pool of one connection on a new, migrated database, and a connection
 /// of its own to watch that one's session.
 async fn one_connection(schema: Schema) -> (PgSettings, PgPool, PgConnection, i32) {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let settings = PgSettings {
         max_connections: 1,
         ..PgSettings::default()

@@ -109,7 +109,7 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
 #[tokio::test]
 async fn prepare_makes_the_roles_and_grants_exactly_the_stores_statements_twice_over() {
     for schema in Schema::ALL {
-        let db = TestDatabase::create().await;
+        let db = TestDatabase::create().await.expect("a test database");
         let roles = prepare(db.url(), schema).await.unwrap();
         assert_eq!(roles, roles_of(&db));
         let admin = pool_at(db.url()).await;
@@ -165,7 +165,7 @@ async fn prepare_makes_the_roles_and_grants_exactly_the_stores_statements_twice_
 /// before, all succeed, and every migration is applied once.
 #[tokio::test]
 async fn preparations_started_together_wait_for_each_other() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let schema = Schema::Transaction;
     let (a, b, c) = tokio::join!(
         prepare(db.url(), schema),
@@ -199,14 +199,19 @@ async fn a_database_migrated_before_the_roles_is_handed_to_the_owner() {
     .await
     .unwrap();
     assert_eq!(owners, [roles.owner]);
-    let app = pool_at(&db.prepare(Schema::Ledger).await).await;
+    let app = pool_at(
+        &db.prepare(Schema::Ledger)
+            .await
+            .expect("a prepared test database"),
+    )
+    .await;
     one_posting(&app, &data).await;
     assert_eq!(count(&app, "entries").await, 4);
 }
 
 #[tokio::test]
 async fn a_runtime_role_with_powers_beyond_its_grants_is_refused() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let roles = roles_of(&db);
     let admin = pool_at(db.url()).await;
     sqlx::query(&format!("CREATE ROLE {} LOGIN CREATEDB", roles.app))
@@ -224,8 +229,13 @@ async fn a_runtime_role_with_powers_beyond_its_grants_is_refused() {
 
 #[tokio::test]
 async fn the_runtime_role_can_change_neither_the_schema_nor_the_ledgers_history() {
-    let db = TestDatabase::create().await;
-    let app = pool_at(&db.prepare(Schema::Ledger).await).await;
+    let db = TestDatabase::create().await.expect("a test database");
+    let app = pool_at(
+        &db.prepare(Schema::Ledger)
+            .await
+            .expect("a prepared test database"),
+    )
+    .await;
     one_posting(&app, &TestData::new()).await;
     for statement in [
         "CREATE TABLE shadow (id int)",
@@ -260,8 +270,8 @@ async fn the_runtime_role_can_change_neither_the_schema_nor_the_ledgers_history(
         assert_eq!(count(&app, table).await, rows, "{table}");
     }
     for schema in [Schema::Transaction, Schema::Wallet] {
-        let db = TestDatabase::create().await;
-        let app = pool_at(&db.prepare(schema).await).await;
+        let db = TestDatabase::create().await.expect("a test database");
+        let app = pool_at(&db.prepare(schema).await.expect("a prepared test database")).await;
         for statement in [
             "CREATE TABLE shadow (id int)",
             "ALTER TABLE outbox ADD COLUMN shadow int",
@@ -279,8 +289,13 @@ async fn the_runtime_role_can_change_neither_the_schema_nor_the_ledgers_history(
 
 #[tokio::test]
 async fn outcomes_and_accounts_refuse_changes_even_to_the_owner() {
-    let db = TestDatabase::create().await;
-    let app = pool_at(&db.prepare(Schema::Ledger).await).await;
+    let db = TestDatabase::create().await.expect("a test database");
+    let app = pool_at(
+        &db.prepare(Schema::Ledger)
+            .await
+            .expect("a prepared test database"),
+    )
+    .await;
     one_posting(&app, &TestData::new()).await;
     let mut owner = acting_as(&db, &roles_of(&db).owner).await;
     for statement in [
@@ -309,7 +324,7 @@ async fn outcomes_and_accounts_refuse_changes_even_to_the_owner() {
 async fn amounts_beyond_their_currencys_scale_are_refused_by_the_schema() {
     // Each database knows every currency's scale as the core does.
     for schema in Schema::ALL {
-        let db = TestDatabase::create().await;
+        let db = TestDatabase::create().await.expect("a test database");
         prepare(db.url(), schema).await.unwrap();
         let admin = pool_at(db.url()).await;
         for currency in Currency::ALL {
@@ -327,7 +342,7 @@ async fn amounts_beyond_their_currencys_scale_are_refused_by_the_schema() {
         assert_eq!(unknown, -1, "{schema}");
     }
 
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     prepare(db.url(), Schema::Ledger).await.unwrap();
     let mut owner = acting_as(&db, &roles_of(&db).owner).await;
     for (amount, currency) in [
@@ -348,7 +363,7 @@ async fn amounts_beyond_their_currencys_scale_are_refused_by_the_schema() {
             .unwrap_or_else(|e| panic!("{amount} {currency}: {e}"));
     }
 
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     prepare(db.url(), Schema::Wallet).await.unwrap();
     let mut owner = acting_as(&db, &roles_of(&db).owner).await;
     let wallet = "INSERT INTO wallets (id, currency, available, reserved, created_at, updated_at)
@@ -380,7 +395,7 @@ async fn amounts_beyond_their_currencys_scale_are_refused_by_the_schema() {
         .await
         .unwrap();
 
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     prepare(db.url(), Schema::Transaction).await.unwrap();
     let mut owner = acting_as(&db, &roles_of(&db).owner).await;
     let refused = sqlx::query(
@@ -402,14 +417,19 @@ async fn amounts_beyond_their_currencys_scale_are_refused_by_the_schema() {
 
 #[tokio::test]
 async fn a_service_starts_only_on_a_schema_with_this_builds_migrations() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let admin = pool_at(db.url()).await;
     let empty = check_schema(&admin, Schema::Wallet).await.unwrap_err();
     assert!(
         empty.to_string().contains("walletctl migrate --wallet-db"),
         "{empty}"
     );
-    let app = pool_at(&db.prepare(Schema::Wallet).await).await;
+    let app = pool_at(
+        &db.prepare(Schema::Wallet)
+            .await
+            .expect("a prepared test database"),
+    )
+    .await;
     check_schema(&app, Schema::Wallet).await.unwrap();
     assert_eq!(unbounded_role(&app).await.unwrap(), None);
     let warning = unbounded_role(&admin).await.unwrap().expect("a warning");
@@ -455,8 +475,11 @@ async fn a_service_starts_only_on_a_schema_with_this_builds_migrations() {
 /// The runtime role's URL names that role and no other.
 #[tokio::test]
 async fn the_runtime_url_logs_in_as_the_runtime_role() {
-    let db = TestDatabase::create().await;
-    let url = db.prepare(Schema::Transaction).await;
+    let db = TestDatabase::create().await.expect("a test database");
+    let url = db
+        .prepare(Schema::Transaction)
+        .await
+        .expect("a prepared test database");
     let options = PgConnectOptions::from_str(&url).unwrap();
     assert_eq!(options.get_username(), roles_of(&db).app);
     let mut conn = options.connect().await.unwrap();

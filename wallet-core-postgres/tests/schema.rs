@@ -265,7 +265,9 @@ async fn hold(pool: &sqlx::PgPool, sender: uuid::Uuid, receiver: uuid::Uuid) -> 
 #[tokio::test]
 async fn earlier_reservations_get_the_kind_their_parties_show() {
     use sqlx::Executor;
-    let db = wallet_core_postgres::testdb::TestDatabase::create().await;
+    let db = wallet_core_postgres::testdb::TestDatabase::create()
+        .await
+        .expect("a test database");
     let pool = settings().connect(db.url()).await.unwrap();
     let (before, from): (Vec<_>, Vec<_>) = Schema::Wallet
         .migrator()

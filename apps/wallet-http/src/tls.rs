@@ -110,7 +110,7 @@ impl ServerTls {
     }
 }
 
-/// A listener for [`axum::serve`] that serves TLS only: connections are
+/// A listener for [`axum::serve()`] that serves TLS only: connections are
 /// accepted and their handshakes run in tasks of their own (a slow or
 /// silent client holds up no other), and the server gets each one once
 /// its handshake completed. A failed handshake (a client that speaks plain

@@ -101,7 +101,7 @@ pub struct Process {
     pub clock: Arc<dyn Clock>,
     /// Ids (and the worker id of each relay and the retrier).
     pub ids: Arc<dyn IdGenerator>,
-    metrics: Metrics,
+    metrics: Option<Metrics>,
     /// Taken at the stop, to export what is left.
     traces: Option<Tracing>,
     name: &'static str,
@@ -151,18 +151,23 @@ impl Common {
 }
 
 impl Process {
-    /// Logs and traces, metrics, the database (its schema checked: this build's
-    /// migrations applied), the topics and the producer, in that order;
-    /// any failure stops the start with its reason. The process migrates
-    /// nothing: it connects as the runtime role, which may not, and
-    /// `walletctl migrate` runs the migrations as the owner role first.
+    /// The database (its schema checked: this build's migrations
+    /// applied), the topics and the producer, in that order; any failure
+    /// stops the start with its reason. The process migrates nothing: it
+    /// connects as the runtime role, which may not, and `walletctl migrate`
+    /// runs the migrations as the owner role first.
+    ///
+    /// It installs nothing process-wide: its logs go to the `tracing`
+    /// subscriber and its metrics to the `metrics` recorder the caller
+    /// installed (a binary installs [`crate::telemetry::logs`] and
+    /// [`Metrics::recorder`]; a program embedding the services keeps its
+    /// own). `metrics`, when given, is served at `/metrics`.
     pub async fn start(
         common: Common,
         name: &'static str,
         schema: Schema,
+        metrics: Option<Metrics>,
     ) -> anyhow::Result<Process> {
-        let traces = crate::telemetry::init(common.log_json, name)?;
-        let metrics = Metrics::install()?;
         let pg = common.pg_settings();
         let pool = pg
             .connect(&common.database_url)
@@ -195,7 +200,6 @@ impl Process {
         let common_stall = common.loop_stall_ms;
         tracing::info!(
             service = name,
-            exporting_spans = traces.exporting(),
             "started: database schema current, topics ready"
         );
         Ok(Process {
@@ -207,7 +211,7 @@ impl Process {
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
             metrics,
-            traces: Some(traces),
+            traces: None,
             name,
             common,
             _wake: wake,
@@ -436,7 +440,9 @@ impl Process {
     /// Serves `api` (the service's routes) with `/openapi.json` (`doc`),
     /// `/healthz`, `/readyz`, `/metrics` on the configured address (`port`
     /// on 127.0.0.1 by default), and `internal`'s routes, if any, on their
-    /// own address, until SIGTERM or Ctrl-C. Then it resolves
+    /// own address, until `shutdown` resolves (a binary passes
+    /// `wallet_http::shutdown_signal()`: SIGTERM or Ctrl-C; a program
+    /// embedding the services, its own stop). Then it resolves
     /// [`Process::draining`] (`/readyz` answers 503, long polls answer at
     /// once), keeps serving for the drain delay, stops taking requests on
     /// both addresses, lets the requests in flight finish, stops the
@@ -448,10 +454,15 @@ impl Process {
         doc: utoipa::openapi::OpenApi,
         port: u16,
         internal: Option<InternalRoutes>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.spawn_outbox_upkeep();
         let checks = self.readiness_checks();
-        let operations = self.metrics.route().merge(health::readiness(
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map_or_else(Router::new, Metrics::route);
+        let operations = metrics.merge(health::readiness(
             checks,
             self.loops.clone(),
             Duration::from_secs(2),
@@ -467,9 +478,10 @@ impl Process {
         let addr = public.local_addr()?;
         println!("{} listening on http://{addr}", self.name);
         tracing::info!(service = self.name, %addr, "serving");
-        // SIGTERM sets `draining` (`/readyz` answers 503, long polls answer
-        // at once); the listeners keep serving for the drain delay, then
-        // stop taking connections and let those in flight finish.
+        // The shutdown (SIGTERM) sets `draining` (`/readyz` answers 503,
+        // long polls answer at once); the listeners keep serving for the
+        // drain delay, then stop taking connections and let those in
+        // flight finish.
         let (closing, _) = watch::channel(false);
         let public = wallet_http::serve_until(
             public,
@@ -479,7 +491,7 @@ impl Process {
         let (draining, delay) = (self.draining.clone(), self.common.drain_delay());
         let internal_closing = until_set(&closing);
         tokio::spawn(async move {
-            wallet_http::shutdown_signal().await;
+            shutdown.await;
             draining.send_replace(true);
             tracing::info!(?delay, "draining: not ready, still serving");
             tokio::time::sleep(delay).await;
@@ -544,6 +556,18 @@ impl Process {
             traces.shutdown().await;
         }
         Ok(())
+    }
+
+    /// The process flushes `traces` (the span exporter [`crate::telemetry::logs`]
+    /// made with the subscriber the binary installed) at its stop.
+    pub fn with_traces(mut self, traces: Tracing) -> Process {
+        tracing::info!(
+            service = self.name,
+            exporting_spans = traces.exporting(),
+            "traces"
+        );
+        self.traces = Some(traces);
+        self
     }
 
     /// The database and the broker answer.

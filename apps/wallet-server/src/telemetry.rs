@@ -1,4 +1,11 @@
 //! Logs, traces and metrics of a service process.
+//!
+//! Nothing here installs process-wide state. [`logs`] builds the subscriber
+//! (and the span exporter, when a collector is set) and
+//! [`Metrics::recorder`] the recorder; the binaries install them (their
+//! `main`), and a program that embeds the services keeps its own and passes
+//! [`crate::Process::start`] the [`Metrics`] to serve at `/metrics`, if
+//! any.
 
 use std::time::Instant;
 
@@ -9,12 +16,14 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Subscriber;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// The variables that turn the export of spans on: OTLP over HTTP to this
@@ -94,16 +103,21 @@ pub fn tracer_provider(
     ))
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object
-/// per line when `json`. Every line of a saga carries its `transfer_id` and
-/// `correlation_id` fields, as the core logs them.
+/// A subscriber logging to stderr, filtered by `RUST_LOG` (default
+/// `info`); one JSON object per line when `json`. Every line of a saga
+/// carries its `transfer_id` and `correlation_id` fields, as the core logs
+/// them. Not installed: a binary installs it
+/// (`tracing_subscriber::util::SubscriberInitExt::try_init`).
 ///
 /// With a collector set in the environment ([`tracer_provider`]), the
-/// spans at info level and above are also exported over OTLP, as
+/// subscriber also exports the spans at info level and above over OTLP, as
 /// `service` (or `OTEL_SERVICE_NAME`), whatever `RUST_LOG` lets through to
 /// the logs; without one, no exporter is made and spans carry no trace
-/// context.
-pub fn init(json: bool, service: &str) -> anyhow::Result<Tracing> {
+/// context. The [`Tracing`] flushes the exporter at the stop.
+pub fn logs(
+    json: bool,
+    service: &str,
+) -> anyhow::Result<(Box<dyn Subscriber + Send + Sync>, Tracing)> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
@@ -119,12 +133,10 @@ pub fn init(json: bool, service: &str) -> anyhow::Result<Tracing> {
                 meta.is_span() && *meta.level() <= tracing::Level::INFO
             }))
     });
-    tracing_subscriber::registry()
+    let subscriber = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(spans)
-        .try_init()
-        .context("installing the log and trace subscriber")?;
-    Ok(Tracing { provider })
+        .with(spans);
+    Ok((Box::new(subscriber), Tracing { provider }))
 }
 
 /// Latency buckets, in seconds: from 0.5 ms to 10 s.
@@ -139,17 +151,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Installs the process-wide recorder; once per process.
-    pub fn install() -> anyhow::Result<Metrics> {
-        let handle = PrometheusBuilder::new()
+    /// A Prometheus recorder with the services' latency buckets, and the
+    /// metrics it renders. The recorder is not installed: a binary installs
+    /// it (`metrics::set_global_recorder`), then calls
+    /// [`describe_metrics`].
+    pub fn recorder() -> anyhow::Result<(PrometheusRecorder, Metrics)> {
+        let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
             .context("latency buckets")?
-            .install_recorder()
-            .context("installing the metrics recorder")?;
-        wallet_core::metrics::describe();
-        wallet_service::describe_metrics();
-        describe();
-        Ok(Metrics { handle })
+            .build_recorder();
+        let handle = recorder.handle();
+        Ok((recorder, Metrics { handle }))
+    }
+
+    /// The metrics of a Prometheus recorder made elsewhere: that of a
+    /// program embedding the services.
+    pub fn from_handle(handle: PrometheusHandle) -> Metrics {
+        Metrics { handle }
     }
 
     /// The metrics as Prometheus text.
@@ -168,6 +186,15 @@ impl Metrics {
             }),
         )
     }
+}
+
+/// Describes every metric a service process records (`# HELP` and unit)
+/// to the recorder installed: the core's, the wallet service's and the
+/// process's own. Call it after the recorder is installed.
+pub fn describe_metrics() {
+    wallet_core::metrics::describe();
+    wallet_service::describe_metrics();
+    describe();
 }
 
 /// Describes the metrics the process itself records: requests and the

@@ -29,7 +29,10 @@ fn bearing(value: &str, mut request: Request) -> Request {
 // One test: the recorder is process-wide.
 #[tokio::test]
 async fn internal_routes_live_apart_and_need_the_token() {
-    let metrics = Metrics::install().unwrap();
+    // The test installs the recorder, as a binary does: the library never.
+    let (recorder, metrics) = Metrics::recorder().unwrap();
+    ::metrics::set_global_recorder(recorder).unwrap();
+    wallet_server::telemetry::describe_metrics();
     let e = Embedded::new(EmbeddedConfig::default());
     let wallet = e.wallets.open(Currency::USD).await.unwrap().id;
     let path = format!("/internal/v1/wallets/{wallet}");

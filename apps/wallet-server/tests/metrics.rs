@@ -32,7 +32,10 @@ fn deposit(wallet: wallet_core::ids::WalletId, amount: &str) -> TransferRequest 
 // One test: the recorder is process-wide.
 #[tokio::test]
 async fn saga_and_request_metrics_are_counted() {
-    let metrics = Metrics::install().unwrap();
+    // The test installs the recorder, as a binary does: the library never.
+    let (recorder, metrics) = Metrics::recorder().unwrap();
+    ::metrics::set_global_recorder(recorder).unwrap();
+    wallet_server::telemetry::describe_metrics();
     let mut e = Embedded::new(EmbeddedConfig::default());
     let a = e
         .wallets

@@ -41,9 +41,9 @@ struct Databases {
 impl Databases {
     async fn create() -> Databases {
         Databases {
-            transfers: TestDatabase::create().await,
-            wallets: TestDatabase::create().await,
-            ledger: TestDatabase::create().await,
+            transfers: TestDatabase::create().await.expect("a test database"),
+            wallets: TestDatabase::create().await.expect("a test database"),
+            ledger: TestDatabase::create().await.expect("a test database"),
         }
     }
 
@@ -204,7 +204,7 @@ fn migrate_needs_a_database_and_audit_needs_all_three() {
 #[tokio::test(flavor = "multi_thread")]
 async fn outbox_quarantined_lists_and_release_puts_back() {
     use wallet_core::ports::{Claim, Outbox};
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let settings = PgSettings::default();
     let pool = settings.connect(db.url()).await.unwrap();
     wallet_core_postgres::migrate_ledger_db(&pool)

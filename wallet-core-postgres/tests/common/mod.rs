@@ -15,7 +15,7 @@ use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletS
 /// server's administrator (who may do anything, as tests of the schema
 /// itself need).
 pub async fn pool_of(schema: Schema) -> (TestDatabase, sqlx::PgPool) {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create().await.expect("a test database");
     let pool = settings()
         .connect(db.url())
         .await
@@ -32,8 +32,8 @@ pub async fn pool_of(schema: Schema) -> (TestDatabase, sqlx::PgPool) {
 /// runtime role: what the services run as, so every store operation a
 /// test runs shows the role's grants suffice.
 pub async fn app_pool_of(schema: Schema) -> (TestDatabase, sqlx::PgPool) {
-    let db = TestDatabase::create().await;
-    let url = db.prepare(schema).await;
+    let db = TestDatabase::create().await.expect("a test database");
+    let url = db.prepare(schema).await.expect("a prepared test database");
     let pool = settings()
         .connect(&url)
         .await

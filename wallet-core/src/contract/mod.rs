@@ -5,6 +5,13 @@
 //! and asserts what the documentation of [`crate::ports`] promises. A
 //! scenario panics with a message that says what broke.
 //!
+//! Everything here, [`data`]'s seeding and assertion helpers included, is a
+//! test: it fails by panicking, as `assert!` does, inside the test that
+//! called it. None of it belongs on a path of a running program, which is
+//! why it sits behind a feature an adapter enables in its dev-dependencies
+//! only; the helpers a program may call (stores, services, runtime) return
+//! their failures as values.
+//!
 //! Scenarios are grouped by the kind of adapter they check:
 //!
 //! | kind             | module               | the fixture makes                                       |

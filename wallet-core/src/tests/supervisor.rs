@@ -21,7 +21,7 @@ fn loops() -> Loops {
 async fn flaky(starts: Arc<AtomicU32>, failures: u32) -> Result<(), String> {
     let n = starts.fetch_add(1, Ordering::SeqCst);
     if n < failures {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             panic!("planted panic {n}");
         }
         return Err(format!("planted error {n}"));

@@ -344,7 +344,7 @@ async fn an_ambiguous_reserve_is_never_failed_and_the_ledger_can_still_finish_it
         .times(1 + RETRIES)
         .returning(move |_| {
             let n = counted.fetch_add(1, Ordering::SeqCst);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 Err(GatewayError::Timeout)
             } else {
                 Err(GatewayError::Unavailable(

@@ -2,6 +2,8 @@
 //! database, reading reservations from Kafka; it asks the wallet service
 //! whether a wallet without entries exists.
 
+mod install;
+
 use std::sync::Arc;
 
 use clap::Parser;
@@ -27,7 +29,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let Args { common, wallet } = Args::parse();
     let wallets = wallet.gateway()?;
-    let mut process = Process::start(common, groups::LEDGER, Schema::Ledger).await?;
+    let (metrics, traces) = install::telemetry(common.log_json, groups::LEDGER)?;
+    let mut process = Process::start(common, groups::LEDGER, Schema::Ledger, Some(metrics))
+        .await?
+        .with_traces(traces);
     let store = PgLedgerStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(LedgerService::new(
         store.clone(),
@@ -39,6 +44,12 @@ async fn main() -> anyhow::Result<()> {
     process.spawn_consumer(service.clone(), groups::LEDGER, WALLET_EVENTS)?;
     let api = ledger_service::api(service, wallets);
     process
-        .serve(api, ledger_service::openapi(), 8083, None)
+        .serve(
+            api,
+            ledger_service::openapi(),
+            8083,
+            None,
+            wallet_http::shutdown_signal(),
+        )
         .await
 }

@@ -3,6 +3,8 @@
 //! through the wallet service over HTTP and reads ledger outcomes from
 //! Kafka. A retrier finishes transfers whose reserve got no answer.
 
+mod install;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +40,15 @@ async fn main() -> anyhow::Result<()> {
     // A wallet service link that cannot work stops the start before
     // anything else.
     let gateway = wallet.gateway()?;
-    let mut process = Process::start(common, groups::TRANSACTION, Schema::Transaction).await?;
+    let (metrics, traces) = install::telemetry(common.log_json, groups::TRANSACTION)?;
+    let mut process = Process::start(
+        common,
+        groups::TRANSACTION,
+        Schema::Transaction,
+        Some(metrics),
+    )
+    .await?
+    .with_traces(traces);
     let store = PgTransferStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(TransactionService::new(
         store.clone(),
@@ -125,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             transaction_service::openapi(),
             8081,
             None,
+            wallet_http::shutdown_signal(),
         )
         .await
 }

@@ -3,6 +3,8 @@
 //! internal routes (reserves, for the transaction and ledger services) are
 //! served on a second address and require the services' token.
 
+mod install;
+
 use std::sync::Arc;
 
 use clap::Parser;
@@ -35,7 +37,10 @@ async fn main() -> anyhow::Result<()> {
     let accepted = args.internal.tokens()?;
     let tls = args.internal.tls()?;
     let internal_listen = args.internal.listen_or(args.common.listen_or(PORT));
-    let mut process = Process::start(args.common, groups::WALLET, Schema::Wallet).await?;
+    let (metrics, traces) = install::telemetry(args.common.log_json, groups::WALLET)?;
+    let mut process = Process::start(args.common, groups::WALLET, Schema::Wallet, Some(metrics))
+        .await?
+        .with_traces(traces);
     let store = PgWalletStore::new(process.pool.clone(), &process.pg);
     let service = Arc::new(WalletService::new(
         store.clone(),
@@ -53,6 +58,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let api = wallet_service::api(service);
     process
-        .serve(api, wallet_service::openapi(), PORT, Some(internal))
+        .serve(
+            api,
+            wallet_service::openapi(),
+            PORT,
+            Some(internal),
+            wallet_http::shutdown_signal(),
+        )
         .await
 }
