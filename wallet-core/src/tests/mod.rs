@@ -8,6 +8,7 @@ mod audit;
 mod envelope;
 mod idempotency;
 mod ledger;
+mod recovery;
 mod runtime;
 mod supervisor;
 mod transaction_service;
