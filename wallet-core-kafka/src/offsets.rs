@@ -8,9 +8,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use wallet_core::ports::BusError;
 
+use crate::dead_letters::READER_GROUP;
 use crate::publisher::bus_error;
 use crate::settings::KafkaSettings;
 
@@ -91,7 +93,7 @@ fn reset_blocking(
     let before = client
         .committed_offsets(wanted.clone(), timeout)
         .map_err(|e| bus_error("fetching committed offsets", &e))?;
-    let targets = targets(&client, topic, &partitions, to, timeout)?;
+    let targets = targets(settings, &client, topic, &partitions, to, timeout)?;
     let mut commit = TopicPartitionList::new();
     for (&partition, &offset) in partitions.iter().zip(&targets) {
         commit
@@ -144,6 +146,7 @@ fn partitions_of(
 
 /// The offset `to` names on each of `partitions`, in order.
 fn targets(
+    settings: &KafkaSettings,
     client: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
@@ -176,14 +179,61 @@ fn targets(
                 .map_err(|e| bus_error("finding the offsets of the time", &e))?;
             partitions
                 .iter()
-                .map(|&p| match offset_of(&found, topic, p) {
-                    Some(offset) => Ok(offset),
-                    // No record at or after the time: the end.
-                    None => watermarks(p).map(|(_, high)| high),
+                .map(|&p| {
+                    let (low, high) = watermarks(p)?;
+                    // No record at or after the time: the end. tansu
+                    // 0.6.0 answers the earliest offset instead, so a
+                    // partition whose last record is older than the time
+                    // is moved to its end whatever the broker says.
+                    match offset_of(&found, topic, p) {
+                        Some(_)
+                            if high > low && last_written(settings, topic, p, high)? < millis =>
+                        {
+                            Ok(high)
+                        }
+                        Some(offset) => Ok(offset),
+                        None => Ok(high),
+                    }
                 })
                 .collect()
         }
     }
+}
+
+/// When the record before `high` (the partition's last) was written, in
+/// milliseconds since 1970, read by a client of its own that joins no
+/// group and commits nothing.
+fn last_written(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+    high: i64,
+) -> Result<i64, BusError> {
+    let timeout = settings.request_timeout;
+    let reader: BaseConsumer = settings
+        .consumer_config(READER_GROUP)
+        .create()
+        .map_err(|e| bus_error("creating a reader", &e))?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(topic, partition, Offset::Offset(high - 1))
+        .map_err(|e| bus_error("listing the partition", &e))?;
+    reader.assign(&at).map_err(|e| bus_error("assigning", &e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                return message.timestamp().to_millis().ok_or_else(|| {
+                    BusError(format!("{topic}[{partition}]@{}: no timestamp", high - 1))
+                });
+            }
+            Some(Err(e)) => return Err(bus_error("reading the last record", &e)),
+            None => {}
+        }
+    }
+    Err(BusError(format!(
+        "{topic}[{partition}]@{}: not read within {timeout:?}",
+        high - 1
+    )))
 }
 
 /// The offset a list holds for one partition, when it is a position.
