@@ -80,7 +80,7 @@ fn reset_blocking(
             }
         }
         // tansu 0.6.0 drops the connection instead of describing a group
-        // that has committed offsets and no member.
+        // that has committed offsets.
         Err(error) => tracing::warn!(%error, group,
             "the broker did not describe the group: its offsets are moved on the word that \
              every instance of its service is stopped"),

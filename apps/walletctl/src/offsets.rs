@@ -20,8 +20,10 @@ const GROUPS: [&str; 3] = ["ledger-service", "wallet-service", "transaction-serv
 pub enum OffsetsCommand {
     /// Moves the committed offsets of a consumer group, on every partition
     /// of its input topic, back to the earliest record or to a time, and
-    /// prints each partition's offset before and after. Refused while the
-    /// group has members: stop every instance of its service first.
+    /// prints each partition's offset before and after. Stop every
+    /// instance of its service first: refused while the broker describes
+    /// the group with members (a broker that cannot describe it gets a
+    /// warning).
     #[command(group(clap::ArgGroup::new("to").required(true).args(["to_earliest", "to_time"])))]
     Reset {
         /// The broker's bootstrap servers, `host:port` (several separated
