@@ -29,21 +29,12 @@ COPY apps/wallet-server/Cargo.toml apps/wallet-server/
 COPY examples/embedded-transfer/Cargo.toml examples/embedded-transfer/
 COPY tests/Cargo.toml tests/
 
-# 2. Empty sources for each member (a library, a program, and the targets a
-#    manifest names with a path of its own), the dependencies of every
-#    binary compiled, then the empty sources removed again.
-RUN set -eu; \
-    members=$(find . -name Cargo.toml -not -path ./Cargo.toml -exec dirname {} \;); \
-    for member in $members; do \
-        mkdir -p "$member/src"; \
-        : >"$member/src/lib.rs"; \
-        echo 'fn main() {}' >"$member/src/main.rs"; \
-        for test in $(sed -n '/^\[\[test\]\]/,/^$/s/^name = "\(.*\)"/\1/p' "$member/Cargo.toml"); do \
-            mkdir -p "$member/tests"; : >"$member/tests/$test.rs"; \
-        done; \
-    done; \
-    cargo build --release --locked -p wallet-server -p walletctl; \
-    for member in $members; do rm -rf "$member/src" "$member/tests"; done
+# 2. Empty sources for each member, the dependencies of every binary
+#    compiled, then the empty sources removed again.
+COPY deploy/docker/stub-sources.sh deploy/docker/
+RUN sh deploy/docker/stub-sources.sh create \
+    && cargo build --release --locked -p wallet-server -p walletctl \
+    && sh deploy/docker/stub-sources.sh remove
 
 # 3. The real sources (see .dockerignore), made newer than what step 2
 #    compiled from the empty ones, and the one binary.

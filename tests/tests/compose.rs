@@ -468,6 +468,67 @@ fn one_dockerfile_builds_every_binary() {
     }
 }
 
+/// The Dockerfile's dependency layer, without Docker: the files its
+/// `COPY` lines before the sources bring (the lock file and the
+/// manifests), the empty sources `deploy/docker/stub-sources.sh create`
+/// makes, and cargo loads the workspace from them as the lock file has it
+/// (`cargo fetch --locked --offline`: a member or a test target the layer
+/// misses fails it); `remove` leaves only what was copied.
+#[test]
+fn the_dependency_layer_loads_the_workspace_from_the_manifests_alone() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = wallet_e2e::TempDir::new("docker-deps");
+    let dockerfile = read("Dockerfile");
+    let mut copied = BTreeSet::new();
+    for line in dockerfile.lines().take_while(|l| !l.starts_with("RUN ")) {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let mut args: Vec<&str> = args.split_whitespace().collect();
+        let to = args.pop().expect("a destination");
+        for from in args {
+            let name = PathBuf::from(from);
+            let target = dir.path().join(to).join(name.file_name().expect("a file"));
+            std::fs::create_dir_all(target.parent().unwrap()).expect("a directory");
+            std::fs::copy(root.join(from), &target).unwrap_or_else(|e| panic!("{from}: {e}"));
+            copied.insert(target);
+        }
+    }
+    assert!(copied.len() > 3, "the Dockerfile copies {copied:?}");
+    let script = "deploy/docker/stub-sources.sh";
+    let run = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run("sh", &[script, "create"]);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // `fetch` reads every member's targets as a build does (`metadata`
+    // does not), and needs nothing but the crates a build fetched.
+    run(&cargo, &["fetch", "--offline", "--locked"]);
+    run("sh", &[script, "remove"]);
+    let mut left = BTreeSet::new();
+    let mut dirs = vec![dir.path().to_owned()];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(&next).expect("a directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                left.insert(path);
+            }
+        }
+    }
+    assert_eq!(left, copied, "what stub-sources.sh remove left");
+}
+
 /// Drift is caught: each change below, made to the real compose file,
 /// is reported.
 #[test]
