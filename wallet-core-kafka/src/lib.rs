@@ -15,11 +15,15 @@
 //!   joining a consumer group or committing, for operators; [`Parked`]
 //!   reads a group's retry topic the same way, marking what its retry
 //!   consumer has not passed yet.
+//! - [`reset_offsets`]: moves a stopped consumer group's committed offsets
+//!   back (to the earliest, or to a time), so that a service whose database
+//!   was restored from a backup is delivered again what it applied since.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod dead_letters;
 pub mod headers;
+mod offsets;
 mod probe;
 mod publisher;
 mod settings;
@@ -27,6 +31,7 @@ mod subscription;
 
 pub use admin::{create_topics, ensure_topics};
 pub use dead_letters::{DeadLetterRecord, DeadLetters, Parked, ParkedRecord, READER_GROUP};
+pub use offsets::{PartitionReset, ResetTo, reset_offsets};
 pub use probe::{GroupLag, reachable};
 pub use publisher::KafkaPublisher;
 pub use settings::{DEFAULT_GROUPS, DEFAULT_PARTITIONS, KafkaSettings};

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod money;
 pub mod outcome;
 pub mod ports;
+pub mod recovery;
 pub mod runtime;
 pub mod service;
 pub mod time;

@@ -6,6 +6,7 @@ mod broker_floor;
 mod client;
 mod dead_letters;
 mod dev;
+mod offsets;
 mod postgres;
 mod sim;
 
@@ -95,6 +96,15 @@ enum Command {
     /// fixed.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// A consumer group's committed offsets: moved back, after its
+    /// service's database was restored from a backup, so that what it had
+    /// applied since is delivered again.
+    #[command(subcommand)]
+    Offsets(offsets::OffsetsCommand),
+    /// The wallet database's reservations: made again from the transaction
+    /// database after a restore from a backup lost some.
+    #[command(subcommand)]
+    Reservations(postgres::ReservationsCommand),
 }
 
 fn main() -> ExitCode {
@@ -134,6 +144,10 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => return postgres::audit(args).await,
         Command::Outbox(command) => return postgres::outbox(command, client.json()).await,
         Command::DeadLetters(command) => return dead_letters::run(command, client.json()).await,
+        Command::Offsets(command) => return offsets::run(command, client.json()).await,
+        Command::Reservations(command) => {
+            return postgres::reservations(command, client.json()).await;
+        }
         Command::BrokerFloor(args) => return broker_floor::run(args, client.json()).await,
         Command::Bench(_) => unreachable!("main runs the bench"),
     }

@@ -2,11 +2,16 @@
 //! databases, by URL.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::Notify;
 use wallet_core::audit::{Audit, AuditReport, Scope};
+use wallet_core::ids::RandomIds;
 use wallet_core::ports::{Clock, SystemClock};
+use wallet_core::recovery::restore_reservations;
+use wallet_core::service::WalletService;
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore, Schema};
 
 /// The three databases; each may be left out where the command allows it.
@@ -43,6 +48,100 @@ pub struct AuditArgs {
     /// Rows per read.
     #[arg(long, default_value_t = 1_000)]
     page_size: usize,
+}
+
+/// `walletctl reservations ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ReservationsCommand {
+    /// After the wallet database was restored from a backup older than the
+    /// other two: opens again (empty) the wallets the transfers name and it
+    /// lacks, and makes again, through the wallet service's reserve, the
+    /// reservations the transaction database says were made and it lacks
+    /// (RESERVED and SUCCEEDED transfers, FAILED ones the ledger decided),
+    /// oldest first. A reservation the sender cannot cover yet is deferred:
+    /// run again once the wallet service has applied the ledger's outcomes.
+    /// Safe to repeat. Exits 2 when it deferred any.
+    Restore {
+        #[command(flatten)]
+        databases: Databases,
+        /// Rows per read, and reserves per unit.
+        #[arg(long, default_value_t = 500)]
+        page_size: usize,
+    },
+}
+
+/// Runs a reservations command; `json` prints JSON instead of text.
+pub async fn reservations(command: ReservationsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let ReservationsCommand::Restore {
+        databases,
+        page_size,
+    } = command;
+    let url = |url: Option<String>, flag: &str| {
+        url.with_context(|| format!("reservations restore needs {flag}"))
+    };
+    let transfers_url = url(databases.transaction_db, "--transaction-db")?;
+    let wallets_url = url(databases.wallet_db, "--wallet-db")?;
+    let ledger_url = url(databases.ledger_db, "--ledger-db")?;
+    let settings = settings();
+    let connect = |url: String, service: &'static str| {
+        let settings = settings.clone();
+        async move {
+            settings
+                .connect(&url)
+                .await
+                .with_context(|| format!("connecting to the {service} database"))
+        }
+    };
+    let transfers = PgTransferStore::new(connect(transfers_url, "transaction").await?, &settings);
+    let wallet_pool = connect(wallets_url, "wallet").await?;
+    let ledger = PgLedgerStore::new(connect(ledger_url, "ledger").await?, &settings);
+    // Its reserves write `WalletReserved` to the outbox, which the wallet
+    // service's relay publishes once it runs.
+    let mut writing = settings.clone();
+    writing.announce_outbox = true;
+    let wallets = WalletService::new(
+        PgWalletStore::new(wallet_pool, &writing),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Arc::new(Notify::new()),
+    );
+    let report = restore_reservations(
+        &transfers,
+        &wallets,
+        &ledger,
+        &SystemClock,
+        page_size.max(1),
+    )
+    .await
+    .context("restoring the reservations")?;
+    if json {
+        let ids = |ids: &[_]| -> Vec<String> { ids.iter().map(ToString::to_string).collect() };
+        println!(
+            "{}",
+            serde_json::json!({
+                "transfers": report.transfers,
+                "reopened": report.reopened.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "restored": ids(&report.restored),
+                "deferred": ids(&report.deferred),
+            })
+        );
+    } else {
+        println!("transfers read      {}", report.transfers);
+        println!("wallets reopened    {}", report.reopened.len());
+        for id in &report.reopened {
+            println!("  reopened {id}");
+        }
+        println!("reservations made   {}", report.restored.len());
+        println!("deferred            {}", report.deferred.len());
+        for id in &report.deferred {
+            println!("  deferred {id}: the sender cannot cover it yet");
+        }
+    }
+    Ok(if report.deferred.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// `walletctl outbox ...`

@@ -9,6 +9,7 @@ mod envelope;
 mod holds;
 mod idempotency;
 mod ledger;
+mod recovery;
 mod runtime;
 mod supervisor;
 mod transaction_service;
