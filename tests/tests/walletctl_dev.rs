@@ -185,3 +185,75 @@ async fn the_client_commands_drive_the_same_api() {
     let shown = json_of(walletctl(base, &["--json", "wallet", "show", &alice]));
     assert_eq!(shown["available"].as_str(), Some("29.50"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_are_created_captured_voided_and_shown_through_walletctl() {
+    let server = Server::walletctl_dev();
+    let base = server.url.as_str();
+    let json_of = |out: std::process::Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+    };
+    let create = |currency| {
+        json_of(walletctl(
+            base,
+            &["--json", "wallet", "create", "--currency", currency],
+        ))
+    };
+    let (payer, payee) = (create("USD"), create("USD"));
+    let (payer, payee) = (
+        payer["id"].as_str().unwrap().to_owned(),
+        payee["id"].as_str().unwrap().to_owned(),
+    );
+    let deposit = json_of(walletctl(
+        base,
+        &["--json", "deposit", &payer, "--amount", "50"],
+    ));
+    assert_eq!(deposit["status"], "SUCCEEDED", "{deposit}");
+    let http = reqwest::Client::new();
+    settled(&http, base, &payer, "50.00", SETTLING).await;
+
+    let hold = json_of(walletctl(
+        base,
+        &[
+            "--json", "hold", "create", &payer, "--amount", "20", "--to", &payee,
+        ],
+    ));
+    assert_eq!(hold["status"], "HELD", "{hold}");
+    let hold = hold["id"].as_str().unwrap().to_owned();
+    let capture = json_of(walletctl(
+        base,
+        &["--json", "hold", "capture", &hold, "--amount", "15"],
+    ));
+    assert_eq!(
+        (capture["status"].as_str(), capture["hold_id"].as_str()),
+        (Some("SUCCEEDED"), Some(hold.as_str())),
+        "{capture}"
+    );
+    let shown = json_of(walletctl(base, &["--json", "hold", "show", &hold]));
+    assert_eq!(shown["status"], "CAPTURED", "{shown}");
+
+    // A void of a captured hold exits non-zero, naming its state.
+    let out = walletctl(base, &["hold", "void", &hold]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hold_captured"));
+
+    let other = json_of(walletctl(
+        base,
+        &["--json", "hold", "create", &payer, "--amount", "5"],
+    ));
+    let other = other["id"].as_str().unwrap().to_owned();
+    let out = walletctl(base, &["hold", "void", &other]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("VOIDED"), "{text}");
+    settled(&http, base, &payee, "15.00", SETTLING).await;
+    let shown = json_of(walletctl(base, &["--json", "wallet", "show", &payer]));
+    assert_eq!(
+        (shown["available"].as_str(), shown["reserved"].as_str()),
+        (Some("35.00"), Some("0.00"))
+    );
+}

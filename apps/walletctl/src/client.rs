@@ -44,6 +44,56 @@ pub enum WalletCommand {
     },
 }
 
+/// `walletctl hold ...`
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Hold a wallet's funds for a later capture, void or expiry.
+    Create {
+        /// Wallet whose funds are held.
+        wallet: String,
+        /// Amount as a decimal string, e.g. 12.50.
+        #[arg(long)]
+        amount: String,
+        /// Who a capture that names no receiver pays.
+        #[arg(long)]
+        to: Option<String>,
+        /// Seconds until the hold expires (the service's default, 7 days,
+        /// when absent).
+        #[arg(long)]
+        expires_in_s: Option<u64>,
+        /// Idempotency key; a fresh one is made when absent.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Capture a hold: pay up to what it holds, release the rest.
+    Capture {
+        /// Hold id.
+        id: String,
+        /// Amount as a decimal string; all the hold holds when absent.
+        #[arg(long)]
+        amount: Option<String>,
+        /// Who is paid; the hold's receiver when absent.
+        #[arg(long)]
+        to: Option<String>,
+        /// Idempotency key; a fresh one is made when absent.
+        #[arg(long)]
+        key: Option<String>,
+        /// Wait up to this many milliseconds for the capture to finish.
+        #[arg(long, default_value_t = 5_000)]
+        wait_ms: u64,
+    },
+    /// Void a hold: its funds go back at once.
+    Void {
+        /// Hold id.
+        id: String,
+    },
+    /// Show a hold.
+    Show {
+        /// Hold id.
+        id: String,
+    },
+}
+
 /// A money movement's options shared by deposit, withdraw and transfer.
 #[derive(Debug, Clone, Args)]
 pub struct Movement {
@@ -134,6 +184,57 @@ impl Client {
         self.create("/v1/transfers", body, m.key, m.wait_ms).await
     }
 
+    /// `hold create|capture|void|show`.
+    pub async fn hold(&self, command: HoldCommand) -> anyhow::Result<()> {
+        let key = |key: Option<String>| key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (status, body) = match command {
+            HoldCommand::Create {
+                wallet,
+                amount,
+                to,
+                expires_in_s,
+                key: k,
+            } => {
+                let mut body = json!({ "wallet_id": wallet, "amount": amount });
+                if let Some(to) = to {
+                    body["receiver_wallet_id"] = json!(to);
+                }
+                if let Some(seconds) = expires_in_s {
+                    body["expires_in_s"] = json!(seconds);
+                }
+                let request = self.http.post(self.url("/v1/holds"));
+                self.send(request.header("Idempotency-Key", key(k)).json(&body))
+                    .await?
+            }
+            HoldCommand::Capture {
+                id,
+                amount,
+                to,
+                key: k,
+                wait_ms,
+            } => {
+                let mut body = json!({});
+                if let Some(amount) = amount {
+                    body["amount"] = json!(amount);
+                }
+                if let Some(to) = to {
+                    body["receiver_wallet_id"] = json!(to);
+                }
+                let path = format!("/v1/holds/{id}/capture");
+                return self.create(&path, body, Some(key(k)), wait_ms).await;
+            }
+            HoldCommand::Void { id } => {
+                let path = format!("/v1/holds/{id}/void");
+                self.send(self.http.post(self.url(&path))).await?
+            }
+            HoldCommand::Show { id } => {
+                let path = format!("/v1/holds/{id}");
+                self.send(self.http.get(self.url(&path))).await?
+            }
+        };
+        self.print(status, &body, hold_summary)
+    }
+
     async fn create(
         &self,
         path: &str,
@@ -214,6 +315,26 @@ fn transfer_summary(t: &Value) -> String {
         text(&t["receiver_wallet_id"])
     );
     if let Some(reason) = t["failure_reason"].as_str() {
+        out.push_str(&format!("\n  reason     {reason}"));
+    }
+    out
+}
+
+fn hold_summary(h: &Value) -> String {
+    let mut out = format!(
+        "hold {}\n  status     {}\n  amount     {} {}\n  wallet     {}\n  to         {}\n  expires    {}",
+        text(&h["id"]),
+        text(&h["status"]),
+        text(&h["amount"]),
+        text(&h["currency"]),
+        text(&h["wallet_id"]),
+        text(&h["receiver_wallet_id"]),
+        text(&h["expires_at"])
+    );
+    if let Some(capture) = h["captured_by"].as_str() {
+        out.push_str(&format!("\n  capture    {capture}"));
+    }
+    if let Some(reason) = h["failure_reason"].as_str() {
         out.push_str(&format!("\n  reason     {reason}"));
     }
     out

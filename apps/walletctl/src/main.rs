@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use client::{Client, Movement, Target, WalletCommand};
+use client::{Client, HoldCommand, Movement, Target, WalletCommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "walletctl", version, about)]
@@ -63,6 +63,9 @@ enum Command {
         #[command(flatten)]
         movement: Movement,
     },
+    /// Hold funds now; capture, void or let them expire later.
+    #[command(subcommand)]
+    Hold(HoldCommand),
     /// Show a transfer, waiting for it to finish.
     Status {
         /// Transfer id.
@@ -139,6 +142,7 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
         Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
+        Command::Hold(command) => client.hold(command).await?,
         Command::Sim(args) => return sim::run(args),
         Command::Migrate(databases) => return postgres::migrate(databases).await,
         Command::Audit(args) => return postgres::audit(args).await,
