@@ -21,8 +21,9 @@ pub const TRACEPARENT: &str = "traceparent";
 /// traces hold the work alone.
 const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// The span of one request (none for [`UNTRACED`] routes): at info level, so a process that exports
-/// traces sees it whatever its log filter. `transfer_id` and
+/// The span of one request (none for the probes' and scrapers' routes,
+/// `/healthz`, `/readyz` and `/metrics`): at info level, so a process that
+/// exports traces sees it whatever its log filter. `transfer_id` and
 /// `correlation_id` are empty until a handler records them
 /// ([`record_transfer`]). A valid `traceparent` header makes it a child of
 /// the caller's span; no other header is read, so no credential reaches a
