@@ -16,7 +16,8 @@ use wallet_core::ports::{
 };
 use wallet_core::time::Timestamp;
 use wallet_core::transfer::{
-    AgeBucket, HoldEnd, Transfer, TransferCommand, TransferStatus, Unfinished,
+    AgeBucket, HoldEnd, RefundRejection, Transfer, TransferCommand, TransferStatus, Unfinished,
+    decide_refund,
 };
 
 use crate::codec;
@@ -36,7 +37,7 @@ macro_rules! columns {
     () => {
         "t.id, t.kind, t.status, t.failure_reason, t.sender_wallet_id, \
          t.receiver_wallet_id, t.amount, t.currency, t.correlation_id, t.idempotency_key, \
-         t.created_at, t.updated_at, t.expires_at, t.hold_id, t.captured_by"
+         t.created_at, t.updated_at, t.expires_at, t.hold_id, t.captured_by, t.refund_of"
     };
 }
 
@@ -104,6 +105,10 @@ fn transfer_of(row: &PgRow) -> Result<Transfer, StoreError> {
             .map(TransferId::from_uuid),
         captured_by: row
             .try_get::<Option<uuid::Uuid>, _>("captured_by")
+            .db()?
+            .map(TransferId::from_uuid),
+        refund_of: row
+            .try_get::<Option<uuid::Uuid>, _>("refund_of")
             .db()?
             .map(TransferId::from_uuid),
     })
@@ -192,6 +197,147 @@ async fn end_holds(
     Ok((holds, moved))
 }
 
+/// Inserts each transfer of `batch` with its key record, unless its key
+/// exists: one statement. Returns the transfers inserted.
+async fn insert_new(
+    conn: &mut PgConnection,
+    batch: &[(Transfer, Fingerprint)],
+) -> Result<HashSet<TransferId>, StoreError> {
+    if batch.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // Inserted in key order, so two batches that share keys never wait
+    // on each other in a cycle; a stable sort keeps a key's first
+    // request of the batch first, and it is the one that wins.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| batch[a].0.idempotency_key.cmp(&batch[b].0.idempotency_key));
+    let rows = || order.iter().map(|&i| &batch[i]);
+    let transfers = || rows().map(|(t, _)| t);
+    // One statement, so one unit: each key is inserted unless it
+    // exists, and its transfer only with it.
+    let created: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "WITH u AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[],
+                     $5::uuid[], $6::uuid[], $7::numeric[], $8::text[], $9::uuid[],
+                     $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
+                     $14::timestamptz[], $15::uuid[], $16::uuid[])
+                     WITH ORDINALITY AS u(id, kind, status, failure_reason, sender_wallet_id,
+                         receiver_wallet_id, amount, currency, correlation_id,
+                         idempotency_key, created_at, updated_at, fingerprint, expires_at,
+                         hold_id, refund_of, n)
+             ), k AS (
+                 INSERT INTO idempotency_keys (key, fingerprint, transfer_id, created_at)
+                 SELECT idempotency_key, fingerprint, id, created_at FROM u ORDER BY n
+                 ON CONFLICT (key) DO NOTHING RETURNING key, transfer_id
+             )
+             INSERT INTO transfers (id, kind, status, failure_reason, sender_wallet_id,
+                 receiver_wallet_id, amount, currency, correlation_id, idempotency_key,
+                 created_at, updated_at, expires_at, hold_id, refund_of)
+             SELECT u.id, u.kind, u.status, u.failure_reason, u.sender_wallet_id,
+                 u.receiver_wallet_id, u.amount, u.currency, u.correlation_id, k.key,
+                 u.created_at, u.updated_at, u.expires_at, u.hold_id, u.refund_of
+             FROM u JOIN k ON k.transfer_id = u.id ORDER BY u.n
+             RETURNING id",
+    )
+    .bind(codec::transfer_uuids(transfers().map(|t| t.id)))
+    .bind(
+        transfers()
+            .map(|t| codec::text_of(&t.kind))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        transfers()
+            .map(|t| codec::text_of(&t.status))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        transfers()
+            .map(|t| t.failure_reason.as_ref().map(codec::text_of))
+            .collect::<Vec<_>>(),
+    )
+    .bind(codec::wallet_uuids(transfers().map(|t| t.sender_wallet_id)))
+    .bind(codec::wallet_uuids(
+        transfers().map(|t| t.receiver_wallet_id),
+    ))
+    .bind(transfers().map(|t| t.amount.value()).collect::<Vec<_>>())
+    .bind(transfers().map(|t| t.currency.code()).collect::<Vec<_>>())
+    .bind(
+        transfers()
+            .map(|t| t.correlation_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        transfers()
+            .map(|t| t.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(transfers().map(|t| t.created_at).collect::<Vec<_>>())
+    .bind(transfers().map(|t| t.updated_at).collect::<Vec<_>>())
+    .bind(rows().map(|(_, f)| f.as_str()).collect::<Vec<_>>())
+    .bind(transfers().map(|t| t.expires_at).collect::<Vec<_>>())
+    .bind(codec::transfer_uuids_opt(transfers().map(|t| t.hold_id)))
+    .bind(codec::transfer_uuids_opt(transfers().map(|t| t.refund_of)))
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    Ok(created.into_iter().map(TransferId::from_uuid).collect())
+}
+
+/// The refunds of `original`, oldest first, by the `transfers_refunds`
+/// index.
+async fn refunds_of<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    original: TransferId,
+) -> Result<Vec<Transfer>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM transfers t WHERE t.refund_of = $1 ORDER BY t.created_at, t.id"
+    ))
+    .bind(original.as_uuid())
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter().map(transfer_of).collect()
+}
+
+impl PgTransferStore {
+    /// The answers to a begun `batch`: [`Begin::Created`] for those in
+    /// `created`, the key's record and transfer for the others.
+    async fn begun(
+        &self,
+        batch: &[(Transfer, Fingerprint)],
+        created: &HashSet<TransferId>,
+    ) -> Result<Vec<Begin>, StoreError> {
+        let existing: Vec<&str> = batch
+            .iter()
+            .filter(|(t, _)| !created.contains(&t.id))
+            .map(|(t, _)| t.idempotency_key.as_str())
+            .collect();
+        let records = if existing.is_empty() {
+            HashMap::new()
+        } else {
+            self.key_records(&existing).await?
+        };
+        batch
+            .iter()
+            .map(|(transfer, _)| {
+                if created.contains(&transfer.id) {
+                    return Ok(Begin::Created);
+                }
+                let key = &transfer.idempotency_key;
+                let (record, current) = records.get(key.as_str()).cloned().ok_or_else(|| {
+                    StoreError::Integrity(format!("key {key} neither inserted nor found"))
+                })?;
+                Ok(Begin::Existing {
+                    record: Box::new(record),
+                    current: Box::new(current),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Records `event_ids` in the inbox, in id order; returns those that were
 /// not there.
 pub(crate) async fn inbox_new(
@@ -261,106 +407,38 @@ impl TransferStore for PgTransferStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // Inserted in key order, so two batches that share keys never wait
-        // on each other in a cycle; a stable sort keeps a key's first
-        // request of the batch first, and it is the one that wins.
-        let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by(|&a, &b| batch[a].0.idempotency_key.cmp(&batch[b].0.idempotency_key));
-        let rows = || order.iter().map(|&i| &batch[i]);
-        let transfers = || rows().map(|(t, _)| t);
-        // One statement, so one unit: each key is inserted unless it
-        // exists, and its transfer only with it.
-        let created: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "WITH u AS (
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[],
-                     $5::uuid[], $6::uuid[], $7::numeric[], $8::text[], $9::uuid[],
-                     $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
-                     $14::timestamptz[], $15::uuid[])
-                     WITH ORDINALITY AS u(id, kind, status, failure_reason, sender_wallet_id,
-                         receiver_wallet_id, amount, currency, correlation_id,
-                         idempotency_key, created_at, updated_at, fingerprint, expires_at,
-                         hold_id, n)
-             ), k AS (
-                 INSERT INTO idempotency_keys (key, fingerprint, transfer_id, created_at)
-                 SELECT idempotency_key, fingerprint, id, created_at FROM u ORDER BY n
-                 ON CONFLICT (key) DO NOTHING RETURNING key, transfer_id
-             )
-             INSERT INTO transfers (id, kind, status, failure_reason, sender_wallet_id,
-                 receiver_wallet_id, amount, currency, correlation_id, idempotency_key,
-                 created_at, updated_at, expires_at, hold_id)
-             SELECT u.id, u.kind, u.status, u.failure_reason, u.sender_wallet_id,
-                 u.receiver_wallet_id, u.amount, u.currency, u.correlation_id, k.key,
-                 u.created_at, u.updated_at, u.expires_at, u.hold_id
-             FROM u JOIN k ON k.transfer_id = u.id ORDER BY u.n
-             RETURNING id",
-        )
-        .bind(codec::transfer_uuids(transfers().map(|t| t.id)))
-        .bind(
-            transfers()
-                .map(|t| codec::text_of(&t.kind))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            transfers()
-                .map(|t| codec::text_of(&t.status))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            transfers()
-                .map(|t| t.failure_reason.as_ref().map(codec::text_of))
-                .collect::<Vec<_>>(),
-        )
-        .bind(codec::wallet_uuids(transfers().map(|t| t.sender_wallet_id)))
-        .bind(codec::wallet_uuids(
-            transfers().map(|t| t.receiver_wallet_id),
-        ))
-        .bind(transfers().map(|t| t.amount.value()).collect::<Vec<_>>())
-        .bind(transfers().map(|t| t.currency.code()).collect::<Vec<_>>())
-        .bind(
-            transfers()
-                .map(|t| t.correlation_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            transfers()
-                .map(|t| t.idempotency_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(transfers().map(|t| t.created_at).collect::<Vec<_>>())
-        .bind(transfers().map(|t| t.updated_at).collect::<Vec<_>>())
-        .bind(rows().map(|(_, f)| f.as_str()).collect::<Vec<_>>())
-        .bind(transfers().map(|t| t.expires_at).collect::<Vec<_>>())
-        .bind(codec::transfer_uuids_opt(transfers().map(|t| t.hold_id)))
-        .fetch_all(self.pool())
-        .await
-        .db()?;
-        let created: HashSet<TransferId> = created.into_iter().map(TransferId::from_uuid).collect();
-        let existing: Vec<&str> = batch
-            .iter()
-            .filter(|(t, _)| !created.contains(&t.id))
-            .map(|(t, _)| t.idempotency_key.as_str())
-            .collect();
-        let records = if existing.is_empty() {
-            HashMap::new()
-        } else {
-            self.key_records(&existing).await?
-        };
-        batch
-            .iter()
-            .map(|(transfer, _)| {
-                if created.contains(&transfer.id) {
-                    return Ok(Begin::Created);
-                }
-                let key = &transfer.idempotency_key;
-                let (record, current) = records.get(key.as_str()).cloned().ok_or_else(|| {
-                    StoreError::Integrity(format!("key {key} neither inserted nor found"))
-                })?;
-                Ok(Begin::Existing {
-                    record: Box::new(record),
-                    current: Box::new(current),
-                })
-            })
-            .collect()
+        let mut conn = self.pool().acquire().await.db()?;
+        let created = insert_new(&mut conn, batch).await?;
+        drop(conn);
+        self.begun(batch, &created).await
+    }
+
+    async fn begin_refund(
+        &self,
+        refund: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Result<Begin, RefundRejection>, StoreError> {
+        let original = refund
+            .refund_of
+            .ok_or_else(|| StoreError::Integrity(format!("refund {} of no transfer", refund.id)))?;
+        let mut tx = crate::begin(self.pool()).await.db()?;
+        // The original locked: its refunds are decided one at a time.
+        let original = lock_transfers(&mut tx, [original])
+            .await?
+            .remove(&original)
+            .ok_or_else(|| StoreError::Integrity(format!("refund {} of no transfer", refund.id)))?;
+        let batch = [(refund.clone(), fingerprint.clone())];
+        let key = refund.idempotency_key.as_str();
+        if self.key_records(&[key]).await?.is_empty() {
+            let refunds = refunds_of(&mut *tx, original.id).await?;
+            if let Err(rejection) = decide_refund(&original, &refunds, refund.amount) {
+                return Ok(Err(rejection));
+            }
+        }
+        let created = insert_new(&mut tx, &batch).await?;
+        tx.commit().await.db()?;
+        let mut begun = self.begun(&batch, &created).await?;
+        Ok(Ok(begun.pop().expect("one answer")))
     }
 
     async fn record_reserves(
@@ -674,6 +752,10 @@ impl TransferReads for PgTransferStore {
         );
         let after = after.map(|id| id.as_uuid());
         codec::uuid_page(self.pool(), sql, after, limit, transfer_of).await
+    }
+
+    async fn refunds_of(&self, original: TransferId) -> Result<Vec<Transfer>, StoreError> {
+        refunds_of(self.pool(), original).await
     }
 
     /// One pass over the `transfers_unfinished` index: a count per status

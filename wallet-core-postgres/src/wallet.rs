@@ -272,10 +272,11 @@ async fn write_reserves(
         "WITH r AS (
              INSERT INTO reservations (transfer_id, correlation_id, sender_wallet_id,
                  receiver_wallet_id, amount, currency, state, reason, created_at, updated_at,
-                 kind, expires_at, hold_id)
+                 kind, expires_at, hold_id, captured_by)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
                  $5::numeric[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                 $10::timestamptz[], $17::text[], $18::timestamptz[], $19::uuid[])
+                 $10::timestamptz[], $17::text[], $18::timestamptz[], $19::uuid[],
+                 $21::uuid[])
              ON CONFLICT (transfer_id) DO NOTHING RETURNING transfer_id
          ), all_new AS (
              SELECT count(*) = cardinality($1::uuid[]) AS yes FROM r
@@ -329,6 +330,9 @@ async fn write_reserves(
             .map(|e| e.trace.map(|t| t.to_string()))
             .collect::<Vec<_>>(),
     )
+    .bind(codec::transfer_uuids_opt(
+        reservations().map(|r| r.captured_by),
+    ))
     .fetch_one(conn)
     .await
     .db()?;

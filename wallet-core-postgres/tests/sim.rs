@@ -29,7 +29,7 @@ use wallet_core::ports::{
     ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use wallet_core::time::Timestamp;
-use wallet_core::transfer::{HoldEnd, Transfer};
+use wallet_core::transfer::{HoldEnd, RefundRejection, Transfer};
 use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
 use wallet_sim::{Adapters, MemoryAdapters, SimConfig};
@@ -86,6 +86,13 @@ impl<S: TransferStore> TransferStore for Blocking<S> {
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError> {
         self.wait(self.store.claim_initiated(claim, created_before, limit))
+    }
+    async fn begin_refund(
+        &self,
+        refund: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Result<Begin, RefundRejection>, StoreError> {
+        self.wait(self.store.begin_refund(refund, fingerprint))
     }
     async fn record_hold_ends(
         &self,

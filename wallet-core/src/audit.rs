@@ -45,6 +45,17 @@ pub enum Violation {
     /// 2. Funds still reserved once quiet, beyond the wallet's held holds.
     #[error("snapshot: wallet {0} has funds reserved beyond its holds")]
     StillReserved(WalletId),
+    /// 7. Refunds exceed their transfer.
+    ///
+    /// Those not FAILED send back more than it moved, or it did not
+    /// succeed.
+    #[error("refund: transfer {transfer} is refunded {refunded}, beyond what it moved")]
+    OverRefunded {
+        /// The refunded transfer.
+        transfer: TransferId,
+        /// What its refunds send back.
+        refunded: Balance,
+    },
     /// 6. More than one capture took a hold's funds.
     #[error("hold: hold {0} was captured {1} times")]
     CapturedTwice(TransferId, usize),
@@ -310,6 +321,9 @@ impl Audit {
         report: &mut AuditReport,
     ) -> Result<(), StoreError> {
         let mut outcomes = Outcomes::default();
+        // What the refunds not FAILED send back, by original: one entry per
+        // refunded transfer.
+        let mut refunded: HashMap<TransferId, Balance> = HashMap::new();
         let mut after = None;
         loop {
             let page = transfers.transfers_page(after, self.page_size).await?;
@@ -319,6 +333,23 @@ impl Audit {
             for t in &page {
                 let outcome = outcomes.of(t.id, ledger, self.page_size).await?;
                 self.check_transfer(t, outcome, &mut report.violations);
+                if let Some(original) = t.refund_of
+                    && t.status != TransferStatus::Failed
+                {
+                    add(refunded.entry(original).or_default(), t.amount.into());
+                }
+            }
+        }
+        for (original, sum) in refunded {
+            let moved = transfers.transfer(original).await?;
+            let within = moved.as_ref().is_some_and(|o| {
+                o.status == TransferStatus::Succeeded && sum <= Balance::from(o.amount)
+            });
+            if !within {
+                report.violations.push(Violation::OverRefunded {
+                    transfer: original,
+                    refunded: sum,
+                });
             }
         }
         Ok(())

@@ -114,6 +114,17 @@ impl Fingerprint {
         ])
     }
 
+    /// The fingerprint of a refund request: the lines `refund`, the
+    /// original transfer, the amount and currency as for a transfer.
+    pub fn of_refund(original: TransferId, amount: Amount, currency: Currency) -> Fingerprint {
+        Fingerprint::of_lines(&[
+            "refund",
+            &original.as_uuid().hyphenated().to_string(),
+            &scaled(amount, currency),
+            currency.code(),
+        ])
+    }
+
     /// `"v1:"` and the hex SHA-256 of the lines joined by `'\n'`.
     fn of_lines(lines: &[&str]) -> Fingerprint {
         let canonical = lines.join("\n");

@@ -28,7 +28,7 @@ use crate::money::Currency;
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
 use crate::trace::TraceParent;
-use crate::transfer::{HoldEnd, Transfer, Unfinished};
+use crate::transfer::{HoldEnd, RefundRejection, Transfer, Unfinished};
 use crate::wallet::{HoldRelease, HoldState, Reservation, ReserveRequest, Wallet};
 
 pub use crate::ids::{IdGenerator, RandomIds};
@@ -213,6 +213,18 @@ pub trait TransferStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError>;
 
+    /// One unit: stores the INITIATED `refund` of `refund.refund_of` with
+    /// a key record of its fingerprint, unless its key exists (then as
+    /// [`TransferStore::begin`]) or [`crate::transfer::decide_refund`],
+    /// with the original locked and its refunds read, refuses it (then
+    /// nothing is written). An original that is no transfer is an
+    /// integrity error.
+    async fn begin_refund(
+        &self,
+        refund: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Result<Begin, RefundRejection>, StoreError>;
+
     /// One unit for the batch: moves each HELD hold to the end the wallet
     /// service decided ([`crate::transfer::TransferCommand::EndHold`]); a
     /// hold that is no longer HELD stays as it is. Returns the holds as
@@ -256,6 +268,21 @@ pub trait TransferReads: Send + Sync + 'static {
         after: Option<TransferId>,
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError>;
+
+    /// The refunds of a transfer, oldest first. This default reads every
+    /// transfer in pages; a store of many transfers answers from an index.
+    async fn refunds_of(&self, original: TransferId) -> Result<Vec<Transfer>, StoreError> {
+        let mut refunds = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.transfers_page(after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            refunds.extend(page.into_iter().filter(|t| t.refund_of == Some(original)));
+        }
+        refunds.sort_by_key(|t| (t.created_at, t.id));
+        Ok(refunds)
+    }
 
     /// The transfers not terminal at `now`, by status and age since their
     /// creation. This default reads every transfer in pages; a store of

@@ -27,7 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
-use crate::money::{Amount, Currency};
+use crate::money::{Amount, Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
 
@@ -59,6 +59,18 @@ impl TransferKind {
             TransferKind::Transfer | TransferKind::Hold => !system(sender) && !system(receiver),
             TransferKind::Deposit => system(sender) && !system(receiver),
             TransferKind::Withdrawal => !system(sender) && system(receiver),
+        }
+    }
+
+    /// The kind of a refund of a transfer of this kind: money going back
+    /// the other way. A deposit's refund is a withdrawal and the other way
+    /// round; a hold moves no money and has no refund.
+    pub fn reversed(self) -> Option<TransferKind> {
+        match self {
+            TransferKind::Transfer => Some(TransferKind::Transfer),
+            TransferKind::Deposit => Some(TransferKind::Withdrawal),
+            TransferKind::Withdrawal => Some(TransferKind::Deposit),
+            TransferKind::Hold => None,
         }
     }
 
@@ -253,6 +265,53 @@ pub struct Transfer {
     /// A CAPTURED hold's: the capture that took its funds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured_by: Option<TransferId>,
+    /// A refund's: the SUCCEEDED transfer whose money it sends back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_of: Option<TransferId>,
+}
+
+/// Why a refund is refused before anything is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefundRejection {
+    /// Only a SUCCEEDED transfer has money to send back.
+    #[error("the transfer is {0:?}, not SUCCEEDED")]
+    NotSucceeded(TransferStatus),
+    /// Holds and refunds are not refunded (a hold's capture is).
+    #[error("a {0:?} is not refunded")]
+    NotRefundable(TransferKind),
+    /// The refunds would send back more than the transfer moved.
+    #[error("at most {refundable} more can be refunded")]
+    Exceeds {
+        /// What is left to refund: the amount less the refunds not FAILED.
+        refundable: Balance,
+    },
+}
+
+/// Every rule of a refund of `original` by `amount`, given the refunds it
+/// has (those FAILED sent nothing back and do not count; those not yet
+/// decided do, so two refunds at once never exceed it together). An
+/// adapter decides under a lock on the original, so refunds of one
+/// transfer are decided one at a time.
+pub fn decide_refund(
+    original: &Transfer,
+    refunds: &[Transfer],
+    amount: Amount,
+) -> Result<(), RefundRejection> {
+    if original.kind == TransferKind::Hold || original.refund_of.is_some() {
+        return Err(RefundRejection::NotRefundable(original.kind));
+    }
+    if original.status != TransferStatus::Succeeded {
+        return Err(RefundRejection::NotSucceeded(original.status));
+    }
+    let refunded = refunds
+        .iter()
+        .filter(|r| r.status != TransferStatus::Failed)
+        .fold(Balance::zero(original.currency), |sum, r| sum + r.amount);
+    let refundable = Balance::from(original.amount) + -refunded;
+    if Balance::from(amount) > refundable {
+        return Err(RefundRejection::Exceeds { refundable });
+    }
+    Ok(())
 }
 
 impl Transfer {

@@ -28,7 +28,7 @@ use wallet_core::ports::{
     TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use wallet_core::time::Timestamp;
-use wallet_core::transfer::{HoldEnd, Transfer};
+use wallet_core::transfer::{HoldEnd, RefundRejection, Transfer};
 use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
 
 use crate::faults::{
@@ -214,6 +214,15 @@ impl<S: TransferStore> TransferStore for FaultyStore<S> {
             faults.initiated_claimed(claim, created_before, transfers);
         })
         .await
+    }
+
+    async fn begin_refund(
+        &self,
+        refund: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Result<Begin, RefundRejection>, StoreError> {
+        let begun = self.inner.begin_refund(refund, fingerprint);
+        self.unit("begin_refund", begun).await
     }
 
     async fn record_hold_ends(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
 use wallet_core::money::{Currency, parse_amount};
-use wallet_core::service::{CaptureRequest, HoldRequest, Parties, TransferRequest};
+use wallet_core::service::{CaptureRequest, HoldRequest, Parties, RefundRequest, TransferRequest};
 use wallet_http::ApiError;
 use wallet_http::openapi::{amount_schema, currency_schema};
 
@@ -95,6 +95,35 @@ pub(crate) struct CaptureBody {
     #[serde(default, deserialize_with = "present_uuid")]
     #[schema(value_type = uuid::Uuid, required = false)]
     receiver_wallet_id: Option<WalletId>,
+}
+
+/// The body of `POST /v1/transfers/{id}/refunds`; `{}` refunds it all.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RefundRequest)]
+pub(crate) struct RefundBody {
+    /// How much to send back; the transfer's whole amount when left out.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = amount_schema, required = false)]
+    amount: Option<AmountInput>,
+}
+
+impl RefundBody {
+    /// The request to refund `original`, or the first 400 then the first
+    /// 422 it breaks.
+    pub(crate) fn request(
+        &self,
+        headers: &HeaderMap,
+        original: TransferId,
+    ) -> Result<RefundRequest, ApiError> {
+        let key = idempotency_key(headers)?;
+        let amount = self.amount.as_ref().map(AmountInput::decimal).transpose()?;
+        Ok(RefundRequest {
+            key,
+            original,
+            amount,
+        })
+    }
 }
 
 fn expires_in_schema() -> utoipa::openapi::schema::Object {

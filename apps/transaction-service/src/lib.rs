@@ -57,14 +57,14 @@ use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::outcome::FailureReason;
 use wallet_core::ports::{TransferReads, TransferStore, WalletGateway};
 use wallet_core::service::{CreateError, Created, Parties, TransactionService};
-use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
+use wallet_core::transfer::{RefundRejection, Transfer, TransferKind, TransferStatus};
 use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 pub use body::IDEMPOTENCY_KEY;
 pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
 pub use resource::{HoldResource, TransferResource};
 
-use body::{KeyHeader, MovementBody, TransferBody};
+use body::{KeyHeader, MovementBody, RefundBody, TransferBody};
 
 /// The header set on a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -85,6 +85,10 @@ pub fn api<S: TransferStore + TransferReads, G: WalletGateway>(
         .route("/v1/transfers/{id}", get(get_transfer::<S, G>))
         .route("/v1/wallets/{id}/deposits", post(deposit::<S, G>))
         .route("/v1/wallets/{id}/withdrawals", post(withdraw::<S, G>))
+        .route(
+            "/v1/transfers/{id}/refunds",
+            post(refund::<S, G>).get(refunds::<S, G>),
+        )
         .route("/v1/holds", post(holds::create_hold::<S, G>))
         .route("/v1/holds/{id}", get(holds::get_hold::<S, G>))
         .route("/v1/holds/{id}/capture", post(holds::capture_hold::<S, G>))
@@ -112,6 +116,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     get_transfer,
     deposit,
     withdraw,
+    refund,
+    refunds,
     holds::create_hold,
     holds::get_hold,
     holds::capture_hold,
@@ -315,9 +321,109 @@ pub(crate) fn create_error(error: CreateError) -> ApiError {
         CreateError::Store(store) => store.into(),
         CreateError::Busy | CreateError::Interrupted => ApiError::unavailable(message),
         CreateError::ReceiverRequired => ApiError::unprocessable("receiver_required", message),
+        CreateError::TransferNotFound(_) => ApiError::not_found("transfer_not_found", message),
+        CreateError::Refund(RefundRejection::NotSucceeded(_)) => {
+            ApiError::new(StatusCode::CONFLICT, "transfer_not_succeeded", message)
+        }
+        CreateError::Refund(RefundRejection::NotRefundable(_)) => {
+            ApiError::unprocessable("not_refundable", message)
+        }
+        CreateError::Refund(RefundRejection::Exceeds { .. }) => {
+            ApiError::unprocessable("exceeds_refundable", message)
+        }
         CreateError::InvalidExpiry { .. } => ApiError::unprocessable("invalid_expiry", message),
         other => ApiError::internal(other),
     }
+}
+
+/// The answers of `POST /v1/transfers/{id}/refunds`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes answers, never built
+enum RefundAnswers {
+    /// Accepted: the refund, a transfer back from the original's receiver
+    /// to its sender, RESERVED or INITIATED. `Location` names it.
+    #[response(status = 202)]
+    Accepted(TransferResource),
+    /// `malformed_request`, `idempotency_key_required`,
+    /// `invalid_idempotency_key`, `invalid_id`.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `transfer_not_found`.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// `transfer_not_succeeded`: only a SUCCEEDED transfer is refunded;
+    /// `idempotency_key_in_flight`: retry.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// Nothing stored: `invalid_amount`, `not_refundable` (a hold or a
+    /// refund), `exceeds_refundable` (the refunds not FAILED would send
+    /// back more than it moved), `idempotency_key_reused`. Or the refund is
+    /// FAILED (`transfer_id`): `insufficient_funds`, the receiver lacks the
+    /// money.
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// `unavailable`: retry with the same idempotency key.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Sends a SUCCEEDED transfer's money back, in whole or in part.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/{id}/refunds",
+    tag = "transfers",
+    params(("id" = uuid::Uuid, Path, description = "The transfer refunded"), KeyHeader),
+    request_body = RefundBody,
+    responses(RefundAnswers)
+)]
+async fn refund<S: TransferStore + TransferReads, G: WalletGateway>(
+    State(svc): State<Svc<S, G>>,
+    Path(original): Path<TransferId>,
+    headers: HeaderMap,
+    Json(body): Json<RefundBody>,
+) -> Result<Response, ApiError> {
+    let request = body.request(&headers, original)?;
+    let created = run(&svc, move |svc| async move { svc.refund(request).await })
+        .await
+        .map_err(create_error)?;
+    Ok(created_response(created))
+}
+
+/// A transfer's refunds.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Refunds)]
+pub struct RefundsResource {
+    /// Its refunds, oldest first.
+    pub refunds: Vec<TransferResource>,
+}
+
+/// A transfer's refunds, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/transfers/{id}/refunds",
+    tag = "transfers",
+    params(("id" = uuid::Uuid, Path, description = "The transfer")),
+    responses(
+        (status = 200, description = "Its refunds, oldest first", body = RefundsResource),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 404, description = "`transfer_not_found`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
+    )
+)]
+async fn refunds<S: TransferStore + TransferReads, G: WalletGateway>(
+    State(svc): State<Svc<S, G>>,
+    Path(id): Path<TransferId>,
+) -> Result<Json<RefundsResource>, ApiError> {
+    if svc.transfer(id).await?.is_none() {
+        return Err(ApiError::not_found(
+            "transfer_not_found",
+            format!("transfer {id} not found"),
+        ));
+    }
+    let refunds = svc.refunds_of(id).await?;
+    Ok(Json(RefundsResource {
+        refunds: refunds.into_iter().map(TransferResource::from).collect(),
+    }))
 }
 
 /// The query of `GET /v1/transfers/{id}`.

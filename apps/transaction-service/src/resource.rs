@@ -47,6 +47,9 @@ pub struct TransferResource {
     /// A capture's hold; `null` for any other transfer.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub hold_id: Option<TransferId>,
+    /// A refund's original transfer; `null` for any other transfer.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub refund_of: Option<TransferId>,
     /// Shared by every event and log line of this transfer.
     #[schema(value_type = uuid::Uuid)]
     pub correlation_id: CorrelationId,
@@ -70,6 +73,7 @@ impl From<Transfer> for TransferResource {
             currency: t.currency,
             kind: t.kind,
             hold_id: t.hold_id,
+            refund_of: t.refund_of,
             correlation_id: t.correlation_id,
             created_at: t.created_at,
             updated_at: t.updated_at,

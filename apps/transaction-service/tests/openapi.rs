@@ -362,6 +362,34 @@ async fn every_answer_of_a_session_is_in_the_document() {
     let bad_wait = send(&app, get(&format!("/v1/transfers/{id}?wait_ms=99999999"))).await;
     c.check("get", "/v1/transfers/{id}", &bad_wait);
 
+    // Refunds.
+    let refunds_path = format!("/v1/transfers/{id}/refunds");
+    let part = json!({"amount": "1.00"});
+    let refunded = send(&app, post_keyed(&refunds_path, Some("r1"), &part)).await;
+    assert_eq!(refunded.body["refund_of"], json!(id));
+    c.check("post", "/v1/transfers/{id}/refunds", &refunded);
+    let over = json!({"amount": "1.51"});
+    let exceeds = send(&app, post_keyed(&refunds_path, Some("r2"), &over)).await;
+    assert_eq!(exceeds.code(), "exceeds_refundable");
+    c.check("post", "/v1/transfers/{id}/refunds", &exceeds);
+    let no_transfer = format!("/v1/transfers/{missing}/refunds");
+    let none = send(&app, post_keyed(&no_transfer, Some("r3"), &json!({}))).await;
+    c.check("post", "/v1/transfers/{id}/refunds", &none);
+    let failed_id = refused.body["error"]["transfer_id"].as_str().unwrap();
+    let not_succeeded = format!("/v1/transfers/{failed_id}/refunds");
+    let early = send(&app, post_keyed(&not_succeeded, Some("r4"), &json!({}))).await;
+    assert_eq!(early.code(), "transfer_not_succeeded");
+    c.check("post", "/v1/transfers/{id}/refunds", &early);
+    embedded.drain().await;
+    let listed = send(&app, get(&refunds_path)).await;
+    assert_eq!(listed.body["refunds"].as_array().map(Vec::len), Some(1));
+    c.check("get", "/v1/transfers/{id}/refunds", &listed);
+    c.check(
+        "get",
+        "/v1/transfers/{id}/refunds",
+        &send(&app, get(&no_transfer)).await,
+    );
+
     // Holds: one captured in part, one voided, one refused.
     let hold = json!({"wallet_id": a, "amount": "1.00", "expires_in_s": 600});
     let held = send(&app, post_keyed("/v1/holds", Some("h1"), &hold)).await;
@@ -649,6 +677,7 @@ async fn each_service_serves_the_description_of_its_routes() {
                 "/v1/holds/{id}/void",
                 "/v1/transfers",
                 "/v1/transfers/{id}",
+                "/v1/transfers/{id}/refunds",
                 "/v1/wallets/{id}/deposits",
                 "/v1/wallets/{id}/withdrawals",
             ][..],

@@ -184,6 +184,22 @@ impl Client {
         self.create("/v1/transfers", body, m.key, m.wait_ms).await
     }
 
+    /// `refund`: a SUCCEEDED transfer's money back, all of it or `amount`.
+    pub async fn refund(
+        &self,
+        id: &str,
+        amount: Option<String>,
+        key: Option<String>,
+        wait_ms: u64,
+    ) -> anyhow::Result<()> {
+        let body = match amount {
+            Some(amount) => json!({ "amount": amount }),
+            None => json!({}),
+        };
+        let path = format!("/v1/transfers/{id}/refunds");
+        self.create(&path, body, key, wait_ms).await
+    }
+
     /// `hold create|capture|void|show`.
     pub async fn hold(&self, command: HoldCommand) -> anyhow::Result<()> {
         let key = |key: Option<String>| key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());

@@ -66,6 +66,21 @@ enum Command {
     /// Hold funds now; capture, void or let them expire later.
     #[command(subcommand)]
     Hold(HoldCommand),
+    /// Send a SUCCEEDED transfer's money back, in whole or in part.
+    Refund {
+        /// The transfer refunded.
+        id: String,
+        /// Amount as a decimal string; the transfer's whole amount when
+        /// absent.
+        #[arg(long)]
+        amount: Option<String>,
+        /// Idempotency key; a fresh one is made when absent.
+        #[arg(long)]
+        key: Option<String>,
+        /// Wait up to this many milliseconds for the refund to finish.
+        #[arg(long, default_value_t = 5_000)]
+        wait_ms: u64,
+    },
     /// Show a transfer, waiting for it to finish.
     Status {
         /// Transfer id.
@@ -143,6 +158,12 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
         Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
         Command::Hold(command) => client.hold(command).await?,
+        Command::Refund {
+            id,
+            amount,
+            key,
+            wait_ms,
+        } => client.refund(&id, amount, key, wait_ms).await?,
         Command::Sim(args) => return sim::run(args),
         Command::Migrate(databases) => return postgres::migrate(databases).await,
         Command::Audit(args) => return postgres::audit(args).await,

@@ -226,6 +226,7 @@ impl TestData {
             expires_at: None,
             hold_id: None,
             captured_by: None,
+            refund_of: None,
         };
         let fingerprint = Fingerprint::of_transfer(
             TransferKind::Transfer,

@@ -175,6 +175,8 @@ macro_rules! __contract_scenarios {
             claim_expired_holds_leases_due_holds_soonest_first,
             record_hold_ends_moves_held_holds_only,
             a_captures_answer_ends_its_hold,
+            begin_refund_keeps_refunds_within_the_original,
+            concurrent_refunds_never_exceed_the_original,
             transfers_are_read_by_id_and_paged_in_id_order,
             unfinished_transfers_are_counted_by_status_and_age,
             outbox_claims_oldest_first_up_to_limit,

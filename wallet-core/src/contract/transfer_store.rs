@@ -10,7 +10,7 @@ use crate::ids::{IdGenerator, TransferId};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::ports::{Begin, Claim, Outbox, ReserveAttempt, TransferReads, TransferStore};
 use crate::time::Timestamp;
-use crate::transfer::{HoldEnd, Transfer, TransferStatus, Unfinished};
+use crate::transfer::{HoldEnd, RefundRejection, Transfer, TransferStatus, Unfinished};
 use crate::wallet::ReserveRequest;
 
 crate::__contract_scenarios!(transfer_store => __contract_names());
@@ -1160,4 +1160,127 @@ where
         TransferStatus::Voided
     );
     assert_eq!(stored(&store, over.id).await.status, TransferStatus::Held);
+}
+
+/// A SUCCEEDED transfer, stored and moved through the saga's answers.
+async fn succeeded<S: TransferStore + TransferReads>(
+    store: &S,
+    data: &TestData,
+    created_at: i64,
+) -> Transfer {
+    let (transfer, fingerprint) = data.transfer(at(created_at));
+    begin(store, &transfer, &fingerprint).await;
+    let reserved = ReserveAttempt::Definite(ReserveOutcome::Reserved);
+    record(store, transfer.id, reserved, at(created_at + 1)).await;
+    let outcome = data.ledger_outcome(&ReserveRequest::of(&transfer), LedgerOutcome::Succeeded);
+    store
+        .apply_ledger_outcomes(&[outcome], at(created_at + 2))
+        .await
+        .unwrap_or_else(|e| panic!("apply_ledger_outcomes failed: {e}"));
+    stored(store, transfer.id).await
+}
+
+/// A refund of `original` of `amount_text` USD under a fresh key.
+fn refund_of(data: &TestData, original: &Transfer, amount_text: &str) -> (Transfer, Fingerprint) {
+    let (template, _) = data.transfer(at(100));
+    let amount = crate::contract::data::usd(amount_text);
+    let refund = Transfer {
+        sender_wallet_id: original.receiver_wallet_id,
+        receiver_wallet_id: original.sender_wallet_id,
+        amount,
+        refund_of: Some(original.id),
+        ..template
+    };
+    let fingerprint = Fingerprint::of_refund(original.id, amount, original.currency);
+    (refund, fingerprint)
+}
+
+/// `begin_refund` stores refunds while they stay within the original,
+/// counts those not FAILED, refuses the rest with what is left, and
+/// answers a used key as `begin` does.
+pub async fn begin_refund_keeps_refunds_within_the_original<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let original = succeeded(&store, &data, 10).await;
+    let (first, fingerprint) = refund_of(&data, &original, "6.00");
+    let begun = store.begin_refund(&first, &fingerprint).await.unwrap();
+    assert_eq!(begun, Ok(Begin::Created));
+    let again = store.begin_refund(&first, &fingerprint).await.unwrap();
+    assert!(
+        matches!(again, Ok(Begin::Existing { .. })),
+        "a used key answers as begin does: {again:?}"
+    );
+    let (over, fingerprint) = refund_of(&data, &original, "4.01");
+    assert_eq!(
+        store.begin_refund(&over, &fingerprint).await.unwrap(),
+        Err(RefundRejection::Exceeds {
+            refundable: crate::contract::data::balance("4.00")
+        }),
+        "the first refund counts while it is not decided"
+    );
+    let refused =
+        ReserveAttempt::Definite(ReserveOutcome::Rejected(FailureReason::InsufficientFunds));
+    record(&store, first.id, refused, at(20)).await;
+    let (all, fingerprint) = refund_of(&data, &original, "10.00");
+    assert_eq!(
+        store.begin_refund(&all, &fingerprint).await.unwrap(),
+        Ok(Begin::Created),
+        "a FAILED refund sent nothing back"
+    );
+    let refunds: Vec<TransferId> = store
+        .refunds_of(original.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(refunds, vec![first.id, all.id]);
+    let (unsucceeded, fingerprint) = data.transfer(at(30));
+    begin(&store, &unsucceeded, &fingerprint).await;
+    let (early, fingerprint) = refund_of(&data, &unsucceeded, "1.00");
+    assert_eq!(
+        store.begin_refund(&early, &fingerprint).await.unwrap(),
+        Err(RefundRejection::NotSucceeded(TransferStatus::Initiated))
+    );
+}
+
+/// Refunds of one transfer from many tasks at once: together they never
+/// exceed it.
+pub async fn concurrent_refunds_never_exceed_the_original<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    const TASKS: usize = 8;
+    let store = std::sync::Arc::new(fixture.fresh().await);
+    let data = std::sync::Arc::new(TestData::new());
+    let original = succeeded(&*store, &data, 10).await;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (store, data, start, original) =
+            (store.clone(), data.clone(), start.clone(), original.clone());
+        tasks.push(tokio::spawn(async move {
+            let (refund, fingerprint) = refund_of(&data, &original, "3.00");
+            start.wait().await;
+            crate::contract::data::retrying(|| store.begin_refund(&refund, &fingerprint))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored_refunds = 0;
+    for task in tasks {
+        if task.await.expect("task panicked") == Ok(Begin::Created) {
+            stored_refunds += 1;
+        }
+    }
+    assert_eq!(
+        stored_refunds, 3,
+        "three refunds of 3.00 fit in 10.00, a fourth does not"
+    );
+    assert_eq!(store.refunds_of(original.id).await.unwrap().len(), 3);
 }

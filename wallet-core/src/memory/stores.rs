@@ -20,7 +20,9 @@ use crate::ports::{
     ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
 };
 use crate::time::Timestamp;
-use crate::transfer::{HoldEnd, Transfer, TransferCommand, TransferStatus};
+use crate::transfer::{
+    HoldEnd, RefundRejection, Transfer, TransferCommand, TransferStatus, decide_refund,
+};
 use crate::wallet::{HoldRelease, HoldState, Reservation, Wallet, decide_finalize, decide_release};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,6 +152,34 @@ struct TransferState {
 }
 
 impl TransferState {
+    /// The key's record and its transfer as [`Begin::Existing`], if the key
+    /// was used.
+    fn existing(&self, key: &IdempotencyKey) -> Option<Begin> {
+        let record = self.keys.get(key)?;
+        Some(Begin::Existing {
+            current: Box::new(self.transfers[&record.transfer_id].clone()),
+            record: Box::new(record.clone()),
+        })
+    }
+
+    /// Stores `transfer` INITIATED with its key, unless the key was used.
+    fn begin(&mut self, transfer: &Transfer, fingerprint: &Fingerprint) -> Begin {
+        if let Some(existing) = self.existing(&transfer.idempotency_key) {
+            return existing;
+        }
+        let record = IdempotencyRecord {
+            key: transfer.idempotency_key.clone(),
+            fingerprint: fingerprint.clone(),
+            transfer_id: transfer.id,
+            created_at: transfer.created_at,
+            response: None,
+        };
+        self.keys.insert(record.key.clone(), record);
+        self.transfers.insert(transfer.id, transfer.clone());
+        self.initiated.insert((transfer.created_at, transfer.id));
+        Begin::Created
+    }
+
     /// Moves a transfer, and the hold it captures when the command tells
     /// the hold's end, keeping the INITIATED and HELD indexes true. Returns
     /// the transfer as it then is and whether it changed.
@@ -203,27 +233,35 @@ impl TransferStore for MemoryTransferStore {
         batch: &[(Transfer, Fingerprint)],
     ) -> Result<Vec<Begin>, StoreError> {
         let mut s = lock(&self.state);
-        let mut begun = Vec::with_capacity(batch.len());
-        for (transfer, fingerprint) in batch {
-            if let Some(record) = s.keys.get(&transfer.idempotency_key) {
-                let current = Box::new(s.transfers[&record.transfer_id].clone());
-                let record = Box::new(record.clone());
-                begun.push(Begin::Existing { record, current });
-                continue;
-            }
-            let record = IdempotencyRecord {
-                key: transfer.idempotency_key.clone(),
-                fingerprint: fingerprint.clone(),
-                transfer_id: transfer.id,
-                created_at: transfer.created_at,
-                response: None,
-            };
-            s.keys.insert(record.key.clone(), record);
-            s.transfers.insert(transfer.id, transfer.clone());
-            s.initiated.insert((transfer.created_at, transfer.id));
-            begun.push(Begin::Created);
+        Ok(batch
+            .iter()
+            .map(|(transfer, fingerprint)| s.begin(transfer, fingerprint))
+            .collect())
+    }
+
+    async fn begin_refund(
+        &self,
+        refund: &Transfer,
+        fingerprint: &Fingerprint,
+    ) -> Result<Result<Begin, RefundRejection>, StoreError> {
+        let mut s = lock(&self.state);
+        if let Some(existing) = s.existing(&refund.idempotency_key) {
+            return Ok(Ok(existing));
         }
-        Ok(begun)
+        let original = refund
+            .refund_of
+            .and_then(|id| s.transfers.get(&id))
+            .ok_or_else(|| StoreError::Integrity(format!("refund {} of no transfer", refund.id)))?;
+        let refunds: Vec<Transfer> = s
+            .transfers
+            .values()
+            .filter(|t| t.refund_of == Some(original.id))
+            .cloned()
+            .collect();
+        if let Err(rejection) = decide_refund(original, &refunds, refund.amount) {
+            return Ok(Err(rejection));
+        }
+        Ok(Ok(s.begin(refund, fingerprint)))
     }
 
     async fn record_reserves(

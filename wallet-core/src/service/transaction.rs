@@ -21,7 +21,9 @@ use crate::ports::{
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
 use crate::time::Clock;
-use crate::transfer::{HoldEnd, Transfer, TransferKind, TransferStatus, Unfinished};
+use crate::transfer::{
+    HoldEnd, RefundRejection, Transfer, TransferKind, TransferStatus, Unfinished,
+};
 use crate::wallet::{HoldRelease, HoldState, ReserveRequest};
 
 /// Limits of the transaction service.
@@ -158,6 +160,17 @@ pub struct CaptureRequest {
     pub receiver: Option<WalletId>,
 }
 
+/// A client's request to send a SUCCEEDED transfer's money back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The client's idempotency key.
+    pub key: IdempotencyKey,
+    /// The transfer refunded.
+    pub original: TransferId,
+    /// How much; the original's whole amount when `None`.
+    pub amount: Option<Decimal>,
+}
+
 /// Why a void was not done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -254,6 +267,16 @@ pub enum CreateError {
     /// `receiver_required`.
     #[error("the hold names no receiver: the capture must")]
     ReceiverRequired,
+    /// A refund named no transfer this service knows. HTTP 404
+    /// `transfer_not_found`.
+    #[error("transfer {0} not found")]
+    TransferNotFound(TransferId),
+    /// The refund was refused: the original is not SUCCEEDED (HTTP 409
+    /// `transfer_not_succeeded`), is a hold or a refund (HTTP 422
+    /// `not_refundable`), or the refunds would exceed it (HTTP 422
+    /// `exceeds_refundable`).
+    #[error(transparent)]
+    Refund(RefundRejection),
     /// A hold's expiry is zero or beyond
     /// [`TransactionConfig::max_hold_expiry`]. HTTP 422 `invalid_expiry`.
     #[error("a hold expires after 1 s to {max_s} s")]
@@ -521,6 +544,61 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         self.submit(transfer, fingerprint).await
     }
 
+    /// Refunds a SUCCEEDED transfer, in whole or in part: a new transfer
+    /// (its `refund_of` the original) from the original's receiver back to
+    /// its sender, of the reversed kind (a deposit's refund is a
+    /// withdrawal), reserved and posted as any transfer; FAILED
+    /// `insufficient_funds` when the receiver lacks the money. The store
+    /// decides, under a lock on the original, that the refunds not FAILED
+    /// stay within its amount ([`crate::transfer::decide_refund`]), so
+    /// refunds racing each other never exceed it.
+    pub async fn refund(&self, request: RefundRequest) -> Result<Created, CreateError> {
+        let original = self
+            .store
+            .transfer(request.original)
+            .await?
+            .ok_or(CreateError::TransferNotFound(request.original))?;
+        let kind =
+            original
+                .kind
+                .reversed()
+                .ok_or(CreateError::Refund(RefundRejection::NotRefundable(
+                    original.kind,
+                )))?;
+        let amount = match request.amount {
+            Some(amount) => Amount::new(amount, original.currency)?,
+            None => original.amount,
+        };
+        let back = (
+            original.receiver_wallet_id,
+            original.sender_wallet_id,
+            amount,
+            original.currency,
+        );
+        let mut refund = self.new_transfer(kind, back, request.key);
+        refund.correlation_id = original.correlation_id;
+        refund.refund_of = Some(original.id);
+        let fingerprint = Fingerprint::of_refund(original.id, amount, original.currency);
+        let begun = self
+            .store
+            .begin_refund(&refund, &fingerprint)
+            .await?
+            .map_err(CreateError::Refund)?;
+        if begun == Begin::Created {
+            tracing::info!(transfer_id = %refund.id, correlation_id = %refund.correlation_id,
+                refund_of = %original.id, amount = %refund.amount, "saga: refund INITIATED");
+        }
+        let mut answers = self
+            .reserve_begun(vec![(refund, fingerprint)], vec![begun])
+            .await;
+        answers.pop().expect("one answer per refund")
+    }
+
+    /// The refunds of a transfer, oldest first.
+    pub async fn refunds_of(&self, original: TransferId) -> Result<Vec<Transfer>, StoreError> {
+        self.store.refunds_of(original).await
+    }
+
     /// Voids a HELD hold: the wallet service releases its funds, unless a
     /// capture took them or its expiry passed first. A hold voided before
     /// answers as it is, so a void may be repeated.
@@ -711,6 +789,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             expires_at: None,
             hold_id: None,
             captured_by: None,
+            refund_of: None,
         }
     }
 
@@ -738,6 +817,18 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             Ok(begun) => begun,
             Err(error) => return items.iter().map(|_| Err(error.clone().into())).collect(),
         };
+        self.reserve_begun(items, begun).await
+    }
+
+    /// Transfers their store unit began, in order: a key used before
+    /// answers as [`idempotency::check`] says; the new ones are reserved in
+    /// one call and their answers recorded in one store unit. One answer
+    /// per transfer.
+    async fn reserve_begun(
+        &self,
+        items: Vec<(Transfer, Fingerprint)>,
+        begun: Vec<Begin>,
+    ) -> Vec<Result<Created, CreateError>> {
         let now = self.clock.now();
         let lease = self.config.idempotency_lease;
         let mut answers: Vec<Option<Result<Created, CreateError>>> =

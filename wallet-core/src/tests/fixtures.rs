@@ -131,6 +131,7 @@ pub(crate) fn transfer(status: TransferStatus) -> Transfer {
         expires_at: None,
         hold_id: None,
         captured_by: None,
+        refund_of: None,
     }
 }
 

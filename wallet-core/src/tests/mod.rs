@@ -10,6 +10,7 @@ mod holds;
 mod idempotency;
 mod ledger;
 mod recovery;
+mod refunds;
 mod runtime;
 mod supervisor;
 mod transaction_service;

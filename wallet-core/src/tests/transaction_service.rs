@@ -51,6 +51,7 @@ mockall::mock! {
         async fn record_reserves(&self, attempts: &[(TransferId, ReserveAttempt)], now: Timestamp) -> Result<Vec<Transfer>, StoreError>;
         async fn apply_ledger_outcomes(&self, batch: &[Inbound<LedgerOutcome>], now: Timestamp) -> Result<Applied, StoreError>;
         async fn claim_initiated(&self, claim: &Claim, created_before: Timestamp, limit: usize) -> Result<Vec<Transfer>, StoreError>;
+        async fn begin_refund(&self, refund: &Transfer, fingerprint: &Fingerprint) -> Result<Result<Begin, crate::transfer::RefundRejection>, StoreError>;
         async fn record_hold_ends(&self, ends: &[(TransferId, crate::transfer::HoldEnd)], now: Timestamp) -> Result<Vec<Transfer>, StoreError>;
         async fn claim_expired_holds(&self, claim: &Claim, limit: usize) -> Result<Vec<Transfer>, StoreError>;
     }

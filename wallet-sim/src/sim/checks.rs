@@ -50,6 +50,7 @@ fn invariant(v: &Violation) -> &'static str {
         Violation::Disagrees { .. } => "agreement",
         Violation::PostedTwice(..) => "double_posting",
         Violation::CapturedTwice(..) | Violation::HoldDisagrees { .. } => "hold_once",
+        Violation::OverRefunded { .. } => "refund_within",
     }
 }
 

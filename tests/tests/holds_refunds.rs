@@ -1,5 +1,6 @@
 //! Holds on the real stack, through the gateway: one captured in part, one
-//! voided, one left to expire and swept; then the three databases agree.
+//! voided, one left to expire and swept, then part of the capture
+//! refunded; the three databases agree after each step.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ async fn hold_status(stack: &Stack, id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn holds_are_captured_voided_and_expired_through_the_gateway() {
+async fn holds_and_refunds_through_the_gateway() {
     let stack = Stack::start(1).await;
     let wallets = stack.funded_wallets(2, "100.00").await;
     let (payer, payee) = (&wallets[0], &wallets[1]);
@@ -113,8 +114,12 @@ async fn holds_are_captured_voided_and_expired_through_the_gateway() {
         .wait_terminal(std::slice::from_ref(&capture), Duration::from_secs(60))
         .await;
     assert_eq!(statuses.get("SUCCEEDED"), Some(&1), "{statuses:?}");
-    let report = stack
-        .assert_consistent(&[capture], &wallets, Duration::from_secs(60))
+    stack
+        .assert_consistent(
+            std::slice::from_ref(&capture),
+            &wallets,
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(
         stack.balances(payer).await,
@@ -123,6 +128,50 @@ async fn holds_are_captured_voided_and_expired_through_the_gateway() {
     assert_eq!(
         stack.balances(payee).await,
         Some(("125.00".into(), "0.00".into()))
+    );
+
+    // Part of the capture goes back, through the gateway; no more than it
+    // moved.
+    let refunds = format!("/v1/transfers/{capture}/refunds");
+    let (status, refund) = post(
+        &stack,
+        &refunds,
+        Some("refund-1"),
+        json!({"amount": "10.00"}),
+    )
+    .await;
+    assert_eq!(
+        (status, refund["refund_of"].as_str()),
+        (202, Some(capture.as_str())),
+        "{refund}"
+    );
+    let (status, over) = post(
+        &stack,
+        &refunds,
+        Some("refund-2"),
+        json!({"amount": "15.01"}),
+    )
+    .await;
+    assert_eq!(
+        (status, over["error"]["code"].as_str()),
+        (422, Some("exceeds_refundable"))
+    );
+    let refund = refund["id"].as_str().unwrap().to_owned();
+    let report = stack
+        .assert_consistent(
+            &[capture.clone(), refund],
+            &wallets,
+            Duration::from_secs(60),
+        )
+        .await;
+    let listed = call(stack.http.get(format!("{}{refunds}", stack.base))).await;
+    assert_eq!(
+        listed.map(|(s, b)| (s, b["refunds"].as_array().map(Vec::len))),
+        Some((200, Some(1)))
+    );
+    assert_eq!(
+        stack.balances(payer).await,
+        Some(("85.00".into(), "0.00".into()))
     );
     println!("{report}");
     stack.stop();
