@@ -18,6 +18,16 @@ STATE_REFUSALS = {
     "currency_mismatch",
     "same_wallet",
     "idempotency_key_reused",
+    # A refund's: what the refunds stored so far left of the original, and
+    # what the original is (a hold or a refund is not refunded).
+    "exceeds_refundable",
+    "not_refundable",
+    # A capture's: what its hold holds and whether it names a receiver.
+    "exceeds_hold",
+    "receiver_required",
+    # A hold's: its expiry, when it ran out before the wallet service
+    # answered.
+    "hold_expired",
 }
 
 

@@ -200,6 +200,9 @@ impl Stream {
     }
 }
 
+/// The statuses a transfer (or a hold) ends in.
+const TERMINAL: [&str; 5] = ["SUCCEEDED", "FAILED", "CAPTURED", "VOIDED", "EXPIRED"];
+
 /// Waits up to `within` until `wallet`, read from the API at `base`, shows
 /// `available` with nothing reserved, and returns its view; panics if it
 /// never does. A transfer is SUCCEEDED once the ledger posted it; the
@@ -417,8 +420,9 @@ impl Stack {
         wallets
     }
 
-    /// Waits until each of `transfers` is SUCCEEDED or FAILED, or until
-    /// `within` has passed; counts them by their last status seen.
+    /// Waits until each of `transfers` is terminal (SUCCEEDED or FAILED, or
+    /// a hold's CAPTURED, VOIDED or EXPIRED), or until `within` has passed;
+    /// counts them by their last status seen.
     pub async fn wait_terminal(
         &self,
         transfers: &[String],
@@ -437,7 +441,7 @@ impl Stack {
                 if let Some((200, transfer)) = call(get).await {
                     status = transfer["status"].as_str().unwrap_or("?").to_owned();
                 }
-                if status == "SUCCEEDED" || status == "FAILED" || left.is_zero() {
+                if TERMINAL.contains(&status.as_str()) || left.is_zero() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -466,8 +470,10 @@ impl Stack {
     ) -> String {
         let deadline = Instant::now() + within;
         let statuses = self.wait_terminal(accepted, within).await;
-        let terminal =
-            statuses.get("SUCCEEDED").unwrap_or(&0) + statuses.get("FAILED").unwrap_or(&0);
+        let terminal: usize = TERMINAL
+            .iter()
+            .map(|status| statuses.get(*status).unwrap_or(&0))
+            .sum();
         assert_eq!(
             terminal,
             accepted.len(),

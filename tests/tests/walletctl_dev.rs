@@ -52,6 +52,16 @@ async fn finished(http: &reqwest::Client, base: &str, transfer: &Value) -> Value
     done
 }
 
+/// The JSON a successful `walletctl --json` printed.
+fn json_of(out: std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
 fn walletctl(base: &str, args: &[&str]) -> std::process::Output {
     Command::new(binary("walletctl"))
         .arg("--url")
@@ -127,14 +137,6 @@ async fn a_transfer_completes_with_the_balances_right() {
 async fn the_client_commands_drive_the_same_api() {
     let server = Server::walletctl_dev();
     let base = server.url.as_str();
-    let json_of = |out: std::process::Output| -> Value {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("--json prints JSON")
-    };
 
     let alice = json_of(walletctl(
         base,
@@ -190,14 +192,6 @@ async fn the_client_commands_drive_the_same_api() {
 async fn holds_and_refunds_through_walletctl() {
     let server = Server::walletctl_dev();
     let base = server.url.as_str();
-    let json_of = |out: std::process::Output| -> Value {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("--json prints JSON")
-    };
     let create = |currency| {
         json_of(walletctl(
             base,

@@ -468,20 +468,7 @@ impl WalletStore for PgWalletStore {
         // the holds again as the last unit left them.
         let wallet_ids: BTreeSet<WalletId> =
             holds.values().map(|h| h.request.sender_wallet_id).collect();
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            wallet_columns!(),
-            " FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-        ))
-        .bind(codec::wallet_uuids(wallet_ids.iter().copied()))
-        .fetch_all(&mut *tx)
-        .await
-        .db()?;
-        let mut wallets = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let wallet = wallet_of(row)?;
-            wallets.insert(wallet.id, wallet);
-        }
+        let mut wallets = lock_wallets(&mut tx, &wallet_ids).await?;
         if !holds.is_empty() {
             holds = reservations_of(&mut tx, batch.iter().map(|(id, _)| *id)).await?;
         }
@@ -559,20 +546,7 @@ async fn apply_changes(
         return Ok(());
     }
     let ids: BTreeSet<WalletId> = changes.iter().map(|(id, _)| *id).collect();
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        wallet_columns!(),
-        " FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-    ))
-    .bind(codec::wallet_uuids(ids.iter().copied()))
-    .fetch_all(&mut *conn)
-    .await
-    .db()?;
-    let mut wallets = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let wallet = wallet_of(row)?;
-        wallets.insert(wallet.id, wallet);
-    }
+    let mut wallets = lock_wallets(&mut *conn, &ids).await?;
     for (id, change) in changes {
         // A reservation names only wallets that exist (system accounts get
         // no change), and wallets are never deleted.
@@ -582,6 +556,26 @@ async fn apply_changes(
         wallet.apply(*change, now);
     }
     write_wallets(conn, ids.iter().map(|id| &wallets[id])).await
+}
+
+/// Locks the wallets `ids` in id order (so units never wait on each other
+/// in a cycle) and returns them by id.
+async fn lock_wallets(
+    conn: &mut PgConnection,
+    ids: &BTreeSet<WalletId>,
+) -> Result<HashMap<WalletId, Wallet>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        wallet_columns!(),
+        " FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    ))
+    .bind(codec::wallet_uuids(ids.iter().copied()))
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter()
+        .map(|row| wallet_of(row).map(|w| (w.id, w)))
+        .collect()
 }
 
 /// Writes wallets' balances back, in one statement.

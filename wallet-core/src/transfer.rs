@@ -276,9 +276,12 @@ pub enum RefundRejection {
     /// Only a SUCCEEDED transfer has money to send back.
     #[error("the transfer is {0:?}, not SUCCEEDED")]
     NotSucceeded(TransferStatus),
-    /// Holds and refunds are not refunded (a hold's capture is).
-    #[error("a {0:?} is not refunded")]
-    NotRefundable(TransferKind),
+    /// A hold is not refunded (its capture is): it moved no money.
+    #[error("a hold is not refunded; refund its capture")]
+    Hold,
+    /// A refund is not refunded: a new transfer sends its money on.
+    #[error("a refund is not refunded")]
+    Refund,
     /// The refunds would send back more than the transfer moved.
     #[error("at most {refundable} more can be refunded")]
     Exceeds {
@@ -297,8 +300,11 @@ pub fn decide_refund(
     refunds: &[Transfer],
     amount: Amount,
 ) -> Result<(), RefundRejection> {
-    if original.kind == TransferKind::Hold || original.refund_of.is_some() {
-        return Err(RefundRejection::NotRefundable(original.kind));
+    if original.kind == TransferKind::Hold {
+        return Err(RefundRejection::Hold);
+    }
+    if original.refund_of.is_some() {
+        return Err(RefundRejection::Refund);
     }
     if original.status != TransferStatus::Succeeded {
         return Err(RefundRejection::NotSucceeded(original.status));

@@ -72,7 +72,7 @@ pub(crate) struct HoldBody {
     currency: Option<String>,
     /// Seconds until the hold expires, 1 to 2592000 (30 days); 7 days when
     /// left out.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(schema_with = expires_in_schema, required = false)]
     expires_in_s: Option<u64>,
     /// Who a capture that names no receiver pays.
@@ -129,6 +129,32 @@ impl RefundBody {
 fn expires_in_schema() -> utoipa::openapi::schema::Object {
     let description = "Seconds until the hold expires; 7 days when left out.";
     wallet_http::openapi::bounded_integer(1, MAX_HOLD_EXPIRY_S, description)
+}
+
+/// An optional whole number, as JSON Schema's `integer` reads one: `600`
+/// or `600.0`, not `600.5` or `-1`.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Whole;
+    impl Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number of seconds")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is below zero")))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+            let whole = v.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&v);
+            // A whole f64 in range converts exactly.
+            whole
+                .then_some(v as u64)
+                .ok_or_else(|| E::custom(format!("{v} is not a whole number of seconds")))
+        }
+    }
+    d.deserialize_any(Whole).map(Some)
 }
 
 /// An optional wallet id that, when given, is a hyphenated uuid.

@@ -325,7 +325,7 @@ pub(crate) fn create_error(error: CreateError) -> ApiError {
         CreateError::Refund(RefundRejection::NotSucceeded(_)) => {
             ApiError::new(StatusCode::CONFLICT, "transfer_not_succeeded", message)
         }
-        CreateError::Refund(RefundRejection::NotRefundable(_)) => {
+        CreateError::Refund(RefundRejection::Hold | RefundRejection::Refund) => {
             ApiError::unprocessable("not_refundable", message)
         }
         CreateError::Refund(RefundRejection::Exceeds { .. }) => {

@@ -558,13 +558,10 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .transfer(request.original)
             .await?
             .ok_or(CreateError::TransferNotFound(request.original))?;
-        let kind =
-            original
-                .kind
-                .reversed()
-                .ok_or(CreateError::Refund(RefundRejection::NotRefundable(
-                    original.kind,
-                )))?;
+        let kind = original
+            .kind
+            .reversed()
+            .ok_or(CreateError::Refund(RefundRejection::Hold))?;
         let amount = match request.amount {
             Some(amount) => Amount::new(amount, original.currency)?,
             None => original.amount,

@@ -243,7 +243,7 @@ async fn only_succeeded_transfers_are_refunded() {
     let refund = world.refund(paid.id, None).await.unwrap().transfer;
     assert_eq!(
         world.refund(refund.id, None).await.unwrap_err(),
-        CreateError::Refund(RefundRejection::NotRefundable(TransferKind::Transfer)),
+        CreateError::Refund(RefundRejection::Refund),
         "a refund is not refunded"
     );
     let missing = TransferId::from_uuid(uuid::Uuid::nil());
