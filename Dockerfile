@@ -27,6 +27,7 @@ COPY apps/ledger-service/Cargo.toml apps/ledger-service/
 COPY apps/walletctl/Cargo.toml apps/walletctl/
 COPY apps/wallet-server/Cargo.toml apps/wallet-server/
 COPY examples/embedded-transfer/Cargo.toml examples/embedded-transfer/
+COPY examples/shop-orders/Cargo.toml examples/shop-orders/
 COPY tests/Cargo.toml tests/
 
 # 2. Empty sources for each member, the dependencies of every binary
