@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `POST /v1/holds` `{wallet_id, amount, currency?, expires_in_s?, receiver_wallet_id?}` | 202 [`HoldResource`] HELD (or INITIATED: the wallet service did not answer, the retrier finishes it); 422 `insufficient_funds`, ... with `transfer_id`: the hold is FAILED |
 //! | `GET /v1/holds/{id}` | 200 [`HoldResource`]; 404 `hold_not_found` |
-//! | `POST /v1/holds/{id}/capture` `{amount?, receiver_wallet_id?}` | 202 [`TransferResource`]: the capture, a transfer from the hold's wallet whose `hold_id` is the hold; 409 `hold_voided`, `hold_expired`, `hold_captured` with the FAILED capture's `transfer_id` when the hold ended first; 409 `hold_pending` while the hold is INITIATED; 422 `exceeds_hold`, `receiver_required` |
+//! | `POST /v1/holds/{id}/capture` `{amount?, receiver_wallet_id?}` | 202 [`TransferResource`]: the capture, a transfer from the hold's wallet whose `hold_id` is the hold; 409 `hold_voided`, `hold_expired`, `hold_captured` with the FAILED capture's `transfer_id` when the hold ended first; 409 `hold_failed` for a refused hold; 409 `hold_pending` while the hold is INITIATED; 422 `exceeds_hold`, `receiver_required` |
 //! | `POST /v1/holds/{id}/void` | 200 [`HoldResource`] VOIDED (again on a repeat); 409 `hold_captured`, `hold_expired`, `hold_failed` when it ended otherwise; 409 `hold_pending` |
 //!
 //! Creating and capturing need an `Idempotency-Key` and replay as transfers
@@ -71,9 +71,9 @@ enum CaptureAnswers {
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// The hold ended first: `hold_voided`, `hold_expired`,
-    /// `hold_captured`, with the FAILED capture's `transfer_id`. Or
-    /// `hold_pending` (the hold is not decided yet) and
-    /// `idempotency_key_in_flight`: retry.
+    /// `hold_captured`, with the FAILED capture's `transfer_id`; or it was
+    /// refused and holds nothing: `hold_failed`. Or `hold_pending` (the
+    /// hold is not decided yet) and `idempotency_key_in_flight`: retry.
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// Nothing stored: `invalid_amount`, `same_wallet`,
@@ -212,6 +212,11 @@ pub(crate) fn hold_error(error: &CreateError) -> Option<ApiError> {
     match error {
         CreateError::HoldNotFound(id) => Some(hold_not_found(*id)),
         CreateError::HoldPending(id) => Some(hold_pending(*id)),
+        CreateError::HoldFailed(id) => Some(ApiError::new(
+            StatusCode::CONFLICT,
+            "hold_failed",
+            format!("hold {id} is FAILED: it holds nothing"),
+        )),
         _ => None,
     }
 }

@@ -263,6 +263,10 @@ pub enum CreateError {
     /// HTTP 409 `hold_pending`; retry.
     #[error("hold {0} is not decided yet")]
     HoldPending(TransferId),
+    /// A capture came for a hold that was refused (FAILED): it never held
+    /// anything. HTTP 409 `hold_failed`.
+    #[error("hold {0} failed; it holds nothing")]
+    HoldFailed(TransferId),
     /// A capture names no receiver, and neither does its hold. HTTP 422
     /// `receiver_required`.
     #[error("the hold names no receiver: the capture must")]
@@ -512,8 +516,10 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .await?
             .filter(|t| t.kind == TransferKind::Hold)
             .ok_or(CreateError::HoldNotFound(request.hold))?;
-        if hold.status == TransferStatus::Initiated {
-            return Err(CreateError::HoldPending(hold.id));
+        match hold.status {
+            TransferStatus::Initiated => return Err(CreateError::HoldPending(hold.id)),
+            TransferStatus::Failed => return Err(CreateError::HoldFailed(hold.id)),
+            _ => {}
         }
         let receiver = request
             .receiver

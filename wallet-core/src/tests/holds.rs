@@ -164,6 +164,17 @@ async fn a_hold_short_of_funds_fails_and_holds_nothing() {
     assert_eq!(hold.status, TransferStatus::Failed);
     assert_eq!(hold.failure_reason, Some(FailureReason::InsufficientFunds));
     assert_eq!(world.balances().await, balances("100", "0", "0"));
+    let key = world.key();
+    let capture = world
+        .transactions()
+        .capture(CaptureRequest {
+            key,
+            hold: hold.id,
+            amount: None,
+            receiver: Some(world.bob),
+        })
+        .await;
+    assert_eq!(capture.unwrap_err(), CreateError::HoldFailed(hold.id));
     world.assert_clean().await;
 }
 
