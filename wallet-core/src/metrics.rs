@@ -13,7 +13,7 @@ pub fn describe() {
     describe_counter!(
         "wallet_saga_transitions_total",
         Unit::Count,
-        "Transfers this process moved to RESERVED, SUCCEEDED or FAILED (label to)."
+        "Transfers this process moved to RESERVED, SUCCEEDED or FAILED, and holds to HELD, CAPTURED, VOIDED or EXPIRED (label to)."
     );
     describe_counter!(
         "wallet_reserve_ambiguous_total",
