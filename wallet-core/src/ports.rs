@@ -273,13 +273,12 @@ pub trait TransferReads: Send + Sync + 'static {
     /// transfer in pages; a store of many transfers answers from an index.
     async fn refunds_of(&self, original: TransferId) -> Result<Vec<Transfer>, StoreError> {
         let mut refunds = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.transfers_page(after, 1_000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            refunds.extend(page.into_iter().filter(|t| t.refund_of == Some(original)));
-        }
+        every_transfer(self, |t| {
+            if t.refund_of == Some(original) {
+                refunds.push(t.clone());
+            }
+        })
+        .await?;
         refunds.sort_by_key(|t| (t.created_at, t.id));
         Ok(refunds)
     }
@@ -289,17 +288,25 @@ pub trait TransferReads: Send + Sync + 'static {
     /// many transfers answers from an index of the unfinished ones instead.
     async fn unfinished(&self, now: Timestamp) -> Result<Unfinished, StoreError> {
         let mut unfinished = Unfinished::default();
-        let mut after = None;
-        loop {
-            let page = self.transfers_page(after, 1_000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            for transfer in &page {
-                unfinished.add(transfer, now);
-            }
-        }
+        every_transfer(self, |t| unfinished.add(t, now)).await?;
         Ok(unfinished)
     }
+}
+
+/// Hands `each` every transfer `reads` holds, a page of 1,000 at a time:
+/// what the read ports' defaults do without an index.
+async fn every_transfer<R: TransferReads + ?Sized>(
+    reads: &R,
+    mut each: impl FnMut(&Transfer) + Send,
+) -> Result<(), StoreError> {
+    let mut after = None;
+    loop {
+        let page = reads.transfers_page(after, 1_000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        page.iter().for_each(&mut each);
+    }
+    Ok(())
 }
 
 /// The wallet service's database, written: wallets, reservations,

@@ -464,14 +464,9 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         let currency = self.currency_of(request.wallet).await?;
         let receiver = match request.receiver {
             None => request.wallet,
-            Some(receiver) if receiver == request.wallet => return Err(CreateError::SameWallet),
             Some(receiver) => {
-                let theirs = self.currency_of(receiver).await?;
-                if theirs != currency {
-                    return Err(CreateError::CurrencyMismatch(format!(
-                        "the wallet holds {currency}, the receiver {theirs}"
-                    )));
-                }
+                self.check_receiver(request.wallet, receiver, currency)
+                    .await?;
                 receiver
             }
         };
@@ -525,16 +520,8 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .receiver
             .or(hold.hold_receiver())
             .ok_or(CreateError::ReceiverRequired)?;
-        if receiver == hold.sender_wallet_id {
-            return Err(CreateError::SameWallet);
-        }
-        let theirs = self.currency_of(receiver).await?;
-        if theirs != hold.currency {
-            return Err(CreateError::CurrencyMismatch(format!(
-                "the hold is in {}, the receiver holds {theirs}",
-                hold.currency
-            )));
-        }
+        self.check_receiver(hold.sender_wallet_id, receiver, hold.currency)
+            .await?;
         let amount = match request.amount {
             Some(amount) => Amount::new(amount, hold.currency)?,
             None => hold.amount,
@@ -694,6 +681,26 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         }
         self.waiters.wake(recorded.iter().map(|t| t.id));
         Ok(recorded)
+    }
+
+    /// Refuses a receiver that is the paying wallet itself, or holds
+    /// another currency than the funds it is to get.
+    async fn check_receiver(
+        &self,
+        payer: WalletId,
+        receiver: WalletId,
+        currency: Currency,
+    ) -> Result<(), CreateError> {
+        if receiver == payer {
+            return Err(CreateError::SameWallet);
+        }
+        let theirs = self.currency_of(receiver).await?;
+        if theirs != currency {
+            return Err(CreateError::CurrencyMismatch(format!(
+                "the funds are in {currency}, the receiver holds {theirs}"
+            )));
+        }
+        Ok(())
     }
 
     /// Queues a checked transfer for a batch and waits for its answer.
