@@ -1,6 +1,8 @@
 //! Holds on the real stack, through the gateway: one captured in part, one
 //! voided, one left to expire and swept, then part of the capture
-//! refunded; the three databases agree after each step.
+//! refunded; the three databases agree after each step. Then a transfer
+//! with a reference and metadata, and the payer's history read back in
+//! pages.
 
 use std::time::{Duration, Instant};
 
@@ -174,5 +176,75 @@ async fn holds_and_refunds_through_the_gateway() {
         Some(("85.00".into(), "0.00".into()))
     );
     println!("{report}");
+
+    // A reference is taken once in its wallet; metadata comes back.
+    let tagged = json!({"sender_wallet_id": payee, "receiver_wallet_id": payer,
+        "amount": "1.00", "reference": "invoice-7", "metadata": {"invoice": {"n": 7}}});
+    let (status, paid) = post(&stack, "/v1/transfers", Some("ref-1"), tagged.clone()).await;
+    assert_eq!(status, 202, "{paid}");
+    assert_eq!(
+        (&paid["reference"], &paid["metadata"]["invoice"]["n"]),
+        (&json!("invoice-7"), &json!(7))
+    );
+    let (status, taken) = post(&stack, "/v1/transfers", Some("ref-2"), tagged).await;
+    assert_eq!(
+        (
+            status,
+            &taken["error"]["code"],
+            &taken["error"]["transfer_id"]
+        ),
+        (409, &json!("reference_taken"), &paid["id"])
+    );
+    let paid = id(&paid);
+
+    // The payer's history, two at a time, newest first.
+    let get = |path: String| call(stack.http.get(format!("{}{path}", stack.base)));
+    let mut path = format!("/v1/wallets/{payer}/transfers?limit=2");
+    let mut history: Vec<Value> = Vec::new();
+    loop {
+        let (status, page) = get(path.clone()).await.expect("an answer");
+        assert_eq!(status, 200, "{page}");
+        history.extend(page["transfers"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/wallets/{payer}/transfers?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let ids: Vec<String> = history.iter().map(id).collect();
+    for wanted in [&captured, &voided, &expiring, &capture, &paid] {
+        assert!(ids.contains(wanted), "{wanted} not in the history {ids:?}");
+    }
+    let times: Vec<&str> = history
+        .iter()
+        .map(|t| t["created_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no transfer twice: {ids:?}");
+    let expired = format!("/v1/transfers?wallet_id={payer}&kind=hold&status=EXPIRED");
+    let (status, page) = get(expired).await.expect("an answer");
+    assert_eq!(
+        (
+            status,
+            page["transfers"]
+                .as_array()
+                .map(|t| t.iter().map(id).collect::<Vec<_>>())
+        ),
+        (200, Some(vec![expiring.clone()]))
+    );
+    let (_, page) = get("/v1/transfers?reference=invoice-7".into())
+        .await
+        .expect("an answer");
+    assert_eq!(
+        page["transfers"]
+            .as_array()
+            .map(|t| t.iter().map(id).collect::<Vec<_>>()),
+        Some(vec![paid])
+    );
     stack.stop();
 }

@@ -264,3 +264,86 @@ async fn holds_and_refunds_through_walletctl() {
     let shown = json_of(walletctl(base, &["--json", "wallet", "show", &payer]));
     assert_eq!(shown["reserved"].as_str(), Some("0.00"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn references_metadata_and_history_through_walletctl() {
+    let server = Server::walletctl_dev();
+    let base = server.url.as_str();
+    let created = json_of(walletctl(
+        base,
+        &["--json", "wallet", "create", "--currency", "EUR"],
+    ));
+    let wallet = created["id"].as_str().unwrap().to_owned();
+    let tagged = |reference: &str, amount: &str| {
+        walletctl(
+            base,
+            &[
+                "--json",
+                "deposit",
+                &wallet,
+                "--amount",
+                amount,
+                "--reference",
+                reference,
+                "--metadata",
+                r#"{"source": {"bank": "B-1"}}"#,
+            ],
+        )
+    };
+    let first = json_of(tagged("payout-1", "10"));
+    assert_eq!(
+        (&first["reference"], &first["metadata"]["source"]["bank"]),
+        (&json!("payout-1"), &json!("B-1")),
+        "{first}"
+    );
+    json_of(tagged("payout-2", "20"));
+    json_of(tagged("payout-3", "30"));
+    let out = tagged("payout-1", "40");
+    assert!(!out.status.success(), "a reference taken twice");
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("reference_taken"), "{error}");
+    let out = walletctl(
+        base,
+        &["deposit", &wallet, "--amount", "1", "--metadata", "{"],
+    );
+    assert!(!out.status.success(), "metadata that is not JSON");
+
+    // Two pages of two, newest first; the second from the first's cursor.
+    let list = |extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "transfers",
+            "list",
+            "--wallet",
+            &wallet,
+            "--limit",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        json_of(walletctl(base, &args))
+    };
+    let page = list(&[]);
+    let refs = |page: &Value| -> Vec<String> {
+        page["transfers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["reference"].as_str().unwrap_or("-").to_owned())
+            .collect()
+    };
+    assert_eq!(refs(&page), ["payout-3", "payout-2"], "{page}");
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let next = list(&["--cursor", &cursor]);
+    assert_eq!(refs(&next), ["payout-1"], "{next}");
+    assert_eq!(next["next_cursor"], Value::Null);
+    let found = list(&["--reference", "payout-2", "--kind", "deposit"]);
+    assert_eq!(refs(&found), ["payout-2"]);
+    let out = walletctl(base, &["transfers", "list", "--wallet", &wallet]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ref payout-3"),
+        "{text}"
+    );
+    let out = walletctl(base, &["transfers", "list", "--cursor", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_cursor"));
+}

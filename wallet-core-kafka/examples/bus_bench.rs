@@ -67,6 +67,7 @@ fn event(ids: &RandomIds) -> Envelope {
     Envelope::new(
         ids.event_id(),
         Event::WalletReserved(PostingFacts {
+            tags: Default::default(),
             sender_wallet_id: WalletId::system(Currency::USD),
             receiver_wallet_id: ids.wallet_id(),
             amount: wallet_core::contract::data::usd("10.00"),

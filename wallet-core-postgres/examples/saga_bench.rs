@@ -211,6 +211,7 @@ async fn main() {
         let wallet = wallets.open(Currency::USD).await.expect("opening a wallet");
         let created = transactions
             .create(TransferRequest {
+                tags: Default::default(),
                 key: IdempotencyKey::new(ids.next_uuid().to_string()).expect("a key"),
                 parties: Parties::Deposit(wallet.id),
                 amount: Decimal::new(1_000_000, 0),
@@ -235,6 +236,7 @@ async fn main() {
         let a = (next(&mut random) % opened.len() as u64) as usize;
         let b = (a + 1 + (next(&mut random) % (opened.len() as u64 - 1)) as usize) % opened.len();
         let request = TransferRequest {
+            tags: Default::default(),
             key: IdempotencyKey::new(ids.next_uuid().to_string()).expect("a key"),
             parties: Parties::Transfer {
                 sender: opened[a].0,

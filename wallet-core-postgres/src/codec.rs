@@ -106,6 +106,15 @@ pub(crate) fn wallet_uuids(ids: impl IntoIterator<Item = WalletId>) -> Vec<uuid:
     ids.into_iter().map(|id| id.as_uuid()).collect()
 }
 
+/// Optional wallet ids as uuids, for binding arrays with NULLs.
+pub(crate) fn wallet_uuids_opt(
+    ids: impl IntoIterator<Item = Option<WalletId>>,
+) -> Vec<Option<uuid::Uuid>> {
+    ids.into_iter()
+        .map(|id| id.map(|id| id.as_uuid()))
+        .collect()
+}
+
 /// Ids as uuids, for binding arrays.
 pub(crate) fn transfer_uuids(ids: impl IntoIterator<Item = TransferId>) -> Vec<uuid::Uuid> {
     ids.into_iter().map(|id| id.as_uuid()).collect()

@@ -6,14 +6,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use wallet_core::event::{Inbound, Outgoing};
+use wallet_core::history::{HistoryPage, HistoryQuery};
 use wallet_core::idempotency::{Fingerprint, IdempotencyRecord};
 use wallet_core::ids::{CorrelationId, EventId, IdempotencyKey, TransferId, WalletId};
 use wallet_core::outcome::LedgerOutcome;
 use wallet_core::ports::{
     Applied, Begin, Claim, Refusal, ReserveAttempt, StoreError, TransferReads, TransferStore,
 };
+use wallet_core::tags::{Metadata, Reference, Tags};
 use wallet_core::time::Timestamp;
 use wallet_core::transfer::{
     AgeBucket, HoldEnd, RefundRejection, Transfer, TransferCommand, TransferStatus, Unfinished,
@@ -37,7 +39,8 @@ macro_rules! columns {
     () => {
         "t.id, t.kind, t.status, t.failure_reason, t.sender_wallet_id, \
          t.receiver_wallet_id, t.amount, t.currency, t.correlation_id, t.idempotency_key, \
-         t.created_at, t.updated_at, t.expires_at, t.hold_id, t.captured_by, t.refund_of"
+         t.created_at, t.updated_at, t.expires_at, t.hold_id, t.captured_by, t.refund_of, \
+         t.reference, t.metadata::text AS metadata"
     };
 }
 
@@ -68,6 +71,17 @@ impl PgTransferStore {
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.base.pool
+    }
+
+    /// The plan PostgreSQL runs for a page of history, run and measured
+    /// (`EXPLAIN (ANALYZE, BUFFERS)`), one line per row: for checking on
+    /// a real database that each shape of query reads its index.
+    pub async fn explain_history(&self, query: &HistoryQuery) -> Result<Vec<String>, StoreError> {
+        history_statement("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ", query)
+            .build_query_scalar()
+            .fetch_all(self.pool())
+            .await
+            .db()
     }
 
     /// Tells the database's listeners which transfers a committed unit
@@ -111,6 +125,22 @@ fn transfer_of(row: &PgRow) -> Result<Transfer, StoreError> {
             .try_get::<Option<uuid::Uuid>, _>("refund_of")
             .db()?
             .map(TransferId::from_uuid),
+        tags: tags_of(row)?,
+    })
+}
+
+fn tags_of(row: &PgRow) -> Result<Tags, StoreError> {
+    let reference: Option<String> = row.try_get("reference").db()?;
+    let metadata: Option<String> = row.try_get("metadata").db()?;
+    let metadata = metadata
+        .map(|text| {
+            let value = serde_json::from_str(&text).map_err(corrupt)?;
+            Metadata::new(value).map_err(corrupt)
+        })
+        .transpose()?;
+    Ok(Tags {
+        reference: reference.map(Reference::new).transpose().map_err(corrupt)?,
+        metadata,
     })
 }
 
@@ -199,10 +229,10 @@ async fn end_holds(
 
 /// Inserts each transfer of `batch` with its key record, unless its key
 /// exists: one statement. Returns the transfers inserted.
-async fn insert_new(
+async fn insert_rows(
     conn: &mut PgConnection,
-    batch: &[(Transfer, Fingerprint)],
-) -> Result<HashSet<TransferId>, StoreError> {
+    batch: &[&(Transfer, Fingerprint)],
+) -> Result<HashSet<TransferId>, sqlx::Error> {
     if batch.is_empty() {
         return Ok(HashSet::new());
     }
@@ -211,7 +241,7 @@ async fn insert_new(
     // request of the batch first, and it is the one that wins.
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by(|&a, &b| batch[a].0.idempotency_key.cmp(&batch[b].0.idempotency_key));
-    let rows = || order.iter().map(|&i| &batch[i]);
+    let rows = || order.iter().map(|&i| batch[i]);
     let transfers = || rows().map(|(t, _)| t);
     // One statement, so one unit: each key is inserted unless it
     // exists, and its transfer only with it.
@@ -220,11 +250,12 @@ async fn insert_new(
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[],
                      $5::uuid[], $6::uuid[], $7::numeric[], $8::text[], $9::uuid[],
                      $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
-                     $14::timestamptz[], $15::uuid[], $16::uuid[])
+                     $14::timestamptz[], $15::uuid[], $16::uuid[], $17::text[], $18::uuid[],
+                     $19::text[])
                      WITH ORDINALITY AS u(id, kind, status, failure_reason, sender_wallet_id,
                          receiver_wallet_id, amount, currency, correlation_id,
                          idempotency_key, created_at, updated_at, fingerprint, expires_at,
-                         hold_id, refund_of, n)
+                         hold_id, refund_of, reference, reference_wallet, metadata, n)
              ), k AS (
                  INSERT INTO idempotency_keys (key, fingerprint, transfer_id, created_at)
                  SELECT idempotency_key, fingerprint, id, created_at FROM u ORDER BY n
@@ -232,10 +263,12 @@ async fn insert_new(
              )
              INSERT INTO transfers (id, kind, status, failure_reason, sender_wallet_id,
                  receiver_wallet_id, amount, currency, correlation_id, idempotency_key,
-                 created_at, updated_at, expires_at, hold_id, refund_of)
+                 created_at, updated_at, expires_at, hold_id, refund_of, reference,
+                 reference_wallet, metadata)
              SELECT u.id, u.kind, u.status, u.failure_reason, u.sender_wallet_id,
                  u.receiver_wallet_id, u.amount, u.currency, u.correlation_id, k.key,
-                 u.created_at, u.updated_at, u.expires_at, u.hold_id, u.refund_of
+                 u.created_at, u.updated_at, u.expires_at, u.hold_id, u.refund_of,
+                 u.reference, u.reference_wallet, u.metadata::jsonb
              FROM u JOIN k ON k.transfer_id = u.id ORDER BY u.n
              RETURNING id",
     )
@@ -277,10 +310,212 @@ async fn insert_new(
     .bind(transfers().map(|t| t.expires_at).collect::<Vec<_>>())
     .bind(codec::transfer_uuids_opt(transfers().map(|t| t.hold_id)))
     .bind(codec::transfer_uuids_opt(transfers().map(|t| t.refund_of)))
+    .bind(
+        transfers()
+            .map(|t| t.tags.reference.as_ref().map(Reference::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(codec::wallet_uuids_opt(transfers().map(|t| {
+        t.tags.reference.as_ref().map(|_| t.reference_wallet())
+    })))
+    .bind(
+        transfers()
+            .map(|t| t.tags.metadata.as_ref().map(Metadata::canonical))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(created.into_iter().map(TransferId::from_uuid).collect())
+}
+
+/// What inserting a batch did: the transfers stored, and those left out
+/// because another transfer has their reference in their wallet, with that
+/// transfer.
+#[derive(Debug, Default)]
+struct Inserted {
+    created: HashSet<TransferId>,
+    taken: HashMap<TransferId, TransferId>,
+}
+
+/// How many times a batch is tried again when a unit committed one of its
+/// references between its check and its insert.
+const REFERENCE_RACES: usize = 8;
+
+/// Stores the batch's new transfers with their keys, in one statement, as
+/// [`TransferStore::begin_batch`] says. A batch without references is that
+/// statement alone. One with references first leaves out the transfers
+/// whose reference is taken, by a stored transfer or one earlier in the
+/// batch; the insert then runs under a savepoint, and when another unit
+/// stored one of its references meanwhile (the unique index refuses it,
+/// once that unit committed) the batch is checked and inserted again.
+async fn insert_new(
+    conn: &mut PgConnection,
+    batch: &[(Transfer, Fingerprint)],
+) -> Result<Inserted, StoreError> {
+    if batch.iter().all(|(t, _)| t.tags.reference.is_none()) {
+        let created = insert_rows(conn, &batch.iter().collect::<Vec<_>>())
+            .await
+            .db()?;
+        return Ok(Inserted {
+            created,
+            taken: HashMap::new(),
+        });
+    }
+    for _ in 0..REFERENCE_RACES {
+        let taken = references_taken(conn, batch).await?;
+        let rows: Vec<&(Transfer, Fingerprint)> = batch
+            .iter()
+            .filter(|(t, _)| !taken.contains_key(&t.id))
+            .collect();
+        let mut savepoint = sqlx::Connection::begin(&mut *conn).await.db()?;
+        match insert_rows(&mut savepoint, &rows).await {
+            Ok(created) => {
+                savepoint.commit().await.db()?;
+                return Ok(Inserted { created, taken });
+            }
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("transfers_reference") => {
+                savepoint.rollback().await.db()?;
+            }
+            Err(e) => return Err(e).db(),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "references of the batch kept being taken by other units; retry".into(),
+    ))
+}
+
+/// The batch's transfers whose reference is taken, each with the transfer
+/// that has it: stored, or earlier in the batch. A transfer whose key was
+/// used before is not among them: its key answers for it.
+async fn references_taken(
+    conn: &mut PgConnection,
+    batch: &[(Transfer, Fingerprint)],
+) -> Result<HashMap<TransferId, TransferId>, StoreError> {
+    let referenced: Vec<&Transfer> = batch
+        .iter()
+        .map(|(t, _)| t)
+        .filter(|t| t.tags.reference.is_some())
+        .collect();
+    let used_keys: HashSet<String> =
+        sqlx::query_scalar("SELECT key FROM idempotency_keys WHERE key = ANY($1)")
+            .bind(
+                referenced
+                    .iter()
+                    .map(|t| t.idempotency_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .db()?
+            .into_iter()
+            .collect();
+    let stored = sqlx::query(
+        "SELECT t.reference, t.reference_wallet, t.id FROM transfers t
+         JOIN UNNEST($1::text[], $2::uuid[]) AS r(reference, wallet)
+             ON t.reference = r.reference AND t.reference_wallet = r.wallet",
+    )
+    .bind(
+        referenced
+            .iter()
+            .filter_map(|t| t.tags.reference.as_ref().map(Reference::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(codec::wallet_uuids(
+        referenced.iter().map(|t| t.reference_wallet()),
+    ))
     .fetch_all(&mut *conn)
     .await
     .db()?;
-    Ok(created.into_iter().map(TransferId::from_uuid).collect())
+    let mut owners: HashMap<(WalletId, String), TransferId> = HashMap::new();
+    for row in &stored {
+        let scope = (
+            WalletId::from_uuid(row.try_get("reference_wallet").db()?),
+            row.try_get("reference").db()?,
+        );
+        owners.insert(scope, TransferId::from_uuid(row.try_get("id").db()?));
+    }
+    let mut taken = HashMap::new();
+    let mut keys: HashSet<&str> = HashSet::new();
+    for (transfer, _) in batch {
+        let key = transfer.idempotency_key.as_str();
+        if used_keys.contains(key) || keys.contains(key) {
+            continue;
+        }
+        if let Some(reference) = &transfer.tags.reference {
+            let scope = (transfer.reference_wallet(), reference.as_str().to_owned());
+            if let Some(owner) = owners.get(&scope) {
+                taken.insert(transfer.id, *owner);
+                continue;
+            }
+            owners.insert(scope, transfer.id);
+        }
+        keys.insert(key);
+    }
+    Ok(taken)
+}
+
+/// The statement of a history page, after `prefix`. A wallet's page is
+/// two scans merged, each in the order of its index (the transfers it
+/// sends, those it receives from another wallet) and each cut at the
+/// page's size; without a wallet, one scan of the order, or of the
+/// reference when the query names one. Only the filters a query has are in
+/// its statement, so each shape gets a plan of its own.
+fn history_statement<'a>(prefix: &str, query: &'a HistoryQuery) -> QueryBuilder<'a, Postgres> {
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let mut sql = QueryBuilder::new(prefix);
+    match query.wallet {
+        Some(wallet) => {
+            let wallet = wallet.as_uuid();
+            sql.push("SELECT * FROM ((SELECT ");
+            sql.push(columns!());
+            sql.push(" FROM transfers t WHERE t.sender_wallet_id = ")
+                .push_bind(wallet);
+            history_filters(&mut sql, query, limit);
+            sql.push(") UNION ALL (SELECT ");
+            sql.push(columns!());
+            sql.push(" FROM transfers t WHERE t.receiver_wallet_id = ")
+                .push_bind(wallet);
+            sql.push(" AND t.sender_wallet_id <> ").push_bind(wallet);
+            history_filters(&mut sql, query, limit);
+            sql.push(")) t ORDER BY t.created_at DESC, t.id DESC LIMIT ")
+                .push_bind(limit);
+        }
+        None => {
+            sql.push("SELECT ");
+            sql.push(columns!());
+            sql.push(" FROM transfers t WHERE TRUE");
+            history_filters(&mut sql, query, limit);
+        }
+    }
+    sql
+}
+
+/// The conditions of a history query other than its wallet, its order
+/// and its size, on `transfers t`.
+fn history_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &HistoryQuery, limit: i64) {
+    if let Some(status) = query.status {
+        sql.push(" AND t.status = ").push_bind(status.as_str());
+    }
+    if let Some(kind) = query.kind {
+        sql.push(" AND t.kind = ").push_bind(codec::text_of(&kind));
+    }
+    if let Some(reference) = &query.reference {
+        sql.push(" AND t.reference = ")
+            .push_bind(reference.as_str().to_owned());
+    }
+    if let Some(since) = query.since {
+        sql.push(" AND t.created_at >= ").push_bind(since);
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND t.created_at < ").push_bind(until);
+    }
+    if let Some(after) = query.after {
+        sql.push(" AND (t.created_at, t.id) < (")
+            .push_bind(after.created_at);
+        sql.push(", ").push_bind(after.id.as_uuid()).push(")");
+    }
+    sql.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ")
+        .push_bind(limit);
 }
 
 /// The refunds of `original`, oldest first, by the `transfers_refunds`
@@ -302,16 +537,18 @@ async fn refunds_of<'c>(
 }
 
 impl PgTransferStore {
-    /// The answers to a begun `batch`: [`Begin::Created`] for those in
-    /// `created`, the key's record and transfer for the others.
+    /// The answers to a begun `batch`: [`Begin::Created`] for those
+    /// created, [`Begin::ReferenceTaken`] for those whose reference was
+    /// taken, the key's record and transfer for the others.
     async fn begun(
         &self,
         batch: &[(Transfer, Fingerprint)],
-        created: &HashSet<TransferId>,
+        inserted: &Inserted,
     ) -> Result<Vec<Begin>, StoreError> {
+        let Inserted { created, taken } = inserted;
         let existing: Vec<&str> = batch
             .iter()
-            .filter(|(t, _)| !created.contains(&t.id))
+            .filter(|(t, _)| !created.contains(&t.id) && !taken.contains_key(&t.id))
             .map(|(t, _)| t.idempotency_key.as_str())
             .collect();
         let records = if existing.is_empty() {
@@ -324,6 +561,9 @@ impl PgTransferStore {
             .map(|(transfer, _)| {
                 if created.contains(&transfer.id) {
                     return Ok(Begin::Created);
+                }
+                if let Some(owner) = taken.get(&transfer.id) {
+                    return Ok(Begin::ReferenceTaken(*owner));
                 }
                 let key = &transfer.idempotency_key;
                 let (record, current) = records.get(key.as_str()).cloned().ok_or_else(|| {
@@ -408,9 +648,9 @@ impl TransferStore for PgTransferStore {
             return Ok(Vec::new());
         }
         let mut conn = self.pool().acquire().await.db()?;
-        let created = insert_new(&mut conn, batch).await?;
+        let inserted = insert_new(&mut conn, batch).await?;
         drop(conn);
-        self.begun(batch, &created).await
+        self.begun(batch, &inserted).await
     }
 
     async fn begin_refund(
@@ -435,9 +675,9 @@ impl TransferStore for PgTransferStore {
                 return Ok(Err(rejection));
             }
         }
-        let created = insert_new(&mut tx, &batch).await?;
+        let inserted = insert_new(&mut tx, &batch).await?;
         tx.commit().await.db()?;
-        let mut begun = self.begun(&batch, &created).await?;
+        let mut begun = self.begun(&batch, &inserted).await?;
         Ok(Ok(begun.pop().expect("one answer")))
     }
 
@@ -756,6 +996,19 @@ impl TransferReads for PgTransferStore {
 
     async fn refunds_of(&self, original: TransferId) -> Result<Vec<Transfer>, StoreError> {
         refunds_of(self.pool(), original).await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let rows = history_statement("", query)
+            .build()
+            .fetch_all(self.pool())
+            .await
+            .db()?;
+        let transfers = rows
+            .iter()
+            .map(transfer_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HistoryPage::of(transfers, query.limit))
     }
 
     /// One pass over the `transfers_unfinished` index: a count per status

@@ -168,6 +168,7 @@ fn reservation_of(row: &PgRow) -> Result<Reservation, StoreError> {
     };
     Ok(Reservation {
         request: ReserveRequest {
+            tags: Default::default(),
             transfer_id: TransferId::from_uuid(row.try_get("transfer_id").db()?),
             correlation_id: CorrelationId::from_uuid(row.try_get("correlation_id").db()?),
             kind: codec::parse_text(row.try_get("kind").db()?)?,

@@ -19,6 +19,7 @@ use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
 use crate::ledger::PostingRequest;
 use crate::money::{Amount, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome};
+use crate::tags::Tags;
 use crate::time::Timestamp;
 use crate::trace::TraceParent;
 use crate::wallet::{
@@ -76,6 +77,9 @@ pub struct PostingFacts {
     pub amount: Amount,
     /// ISO code.
     pub currency: Currency,
+    /// The transfer's reference and metadata, when it has them.
+    #[serde(flatten)]
+    pub tags: Tags,
 }
 
 /// The payload of `LedgerFailed`.
@@ -239,6 +243,7 @@ impl Envelope {
                 receiver_wallet_id: f.receiver_wallet_id,
                 amount: f.amount,
                 currency: f.currency,
+                tags: f.tags.clone(),
             }),
             _ => None,
         }
@@ -359,6 +364,7 @@ impl Envelope {
                 receiver_wallet_id: r.receiver_wallet_id,
                 amount: r.amount,
                 currency: r.currency,
+                tags: r.tags.clone(),
             }),
             r.transfer_id,
             r.correlation_id,
@@ -383,6 +389,7 @@ impl Envelope {
                 receiver_wallet_id: r.receiver_wallet_id,
                 amount: r.amount,
                 currency: r.currency,
+                tags: r.tags.clone(),
             }),
             LedgerOutcome::Failed(reason) => Event::LedgerFailed(LedgerFailure { reason }),
         };

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::{IdempotencyKey, TransferId, WalletId};
 use crate::money::{Amount, Currency};
+use crate::tags::Tags;
 use crate::time::Timestamp;
 use crate::transfer::{Transfer, TransferKind};
 
@@ -125,6 +126,24 @@ impl Fingerprint {
         ])
     }
 
+    /// The fingerprint of a request that carries `tags` besides what this
+    /// fingerprint covers: this one when it carries none (so requests
+    /// without tags keep the fingerprint they always had), else the hash of
+    /// this one, the reference and the metadata's canonical text
+    /// ([`crate::tags::Metadata::canonical`]).
+    pub fn tagged(self, tags: &Tags) -> Fingerprint {
+        if tags.is_empty() {
+            return self;
+        }
+        let reference = tags.reference.as_ref().map(|r| r.as_str()).unwrap_or("");
+        let metadata = tags
+            .metadata
+            .as_ref()
+            .map(|m| m.canonical())
+            .unwrap_or_default();
+        Fingerprint::of_lines(&[&self.0, "tags", reference, &metadata])
+    }
+
     /// `"v1:"` and the hex SHA-256 of the lines joined by `'\n'`.
     fn of_lines(lines: &[&str]) -> Fingerprint {
         let canonical = lines.join("\n");
@@ -170,7 +189,7 @@ pub struct IdempotencyRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyCheck {
     /// Same request: answer with this transfer, marked as a replay.
-    Replay(Transfer),
+    Replay(Box<Transfer>),
     /// Same request, and the first is still being answered: HTTP 409, retry
     /// later.
     InFlight,
@@ -192,12 +211,12 @@ pub fn check(
         return IdempotencyCheck::Reused;
     }
     if let Some(first) = &record.response {
-        return IdempotencyCheck::Replay(first.clone());
+        return IdempotencyCheck::Replay(Box::new(first.clone()));
     }
     let age = (now - record.created_at).to_std().unwrap_or_default();
     if age < lease {
         IdempotencyCheck::InFlight
     } else {
-        IdempotencyCheck::Replay(current.clone())
+        IdempotencyCheck::Replay(Box::new(current.clone()))
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome};
+use crate::tags::Tags;
 use crate::time::Timestamp;
 
 /// Debit or credit.
@@ -106,6 +107,10 @@ pub struct PostingRequest {
     pub amount: Amount,
     /// In which currency.
     pub currency: Currency,
+    /// The transfer's reference and metadata, for its `LedgerSucceeded`
+    /// event; the ledger decides nothing by them and stores none.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
 }
 
 /// What to store for a posting request.

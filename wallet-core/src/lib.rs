@@ -5,6 +5,7 @@ pub mod audit;
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod event;
+pub mod history;
 pub mod idempotency;
 pub mod ids;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod ports;
 pub mod recovery;
 pub mod runtime;
 pub mod service;
+pub mod tags;
 pub mod time;
 pub mod trace;
 pub mod transfer;

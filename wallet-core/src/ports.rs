@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use crate::event::{
     DecodeError, Envelope, EventStamp, Inbound, Outgoing, SCHEMA_VERSION, StampedReserve,
 };
+use crate::history::{HistoryPage, HistoryQuery};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, TransferId, WalletId, WorkerId};
 use crate::ledger::{AccountBalance, Entry, PostingRequest};
@@ -114,6 +115,10 @@ pub enum Begin {
         /// The transfer it points to, as stored now.
         current: Box<Transfer>,
     },
+    /// The key is new but the transfer's reference is taken in its wallet
+    /// ([`Transfer::reference_wallet`]) by this transfer; nothing was
+    /// written, so the key stays free.
+    ReferenceTaken(TransferId),
 }
 
 /// What the synchronous reserve call told the transaction service.
@@ -143,8 +148,11 @@ pub trait TransferStore: Send + Sync + 'static {
     /// One unit for the batch: for each transfer in order, stores it
     /// (INITIATED) with a key record of its fingerprint, or, when its key
     /// exists (stored before, or earlier in the batch), writes nothing for
-    /// it and returns the key's record and the transfer it points to. One
-    /// answer per transfer, in order.
+    /// it and returns the key's record and the transfer it points to. A
+    /// transfer with a new key whose reference another transfer has in its
+    /// wallet (stored before, or earlier in the batch) is not stored either:
+    /// [`Begin::ReferenceTaken`]. Two units storing one reference at once
+    /// store it once. One answer per transfer, in order.
     async fn begin_batch(
         &self,
         batch: &[(Transfer, Fingerprint)],
@@ -214,8 +222,9 @@ pub trait TransferStore: Send + Sync + 'static {
     ) -> Result<Vec<Transfer>, StoreError>;
 
     /// One unit: stores the INITIATED `refund` of `refund.refund_of` with
-    /// a key record of its fingerprint, unless its key exists (then as
-    /// [`TransferStore::begin`]) or [`crate::transfer::decide_refund`],
+    /// a key record of its fingerprint, unless its key exists or its
+    /// reference is taken (then as [`TransferStore::begin`]) or
+    /// [`crate::transfer::decide_refund`],
     /// with the original locked and its refunds read, refuses it (then
     /// nothing is written). An original that is no transfer is an
     /// integrity error.
@@ -281,6 +290,20 @@ pub trait TransferReads: Send + Sync + 'static {
         .await?;
         refunds.sort_by_key(|t| (t.created_at, t.id));
         Ok(refunds)
+    }
+
+    /// One page of history ([`crate::history`]): the transfers `query`
+    /// matches, newest first. This default reads every transfer in pages;
+    /// a store of many transfers answers from indexes of the order.
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let mut matching = Vec::new();
+        every_transfer(self, |t| {
+            if query.matches(t) {
+                matching.push(t.clone());
+            }
+        })
+        .await?;
+        Ok(query.page(&matching))
     }
 
     /// The transfers not terminal at `now`, by status and age since their

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{CorrelationId, IdempotencyKey, TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::tags::Tags;
 use crate::time::Timestamp;
 
 /// Where the money comes from and goes to.
@@ -268,6 +269,9 @@ pub struct Transfer {
     /// A refund's: the SUCCEEDED transfer whose money it sends back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_of: Option<TransferId>,
+    /// The client's reference and metadata.
+    #[serde(flatten)]
+    pub tags: Tags,
 }
 
 /// Why a refund is refused before anything is stored.
@@ -321,6 +325,15 @@ pub fn decide_refund(
 }
 
 impl Transfer {
+    /// The wallet a reference of this transfer is unique in: the user
+    /// wallet whose money leaves, or for a deposit the one it enters.
+    pub fn reference_wallet(&self) -> WalletId {
+        match self.sender_wallet_id.system_currency() {
+            Some(_) => self.receiver_wallet_id,
+            None => self.sender_wallet_id,
+        }
+    }
+
     /// A hold's receiver, if it names one: the wallet a capture that names
     /// none pays. (A hold that names none stores its own wallet.)
     pub fn hold_receiver(&self) -> Option<WalletId> {

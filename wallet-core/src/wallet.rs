@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{CorrelationId, TransferId, WalletId};
 use crate::money::{Amount, Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
+use crate::tags::Tags;
 use crate::time::Timestamp;
 use crate::transfer::{HoldEnd, Transfer, TransferKind};
 
@@ -148,6 +149,10 @@ pub struct ReserveRequest {
     /// sender's available balance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_id: Option<TransferId>,
+    /// The transfer's reference and metadata, for its `WalletReserved`
+    /// event; the wallet service decides nothing by them and stores none.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
 }
 
 impl ReserveRequest {
@@ -163,6 +168,7 @@ impl ReserveRequest {
             currency: transfer.currency,
             expires_at: transfer.expires_at,
             hold_id: transfer.hold_id,
+            tags: transfer.tags.clone(),
         }
     }
 }

@@ -196,6 +196,7 @@ impl Model {
             TransferKind::Hold => unreachable!("asks are transfers, deposits or withdrawals"),
         };
         TransferRequest {
+            tags: Default::default(),
             key: IdempotencyKey::new(format!("key-{}", ask.key)).unwrap(),
             parties,
             amount: ask.amount.value(),

@@ -367,6 +367,7 @@ impl Client {
         };
         let key = self.key();
         Some(TransferRequest {
+            tags: Default::default(),
             key,
             parties,
             amount,
@@ -415,6 +416,7 @@ impl Client {
             return None;
         }
         let request = TransferRequest {
+            tags: Default::default(),
             key: self.key(),
             parties: Parties::Withdrawal(wallet),
             amount,
@@ -481,6 +483,7 @@ impl Client {
             }
         };
         let request = ReserveRequest {
+            tags: Default::default(),
             transfer_id: TransferId::from_uuid(Uuid::nil()),
             correlation_id: CorrelationId::from_uuid(Uuid::nil()),
             kind: TransferKind::between(sender, receiver),

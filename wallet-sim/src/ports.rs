@@ -171,12 +171,14 @@ impl<S: TransferStore> TransferStore for FaultyStore<S> {
         if let (Ok(begun), Some((transfer, _))) = (&result, batch.last()) {
             // The simulator sends one request at a time: what it saw of
             // the batch's last request is what it saw of its request.
-            lock(&self.faults).observed.begin = begun.last().map(|begin| match begin {
-                Begin::Created => BeginSeen::Created,
-                Begin::Existing { record, .. } => BeginSeen::Existing {
+            // The simulator's requests carry no references.
+            lock(&self.faults).observed.begin = begun.last().and_then(|begin| match begin {
+                Begin::Created => Some(BeginSeen::Created),
+                Begin::Existing { record, .. } => Some(BeginSeen::Existing {
                     answered: record.response.is_some(),
                     age: transfer.created_at - record.created_at,
-                },
+                }),
+                Begin::ReferenceTaken(_) => None,
             });
         }
         result

@@ -32,6 +32,7 @@ async fn deposited(e: &mut Embedded, amounts: &[&str]) -> (WalletId, Vec<Transfe
     let mut transfers = Vec::new();
     for (i, amount) in amounts.iter().enumerate() {
         let request = TransferRequest {
+            tags: Default::default(),
             key: IdempotencyKey::new(format!("dep-{wallet}-{i}")).unwrap(),
             parties: Parties::Deposit(wallet),
             amount: Decimal::from_str(amount).unwrap(),

@@ -6,11 +6,13 @@ use axum::http::HeaderMap;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use serde_json::Value;
 use std::time::Duration;
 
 use wallet_core::ids::{IdempotencyKey, TransferId, WalletId};
 use wallet_core::money::{Currency, parse_amount};
 use wallet_core::service::{CaptureRequest, HoldRequest, Parties, RefundRequest, TransferRequest};
+use wallet_core::tags::{Metadata, Reference, Tags};
 use wallet_http::ApiError;
 use wallet_http::openapi::{amount_schema, currency_schema};
 
@@ -36,6 +38,15 @@ pub(crate) struct TransferBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = currency_schema, required = false)]
     currency: Option<String>,
+    /// Your own name for it, unique in its wallet; a second transfer with
+    /// it answers 409 `reference_taken`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = reference_schema, required = false)]
+    reference: Option<String>,
+    /// Your notes on it, returned on reads and carried in its events.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = metadata_schema, required = false)]
+    metadata: Option<Value>,
 }
 
 /// The body of deposits and withdrawals; the wallet is in the path.
@@ -49,6 +60,15 @@ pub(crate) struct MovementBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = currency_schema, required = false)]
     currency: Option<String>,
+    /// Your own name for it, unique in its wallet; a second transfer with
+    /// it answers 409 `reference_taken`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = reference_schema, required = false)]
+    reference: Option<String>,
+    /// Your notes on it, returned on reads and carried in its events.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = metadata_schema, required = false)]
+    metadata: Option<Value>,
 }
 
 /// The longest expiry a hold may ask for, in seconds: 30 days, the
@@ -79,6 +99,15 @@ pub(crate) struct HoldBody {
     #[serde(default, deserialize_with = "present_uuid")]
     #[schema(value_type = uuid::Uuid, required = false)]
     receiver_wallet_id: Option<WalletId>,
+    /// Your own name for it, unique in its wallet; a second transfer with
+    /// it answers 409 `reference_taken`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = reference_schema, required = false)]
+    reference: Option<String>,
+    /// Your notes on it, returned on reads and carried in its events.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = metadata_schema, required = false)]
+    metadata: Option<Value>,
 }
 
 /// The body of `POST /v1/holds/{id}/capture`; every member may be left
@@ -95,6 +124,15 @@ pub(crate) struct CaptureBody {
     #[serde(default, deserialize_with = "present_uuid")]
     #[schema(value_type = uuid::Uuid, required = false)]
     receiver_wallet_id: Option<WalletId>,
+    /// Your own name for it, unique in its wallet; a second transfer with
+    /// it answers 409 `reference_taken`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = reference_schema, required = false)]
+    reference: Option<String>,
+    /// Your notes on it, returned on reads and carried in its events.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = metadata_schema, required = false)]
+    metadata: Option<Value>,
 }
 
 /// The body of `POST /v1/transfers/{id}/refunds`; `{}` refunds it all.
@@ -106,6 +144,15 @@ pub(crate) struct RefundBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = amount_schema, required = false)]
     amount: Option<AmountInput>,
+    /// Your own name for it, unique in its wallet; a second transfer with
+    /// it answers 409 `reference_taken`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = reference_schema, required = false)]
+    reference: Option<String>,
+    /// Your notes on it, returned on reads and carried in its events.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = metadata_schema, required = false)]
+    metadata: Option<Value>,
 }
 
 impl RefundBody {
@@ -122,6 +169,7 @@ impl RefundBody {
             key,
             original,
             amount,
+            tags: tags(&self.reference, &self.metadata)?,
         })
     }
 }
@@ -175,6 +223,7 @@ impl HoldBody {
             amount,
             currency,
             expires_in: self.expires_in_s.map(Duration::from_secs),
+            tags: tags(&self.reference, &self.metadata)?,
         })
     }
 }
@@ -194,6 +243,7 @@ impl CaptureBody {
             hold,
             amount,
             receiver: self.receiver_wallet_id,
+            tags: tags(&self.reference, &self.metadata)?,
         })
     }
 }
@@ -275,7 +325,14 @@ impl TransferBody {
             sender: self.sender_wallet_id,
             receiver: self.receiver_wallet_id,
         };
-        request(headers, parties, &self.amount, self.currency.as_deref())
+        let tags = tags(&self.reference, &self.metadata);
+        request(
+            headers,
+            parties,
+            &self.amount,
+            self.currency.as_deref(),
+            tags,
+        )
     }
 }
 
@@ -286,7 +343,14 @@ impl MovementBody {
         headers: &HeaderMap,
         parties: Parties,
     ) -> Result<TransferRequest, ApiError> {
-        request(headers, parties, &self.amount, self.currency.as_deref())
+        let tags = tags(&self.reference, &self.metadata);
+        request(
+            headers,
+            parties,
+            &self.amount,
+            self.currency.as_deref(),
+            tags,
+        )
     }
 }
 
@@ -295,6 +359,7 @@ fn request(
     parties: Parties,
     amount: &AmountInput,
     currency: Option<&str>,
+    tags: Result<Tags, ApiError>,
 ) -> Result<TransferRequest, ApiError> {
     // 400s before 422s: a request without a usable key is malformed
     // whatever its amount.
@@ -306,7 +371,52 @@ fn request(
         parties,
         amount,
         currency,
+        tags: tags?,
     })
+}
+
+/// A body's reference and metadata, checked: 422 `invalid_reference` or
+/// `invalid_metadata`.
+fn tags(reference: &Option<String>, metadata: &Option<Value>) -> Result<Tags, ApiError> {
+    Ok(Tags {
+        reference: reference.clone().map(Reference::new).transpose()?,
+        metadata: metadata.clone().map(Metadata::new).transpose()?,
+    })
+}
+
+fn reference_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(Reference::MAX_CHARS))
+        .pattern(Some(Reference::PATTERN))
+        .description(Some(format!(
+            "Your own name for it, unique in its wallet (the wallet paying, or for a deposit \
+             the wallet paid): 1 to {} characters, none a control character. Another \
+             transfer or hold with it in the same wallet answers 409 `reference_taken`, \
+             naming that one's `transfer_id`.",
+            Reference::MAX_CHARS
+        )))
+        .build()
+}
+
+fn metadata_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object)
+        .max_properties(Some(Metadata::MAX_KEYS))
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(true),
+        ))
+        .description(Some(format!(
+            "Your notes: a JSON object of at most {} keys counting those of nested objects, \
+             nested at most {} levels deep (a flat object is one), at most {} bytes as \
+             compact JSON; beyond, 422 `invalid_metadata`. Returned on reads and carried in \
+             the transfer's events.",
+            Metadata::MAX_KEYS,
+            Metadata::MAX_DEPTH,
+            Metadata::MAX_BYTES
+        )))
+        .build()
 }
 
 /// The key from the one `Idempotency-Key` header.

@@ -3,9 +3,9 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `POST /v1/holds` `{wallet_id, amount, currency?, expires_in_s?, receiver_wallet_id?}` | 202 [`HoldResource`] HELD (or INITIATED: the wallet service did not answer, the retrier finishes it); 422 `insufficient_funds`, ... with `transfer_id`: the hold is FAILED |
+//! | `POST /v1/holds` `{wallet_id, amount, currency?, expires_in_s?, receiver_wallet_id?, reference?, metadata?}` | 202 [`HoldResource`] HELD (or INITIATED: the wallet service did not answer, the retrier finishes it); 422 `insufficient_funds`, ... with `transfer_id`: the hold is FAILED |
 //! | `GET /v1/holds/{id}` | 200 [`HoldResource`]; 404 `hold_not_found` |
-//! | `POST /v1/holds/{id}/capture` `{amount?, receiver_wallet_id?}` | 202 [`TransferResource`]: the capture, a transfer from the hold's wallet whose `hold_id` is the hold; 409 `hold_voided`, `hold_expired`, `hold_captured` with the FAILED capture's `transfer_id` when the hold ended first; 409 `hold_failed` for a refused hold; 409 `hold_pending` while the hold is INITIATED; 422 `exceeds_hold`, `receiver_required` |
+//! | `POST /v1/holds/{id}/capture` `{amount?, receiver_wallet_id?, reference?, metadata?}` | 202 [`TransferResource`]: the capture, a transfer from the hold's wallet whose `hold_id` is the hold; 409 `hold_voided`, `hold_expired`, `hold_captured` with the FAILED capture's `transfer_id` when the hold ended first; 409 `hold_failed` for a refused hold; 409 `hold_pending` while the hold is INITIATED; 422 `exceeds_hold`, `receiver_required` |
 //! | `POST /v1/holds/{id}/void` | 200 [`HoldResource`] VOIDED (again on a repeat); 409 `hold_captured`, `hold_expired`, `hold_failed` when it ended otherwise; 409 `hold_pending` |
 //!
 //! Creating and capturing need an `Idempotency-Key` and replay as transfers
@@ -39,11 +39,14 @@ enum HoldAnswers {
     /// `wallet_not_found`.
     #[response(status = 404)]
     NotFound(ErrorBody),
-    /// `idempotency_key_in_flight`: retry.
+    /// `idempotency_key_in_flight`: retry. `reference_taken`: another
+    /// transfer or hold has the reference in the wallet, `transfer_id`
+    /// names it; nothing stored.
     #[response(status = 409)]
     InFlight(ErrorBody),
     /// Nothing stored: `invalid_amount`, `unknown_currency`, `same_wallet`,
-    /// `currency_mismatch`, `invalid_expiry`, `idempotency_key_reused`. Or
+    /// `currency_mismatch`, `invalid_expiry`, `invalid_reference`,
+    /// `invalid_metadata`, `idempotency_key_reused`. Or
     /// the wallet service refused: the hold is FAILED, `transfer_id` names
     /// it, and the code is its reason: `insufficient_funds`,
     /// `wallet_not_found`, `currency_mismatch`, `invalid_amount`,
@@ -74,10 +77,12 @@ enum CaptureAnswers {
     /// `hold_captured`, with the FAILED capture's `transfer_id`; or it was
     /// refused and holds nothing: `hold_failed`. Or `hold_pending` (the
     /// hold is not decided yet) and `idempotency_key_in_flight`: retry.
+    /// `reference_taken`, with the `transfer_id` that has it.
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// Nothing stored: `invalid_amount`, `same_wallet`,
-    /// `currency_mismatch`, `receiver_required`, `idempotency_key_reused`.
+    /// `currency_mismatch`, `receiver_required`, `invalid_reference`,
+    /// `invalid_metadata`, `idempotency_key_reused`.
     /// Or the capture is FAILED (`transfer_id`): `exceeds_hold`,
     /// `wallet_not_found`, `currency_mismatch`, `invalid_amount`.
     #[response(status = 422)]

@@ -7,9 +7,12 @@
 //! | `POST /v1/wallets/{id}/deposits` | as above; money from the currency's system account |
 //! | `POST /v1/wallets/{id}/withdrawals` | as above; money to the currency's system account |
 //! | `GET /v1/transfers/{id}?wait_ms=N` | 200 [`TransferResource`]; 404 `transfer_not_found` |
+//! | `GET /v1/transfers?…`, `GET /v1/wallets/{id}/transfers?…` | 200 [`TransfersPage`]: the history, newest first (see the `history` module) |
 //!
 //! A transfer body is `{sender_wallet_id, receiver_wallet_id, amount,
-//! currency?}`, a deposit or withdrawal body `{amount, currency?}`. Unknown
+//! currency?, reference?, metadata?}`, a deposit or withdrawal body
+//! `{amount, currency?, reference?, metadata?}` (the client's reference
+//! and notes: [`wallet_core::tags`]). Unknown
 //! members, a member given twice and `null` for a member are refused (400
 //! `malformed_request`). The amount is a decimal string of
 //! [`wallet_core::money::Amount::PATTERN`] (`"10.50"`); other text, or a
@@ -25,7 +28,8 @@
 //! | 400 `idempotency_key_required`, `invalid_idempotency_key`, `malformed_request`, `invalid_id` | |
 //! | 404 `wallet_not_found` | a wallet does not exist (system accounts are not addressable) |
 //! | 409 `idempotency_key_in_flight` | the first request with this key is still being answered; retry |
-//! | 422 `invalid_amount`, `unknown_currency`, `same_wallet`, `currency_mismatch` | nothing stored |
+//! | 409 `reference_taken` with `transfer_id` | another transfer has the reference in the wallet: that one; nothing stored |
+//! | 422 `invalid_amount`, `unknown_currency`, `same_wallet`, `currency_mismatch`, `invalid_reference`, `invalid_metadata` | nothing stored |
 //! | 422 `idempotency_key_reused` | the key came with another request first; nothing stored |
 //! | 503 `unavailable` | storage or the wallet service did not answer; nothing stored, or the transfer is INITIATED and will finish: retry with the same key |
 //!
@@ -40,6 +44,7 @@
 
 mod body;
 mod gateway;
+mod history;
 mod holds;
 mod resource;
 
@@ -62,6 +67,7 @@ use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 pub use body::IDEMPOTENCY_KEY;
 pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
+pub use history::{HistoryParams, TransfersPage};
 pub use resource::{HoldResource, TransferResource};
 
 use body::{KeyHeader, MovementBody, RefundBody, TransferBody};
@@ -81,7 +87,14 @@ pub fn api<S: TransferStore + TransferReads, G: WalletGateway>(
     svc: Arc<TransactionService<S, G>>,
 ) -> Router {
     let routes = Router::new()
-        .route("/v1/transfers", post(create_transfer::<S, G>))
+        .route(
+            "/v1/transfers",
+            post(create_transfer::<S, G>).get(history::transfers::<S, G>),
+        )
+        .route(
+            "/v1/wallets/{id}/transfers",
+            get(history::wallet_transfers::<S, G>),
+        )
         .route("/v1/transfers/{id}", get(get_transfer::<S, G>))
         .route("/v1/wallets/{id}/deposits", post(deposit::<S, G>))
         .route("/v1/wallets/{id}/withdrawals", post(withdraw::<S, G>))
@@ -114,6 +127,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[openapi(paths(
     create_transfer,
     get_transfer,
+    history::transfers,
+    history::wallet_transfers,
     deposit,
     withdraw,
     refund,
@@ -146,12 +161,14 @@ enum SubmitAnswers {
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `idempotency_key_in_flight`: the first request with this key is still
-    /// being answered; retry.
+    /// being answered; retry. `reference_taken`: another transfer has the
+    /// reference in the wallet, `transfer_id` names it; nothing stored.
     #[response(status = 409)]
     InFlight(ErrorBody),
     /// Nothing stored: `invalid_amount` (not of the documented form, or
     /// more decimals than the wallet's currency has), `unknown_currency`,
-    /// `same_wallet`, `currency_mismatch`, `idempotency_key_reused`. Or the wallet service
+    /// `same_wallet`, `currency_mismatch`, `invalid_reference`,
+    /// `invalid_metadata`, `idempotency_key_reused`. Or the wallet service
     /// refused: the transfer is FAILED, `transfer_id` names it, and the code
     /// is its reason: `insufficient_funds`, `wallet_not_found`,
     /// `same_wallet`, `currency_mismatch`, `invalid_amount`.
@@ -332,6 +349,9 @@ pub(crate) fn create_error(error: CreateError) -> ApiError {
             ApiError::unprocessable("exceeds_refundable", message)
         }
         CreateError::InvalidExpiry { .. } => ApiError::unprocessable("invalid_expiry", message),
+        CreateError::ReferenceTaken(owner) => {
+            ApiError::conflict("reference_taken", message).with_transfer_id(owner)
+        }
         other => ApiError::internal(other),
     }
 }
@@ -352,10 +372,12 @@ enum RefundAnswers {
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `transfer_not_succeeded`: only a SUCCEEDED transfer is refunded;
+    /// `reference_taken` (with the `transfer_id` that has it);
     /// `idempotency_key_in_flight`: retry.
     #[response(status = 409)]
     Conflict(ErrorBody),
-    /// Nothing stored: `invalid_amount`, `not_refundable` (a hold or a
+    /// Nothing stored: `invalid_amount`, `invalid_reference`,
+    /// `invalid_metadata`, `not_refundable` (a hold or a
     /// refund), `exceeds_refundable` (the refunds not FAILED would send
     /// back more than it moved), `idempotency_key_reused`. Or the refund is
     /// FAILED (`transfer_id`): `insufficient_funds`, the receiver lacks the

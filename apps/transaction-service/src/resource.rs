@@ -1,11 +1,12 @@
 //! The transfer as the API shows it.
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::Object;
+use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, SchemaType, Type};
 use wallet_core::Timestamp;
 use wallet_core::ids::{CorrelationId, TransferId, WalletId};
 use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::FailureReason;
+use wallet_core::tags::{Metadata, Reference};
 use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
 use wallet_http::openapi::{amount_schema, currency_schema, string_enum};
 
@@ -50,6 +51,12 @@ pub struct TransferResource {
     /// A refund's original transfer; `null` for any other transfer.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub refund_of: Option<TransferId>,
+    /// The client's reference; `null` when it gave none.
+    #[schema(value_type = Option<String>)]
+    pub reference: Option<Reference>,
+    /// The client's notes, a JSON object; `null` when it gave none.
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: Option<Metadata>,
     /// Shared by every event and log line of this transfer.
     #[schema(value_type = uuid::Uuid)]
     pub correlation_id: CorrelationId,
@@ -74,6 +81,8 @@ impl From<Transfer> for TransferResource {
             kind: t.kind,
             hold_id: t.hold_id,
             refund_of: t.refund_of,
+            reference: t.tags.reference,
+            metadata: t.tags.metadata,
             correlation_id: t.correlation_id,
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -114,6 +123,12 @@ pub struct HoldResource {
     /// The capture that took its funds, once CAPTURED; `null` otherwise.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub captured_by: Option<TransferId>,
+    /// The client's reference; `null` when it gave none.
+    #[schema(value_type = Option<String>)]
+    pub reference: Option<Reference>,
+    /// The client's notes, a JSON object; `null` when it gave none.
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: Option<Metadata>,
     /// Shared by its log lines and those of its capture.
     #[schema(value_type = uuid::Uuid)]
     pub correlation_id: CorrelationId,
@@ -139,6 +154,8 @@ impl HoldResource {
             currency: t.currency,
             expires_at,
             captured_by: t.captured_by,
+            reference: t.tags.reference,
+            metadata: t.tags.metadata,
             correlation_id: t.correlation_id,
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -146,7 +163,14 @@ impl HoldResource {
     }
 }
 
-const STATUSES: [&str; 8] = [
+fn metadata_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .build()
+}
+
+pub(crate) const STATUSES: [&str; 8] = [
     "INITIATED",
     "RESERVED",
     "SUCCEEDED",
@@ -175,8 +199,10 @@ fn hold_status_schema() -> Object {
     )
 }
 
+pub(crate) const KINDS: [&str; 4] = ["transfer", "deposit", "withdrawal", "hold"];
+
 fn kind_schema() -> Object {
-    string_enum(&["transfer", "deposit", "withdrawal", "hold"], false)
+    string_enum(&KINDS, false)
 }
 
 fn failure_reason_schema() -> Object {

@@ -45,6 +45,7 @@ async fn all_transfers(store: &MemoryTransferStore) -> Vec<Transfer> {
 async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId {
     let wallet = e.wallets.open(currency).await.unwrap().id;
     let request = TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new(new_key()).unwrap(),
         parties: Parties::Deposit(wallet),
         amount: Decimal::from_str(amount).unwrap(),
@@ -111,7 +112,9 @@ async fn a_transfer_is_accepted_then_succeeds() {
         "hold_id",
         "id",
         "kind",
+        "metadata",
         "receiver_wallet_id",
+        "reference",
         "refund_of",
         "sender_wallet_id",
         "status",
@@ -765,7 +768,7 @@ async fn healthz_unknown_routes_and_wrong_methods() {
     send(&app, get("/v1/transfer"))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
-    send(&app, get("/v1/transfers"))
+    send(&app, raw(Method::DELETE, "/v1/transfers", None, ""))
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     send(&app, raw(Method::PUT, "/v1/wallets/x/deposits", None, ""))

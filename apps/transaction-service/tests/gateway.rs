@@ -55,6 +55,7 @@ async fn wallet_server() -> (Embedded, HttpWalletGateway) {
 async fn funded(e: &mut Embedded, amount: &str) -> WalletId {
     let wallet = e.wallets.open(Currency::USD).await.unwrap().id;
     let request = TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new(format!("fund-{wallet}")).unwrap(),
         parties: Parties::Deposit(wallet),
         amount: Decimal::from_str(amount).unwrap(),
@@ -67,6 +68,7 @@ async fn funded(e: &mut Embedded, amount: &str) -> WalletId {
 
 fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveRequest {
     ReserveRequest {
+        tags: Default::default(),
         transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
         correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
         kind: TransferKind::between(sender, receiver),
@@ -260,6 +262,7 @@ async fn a_transaction_service_over_http_completes_the_saga() {
         TransactionConfig::default(),
     );
     let request = TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new("over-http").unwrap(),
         parties: Parties::Transfer {
             sender: a,

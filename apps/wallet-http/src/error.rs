@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use wallet_core::TransferId;
 use wallet_core::money::MoneyError;
 use wallet_core::ports::{GatewayError, StoreError};
+use wallet_core::tags::TagError;
 
 /// An error answer: a status and `{"error":{"code":"...","message":"..."}}`.
 ///
@@ -214,6 +215,16 @@ impl From<MoneyError> for ApiError {
         let code = match error {
             MoneyError::UnknownCurrency(_) => "unknown_currency",
             _ => "invalid_amount",
+        };
+        ApiError::unprocessable(code, error.to_string())
+    }
+}
+
+impl From<TagError> for ApiError {
+    fn from(error: TagError) -> Self {
+        let code = match error.is_reference() {
+            true => "invalid_reference",
+            false => "invalid_metadata",
         };
         ApiError::unprocessable(code, error.to_string())
     }

@@ -22,6 +22,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 fn deposit(wallet: wallet_core::ids::WalletId, amount: &str) -> TransferRequest {
     TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new(uuid::Uuid::now_v7().to_string()).unwrap(),
         parties: Parties::Deposit(wallet),
         amount: Decimal::from_str(amount).unwrap(),

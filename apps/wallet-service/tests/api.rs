@@ -71,6 +71,7 @@ fn system() -> (Embedded, Router) {
 async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId {
     let wallet = e.wallets.open(currency).await.unwrap();
     let request = TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new(format!("fund-{}", wallet.id)).unwrap(),
         parties: Parties::Deposit(wallet.id),
         amount: Decimal::from_str(amount).unwrap(),
@@ -83,6 +84,7 @@ async fn funded(e: &mut Embedded, currency: Currency, amount: &str) -> WalletId 
 
 fn reservation(sender: WalletId, receiver: WalletId, amount: &str) -> ReserveRequest {
     ReserveRequest {
+        tags: Default::default(),
         transfer_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
         correlation_id: CorrelationId::from_uuid(uuid::Uuid::now_v7()),
         kind: TransferKind::between(sender, receiver),

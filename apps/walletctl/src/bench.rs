@@ -697,6 +697,7 @@ async fn embedded(settings: &Settings, progress: &ProgressBar) -> anyhow::Result
     let run = uuid::Uuid::new_v4().simple().to_string();
     let request = |key: String, parties: Parties, amount: Decimal| -> anyhow::Result<_> {
         Ok(TransferRequest {
+            tags: Default::default(),
             key: IdempotencyKey::new(key)?,
             parties,
             amount,

@@ -44,6 +44,39 @@ pub enum WalletCommand {
     },
 }
 
+/// `walletctl transfers ...`
+#[derive(Debug, Subcommand)]
+pub enum TransfersCommand {
+    /// List transfers, deposits, withdrawals and holds, newest first, one
+    /// page at a time; pass the printed cursor as `--cursor` for the next.
+    List {
+        /// Only those this wallet sends or receives.
+        #[arg(long)]
+        wallet: Option<String>,
+        /// Only those in this status (SUCCEEDED, FAILED, HELD, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only those of this kind (transfer, deposit, withdrawal, hold).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only the one with this reference.
+        #[arg(long)]
+        reference: Option<String>,
+        /// Only those created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only those created before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Transfers per page.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Where to start: the cursor a page before printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
 /// `walletctl hold ...`
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {
@@ -64,6 +97,8 @@ pub enum HoldCommand {
         /// Idempotency key; a fresh one is made when absent.
         #[arg(long)]
         key: Option<String>,
+        #[command(flatten)]
+        tags: TagArgs,
     },
     /// Capture a hold: pay up to what it holds, release the rest.
     Capture {
@@ -81,6 +116,8 @@ pub enum HoldCommand {
         /// Wait up to this many milliseconds for the capture to finish.
         #[arg(long, default_value_t = 5_000)]
         wait_ms: u64,
+        #[command(flatten)]
+        tags: TagArgs,
     },
     /// Void a hold: its funds go back at once.
     Void {
@@ -107,6 +144,33 @@ pub struct Movement {
     /// Wait up to this many milliseconds for the transfer to finish.
     #[arg(long, default_value_t = 5_000)]
     pub wait_ms: u64,
+    #[command(flatten)]
+    pub tags: TagArgs,
+}
+
+/// A request's reference and metadata.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TagArgs {
+    /// Your own name for it, unique in its wallet.
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Your notes on it: a JSON object, e.g. '{"order":"A-17"}'.
+    #[arg(long)]
+    pub metadata: Option<String>,
+}
+
+impl TagArgs {
+    /// `body` with the reference and metadata given; metadata that is not
+    /// JSON is refused here, the rest by the service.
+    fn add_to(self, mut body: Value) -> anyhow::Result<Value> {
+        if let Some(reference) = self.reference {
+            body["reference"] = json!(reference);
+        }
+        if let Some(metadata) = self.metadata {
+            body["metadata"] = serde_json::from_str(&metadata).context("--metadata is not JSON")?;
+        }
+        Ok(body)
+    }
 }
 
 /// Runs requests against one API.
@@ -170,8 +234,8 @@ impl Client {
     /// `deposit` and `withdraw`: `kind` is `deposits` or `withdrawals`.
     pub async fn movement(&self, wallet: &str, kind: &str, m: Movement) -> anyhow::Result<()> {
         let path = format!("/v1/wallets/{wallet}/{kind}");
-        self.create(&path, json!({ "amount": m.amount }), m.key, m.wait_ms)
-            .await
+        let body = m.tags.add_to(json!({ "amount": m.amount }))?;
+        self.create(&path, body, m.key, m.wait_ms).await
     }
 
     /// `transfer`.
@@ -181,6 +245,7 @@ impl Client {
             "receiver_wallet_id": to,
             "amount": m.amount,
         });
+        let body = m.tags.add_to(body)?;
         self.create("/v1/transfers", body, m.key, m.wait_ms).await
     }
 
@@ -191,13 +256,47 @@ impl Client {
         amount: Option<String>,
         key: Option<String>,
         wait_ms: u64,
+        tags: TagArgs,
     ) -> anyhow::Result<()> {
         let body = match amount {
             Some(amount) => json!({ "amount": amount }),
             None => json!({}),
         };
+        let body = tags.add_to(body)?;
         let path = format!("/v1/transfers/{id}/refunds");
         self.create(&path, body, key, wait_ms).await
+    }
+
+    /// `transfers list`.
+    pub async fn transfers(&self, command: TransfersCommand) -> anyhow::Result<()> {
+        let TransfersCommand::List {
+            wallet,
+            status,
+            kind,
+            reference,
+            since,
+            until,
+            limit,
+            cursor,
+        } = command;
+        let limit = limit.to_string();
+        let filters = [
+            ("wallet_id", wallet),
+            ("status", status),
+            ("kind", kind),
+            ("reference", reference),
+            ("since", since),
+            ("until", until),
+            ("limit", Some(limit)),
+            ("cursor", cursor),
+        ];
+        let query: Vec<(&str, String)> = filters
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect();
+        let request = self.http.get(self.url("/v1/transfers")).query(&query);
+        let (status, body) = self.send(request).await?;
+        self.print(status, &body, history_summary)
     }
 
     /// `hold create|capture|void|show`.
@@ -210,6 +309,7 @@ impl Client {
                 to,
                 expires_in_s,
                 key: k,
+                tags,
             } => {
                 let mut body = json!({ "wallet_id": wallet, "amount": amount });
                 if let Some(to) = to {
@@ -218,6 +318,7 @@ impl Client {
                 if let Some(seconds) = expires_in_s {
                     body["expires_in_s"] = json!(seconds);
                 }
+                let body = tags.add_to(body)?;
                 let request = self.http.post(self.url("/v1/holds"));
                 self.send(request.header("Idempotency-Key", key(k)).json(&body))
                     .await?
@@ -228,6 +329,7 @@ impl Client {
                 to,
                 key: k,
                 wait_ms,
+                tags,
             } => {
                 let mut body = json!({});
                 if let Some(amount) = amount {
@@ -236,6 +338,7 @@ impl Client {
                 if let Some(to) = to {
                     body["receiver_wallet_id"] = json!(to);
                 }
+                let body = tags.add_to(body)?;
                 let path = format!("/v1/holds/{id}/capture");
                 return self.create(&path, body, Some(key(k)), wait_ms).await;
             }
@@ -354,6 +457,40 @@ fn hold_summary(h: &Value) -> String {
         out.push_str(&format!("\n  reason     {reason}"));
     }
     out
+}
+
+fn history_summary(page: &Value) -> String {
+    let transfers = page["transfers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if transfers.is_empty() {
+        return "no transfers".to_owned();
+    }
+    let mut lines: Vec<String> = transfers
+        .iter()
+        .map(|t| {
+            format!(
+                "{}  {:<10} {:<10} {:>14} {}  {}  {} -> {}{}",
+                text(&t["created_at"]),
+                text(&t["kind"]),
+                text(&t["status"]),
+                text(&t["amount"]),
+                text(&t["currency"]),
+                text(&t["id"]),
+                text(&t["sender_wallet_id"]),
+                text(&t["receiver_wallet_id"]),
+                t["reference"]
+                    .as_str()
+                    .map(|r| format!("  ref {r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        lines.push(format!("next page: --cursor {cursor}"));
+    }
+    lines.join("\n")
 }
 
 fn entries_summary(page: &Value) -> String {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use client::{Client, HoldCommand, Movement, Target, WalletCommand};
+use client::{Client, HoldCommand, Movement, TagArgs, Target, TransfersCommand, WalletCommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "walletctl", version, about)]
@@ -80,7 +80,12 @@ enum Command {
         /// Wait up to this many milliseconds for the refund to finish.
         #[arg(long, default_value_t = 5_000)]
         wait_ms: u64,
+        #[command(flatten)]
+        tags: TagArgs,
     },
+    /// List transfers, newest first, with filters.
+    #[command(subcommand)]
+    Transfers(TransfersCommand),
     /// Show a transfer, waiting for it to finish.
     Status {
         /// Transfer id.
@@ -158,12 +163,14 @@ async fn run(target: Target, command: Command) -> anyhow::Result<ExitCode> {
         Command::Transfer { from, to, movement } => client.transfer(&from, &to, movement).await?,
         Command::Status { id, wait_ms } => client.status(&id, wait_ms).await?,
         Command::Hold(command) => client.hold(command).await?,
+        Command::Transfers(command) => client.transfers(command).await?,
         Command::Refund {
             id,
             amount,
             key,
             wait_ms,
-        } => client.refund(&id, amount, key, wait_ms).await?,
+            tags,
+        } => client.refund(&id, amount, key, wait_ms, tags).await?,
         Command::Sim(args) => return sim::run(args),
         Command::Migrate(databases) => return postgres::migrate(databases).await,
         Command::Audit(args) => return postgres::audit(args).await,

@@ -16,6 +16,7 @@ use wallet_core::{Currency, IdempotencyKey};
 
 fn request(key: &str, parties: Parties, amount: &str) -> TransferRequest {
     TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new(key).expect("a valid key"),
         parties,
         amount: amount.parse::<Decimal>().expect("a decimal"),

@@ -119,6 +119,7 @@ async fn deposit(
     let key = IdempotencyKey::new(body.key)
         .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let request = TransferRequest {
+        tags: Default::default(),
         key,
         parties: Parties::Deposit(WalletId::from_uuid(id)),
         amount: body.amount,

@@ -112,6 +112,7 @@ impl Shop {
     /// key.
     pub async fn pay(&self, order: &Order) -> Result<Transfer, ShopError> {
         let request = TransferRequest {
+            tags: Default::default(),
             key: order.key.clone(),
             parties: Parties::Transfer {
                 sender: order.buyer,

@@ -106,6 +106,7 @@ async fn a_crash_between_the_two_writes_is_recovered_with_one_transfer_per_order
     let deposit = system
         .transactions
         .create(TransferRequest {
+            tags: Default::default(),
             key: IdempotencyKey::new("shop-test-deposit").expect("key"),
             parties: Parties::Deposit(buyer),
             amount: decimal("100.00"),

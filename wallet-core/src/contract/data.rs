@@ -130,6 +130,7 @@ impl TestData {
         currency: Currency,
     ) -> ReserveRequest {
         ReserveRequest {
+            tags: Default::default(),
             transfer_id: self.transfer_id(),
             correlation_id: self.correlation_id(),
             kind: TransferKind::between(sender, receiver),
@@ -211,6 +212,7 @@ impl TestData {
     pub fn transfer(&self, created_at: Timestamp) -> (Transfer, Fingerprint) {
         let (sender, receiver, amount) = (self.wallet_id(), self.wallet_id(), usd("10.00"));
         let transfer = Transfer {
+            tags: Default::default(),
             id: self.transfer_id(),
             kind: TransferKind::Transfer,
             status: TransferStatus::Initiated,
@@ -290,6 +292,7 @@ impl TestData {
 /// The facts `WalletReserved` and `LedgerSucceeded` carry for `request`.
 pub fn facts(request: &ReserveRequest) -> PostingFacts {
     PostingFacts {
+        tags: Default::default(),
         sender_wallet_id: request.sender_wallet_id,
         receiver_wallet_id: request.receiver_wallet_id,
         amount: request.amount,

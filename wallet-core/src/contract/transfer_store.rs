@@ -5,12 +5,16 @@ use crate::contract::Fixture;
 use crate::contract::data::{TestData, assert_page_after, at, outbox_items};
 use crate::contract::outbox::{self, TransferFeed};
 use crate::event::Outgoing;
+use crate::history::HistoryQuery;
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
-use crate::ids::{IdGenerator, TransferId};
+use crate::ids::{IdGenerator, TransferId, WalletId};
 use crate::outcome::{FailureReason, LedgerOutcome, ReserveOutcome};
 use crate::ports::{Begin, Claim, Outbox, ReserveAttempt, TransferReads, TransferStore};
+use crate::tags::{Metadata, Reference, Tags};
 use crate::time::Timestamp;
-use crate::transfer::{HoldEnd, RefundRejection, Transfer, TransferStatus, Unfinished};
+use crate::transfer::{
+    HoldEnd, RefundRejection, Transfer, TransferKind, TransferStatus, Unfinished,
+};
 use crate::wallet::ReserveRequest;
 
 crate::__contract_scenarios!(transfer_store => __contract_names());
@@ -71,8 +75,8 @@ async fn key_record<S: TransferStore>(
         .unwrap_or_else(|e| panic!("begin failed: {e}"))
     {
         Begin::Existing { record, current } => (*record, *current),
-        Begin::Created => panic!(
-            "begin under the key of transfer {} created another transfer",
+        other => panic!(
+            "begin under the key of transfer {} answered {other:?}",
             transfer.id
         ),
     }
@@ -1283,4 +1287,268 @@ where
         "three refunds of 3.00 fit in 10.00, a fourth does not"
     );
     assert_eq!(store.refunds_of(original.id).await.unwrap().len(), 3);
+}
+
+/// A new transfer from `sender` to `receiver` created at `created_at`,
+/// with `reference` when given and a metadata object.
+fn tagged(
+    data: &TestData,
+    created_at: Timestamp,
+    (sender, receiver): (WalletId, WalletId),
+    reference: Option<&str>,
+) -> (Transfer, Fingerprint) {
+    let (mut transfer, _) = data.transfer(created_at);
+    transfer.sender_wallet_id = sender;
+    transfer.receiver_wallet_id = receiver;
+    transfer.tags = Tags {
+        reference: reference.map(|r| Reference::new(r).unwrap()),
+        metadata: Some(Metadata::new(serde_json::json!({"order": {"lines": [1, 2]}})).unwrap()),
+    };
+    let fingerprint = Fingerprint::of_transfer(
+        transfer.kind,
+        sender,
+        receiver,
+        transfer.amount,
+        transfer.currency,
+    )
+    .tagged(&transfer.tags);
+    (transfer, fingerprint)
+}
+
+/// A reference is unique in its wallet: a second transfer with it under a
+/// new key is refused with the first one's id and writes nothing (its key
+/// stays free), whether the first was stored before or earlier in the same
+/// batch; another wallet may use it; a repeat of the first's key answers
+/// as a repeat. Tags are read back as stored.
+pub async fn references_are_unique_per_wallet<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let (alice, bob) = (data.wallet_id(), data.wallet_id());
+    let (first, fp) = tagged(&data, at(1), (alice, bob), Some("order-1"));
+    begin(&store, &first, &fp).await;
+    assert_eq!(
+        stored(&store, first.id).await.tags,
+        first.tags,
+        "tags read back"
+    );
+
+    let (second, fp2) = tagged(&data, at(2), (alice, bob), Some("order-1"));
+    let begun = store.begin(&second, &fp2).await.unwrap();
+    assert_eq!(
+        begun,
+        Begin::ReferenceTaken(first.id),
+        "taken in alice's wallet"
+    );
+    assert_eq!(
+        store.transfer(second.id).await.unwrap(),
+        None,
+        "nothing written"
+    );
+    let (mut untagged, _) = tagged(&data, at(2), (alice, bob), None);
+    untagged.idempotency_key = second.idempotency_key.clone();
+    let fp_untagged = Fingerprint::of_transfer(
+        untagged.kind,
+        alice,
+        bob,
+        untagged.amount,
+        untagged.currency,
+    )
+    .tagged(&untagged.tags);
+    begin(&store, &untagged, &fp_untagged).await;
+
+    let (bobs, fp3) = tagged(&data, at(3), (bob, alice), Some("order-1"));
+    begin(&store, &bobs, &fp3).await;
+
+    let (mut repeat, _) = tagged(&data, at(4), (alice, bob), Some("order-1"));
+    repeat.idempotency_key = first.idempotency_key.clone();
+    match store.begin(&repeat, &fp).await.unwrap() {
+        Begin::Existing { current, .. } => assert_eq!(current.id, first.id),
+        other => panic!("a repeat of the first key answered {other:?}"),
+    }
+
+    let (a, fa) = tagged(&data, at(5), (alice, bob), Some("order-2"));
+    let (b, fb) = tagged(&data, at(5), (alice, bob), Some("order-2"));
+    let begun = store
+        .begin_batch(&[(a.clone(), fa), (b.clone(), fb)])
+        .await
+        .unwrap();
+    assert_eq!(begun, vec![Begin::Created, Begin::ReferenceTaken(a.id)]);
+    assert_eq!(store.transfer(b.id).await.unwrap(), None);
+}
+
+/// Units that store one reference at once, under different keys, store it
+/// once; the others are told which transfer has it.
+pub async fn concurrent_begins_store_a_reference_once<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    const TASKS: usize = 8;
+    let store = std::sync::Arc::new(fixture.fresh().await);
+    let data = std::sync::Arc::new(TestData::new());
+    let (alice, bob) = (data.wallet_id(), data.wallet_id());
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (store, data, start) = (store.clone(), data.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let (transfer, fingerprint) = tagged(&data, at(1), (alice, bob), Some("once"));
+            start.wait().await;
+            let begun = crate::contract::data::retrying(|| store.begin(&transfer, &fingerprint))
+                .await
+                .unwrap();
+            (transfer.id, begun)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task panicked"));
+    }
+    let created: Vec<TransferId> = answers
+        .iter()
+        .filter(|(_, b)| *b == Begin::Created)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "one of {TASKS} stores the reference: {answers:?}"
+    );
+    for (id, begun) in &answers {
+        if *id != created[0] {
+            assert_eq!(*begun, Begin::ReferenceTaken(created[0]));
+            assert_eq!(store.transfer(*id).await.unwrap(), None);
+        }
+    }
+}
+
+/// The history: newest first by creation time then id, the filters each
+/// keep what they name, and paging by cursor sees every transfer once even
+/// while newer ones are stored between pages.
+pub async fn history_pages_newest_first_through_its_filters<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: TransferStore + TransferReads,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let (alice, bob, carol) = (data.wallet_id(), data.wallet_id(), data.wallet_id());
+    let pairs = [(alice, bob), (bob, alice), (bob, carol), (carol, alice)];
+    let mut all = Vec::new();
+    // Two transfers at each second, so ties on the time are ordered by id.
+    for i in 0..12 {
+        let reference = format!("ref-{i}");
+        let (t, fp) = tagged(
+            &data,
+            at(10 + i / 2),
+            pairs[i as usize % 4],
+            Some(&reference),
+        );
+        begin(&store, &t, &fp).await;
+        all.push(t);
+    }
+    let failed = record(
+        &store,
+        all[3].id,
+        ReserveAttempt::Definite(ReserveOutcome::Rejected(FailureReason::InsufficientFunds)),
+        at(30),
+    )
+    .await;
+    all[3] = failed;
+    let newest_first = |query: &HistoryQuery| -> Vec<TransferId> {
+        let mut ids: Vec<&Transfer> = all.iter().filter(|t| query.matches(t)).collect();
+        ids.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
+        ids.into_iter().map(|t| t.id).collect()
+    };
+    let read_all = async |query: HistoryQuery| -> Vec<TransferId> {
+        let mut ids = Vec::new();
+        let mut query = query;
+        loop {
+            let page = store.history(&query).await.unwrap();
+            assert!(page.transfers.len() <= query.limit);
+            ids.extend(page.transfers.iter().map(|t| t.id));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return ids,
+            }
+        }
+    };
+    let everything = HistoryQuery::all(5);
+    let ids = read_all(everything.clone()).await;
+    assert_eq!(ids.len(), 12);
+    assert_eq!(ids, newest_first(&everything), "newest first, ties by id");
+    let queries = [
+        HistoryQuery {
+            wallet: Some(alice),
+            ..HistoryQuery::all(2)
+        },
+        HistoryQuery {
+            wallet: Some(carol),
+            ..HistoryQuery::all(3)
+        },
+        HistoryQuery {
+            status: Some(TransferStatus::Failed),
+            ..HistoryQuery::all(5)
+        },
+        HistoryQuery {
+            wallet: Some(bob),
+            status: Some(TransferStatus::Initiated),
+            ..HistoryQuery::all(2)
+        },
+        HistoryQuery {
+            kind: Some(TransferKind::Deposit),
+            ..HistoryQuery::all(5)
+        },
+        HistoryQuery {
+            reference: Some(Reference::new("ref-7").unwrap()),
+            ..HistoryQuery::all(5)
+        },
+        HistoryQuery {
+            wallet: Some(alice),
+            reference: Some(Reference::new("ref-7").unwrap()),
+            ..HistoryQuery::all(5)
+        },
+        HistoryQuery {
+            since: Some(at(12)),
+            until: Some(at(14)),
+            ..HistoryQuery::all(3)
+        },
+        HistoryQuery {
+            wallet: Some(bob),
+            since: Some(at(13)),
+            ..HistoryQuery::all(1)
+        },
+    ];
+    for query in queries {
+        let expected = newest_first(&query);
+        assert_eq!(read_all(query.clone()).await, expected, "{query:?}");
+    }
+    assert_eq!(
+        newest_first(&HistoryQuery {
+            wallet: Some(alice),
+            ..HistoryQuery::all(2)
+        })
+        .len(),
+        9
+    );
+
+    // A page read, then newer transfers stored: the next pages go on where
+    // the first stopped.
+    let first = store.history(&HistoryQuery::all(4)).await.unwrap();
+    for i in 0..3 {
+        let (t, fp) = tagged(&data, at(40 + i), (alice, bob), None);
+        begin(&store, &t, &fp).await;
+    }
+    let rest = read_all(HistoryQuery {
+        after: first.next,
+        ..HistoryQuery::all(4)
+    })
+    .await;
+    let mut seen: Vec<TransferId> = first.transfers.iter().map(|t| t.id).collect();
+    seen.extend(rest);
+    assert_eq!(seen, ids, "the pages after the first are as they were");
 }

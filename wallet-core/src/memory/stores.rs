@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::event::{
     Envelope, EventStamp, Inbound, Outgoing, StampedReserve, decide_stamped_reserves,
 };
+use crate::history::{HistoryPage, HistoryQuery};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, IdempotencyKey, TransferId, WalletId, WorkerId};
 use crate::ledger::{AccountBalance, Entry, PostingDecision, PostingRequest, decide_posting};
@@ -19,6 +20,7 @@ use crate::ports::{
     Applied, Begin, Claim, EntryCursor, LedgerReads, LedgerStore, Outbox, OutboxRecord, Refusal,
     ReserveAttempt, StoreError, TransferReads, TransferStore, WalletReads, WalletStore,
 };
+use crate::tags::Reference;
 use crate::time::Timestamp;
 use crate::transfer::{
     HoldEnd, RefundRejection, Transfer, TransferCommand, TransferStatus, decide_refund,
@@ -139,6 +141,8 @@ macro_rules! mem_outbox {
 struct TransferState {
     transfers: BTreeMap<TransferId, Transfer>,
     keys: HashMap<IdempotencyKey, IdempotencyRecord>,
+    /// The transfers' references, by the wallet each is unique in.
+    references: HashMap<(WalletId, Reference), TransferId>,
     /// INITIATED transfers, oldest first, for the retrier.
     initiated: BTreeSet<(Timestamp, TransferId)>,
     /// The retrier's claims on INITIATED transfers.
@@ -166,6 +170,13 @@ impl TransferState {
     fn begin(&mut self, transfer: &Transfer, fingerprint: &Fingerprint) -> Begin {
         if let Some(existing) = self.existing(&transfer.idempotency_key) {
             return existing;
+        }
+        if let Some(reference) = &transfer.tags.reference {
+            let scope = (transfer.reference_wallet(), reference.clone());
+            if let Some(taken) = self.references.get(&scope) {
+                return Begin::ReferenceTaken(*taken);
+            }
+            self.references.insert(scope, transfer.id);
         }
         let record = IdempotencyRecord {
             key: transfer.idempotency_key.clone(),
@@ -400,6 +411,10 @@ impl TransferReads for MemoryTransferStore {
         limit: usize,
     ) -> Result<Vec<Transfer>, StoreError> {
         Ok(page(&lock(&self.state).transfers, after, limit))
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        Ok(query.page(lock(&self.state).transfers.values()))
     }
 }
 

@@ -6,7 +6,7 @@ pub mod wallet;
 
 pub use ledger::LedgerService;
 pub use transaction::{
-    CaptureRequest, CreateError, Created, HoldRequest, Parties, RefundRequest, RetryReport,
-    SweepReport, TransactionConfig, TransactionService, TransferRequest, VoidError,
+    CaptureRequest, CreateError, Created, HistoryError, HoldRequest, Parties, RefundRequest,
+    RetryReport, SweepReport, TransactionConfig, TransactionService, TransferRequest, VoidError,
 };
 pub use wallet::WalletService;

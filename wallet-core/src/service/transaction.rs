@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::event::{Envelope, groups};
+use crate::history::{HistoryPage, HistoryQuery};
 use crate::idempotency::{self, Fingerprint, IdempotencyCheck};
 use crate::ids::{IdGenerator, IdempotencyKey, TransferId, WalletId, WorkerId};
 use crate::metrics::{self, DeadLetteredBy};
@@ -20,6 +21,7 @@ use crate::ports::{
     WalletGateway,
 };
 use crate::runtime::{EventHandler, HandleError, Handled};
+use crate::tags::Tags;
 use crate::time::Clock;
 use crate::transfer::{
     HoldEnd, RefundRejection, Transfer, TransferKind, TransferStatus, Unfinished,
@@ -126,6 +128,8 @@ pub struct TransferRequest {
     pub amount: Decimal,
     /// The currency, if the client named it; it must match the wallets'.
     pub currency: Option<Currency>,
+    /// The client's reference and metadata.
+    pub tags: Tags,
 }
 
 /// A client's request to hold a wallet's funds for a later capture.
@@ -144,6 +148,8 @@ pub struct HoldRequest {
     /// How long until the hold expires;
     /// [`TransactionConfig::hold_expiry`] when `None`.
     pub expires_in: Option<Duration>,
+    /// The client's reference and metadata.
+    pub tags: Tags,
 }
 
 /// A client's request to capture a hold: move up to what it holds to a
@@ -158,6 +164,8 @@ pub struct CaptureRequest {
     pub amount: Option<Decimal>,
     /// Who is paid; the hold's receiver when `None`.
     pub receiver: Option<WalletId>,
+    /// The client's reference and metadata for the capture.
+    pub tags: Tags,
 }
 
 /// A client's request to send a SUCCEEDED transfer's money back.
@@ -169,6 +177,8 @@ pub struct RefundRequest {
     pub original: TransferId,
     /// How much; the original's whole amount when `None`.
     pub amount: Option<Decimal>,
+    /// The client's reference and metadata for the refund.
+    pub tags: Tags,
 }
 
 /// Why a void was not done.
@@ -186,6 +196,22 @@ pub enum VoidError {
     /// with the hold.
     #[error("hold ended {:?}", .0.status)]
     Ended(Box<Transfer>),
+    /// The wallet service could not be asked. HTTP 503; retry.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// Storage failed. HTTP 503; retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a page of history was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// The query names a wallet the wallet service does not know. HTTP 404
+    /// `wallet_not_found`.
+    #[error("wallet {0} not found")]
+    WalletNotFound(WalletId),
     /// The wallet service could not be asked. HTTP 503; retry.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
@@ -281,6 +307,11 @@ pub enum CreateError {
     /// `exceeds_refundable`).
     #[error(transparent)]
     Refund(RefundRejection),
+    /// Another transfer has the request's reference in its wallet
+    /// ([`Transfer::reference_wallet`]): this one. Nothing was stored. HTTP
+    /// 409 `reference_taken` naming it.
+    #[error("the reference is taken by transfer {0}")]
+    ReferenceTaken(TransferId),
     /// A hold's expiry is zero or beyond
     /// [`TransactionConfig::max_hold_expiry`]. HTTP 422 `invalid_expiry`.
     #[error("a hold expires after 1 s to {max_s} s")]
@@ -490,7 +521,9 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             amount,
             currency,
             expires_in.as_secs(),
-        );
+        )
+        .tagged(&request.tags);
+        transfer.tags = request.tags;
         self.submit(transfer, fingerprint).await
     }
 
@@ -533,7 +566,9 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         );
         transfer.correlation_id = hold.correlation_id;
         transfer.hold_id = Some(hold.id);
-        let fingerprint = Fingerprint::of_capture(hold.id, receiver, amount, hold.currency);
+        let fingerprint =
+            Fingerprint::of_capture(hold.id, receiver, amount, hold.currency).tagged(&request.tags);
+        transfer.tags = request.tags;
         self.submit(transfer, fingerprint).await
     }
 
@@ -568,7 +603,9 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
         let mut refund = self.new_transfer(kind, back, request.key);
         refund.correlation_id = original.correlation_id;
         refund.refund_of = Some(original.id);
-        let fingerprint = Fingerprint::of_refund(original.id, amount, original.currency);
+        let fingerprint =
+            Fingerprint::of_refund(original.id, amount, original.currency).tagged(&request.tags);
+        refund.tags = request.tags;
         let begun = self
             .store
             .begin_refund(&refund, &fingerprint)
@@ -582,6 +619,22 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             .reserve_begun(vec![(refund, fingerprint)], vec![begun])
             .await;
         answers.pop().expect("one answer per refund")
+    }
+
+    /// One page of history: the transfers `query` matches, newest first
+    /// ([`crate::history`]). An empty page of a wallet is
+    /// [`HistoryError::WalletNotFound`] when the wallet service knows no
+    /// such wallet (a page with transfers needs no question).
+    pub async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, HistoryError> {
+        let page = self.store.history(query).await?;
+        if let Some(wallet) = query.wallet.filter(|_| page.transfers.is_empty()) {
+            match self.currency_of(wallet).await {
+                Ok(_) => {}
+                Err(CreateError::Gateway(e)) => return Err(HistoryError::Gateway(e)),
+                Err(_) => return Err(HistoryError::WalletNotFound(wallet)),
+            }
+        }
+        Ok(page)
     }
 
     /// The refunds of a transfer, oldest first.
@@ -770,8 +823,11 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             Parties::Deposit(_) => TransferKind::Deposit,
             Parties::Withdrawal(_) => TransferKind::Withdrawal,
         };
-        let transfer = self.new_transfer(kind, (sender, receiver, amount, currency), request.key);
-        let fingerprint = Fingerprint::of_transfer(kind, sender, receiver, amount, currency);
+        let mut transfer =
+            self.new_transfer(kind, (sender, receiver, amount, currency), request.key);
+        let fingerprint = Fingerprint::of_transfer(kind, sender, receiver, amount, currency)
+            .tagged(&request.tags);
+        transfer.tags = request.tags;
         Ok((transfer, fingerprint))
     }
 
@@ -800,6 +856,7 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
             hold_id: None,
             captured_by: None,
             refund_of: None,
+            tags: Tags::default(),
         }
     }
 
@@ -849,13 +906,14 @@ impl<S: TransferStore + TransferReads, G: WalletGateway> TransactionService<S, G
                 Begin::Existing { record, current } => Some(
                     match idempotency::check(&record, &current, &fingerprint, now, lease) {
                         IdempotencyCheck::Replay(transfer) => Ok(Created {
-                            transfer,
+                            transfer: *transfer,
                             replayed: true,
                         }),
                         IdempotencyCheck::InFlight => Err(CreateError::InFlight),
                         IdempotencyCheck::Reused => Err(CreateError::KeyReused),
                     },
                 ),
+                Begin::ReferenceTaken(taken) => Some(Err(CreateError::ReferenceTaken(taken))),
                 Begin::Created => {
                     tracing::info!(transfer_id = %transfer.id,
                         correlation_id = %transfer.correlation_id, amount = %transfer.amount,

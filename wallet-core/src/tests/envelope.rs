@@ -7,11 +7,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::event::{
-    DecodeError, Envelope, Event, LedgerFailure, PostingFacts, SCHEMA_VERSION, producer,
+    DecodeError, Envelope, Event, EventStamp, Inbound, LedgerFailure, PostingFacts, SCHEMA_VERSION,
+    producer,
 };
 use crate::ids::{CorrelationId, EventId, TransferId, WalletId};
 use crate::money::{Amount, Currency};
 use crate::outcome::FailureReason;
+use crate::outcome::LedgerOutcome;
+use crate::tags::{Metadata, Reference, Tags};
 use crate::time::Timestamp;
 
 use super::fixtures::{at, cid, eid, tid, usd, wid};
@@ -26,6 +29,7 @@ const REASONS: [FailureReason; 5] = [
 
 fn facts() -> PostingFacts {
     PostingFacts {
+        tags: Default::default(),
         sender_wallet_id: wid(1),
         receiver_wallet_id: wid(2),
         amount: usd("10.50"),
@@ -275,6 +279,7 @@ fn any_wallet() -> impl Strategy<Value = WalletId> {
 
 fn any_facts() -> impl Strategy<Value = PostingFacts> {
     (any_wallet(), any_wallet(), any_amount()).prop_map(|(s, r, (amount, currency))| PostingFacts {
+        tags: Default::default(),
         sender_wallet_id: s,
         receiver_wallet_id: r,
         amount,
@@ -351,4 +356,52 @@ fn decode_refuses_amounts_with_an_exponent_and_keeps_the_currency_scale() {
         panic!("type changed");
     };
     assert_eq!(f.amount.to_string(), "7.50");
+}
+
+#[test]
+fn a_reference_and_metadata_travel_from_the_reserve_to_the_ledgers_answer() {
+    let tags = Tags {
+        reference: Some(Reference::new("invoice-1").unwrap()),
+        metadata: Some(Metadata::new(json!({"lines": [{"sku": "x"}]})).unwrap()),
+    };
+    let reserved = envelope(Event::WalletReserved(PostingFacts {
+        tags: tags.clone(),
+        ..facts()
+    }));
+    let value = json_of(&reserved);
+    assert_eq!(value["payload"]["reference"], "invoice-1");
+    assert_eq!(
+        value["payload"]["metadata"],
+        json!({"lines": [{"sku": "x"}]})
+    );
+    let read = decode_value(&value).unwrap();
+    assert_eq!(read, reserved);
+    let request = read.posting_request().unwrap();
+    assert_eq!(request.tags, tags);
+    let stamp = EventStamp {
+        event_id: eid(2),
+        at: at(1),
+        trace: None,
+    };
+    let inbound = Inbound {
+        envelope: read,
+        body: request,
+    };
+    let answer = json_of(&Envelope::ledger_decided(
+        &inbound,
+        LedgerOutcome::Succeeded,
+        stamp,
+    ));
+    assert_eq!(answer["payload"]["reference"], "invoice-1");
+    assert_eq!(answer["payload"]["metadata"]["lines"][0]["sku"], "x");
+
+    let untagged = json_of(&envelope(Event::WalletReserved(facts())));
+    let payload = untagged["payload"].as_object().unwrap();
+    assert!(!payload.contains_key("reference") && !payload.contains_key("metadata"));
+    let mut forged = value.clone();
+    forged["payload"]["metadata"] = json!("not an object");
+    assert!(
+        decode_value(&forged).is_err(),
+        "metadata is checked on the way in"
+    );
 }

@@ -90,6 +90,7 @@ pub(crate) fn reserve_request(
     currency: Currency,
 ) -> ReserveRequest {
     ReserveRequest {
+        tags: Default::default(),
         transfer_id: transfer,
         correlation_id: cid(1),
         kind: TransferKind::between(sender, receiver),
@@ -116,6 +117,7 @@ pub(crate) fn reservation(request: ReserveRequest, state: ReservationState) -> R
 /// An INITIATED wallet-to-wallet transfer of 10 USD.
 pub(crate) fn transfer(status: TransferStatus) -> Transfer {
     Transfer {
+        tags: Default::default(),
         id: tid(1),
         kind: TransferKind::Transfer,
         status,

@@ -52,6 +52,7 @@ impl World {
             .system
             .transactions
             .create(TransferRequest {
+                tags: Default::default(),
                 key,
                 parties: Parties::Deposit(alice),
                 amount: dec("100"),
@@ -78,6 +79,7 @@ impl World {
 
     async fn hold(&mut self, amount: &str, receiver: Option<WalletId>) -> Transfer {
         let request = HoldRequest {
+            tags: Default::default(),
             key: self.key(),
             wallet: self.alice,
             receiver,
@@ -90,6 +92,7 @@ impl World {
 
     async fn capture(&mut self, hold: TransferId, amount: Option<&str>) -> Transfer {
         let request = CaptureRequest {
+            tags: Default::default(),
             key: self.key(),
             hold,
             amount: amount.map(dec),
@@ -168,6 +171,7 @@ async fn a_hold_short_of_funds_fails_and_holds_nothing() {
     let capture = world
         .transactions()
         .capture(CaptureRequest {
+            tags: Default::default(),
             key,
             hold: hold.id,
             amount: None,
@@ -239,6 +243,7 @@ async fn a_hold_without_a_receiver_needs_one_at_capture() {
     let nobody = world
         .transactions()
         .capture(CaptureRequest {
+            tags: Default::default(),
             key,
             hold: hold.id,
             amount: None,
@@ -250,6 +255,7 @@ async fn a_hold_without_a_receiver_needs_one_at_capture() {
     let capture = world
         .transactions()
         .capture(CaptureRequest {
+            tags: Default::default(),
             key,
             hold: hold.id,
             amount: None,
@@ -270,6 +276,7 @@ async fn a_capture_repeats_by_its_key_and_refuses_its_key_for_another_amount() {
     let hold = world.hold("30", Some(world.bob)).await;
     let key = world.key();
     let request = |amount: &str| CaptureRequest {
+        tags: Default::default(),
         key: key.clone(),
         hold: hold.id,
         amount: Some(dec(amount)),
@@ -342,6 +349,7 @@ async fn a_capture_racing_a_void_leaves_exactly_one_winner() {
         let hold = world.hold("10", Some(world.bob)).await;
         let key = world.key();
         let capture = world.transactions().capture(CaptureRequest {
+            tags: Default::default(),
             key,
             hold: hold.id,
             amount: None,

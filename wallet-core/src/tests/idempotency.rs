@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use crate::idempotency::{Fingerprint, IdempotencyCheck, IdempotencyRecord, check};
 use crate::ids::{IdempotencyKey, WalletId};
 use crate::money::{Amount, Currency};
+use crate::tags::{Metadata, Reference, Tags};
 use crate::transfer::{TransferKind, TransferStatus};
 
 use super::fixtures::{at, t0, tid, transfer, wid};
@@ -59,10 +60,14 @@ fn the_same_request_after_the_first_answered_replays_the_first_answer() {
     // The transfer has since SUCCEEDED; the replay is the first response.
     given(record(Some(TransferStatus::Reserved)))
         .when_decided(repeat("10", 1))
-        .then_decides(IdempotencyCheck::Replay(transfer(TransferStatus::Reserved)));
+        .then_decides(IdempotencyCheck::Replay(Box::new(transfer(
+            TransferStatus::Reserved,
+        ))));
     given(record(Some(TransferStatus::Failed)))
         .when_decided(repeat("10", 3600))
-        .then_decides(IdempotencyCheck::Replay(transfer(TransferStatus::Failed)));
+        .then_decides(IdempotencyCheck::Replay(Box::new(transfer(
+            TransferStatus::Failed,
+        ))));
 }
 
 #[test]
@@ -79,14 +84,14 @@ fn the_same_request_while_the_first_is_unanswered_is_in_flight_within_the_lease(
 fn after_the_lease_an_unanswered_request_replays_the_current_transfer() {
     given(record(None))
         .when_decided(repeat("10", 30))
-        .then_decides(IdempotencyCheck::Replay(transfer(
+        .then_decides(IdempotencyCheck::Replay(Box::new(transfer(
             TransferStatus::Succeeded,
-        )));
+        ))));
     given(record(None))
         .when_decided(repeat("10", 31))
-        .then_decides(IdempotencyCheck::Replay(transfer(
+        .then_decides(IdempotencyCheck::Replay(Box::new(transfer(
             TransferStatus::Succeeded,
-        )));
+        ))));
 }
 
 #[test]
@@ -178,4 +183,33 @@ fn fingerprints_match_pinned_vectors_of_the_canonical_encoding() {
         deposit.as_str(),
         "v1:bcedc5e3fa51f0cb05272cd3c041ef2c83ba5fb3b57b56562db0cdc637475e05"
     );
+}
+
+#[test]
+fn tags_change_the_fingerprint_but_not_their_key_order_nor_an_untagged_one() {
+    let tags = |reference: Option<&str>, metadata: &str| Tags {
+        reference: reference.map(|r| Reference::new(r).unwrap()),
+        metadata: Some(Metadata::new(serde_json::from_str(metadata).unwrap()).unwrap()),
+    };
+    let plain = fingerprint("10.00");
+    assert_eq!(
+        plain.clone().tagged(&Tags::default()),
+        plain,
+        "untagged: as before"
+    );
+    let a = plain
+        .clone()
+        .tagged(&tags(Some("r-1"), r#"{"a":1,"b":{"c":2,"d":3}}"#));
+    let b = plain
+        .clone()
+        .tagged(&tags(Some("r-1"), r#"{"b":{"d":3,"c":2},"a":1}"#));
+    assert_eq!(a, b, "the same object written in another order");
+    assert_ne!(a, plain);
+    for other in [
+        tags(Some("r-2"), r#"{"a":1,"b":{"c":2,"d":3}}"#),
+        tags(None, r#"{"a":1,"b":{"c":2,"d":3}}"#),
+        tags(Some("r-1"), r#"{"a":1,"b":{"c":2,"d":4}}"#),
+    ] {
+        assert_ne!(plain.clone().tagged(&other), a, "{other:?}");
+    }
 }

@@ -26,6 +26,7 @@ fn post(request: &PostingRequest) -> impl FnOnce(&Known) -> PostingDecision + '_
 
 fn request(amount: Amount, currency: Currency) -> PostingRequest {
     PostingRequest {
+        tags: Default::default(),
         transfer_id: tid(1),
         sender_wallet_id: wid(1),
         receiver_wallet_id: wid(2),

@@ -49,6 +49,7 @@ impl World {
     async fn moved(&mut self, parties: Parties, amount: &str) -> Transfer {
         let key = self.key();
         let request = TransferRequest {
+            tags: Default::default(),
             key,
             parties,
             amount: dec(amount),
@@ -66,6 +67,7 @@ impl World {
     ) -> Result<Created, CreateError> {
         let key = self.key();
         let request = RefundRequest {
+            tags: Default::default(),
             key,
             original,
             amount: amount.map(dec),
@@ -180,6 +182,7 @@ async fn a_deposit_is_refunded_by_a_withdrawal_and_a_refund_repeats_by_its_key()
     let deposit = world.moved(Parties::Deposit(alice), "10").await;
     let key = world.key();
     let request = RefundRequest {
+        tags: Default::default(),
         key,
         original: deposit.id,
         amount: Some(dec("4")),

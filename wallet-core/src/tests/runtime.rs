@@ -129,6 +129,7 @@ impl WalletSide {
 
     fn reserve(&self, transfer: TransferId, amount: &str) -> ReserveOutcome {
         let request = ReserveRequest {
+            tags: Default::default(),
             transfer_id: transfer,
             correlation_id: cid(1),
             kind: TransferKind::Transfer,
@@ -154,6 +155,7 @@ impl WalletSide {
 
     fn ledger_succeeded(&self, transfer: TransferId) -> Envelope {
         let facts = PostingFacts {
+            tags: Default::default(),
             sender_wallet_id: wid(1),
             receiver_wallet_id: wid(2),
             amount: usd("30"),

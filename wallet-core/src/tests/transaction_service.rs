@@ -145,6 +145,7 @@ impl Rig {
 
     fn ledger_succeeded(&self, t: &Transfer) -> Envelope {
         let facts = PostingFacts {
+            tags: Default::default(),
             sender_wallet_id: t.sender_wallet_id,
             receiver_wallet_id: t.receiver_wallet_id,
             amount: t.amount,
@@ -189,6 +190,7 @@ fn forward_reserves(
 
 fn request(key: &str, parties: Parties, amount: &str) -> TransferRequest {
     TransferRequest {
+        tags: Default::default(),
         key: IdempotencyKey::new(key).unwrap(),
         parties,
         amount: dec(amount),
@@ -541,6 +543,7 @@ async fn events_that_are_not_ledger_verdicts_are_refused_by_the_handler() {
         ..super::fixtures::transfer(TransferStatus::Initiated)
     };
     let facts = PostingFacts {
+        tags: Default::default(),
         sender_wallet_id: wid(ALICE),
         receiver_wallet_id: wid(BOB),
         amount: t.amount,

@@ -799,6 +799,7 @@ impl<A: Adapters> Sim<A> {
             let id = *self.rng.pick(&finished);
             let r = &self.seen.reservations[&id];
             let facts = PostingFacts {
+                tags: Default::default(),
                 sender_wallet_id: r.request.sender_wallet_id,
                 receiver_wallet_id: r.request.receiver_wallet_id,
                 amount: r.request.amount,
@@ -909,6 +910,7 @@ fn wrong_topic(topic: &str, marker: &str, n: u64, now: wallet_core::Timestamp) -
         })
     } else {
         Event::WalletReserved(PostingFacts {
+            tags: Default::default(),
             sender_wallet_id: WalletId::from_uuid(id(1)),
             receiver_wallet_id: WalletId::from_uuid(id(2)),
             amount: Amount::new(Decimal::ONE, Currency::USD).expect("valid amount"),

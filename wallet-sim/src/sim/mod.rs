@@ -131,12 +131,14 @@ impl Outcome {
 }
 
 /// What a suspended call answers.
+#[allow(clippy::large_enum_variant)] // a handful exist at once
 enum Answer {
     Created(Result<Created, CreateError>),
     Retried(Result<RetryReport, StoreError>),
 }
 
 /// Who waits for a suspended call.
+#[allow(clippy::large_enum_variant)] // a handful exist at once
 enum Waiter {
     /// A client, for its request: its plan and its key's index in the
     /// client's memory.
