@@ -196,6 +196,71 @@ async fn the_system_through_its_gateway() {
     assert_eq!(status, 200, "{empty}");
     assert_eq!(empty["entries"], json!([]));
 
+    // The ledger's balance as of a time between two deposits counts the
+    // first only; now, once quiet, it agrees with the wallet service's.
+    let saver = c.open().await;
+    for (key, amount, total) in [("s-1", "10.00", "10.00"), ("s-2", "5.00", "15.00")] {
+        let path = format!("/v1/wallets/{saver}/deposits");
+        let (status, deposit) = c.post(&path, key, json!({"amount": amount})).await;
+        assert_eq!(status, 202, "{deposit}");
+        assert_eq!(c.terminal(&deposit).await["status"], "SUCCEEDED");
+        c.settled(&saver, total).await;
+    }
+    let (_, page) = c.get(&format!("/v1/wallets/{saver}/entries")).await;
+    let entry = |i: usize| {
+        let e = &page["entries"][i];
+        let at = e["posted_at"].as_str().expect("posted_at");
+        (
+            at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            e["seq"].clone(),
+        )
+    };
+    let ((second_at, second_seq), (first_at, first_seq)) = (entry(0), entry(1));
+    assert!(first_at < second_at, "{page}");
+    let between = first_at + (second_at - first_at) / 2;
+    let as_of = between.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let balance = format!("/v1/wallets/{saver}/balance");
+    let (status, then) = c.get(&format!("{balance}?as_of={as_of}")).await;
+    assert_eq!(status, 200, "{then}");
+    assert_eq!(
+        (
+            &then["balance"],
+            &then["position"],
+            &then["currency"],
+            &then["wallet"]
+        ),
+        (&json!("10.00"), &first_seq, &json!("USD"), &Value::Null),
+        "{then}"
+    );
+    let (status, now) = c.get(&balance).await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(
+        (&now["balance"], &now["position"], &now["as_of"]),
+        (&json!("15.00"), &second_seq, &Value::Null),
+        "{now}"
+    );
+    assert_eq!(
+        (&now["wallet"]["available"], &now["wallet"]["reserved"]),
+        (&json!("15.00"), &json!("0.00")),
+        "the ledger and the wallet service agree once quiet: {now}"
+    );
+    let (status, bad) = c.get(&format!("{balance}?as_of=soon")).await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, none) = c.get(&format!("/v1/wallets/{nobody}/balance")).await;
+    assert_eq!(
+        (status, none["error"]["code"].as_str()),
+        (404, Some("wallet_not_found"))
+    );
+    let (status, refused) = c.post(&balance, "-", json!({})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{refused}"
+    );
+
     // Abuse limits at the edge: a gateway in front of the same services
     // with a tight limit per client address answers 429 in the error
     // shape, with Retry-After, once the burst is spent.

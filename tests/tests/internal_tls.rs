@@ -137,8 +137,8 @@ impl System {
 
     /// Two wallets, a deposit of 100.00 into the first and a transfer of
     /// 30.25 to the second, each SUCCEEDED and credited; a third wallet,
-    /// without entries, that the ledger finds through the wallet service.
-    /// Returns the first wallet.
+    /// without entries, that the ledger finds through the wallet service,
+    /// and whose balances it shows beside its own. Returns the first wallet.
     async fn transfer_goes_through(&self) -> String {
         let (a, b) = (self.open().await, self.open().await);
         let deposits = format!("{}/v1/wallets/{a}/deposits", self.transaction);
@@ -164,6 +164,17 @@ impl System {
         let (status, page) = call(entries).await.expect("an answer");
         assert_eq!(status, 200, "{page}");
         assert_eq!(page["entries"], json!([]));
+        // The wallet service's balances beside the ledger's, over the same line.
+        let balance = self
+            .http
+            .get(format!("{}/v1/wallets/{c}/balance", self.ledger));
+        let (status, view) = call(balance).await.expect("an answer");
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(
+            (&view["balance"], &view["wallet"]["available"]),
+            (&json!("0.00"), &json!("0.00")),
+            "{view}"
+        );
         a
     }
 

@@ -347,3 +347,77 @@ async fn references_metadata_and_history_through_walletctl() {
     let out = walletctl(base, &["transfers", "list", "--cursor", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_cursor"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_balance_as_of_a_time_through_walletctl() {
+    let server = Server::walletctl_dev();
+    let base = server.url.as_str();
+    let http = reqwest::Client::new();
+    let wallet = json_of(walletctl(
+        base,
+        &["--json", "wallet", "create", "--currency", "USD"],
+    ));
+    let wallet = wallet["id"].as_str().unwrap().to_owned();
+    for (amount, total) in [("10", "10.00"), ("5", "15.00")] {
+        let deposit = json_of(walletctl(
+            base,
+            &["--json", "deposit", &wallet, "--amount", amount],
+        ));
+        assert_eq!(deposit["status"], "SUCCEEDED", "{deposit}");
+        settled(&http, base, &wallet, total, SETTLING).await;
+    }
+    let (_, page) = get(&http, format!("{base}/v1/wallets/{wallet}/entries")).await;
+    let entry = |i: usize| {
+        let e = &page["entries"][i];
+        let at = e["posted_at"].as_str().expect("posted_at");
+        (
+            at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            e["seq"].clone(),
+        )
+    };
+    let ((second_at, second_seq), (first_at, first_seq)) = (entry(0), entry(1));
+    assert!(first_at < second_at, "{page}");
+    let between = first_at + (second_at - first_at) / 2;
+    // Given with an offset, whose `+` walletctl sends encoded.
+    let east = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
+    let as_of = between
+        .with_timezone(&east)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    assert!(as_of.contains('+'), "{as_of}");
+
+    let then = json_of(walletctl(
+        base,
+        &["--json", "wallet", "balance", &wallet, "--as-of", &as_of],
+    ));
+    assert_eq!(
+        (&then["balance"], &then["position"], &then["wallet"]),
+        (&json!("10.00"), &first_seq, &Value::Null),
+        "{then}"
+    );
+    let echoed: chrono::DateTime<chrono::Utc> = then["as_of"].as_str().unwrap().parse().unwrap();
+    assert_eq!(echoed, between, "{then}");
+
+    let now = json_of(walletctl(base, &["--json", "wallet", "balance", &wallet]));
+    assert_eq!(
+        (
+            &now["balance"],
+            &now["position"],
+            &now["wallet"]["available"]
+        ),
+        (&json!("15.00"), &second_seq, &json!("15.00")),
+        "{now}"
+    );
+    let out = walletctl(base, &["wallet", "balance", &wallet]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains("as of      now")
+            && text.contains("balance    15.00")
+            && text.contains("available  15.00"),
+        "{text}"
+    );
+
+    let out = walletctl(base, &["wallet", "balance", &wallet, "--as-of", "noon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_query"));
+}

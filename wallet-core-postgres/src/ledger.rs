@@ -13,7 +13,9 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 use wallet_core::event::{Envelope, EventStamp, Inbound, Outgoing};
 use wallet_core::ids::{TransferId, WalletId};
-use wallet_core::ledger::{AccountBalance, Entry, PostingDecision, PostingRequest, decide_posting};
+use wallet_core::ledger::{
+    AccountBalance, BalanceAsOf, Entry, PostingDecision, PostingRequest, decide_posting,
+};
 use wallet_core::money::Currency;
 use wallet_core::outcome::LedgerOutcome;
 use wallet_core::ports::{EntryCursor, LedgerReads, LedgerStore, StoreError};
@@ -395,4 +397,44 @@ impl LedgerReads for PgLedgerStore {
         })
         .await
     }
+
+    async fn balance_as_of(
+        &self,
+        account: WalletId,
+        as_of: Option<Timestamp>,
+    ) -> Result<Option<BalanceAsOf>, StoreError> {
+        let row = sqlx::query(BALANCE_AS_OF)
+            .bind(account.as_uuid())
+            .bind(as_of)
+            .fetch_one(self.pool())
+            .await
+            .db()?;
+        let Some(currency) = row.try_get::<Option<&str>, _>("currency").db()? else {
+            return Ok(None);
+        };
+        let currency = codec::currency(currency)?;
+        let balance: Option<rust_decimal::Decimal> = row.try_get("balance").db()?;
+        let position: Option<i64> = row.try_get("position").db()?;
+        Ok(Some(BalanceAsOf {
+            account,
+            currency,
+            balance: codec::balance(balance.unwrap_or_default(), currency),
+            position: position.map(codec::seq).transpose()?,
+        }))
+    }
 }
+
+/// An account's balance from its entries posted at or before `$2` (all of
+/// them when null), by a range of `entries_account_posted_at`. The account's
+/// currency comes from its first entry (by `entries_account`) when none is
+/// that old; null when it has no entries at all. docs/postgres.md shows its
+/// plan.
+pub const BALANCE_AS_OF: &str = "
+    SELECT coalesce(upto.currency,
+                    (SELECT currency FROM entries WHERE account = $1 ORDER BY seq LIMIT 1)) AS currency,
+           upto.balance, upto.position
+    FROM (SELECT min(currency) AS currency,
+                 sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END) AS balance,
+                 max(seq) AS position
+          FROM entries
+          WHERE account = $1 AND posted_at <= coalesce($2, 'infinity'::timestamptz)) AS upto";

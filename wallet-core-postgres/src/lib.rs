@@ -37,7 +37,7 @@ use sqlx::Transaction;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgPool, Postgres};
 
-pub use ledger::PgLedgerStore;
+pub use ledger::{BALANCE_AS_OF, PgLedgerStore};
 pub use outbox::{
     Backlog as OutboxBacklog, OUTBOX_CHANNEL, OutboxWake, Quarantined, outbox_backlog, prune_sent,
     quarantined, release_quarantined,

@@ -406,3 +406,72 @@ async fn pooled_connections_plan_each_run_of_a_statement() {
         .unwrap();
     assert_eq!(mode, "force_custom_plan");
 }
+
+/// A ledger of 50,000 deposits (100,000 entries) over a year, one every
+/// ten minutes, into 100 accounts in turn, all from one system account.
+async fn seeded_ledger(pool: &sqlx::PgPool) {
+    let seed = "
+        CREATE TEMP TABLE seed AS
+            SELECT g, gen_random_uuid() AS t FROM generate_series(1, 50000) AS g;
+        INSERT INTO outcomes SELECT t, 'succeeded', NULL, now() FROM seed;
+        INSERT INTO entries (transfer_id, account, direction, amount, currency, posted_at)
+            SELECT t,
+                   CASE d WHEN 'debit' THEN '00000000-0000-0000-0000-000000000001'::uuid
+                          ELSE md5('account ' || g % 100)::uuid END,
+                   d, 1.00, 'USD',
+                   '2026-01-01T00:00:00Z'::timestamptz + g * interval '10 minutes'
+            FROM seed, UNNEST(ARRAY['debit', 'credit']) AS d
+            ORDER BY g, d DESC;
+        DROP TABLE seed;";
+    sqlx::raw_sql(seed).execute(pool).await.expect("seeding");
+    // Alone: VACUUM runs outside a transaction block. It marks the pages
+    // all-visible, as autovacuum does on a live ledger.
+    sqlx::raw_sql("VACUUM ANALYZE entries")
+        .execute(pool)
+        .await
+        .expect("vacuuming");
+}
+
+/// The balance as of a time reads the account's entries up to it from
+/// `entries_account_posted_at` alone (an index-only scan of one range,
+/// the table's pages untouched), for a user account and for the system
+/// account every deposit debits. Run with `--nocapture` to see the plans
+/// (docs/postgres.md shows them).
+#[tokio::test]
+async fn the_balance_as_of_a_time_reads_one_range_of_one_index() {
+    let (_db, pool) = pool_of(Schema::Ledger).await;
+    seeded_ledger(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let prepare = format!(
+        "PREPARE balance_as_of(uuid, timestamptz) AS {}",
+        wallet_core_postgres::BALANCE_AS_OF
+    );
+    sqlx::raw_sql(&prepare).execute(&mut *conn).await.unwrap();
+    let user = "md5('account 7')::uuid";
+    let system = "'00000000-0000-0000-0000-000000000001'::uuid";
+    for (account, counted) in [(user, 237_i64), (system, 23_616)] {
+        let explain = format!(
+            "EXPLAIN (ANALYZE, BUFFERS) \
+             EXECUTE balance_as_of({account}, '2026-06-14T00:00:00Z')"
+        );
+        let plan: Vec<String> = sqlx::raw_sql(&explain)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| sqlx::Row::get(row, 0))
+            .collect();
+        let plan = plan.join("\n");
+        eprintln!("{explain}\n{plan}\n");
+        assert!(
+            plan.contains("Index Only Scan using entries_account_posted_at on entries"),
+            "{plan}"
+        );
+        assert!(plan.contains("Heap Fetches: 0"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(
+            plan.contains(&format!("rows={counted} loops=1")),
+            "the entries posted by then, and no more, are read: {plan}"
+        );
+    }
+}

@@ -175,3 +175,42 @@ pub struct AccountBalance {
     /// Credits minus debits.
     pub balance: Balance,
 }
+
+/// An account's balance at a point of the ledger: the sum of the entries
+/// posted at or before a time, and the last of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceAsOf {
+    /// The account.
+    pub account: WalletId,
+    /// Its currency.
+    pub currency: Currency,
+    /// Credits minus debits of the entries counted.
+    pub balance: Balance,
+    /// The highest `seq` counted; `None` when no entry was.
+    pub position: Option<u64>,
+}
+
+impl BalanceAsOf {
+    /// The balance of `entries` (all of one account, in any order) posted
+    /// at or before `as_of` (every one when `None`); `None` when there are
+    /// no entries at all, so the account's currency is unknown here.
+    pub fn of<'a>(
+        entries: impl IntoIterator<Item = &'a Entry>,
+        as_of: Option<Timestamp>,
+    ) -> Option<BalanceAsOf> {
+        let mut sum: Option<BalanceAsOf> = None;
+        for entry in entries {
+            let sum = sum.get_or_insert_with(|| BalanceAsOf {
+                account: entry.account,
+                currency: entry.currency,
+                balance: Balance::zero(entry.currency),
+                position: None,
+            });
+            if as_of.is_none_or(|t| entry.posted_at <= t) {
+                sum.balance = sum.balance + entry.signed();
+                sum.position = sum.position.max(Some(entry.seq));
+            }
+        }
+        sum
+    }
+}

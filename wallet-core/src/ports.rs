@@ -24,7 +24,7 @@ use crate::event::{
 use crate::history::{HistoryPage, HistoryQuery};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, TransferId, WalletId, WorkerId};
-use crate::ledger::{AccountBalance, Entry, PostingRequest};
+use crate::ledger::{AccountBalance, BalanceAsOf, Entry, PostingRequest};
 use crate::money::Currency;
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::time::Timestamp;
@@ -478,6 +478,27 @@ pub trait LedgerReads: Send + Sync + 'static {
         after: Option<WalletId>,
         limit: usize,
     ) -> Result<Vec<AccountBalance>, StoreError>;
+
+    /// An account's balance from its entries posted at or before `as_of`
+    /// (from all of them when `None`), with the highest `seq` counted;
+    /// `None` when the account has no entries at all, whenever posted.
+    /// This default reads every entry of the account in pages; a store of
+    /// many entries answers from an index by account and time.
+    async fn balance_as_of(
+        &self,
+        account: WalletId,
+        as_of: Option<Timestamp>,
+    ) -> Result<Option<BalanceAsOf>, StoreError> {
+        let mut entries = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.entries(account, before, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.seq);
+            entries.extend(page);
+        }
+        Ok(BalanceAsOf::of(&entries, as_of))
+    }
 }
 
 /// An ambiguous failure of a call to the wallet service: the reserve may or
@@ -505,9 +526,15 @@ pub trait WalletGateway: Send + Sync + 'static {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<ReserveOutcome>, GatewayError>;
+    /// A wallet as the wallet service holds it now (its balances and when
+    /// they last changed), `None` if it does not exist.
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError>;
+
     /// A wallet's currency, `None` if it does not exist. Currencies never
     /// change, so callers may cache the answer.
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError>;
+    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+        Ok(self.wallet(id).await?.map(|w| w.currency))
+    }
 
     /// Voids or expires holds in one call, which the wallet service applies
     /// as one unit ([`WalletStore::release_holds`]); idempotent (a hold

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 
 use async_trait::async_trait;
-use wallet_core::Currency;
 use wallet_core::Timestamp;
 use wallet_core::ids::{TransferId, WalletId, WorkerId};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
@@ -18,7 +17,7 @@ use wallet_core::ports::{
 };
 use wallet_core::service::WalletService;
 use wallet_core::transfer::{Transfer, TransferStatus};
-use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 
 use crate::client::Struck;
 use crate::rng::Rng;
@@ -793,16 +792,15 @@ impl<W: WalletStore + WalletReads> WalletGateway for SimGateway<W> {
         }
     }
 
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError> {
         if lock(&self.faults).lookup_fails() {
             return Err(GatewayError::Timeout);
         }
         let (_, wallets) = self.wallets.current();
-        let wallet = wallets
+        wallets
             .wallet(id)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        Ok(wallet.map(|w| w.currency))
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
     async fn release_holds(

@@ -3,6 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /v1/wallets/{id}/entries?limit=N&before=SEQ` | 200 [`EntriesPage`]; 404 `wallet_not_found`; 400 `invalid_id`, `invalid_query` |
+//! | `GET /v1/wallets/{id}/balance[?as_of=T]` | 200 [`BalanceView`]; 404 `wallet_not_found`; 400 `invalid_id`, `invalid_query`; 503 `unavailable` |
 //!
 //! Entries come newest first. `limit` is 1 to [`MAX_PAGE`] (default
 //! [`DEFAULT_PAGE`]); `before` returns entries with a smaller `seq` only. A
@@ -15,6 +16,20 @@
 //! the wallet service knows the wallet ([`WalletDirectory`]), 404
 //! `wallet_not_found` otherwise, and 503 when it cannot be asked.
 //!
+//! The balance is the ledger's: credits minus debits of the account's
+//! entries posted at or before `as_of` (an RFC 3339 time), and `position`,
+//! the highest `seq` counted. `posted_at` is the clock of the ledger
+//! instance that appended the posting, read once for the unit it was
+//! written in; so an `as_of` further back than a unit takes is stable,
+//! `seq` order and `posted_at` order may differ slightly between
+//! instances, and an `as_of` in the future answers what is posted so far.
+//! Without `as_of` it counts every entry and shows the wallet service's
+//! balances of the wallet beside it ([`WalletDirectory::wallet`]), so a
+//! reader sees how far the two are apart; that view needs the wallet
+//! service and is 503 when it cannot be asked (ask with `as_of` for the
+//! ledger alone). The same rule as the entries' decides 404: an account
+//! the ledger has entries of needs no question.
+//!
 //! Errors use the shape of [`wallet_http::ApiError`].
 
 use std::sync::Arc;
@@ -26,12 +41,16 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use wallet_core::Timestamp;
 use wallet_core::ids::{TransferId, WalletId};
-use wallet_core::ledger::{Direction, Entry};
-use wallet_core::money::{Amount, Currency};
+use wallet_core::ledger::{BalanceAsOf, Direction, Entry};
+use wallet_core::money::{Amount, Balance, Currency};
 use wallet_core::ports::{GatewayError, LedgerReads, LedgerStore, WalletGateway};
 use wallet_core::service::LedgerService;
 pub use wallet_core::service::ledger::MAX_PAGE;
-use wallet_http::openapi::{amount_schema, bounded_integer, currency_schema, string_enum};
+use wallet_core::wallet::Wallet;
+use wallet_http::openapi::{
+    amount_schema, balance_schema, bounded_integer, currency_schema, signed_balance_schema,
+    string_enum,
+};
 use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 /// Entries per page when the client does not say.
@@ -109,16 +128,90 @@ fn before_schema() -> utoipa::openapi::schema::Object {
     bounded_integer(0, u64::MAX, "Only entries with a smaller `seq`.")
 }
 
-/// Which wallets exist. Any [`WalletGateway`] is one: the wallet service
-/// itself in one process, or its HTTP client.
+/// The query of the balance route.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BalanceQuery {
+    /// Count the entries posted at or before this time (RFC 3339, such as
+    /// `2026-01-31T23:59:59Z`; a `+` of an offset is sent as `%2B`). When
+    /// not given: every entry, and the wallet service's balances beside.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<Timestamp>,
+}
+
+/// A wallet's balance in the ledger, as of a time or now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BalanceView {
+    /// The wallet (its ledger account).
+    #[schema(value_type = uuid::Uuid)]
+    pub wallet_id: WalletId,
+    /// Its currency.
+    #[schema(schema_with = currency_schema)]
+    pub currency: Currency,
+    /// The time asked for, as read; `null` when none was.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<Timestamp>,
+    /// Credits minus debits of the entries counted, as a decimal string.
+    #[schema(schema_with = signed_balance_schema)]
+    pub balance: Balance,
+    /// The highest entry `seq` counted: the point of the ledger this
+    /// balance reflects. `null` when no entry was.
+    pub position: Option<u64>,
+    /// The wallet service's balances, read just after the ledger's, when
+    /// no `as_of` was given; `null` with `as_of`, and for an account the
+    /// wallet service keeps no wallet of (a currency's system account).
+    /// Once no transfer is in flight, `available + reserved` equals
+    /// `balance`.
+    pub wallet: Option<WalletSnapshot>,
+}
+
+/// A wallet's balances as the wallet service holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WalletSnapshot {
+    /// Spendable now.
+    #[schema(schema_with = balance_schema)]
+    pub available: Balance,
+    /// Reserved for transfers the ledger has not decided, or the wallet
+    /// service has not finished.
+    #[schema(schema_with = balance_schema)]
+    pub reserved: Balance,
+    /// When a balance last changed.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl From<Wallet> for WalletSnapshot {
+    fn from(w: Wallet) -> Self {
+        WalletSnapshot {
+            available: w.available,
+            reserved: w.reserved,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// The wallets the wallet service keeps. Any [`WalletGateway`] is one: the
+/// wallet service itself in one process, or its HTTP client.
 #[async_trait]
 pub trait WalletDirectory: Send + Sync + 'static {
+    /// Wallet `id` as the wallet service holds it now, `None` if it does
+    /// not exist.
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError>;
+
     /// Whether wallet `id` exists.
-    async fn exists(&self, id: WalletId) -> Result<bool, GatewayError>;
+    async fn exists(&self, id: WalletId) -> Result<bool, GatewayError> {
+        Ok(self.wallet(id).await?.is_some())
+    }
 }
 
 #[async_trait]
 impl<G: WalletGateway> WalletDirectory for G {
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError> {
+        WalletGateway::wallet(self, id).await
+    }
+
+    /// By the currency alone, which any build of the wallet service answers.
     async fn exists(&self, id: WalletId) -> Result<bool, GatewayError> {
         Ok(self.wallet_currency(id).await?.is_some())
     }
@@ -144,6 +237,7 @@ pub fn api<S: LedgerStore + LedgerReads>(
     });
     let routes = Router::new()
         .route("/v1/wallets/{id}/entries", get(entries::<S>))
+        .route("/v1/wallets/{id}/balance", get(balance::<S>))
         .with_state(state);
     wallet_http::limit_body(routes)
 }
@@ -164,7 +258,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(entries))]
+#[openapi(paths(entries, balance))]
 struct ApiDoc;
 
 /// A wallet's ledger entries, newest first, one page at a time.
@@ -192,8 +286,7 @@ async fn entries<S: LedgerStore + LedgerReads>(
     }
     let entries = ledger.svc.entries(account, query.before, limit).await?;
     if entries.is_empty() && !ledger.wallets.exists(account).await? {
-        let message = format!("wallet {account} not found");
-        return Err(ApiError::not_found("wallet_not_found", message));
+        return Err(wallet_not_found(account));
     }
     let next_before = match entries.last() {
         Some(last) if entries.len() == limit => Some(last.seq),
@@ -202,5 +295,57 @@ async fn entries<S: LedgerStore + LedgerReads>(
     Ok(Json(EntriesPage {
         entries: entries.into_iter().map(EntryResource::from).collect(),
         next_before,
+    }))
+}
+
+fn wallet_not_found(account: WalletId) -> ApiError {
+    ApiError::not_found("wallet_not_found", format!("wallet {account} not found"))
+}
+
+/// A wallet's balance from the ledger's entries posted at or before
+/// `as_of`; without it, from every entry, beside the wallet service's
+/// balances.
+#[utoipa::path(
+    get,
+    path = "/v1/wallets/{id}/balance",
+    tag = "ledger",
+    params(("id" = uuid::Uuid, Path, description = "The wallet"), BalanceQuery),
+    responses(
+        (status = 200, description = "The balance; zero at `position` `null` when no entry is that old", body = BalanceView),
+        (status = 400, description = "`invalid_id`, `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`wallet_not_found`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger's storage, or (to answer without `as_of`, or for a wallet without entries) the wallet service", body = ErrorBody)
+    )
+)]
+async fn balance<S: LedgerStore + LedgerReads>(
+    State(ledger): State<Svc<S>>,
+    Path(account): Path<WalletId>,
+    Query(query): Query<BalanceQuery>,
+) -> Result<Json<BalanceView>, ApiError> {
+    let counted = ledger.svc.balance_as_of(account, query.as_of).await?;
+    // As of a time, an account with entries needs no question.
+    let wallet = match (&counted, query.as_of) {
+        (Some(_), Some(_)) => None,
+        _ => ledger.wallets.wallet(account).await?,
+    };
+    let counted = match (counted, &wallet) {
+        (Some(counted), _) => counted,
+        (None, Some(wallet)) => BalanceAsOf {
+            account,
+            currency: wallet.currency,
+            balance: Balance::zero(wallet.currency),
+            position: None,
+        },
+        (None, None) => return Err(wallet_not_found(account)),
+    };
+    Ok(Json(BalanceView {
+        wallet_id: account,
+        currency: counted.currency,
+        as_of: query.as_of,
+        balance: counted.balance,
+        position: counted.position,
+        wallet: wallet
+            .filter(|_| query.as_of.is_none())
+            .map(WalletSnapshot::from),
     }))
 }

@@ -14,7 +14,7 @@ use wallet_core::ids::{TransferId, WalletId};
 use wallet_core::money::Currency;
 use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, WalletGateway};
-use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 use wallet_http::ServiceToken;
 
 /// How long one call to the wallet service may take, connection included:
@@ -246,17 +246,15 @@ impl WalletGateway for HttpWalletGateway {
         self.reserve_call(requests).instrument(span).await
     }
 
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError> {
+        self.wallet_call(id).await
+    }
+
+    /// Reads the currency alone, so a wallet service that answers nothing
+    /// else (a build before the snapshot) still serves transfers.
     async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
-        let response = self
-            .send(|client, base| client.get(format!("{base}/internal/v1/wallets/{id}")))
-            .await?;
-        match response.status() {
-            StatusCode::OK => Ok(Some(read::<WalletCurrency>(response).await?.currency)),
-            _ => match unexpected(response).await {
-                Unexpected::WalletNotFound => Ok(None),
-                Unexpected::Other(error) => Err(error),
-            },
-        }
+        let wallet: Option<WalletCurrency> = self.wallet_call(id).await?;
+        Ok(wallet.map(|w| w.currency))
     }
 
     async fn release_holds(
@@ -307,6 +305,24 @@ fn reserve_span(requests: &[ReserveRequest]) -> tracing::Span {
 }
 
 impl HttpWalletGateway {
+    /// `GET /internal/v1/wallets/{id}`, its answer read as `T`; `None` for
+    /// the wallet service's own 404 `wallet_not_found`.
+    async fn wallet_call<T: DeserializeOwned>(
+        &self,
+        id: WalletId,
+    ) -> Result<Option<T>, GatewayError> {
+        let response = self
+            .send(|client, base| client.get(format!("{base}/internal/v1/wallets/{id}")))
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(read(response).await?)),
+            _ => match unexpected(response).await {
+                Unexpected::WalletNotFound => Ok(None),
+                Unexpected::Other(error) => Err(error),
+            },
+        }
+    }
+
     /// `POST /internal/v1/reserve-batch` with `requests`.
     async fn reserve_call(
         &self,

@@ -18,7 +18,7 @@ use wallet_core::outcome::ReserveOutcome;
 use wallet_core::ports::{GatewayError, RandomIds, SystemClock, TransferReads, WalletGateway};
 use wallet_core::service::{Parties, TransactionConfig, TransactionService, TransferRequest};
 use wallet_core::transfer::{Transfer, TransferStatus};
-use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest};
+use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 use wallet_http::MAX_BODY_BYTES;
 use wallet_http::testing::{SystemState, TestResponse, assert_quiet, get, post_keyed, raw, send};
 
@@ -795,8 +795,8 @@ impl WalletGateway for Gate {
         self.release.notified().await;
         WalletGateway::reserve_batch(&self.inner, requests).await
     }
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
-        self.inner.wallet_currency(id).await
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError> {
+        WalletGateway::wallet(&self.inner, id).await
     }
     async fn release_holds(
         &self,
@@ -876,9 +876,9 @@ impl WalletGateway for Broken {
     ) -> Result<Vec<ReserveOutcome>, GatewayError> {
         Err(GatewayError::Timeout)
     }
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError> {
         match &self.inner {
-            Some(inner) => inner.wallet_currency(id).await,
+            Some(inner) => WalletGateway::wallet(inner, id).await,
             None => Err(GatewayError::Unavailable("connection refused".into())),
         }
     }

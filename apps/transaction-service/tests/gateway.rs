@@ -248,6 +248,17 @@ async fn wallet_currency_over_http() {
 }
 
 #[tokio::test]
+async fn a_wallet_over_http_is_the_wallet_services_own() {
+    let (mut e, gateway) = wallet_server().await;
+    let wallet = funded(&mut e, "12.5").await;
+    let held = e.wallets.wallet(wallet).await.unwrap();
+    assert!(held.is_some());
+    assert_eq!(WalletGateway::wallet(&gateway, wallet).await, Ok(held));
+    let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
+    assert_eq!(WalletGateway::wallet(&gateway, unknown).await, Ok(None));
+}
+
+#[tokio::test]
 async fn a_transaction_service_over_http_completes_the_saga() {
     let (mut e, gateway) = wallet_server().await;
     let (a, b) = (

@@ -543,6 +543,34 @@ async fn every_answer_of_a_session_is_in_the_document() {
     let no_wallet = send(&app, get(&format!("/v1/wallets/{missing}/entries"))).await;
     c.check("get", "/v1/wallets/{id}/entries", &no_wallet);
 
+    // Balances: now, beside the wallet service's; as of a time before any
+    // entry and after every one; a malformed time; an unknown wallet.
+    let balance = |query: &str| format!("/v1/wallets/{a}/balance{query}");
+    let now = send(&app, get(&balance(""))).await;
+    assert_eq!(now.status, StatusCode::OK, "{}", now.body);
+    assert!(now.body["wallet"]["available"].is_string(), "{}", now.body);
+    c.check("get", "/v1/wallets/{id}/balance", &now);
+    let before = send(&app, get(&balance("?as_of=2000-01-01T00:00:00Z"))).await;
+    assert_eq!(
+        (&before.body["position"], &before.body["wallet"]),
+        (&Value::Null, &Value::Null),
+        "{}",
+        before.body
+    );
+    c.check("get", "/v1/wallets/{id}/balance", &before);
+    let later = send(&app, get(&balance("?as_of=2999-01-01T00:00:00%2B02:00"))).await;
+    assert_eq!(
+        (&later.body["balance"], &later.body["position"]),
+        (&now.body["balance"], &now.body["position"]),
+        "{}",
+        later.body
+    );
+    c.check("get", "/v1/wallets/{id}/balance", &later);
+    let bad_time = send(&app, get(&balance("?as_of=yesterday"))).await;
+    c.check("get", "/v1/wallets/{id}/balance", &bad_time);
+    let no_wallet = send(&app, get(&format!("/v1/wallets/{missing}/balance"))).await;
+    c.check("get", "/v1/wallets/{id}/balance", &no_wallet);
+
     // Every documented operation was exercised, so each is a route.
     let documented: BTreeSet<(String, String)> = checker.doc["paths"]
         .as_object()
@@ -711,6 +739,7 @@ fn the_links_lead_from_a_created_resource_to_the_operations_that_take_its_id() {
         "open_wallet 201 Deposit",
         "open_wallet 201 Withdraw",
         "open_wallet 201 Entries",
+        "open_wallet 201 Balance",
         "open_wallet 201 TransferFrom",
         "open_wallet 201 TransferTo",
         "create_transfer 202 GetTransfer",
@@ -783,7 +812,7 @@ async fn each_service_serves_the_description_of_its_routes() {
         ),
         (
             ledger_service::router(embedded.ledger.clone(), embedded.wallets.clone()),
-            &["/v1/wallets/{id}/entries"][..],
+            &["/v1/wallets/{id}/balance", "/v1/wallets/{id}/entries"][..],
         ),
     ];
     for (router, paths) in services {

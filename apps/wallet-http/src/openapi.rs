@@ -63,6 +63,16 @@ pub fn balance_schema() -> Object {
         .build()
 }
 
+/// A ledger account's balance: a decimal string, negative for a system
+/// account (money that entered the system through it).
+pub fn signed_balance_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]{1,3})?$"))
+        .examples(["10.50"])
+        .build()
+}
+
 /// A currency code: one of [`Currency::ALL`], upper case.
 pub fn currency_schema() -> Object {
     let codes: Vec<&str> = Currency::ALL.iter().map(Currency::code).collect();
@@ -156,6 +166,7 @@ const LINKS: &[(&str, &str, &str, &str, IdInto)] = &[
     ("open_wallet", "201", "Deposit", "deposit", IdInto::Path),
     ("open_wallet", "201", "Withdraw", "withdraw", IdInto::Path),
     ("open_wallet", "201", "Entries", "entries", IdInto::Path),
+    ("open_wallet", "201", "Balance", "balance", IdInto::Path),
     (
         "open_wallet",
         "201",

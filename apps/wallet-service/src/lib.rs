@@ -17,7 +17,7 @@
 //! | --- | --- |
 //! | `POST /internal/v1/reserve` [`ReserveRequest`] | 200 [`ReserveOutcome`] (rejected `wallet_not_found` for a system account anywhere but as a deposit's sender or a withdrawal's receiver, whoever asks); 400 `malformed_request` without a `kind`; 503 when storage is down |
 //! | `POST /internal/v1/reserve-batch` [`ReserveBatchBody`] | 200 [`ReserveBatchAnswer`]: one outcome per request, in order, decided in one database transaction (a refused request, such as a system account as a transfer's sender, gets its own rejection); 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`]; 503 when storage is down |
-//! | `GET /internal/v1/wallets/{id}` | 200 [`WalletCurrency`]; 404 `wallet_not_found` |
+//! | `GET /internal/v1/wallets/{id}` | 200 [`WalletResource`], as the public route answers: the currency the transaction service needs, and the balances the ledger service shows beside its own; 404 `wallet_not_found` |
 //! | `POST /internal/v1/release-holds` [`ReleaseHoldsBody`] | 200 [`ReleaseHoldsAnswer`]: voids or expires holds in one database transaction, each decided under its wallet's lock, one answer each (where the hold stands, `null` for no hold); 422 `batch_too_large` beyond [`MAX_RESERVE_BATCH`] |
 //!
 //! Errors use the shape of [`wallet_http::ApiError`].
@@ -86,17 +86,6 @@ pub struct OpenWallet {
     /// unknown code is a 422, not a malformed body.
     #[schema(schema_with = currency_schema)]
     pub currency: String,
-}
-
-/// The answer of `GET /internal/v1/wallets/{id}`: all the gateway needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WalletCurrency {
-    /// The wallet.
-    #[schema(value_type = uuid::Uuid)]
-    pub id: WalletId,
-    /// Its currency, which never changes.
-    #[schema(value_type = String, example = "USD")]
-    pub currency: Currency,
 }
 
 /// Requests one `POST /internal/v1/reserve-batch` takes at most.
@@ -172,7 +161,7 @@ pub fn internal<S: WalletStore + WalletReads>(
 ) -> Router {
     let routes = Router::new()
         .route("/internal/v1/reserve", post(reserve::<S>))
-        .route("/internal/v1/wallets/{id}", get(wallet_currency::<S>))
+        .route("/internal/v1/wallets/{id}", get(internal_wallet::<S>))
         .with_state(svc.clone());
     let batch = Router::new()
         .route("/internal/v1/reserve-batch", post(reserve_batch::<S>))
@@ -238,7 +227,7 @@ pub fn internal_openapi() -> utoipa::openapi::OpenApi {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(reserve, reserve_batch, release_holds, wallet_currency))]
+#[openapi(paths(reserve, reserve_batch, release_holds, internal_wallet))]
 struct InternalDoc;
 
 fn wallet_not_found(id: WalletId) -> ApiError {
@@ -381,7 +370,8 @@ async fn release_holds<S: WalletStore + WalletReads>(
     Ok(Json(ReleaseHoldsAnswer { answers }))
 }
 
-/// A wallet's currency. Internal.
+/// A wallet: its currency, for the transaction service, and its balances
+/// as they are now, for the ledger service's view beside its own. Internal.
 #[utoipa::path(
     get,
     path = "/internal/v1/wallets/{id}",
@@ -389,17 +379,14 @@ async fn release_holds<S: WalletStore + WalletReads>(
     params(("id" = uuid::Uuid, Path, description = "The wallet")),
     responses(
         (status = 401, description = "`unauthorized`: no accepted service credential", body = ErrorBody),
-        (status = 200, description = "Its currency", body = WalletCurrency),
-        (status = 404, description = "`wallet_not_found`", body = ErrorBody)
+        (status = 200, description = "The wallet, as the public route answers it", body = WalletResource),
+        (status = 404, description = "`wallet_not_found`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody)
     )
 )]
-async fn wallet_currency<S: WalletStore + WalletReads>(
-    State(svc): State<Svc<S>>,
-    Path(id): Path<WalletId>,
-) -> Result<Json<WalletCurrency>, ApiError> {
-    let wallet = svc.wallet(id).await?.ok_or_else(|| wallet_not_found(id))?;
-    Ok(Json(WalletCurrency {
-        id,
-        currency: wallet.currency,
-    }))
+async fn internal_wallet<S: WalletStore + WalletReads>(
+    svc: State<Svc<S>>,
+    id: Path<WalletId>,
+) -> Result<Json<WalletResource>, ApiError> {
+    get_wallet(svc, id).await
 }

@@ -372,13 +372,26 @@ async fn malformed_reserve_requests_are_400_and_hold_nothing() {
 }
 
 #[tokio::test]
-async fn the_internal_wallet_route_tells_the_currency() {
-    let (e, app) = system();
-    let wallet = e.wallets.open(Currency::KWD).await.unwrap();
+async fn the_internal_wallet_route_tells_the_currency_and_the_balances() {
+    let (mut e, app) = system();
+    let wallet = funded(&mut e, Currency::KWD, "2.5").await;
+    let wallet = e.wallets.wallet(wallet).await.unwrap().unwrap();
     let before = SystemState::capture(&e).await;
     let response = send(&app, get(&format!("/internal/v1/wallets/{}", wallet.id))).await;
     assert_eq!(response.status, StatusCode::OK);
-    assert_eq!(response.body, json!({"id": wallet.id, "currency": "KWD"}));
+    assert_eq!(
+        response.body,
+        json!({
+            "id": wallet.id,
+            "currency": "KWD",
+            "available": "2.500",
+            "reserved": "0.000",
+            "created_at": wallet.created_at,
+            "updated_at": wallet.updated_at,
+        })
+    );
+    let public = send(&app, get(&format!("/v1/wallets/{}", wallet.id))).await;
+    assert_eq!(response.body, public.body, "the public route's answer");
     let unknown = WalletId::from_uuid(uuid::Uuid::now_v7());
     send(&app, get(&format!("/internal/v1/wallets/{unknown}")))
         .await

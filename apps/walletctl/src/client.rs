@@ -42,6 +42,16 @@ pub enum WalletCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Show a wallet's balance in the ledger: as of a time, or now beside
+    /// the wallet service's balances.
+    Balance {
+        /// Wallet id.
+        id: String,
+        /// Count the entries posted at or before this RFC 3339 time, e.g.
+        /// 2026-01-31T23:59:59Z.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
 }
 
 /// `walletctl transfers ...`
@@ -207,7 +217,7 @@ impl Client {
         Ok((status, body))
     }
 
-    /// `wallet create|show|entries`.
+    /// `wallet create|show|entries|balance`.
     pub async fn wallet(&self, command: WalletCommand) -> anyhow::Result<()> {
         let (status, body) = match &command {
             WalletCommand::Create { currency } => {
@@ -223,9 +233,17 @@ impl Client {
                 let path = format!("/v1/wallets/{id}/entries?limit={limit}");
                 self.send(self.http.get(self.url(&path))).await?
             }
+            WalletCommand::Balance { id, as_of } => {
+                let request = self
+                    .http
+                    .get(self.url(&format!("/v1/wallets/{id}/balance")));
+                let query: Vec<_> = as_of.iter().map(|t| ("as_of", t)).collect();
+                self.send(request.query(&query)).await?
+            }
         };
         let summary = match command {
             WalletCommand::Entries { .. } => entries_summary,
+            WalletCommand::Balance { .. } => balance_summary,
             _ => wallet_summary,
         };
         self.print(status, &body, summary)
@@ -421,6 +439,29 @@ fn wallet_summary(w: &Value) -> String {
         text(&w["available"]),
         text(&w["reserved"])
     )
+}
+
+fn balance_summary(b: &Value) -> String {
+    let position = b["position"]
+        .as_u64()
+        .map_or("-".to_owned(), |p| p.to_string());
+    let mut out = format!(
+        "wallet {}\n  currency   {}\n  as of      {}\n  balance    {}\n  position   {position}",
+        text(&b["wallet_id"]),
+        text(&b["currency"]),
+        b["as_of"].as_str().unwrap_or("now"),
+        text(&b["balance"]),
+    );
+    let wallet = &b["wallet"];
+    if wallet.is_object() {
+        out.push_str(&format!(
+            "\n  wallet service\n    available  {}\n    reserved   {}\n    updated    {}",
+            text(&wallet["available"]),
+            text(&wallet["reserved"]),
+            text(&wallet["updated_at"])
+        ));
+    }
+    out
 }
 
 fn transfer_summary(t: &Value) -> String {

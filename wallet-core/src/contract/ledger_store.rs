@@ -12,15 +12,16 @@ use tokio::sync::Barrier;
 
 use crate::contract::Fixture;
 use crate::contract::data::{
-    TestData, assert_page_after, balance, facts, outbox_items, outbox_of, retrying,
+    TestData, assert_page_after, at, balance, facts, outbox_items, outbox_of, retrying,
 };
 use crate::contract::outbox::{self, LedgerFeed};
 use crate::event::{Envelope, Event, EventStamp, Inbound, LedgerFailure, Outgoing, producer};
 use crate::ids::{IdGenerator, TransferId, WalletId};
-use crate::ledger::{AccountBalance, Direction, Entry, PostingRequest};
+use crate::ledger::{AccountBalance, BalanceAsOf, Direction, Entry, PostingRequest};
 use crate::money::{Balance, Currency};
 use crate::outcome::{FailureReason, LedgerOutcome};
 use crate::ports::{EntryCursor, LedgerReads, LedgerStore, Outbox};
+use crate::time::Timestamp;
 use crate::wallet::ReserveRequest;
 
 crate::__contract_scenarios!(ledger_store => __contract_names());
@@ -883,6 +884,145 @@ where
         expected,
         "pages should hold every account once, by account id, with its balance"
     );
+}
+
+/// Posts `request` as a new `WalletReserved` event whose posting is
+/// appended at `posted_at`.
+async fn post_at<S: LedgerStore>(
+    store: &S,
+    data: &TestData,
+    request: &ReserveRequest,
+    posted_at: Timestamp,
+) {
+    let (event, stamp) = data.wallet_reserved(request);
+    let stamp = EventStamp {
+        at: posted_at,
+        ..stamp
+    };
+    assert_eq!(post(store, &[(event, stamp)]).await, 1, "a new transfer");
+}
+
+async fn balance_as_of<S: LedgerReads>(
+    store: &S,
+    account: WalletId,
+    as_of: Option<Timestamp>,
+) -> Option<BalanceAsOf> {
+    store
+        .balance_as_of(account, as_of)
+        .await
+        .unwrap_or_else(|e| panic!("balance_as_of({account}, {as_of:?}) failed: {e}"))
+}
+
+/// `balance_as_of` sums an account's entries posted at or before the time
+/// (the time itself included), names the highest seq it counted, keeps
+/// accounts and currencies apart, and knows an account's currency even
+/// when none of its entries is that old; an account without entries has
+/// no balance there.
+pub async fn balance_as_of_counts_the_entries_posted_by_then<F>(fixture: &F)
+where
+    F: Fixture,
+    F::Store: LedgerStore + LedgerReads + Outbox,
+{
+    let store = fixture.fresh().await;
+    let data = TestData::new();
+    let (usd, eur) = (
+        WalletId::system(Currency::USD),
+        WalletId::system(Currency::EUR),
+    );
+    let (alice, bob, carol) = (data.wallet_id(), data.wallet_id(), data.wallet_id());
+    let usd_request = |from, to, amount| data.reserve_request(from, to, amount, Currency::USD);
+    post_at(&store, &data, &usd_request(usd, alice, "1.00"), at(100)).await;
+    let eur_deposit = data.reserve_request(eur, carol, "7.00", Currency::EUR);
+    post_at(&store, &data, &eur_deposit, at(150)).await;
+    post_at(&store, &data, &usd_request(usd, alice, "2.00"), at(200)).await;
+    post_at(&store, &data, &usd_request(alice, bob, "0.50"), at(300)).await;
+
+    // The highest seq of `account`'s entries posted at or before `t`.
+    let alice_entries = entries_of(&store, alice).await;
+    let last_by = |entries: &[Entry], t: Timestamp| {
+        entries
+            .iter()
+            .filter(|e| e.posted_at <= t)
+            .map(|e| e.seq)
+            .max()
+    };
+    let expect = |account, currency, amount: &str, position| {
+        Some(BalanceAsOf {
+            account,
+            currency,
+            balance: balance(amount),
+            position,
+        })
+    };
+    let cases = [
+        (at(99), "0.00", None),
+        (at(100), "1.00", last_by(&alice_entries, at(100))),
+        (at(199), "1.00", last_by(&alice_entries, at(199))),
+        (at(250), "3.00", last_by(&alice_entries, at(250))),
+        (at(300), "2.50", last_by(&alice_entries, at(300))),
+        (at(10_000), "2.50", last_by(&alice_entries, at(300))),
+    ];
+    for (t, amount, position) in cases {
+        assert_eq!(
+            balance_as_of(&store, alice, Some(t)).await,
+            expect(alice, Currency::USD, amount, position),
+            "alice's balance as of {t}"
+        );
+    }
+    assert!(
+        last_by(&alice_entries, at(100)) < last_by(&alice_entries, at(250))
+            && last_by(&alice_entries, at(250)) < last_by(&alice_entries, at(300)),
+        "each later time counts a later entry: {alice_entries:?}"
+    );
+    assert_eq!(
+        balance_as_of(&store, alice, None).await,
+        expect(
+            alice,
+            Currency::USD,
+            "2.50",
+            last_by(&alice_entries, at(300))
+        ),
+        "without a time, every entry counts"
+    );
+
+    let bob_entries = entries_of(&store, bob).await;
+    assert_eq!(
+        balance_as_of(&store, bob, Some(at(299))).await,
+        expect(bob, Currency::USD, "0.00", None),
+        "bob's only entry is later: no balance yet, his currency known"
+    );
+    assert_eq!(
+        balance_as_of(&store, bob, Some(at(300))).await,
+        expect(bob, Currency::USD, "0.50", last_by(&bob_entries, at(300))),
+    );
+    let carol_entries = entries_of(&store, carol).await;
+    assert_eq!(
+        balance_as_of(&store, carol, Some(at(300))).await,
+        expect(
+            carol,
+            Currency::EUR,
+            "7.00",
+            last_by(&carol_entries, at(300))
+        ),
+        "another currency's account holds its own entries only"
+    );
+    let usd_entries = entries_of(&store, usd).await;
+    assert_eq!(
+        balance_as_of(&store, usd, Some(at(250))).await,
+        expect(usd, Currency::USD, "-3.00", last_by(&usd_entries, at(250))),
+        "the USD system account went negative by the USD deposits only"
+    );
+    let eur_entries = entries_of(&store, eur).await;
+    assert_eq!(
+        balance_as_of(&store, eur, None).await,
+        expect(eur, Currency::EUR, "-7.00", last_by(&eur_entries, at(150))),
+    );
+    assert_eq!(
+        balance_as_of(&store, data.wallet_id(), Some(at(300))).await,
+        None,
+        "an account without entries has no balance in the ledger"
+    );
+    assert_eq!(balance_as_of(&store, data.wallet_id(), None).await, None);
 }
 
 /// The outbox's claims return the oldest records first, up to the limit;

@@ -244,6 +244,7 @@ macro_rules! __contract_scenarios {
             postings_are_paged_by_transfer_then_seq,
             outcomes_are_read_by_transfer_and_paged,
             balances_are_paged_in_account_order,
+            balance_as_of_counts_the_entries_posted_by_then,
             outbox_claims_oldest_first_up_to_limit,
             outbox_leases_keep_records_from_other_workers,
             outbox_acknowledged_records_never_return,

@@ -13,7 +13,9 @@ use crate::event::{
 use crate::history::{HistoryPage, HistoryQuery};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ids::{EventId, IdempotencyKey, TransferId, WalletId, WorkerId};
-use crate::ledger::{AccountBalance, Entry, PostingDecision, PostingRequest, decide_posting};
+use crate::ledger::{
+    AccountBalance, BalanceAsOf, Entry, PostingDecision, PostingRequest, decide_posting,
+};
 use crate::money::{Balance, Currency};
 use crate::outcome::{LedgerOutcome, ReserveOutcome};
 use crate::ports::{
@@ -737,5 +739,18 @@ impl LedgerReads for MemoryLedgerStore {
         limit: usize,
     ) -> Result<Vec<AccountBalance>, StoreError> {
         Ok(page(&lock(&self.state).accounts, after, limit))
+    }
+
+    async fn balance_as_of(
+        &self,
+        account: WalletId,
+        as_of: Option<Timestamp>,
+    ) -> Result<Option<BalanceAsOf>, StoreError> {
+        let s = lock(&self.state);
+        let indexes = s.by_account.get(&account).map_or(&[][..], Vec::as_slice);
+        Ok(BalanceAsOf::of(
+            indexes.iter().map(|&i| &s.entries[i]),
+            as_of,
+        ))
     }
 }

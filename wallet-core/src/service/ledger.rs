@@ -7,10 +7,10 @@ use tokio::sync::Notify;
 
 use crate::event::{Envelope, EventStamp};
 use crate::ids::{IdGenerator, WalletId};
-use crate::ledger::Entry;
+use crate::ledger::{BalanceAsOf, Entry};
 use crate::ports::{LedgerReads, LedgerStore, StoreError};
 use crate::runtime::{EventHandler, HandleError, Handled};
-use crate::time::Clock;
+use crate::time::{Clock, Timestamp};
 
 /// Most entries one page returns.
 pub const MAX_PAGE: usize = 500;
@@ -55,6 +55,16 @@ impl<S: LedgerStore + LedgerReads> LedgerService<S> {
         self.store
             .entries(account, before, limit.min(MAX_PAGE))
             .await
+    }
+
+    /// An account's balance from its entries posted at or before `as_of`
+    /// (all of them when `None`); `None` for an account without entries.
+    pub async fn balance_as_of(
+        &self,
+        account: WalletId,
+        as_of: Option<Timestamp>,
+    ) -> Result<Option<BalanceAsOf>, StoreError> {
+        self.store.balance_as_of(account, as_of).await
     }
 }
 

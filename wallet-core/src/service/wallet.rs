@@ -174,12 +174,10 @@ impl<S: WalletStore + WalletReads> WalletGateway for Arc<WalletService<S>> {
             .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
-        let wallet = self
-            .wallet(id)
+    async fn wallet(&self, id: WalletId) -> Result<Option<Wallet>, GatewayError> {
+        WalletService::wallet(self, id)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        Ok(wallet.map(|w| w.currency))
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
     async fn release_holds(

@@ -1037,9 +1037,8 @@ impl WalletGateway for Arc<HeldFirst> {
             .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
-    async fn wallet_currency(&self, id: WalletId) -> Result<Option<Currency>, GatewayError> {
-        let wallet = self.wallets.wallet(id).await.unwrap();
-        Ok(wallet.map(|w| w.currency))
+    async fn wallet(&self, id: WalletId) -> Result<Option<crate::wallet::Wallet>, GatewayError> {
+        Ok(self.wallets.wallet(id).await.unwrap())
     }
 
     async fn release_holds(
