@@ -33,7 +33,7 @@ use wallet_core::transfer::{HoldEnd, RefundRejection, Transfer};
 use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
 use wallet_core_postgres::testdb::TestDatabase;
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
-use wallet_sim::{Adapters, MemoryAdapters, SimConfig};
+use wallet_sim::{Adapters, MemoryAdapters, RequestKind, SimConfig, Transition};
 
 /// A store whose every call has finished when it is first polled.
 #[derive(Clone)]
@@ -328,6 +328,8 @@ fn the_simulator_runs_clean_on_postgres() {
                 })
             })
             .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut reached = std::collections::BTreeSet::new();
         for run in runs {
             let (seed, report, memory) = run.join().expect("a simulation thread panicked");
             assert!(report.result().is_ok(), "seed {seed}: {:?}", report.failure);
@@ -335,6 +337,27 @@ fn the_simulator_runs_clean_on_postgres() {
                 report, memory,
                 "seed {seed}: PostgreSQL and memory runs differ"
             );
+            kinds.extend(report.requests.keys().map(|(kind, _)| *kind));
+            reached.extend(report.coverage.keys().copied());
+        }
+        // The holds and refunds API ran on the PostgreSQL stores too.
+        for kind in [
+            RequestKind::Hold,
+            RequestKind::Capture,
+            RequestKind::Void,
+            RequestKind::Refund,
+            RequestKind::RefundInvalid,
+        ] {
+            assert!(kinds.contains(&kind), "no {kind} request was sent");
+        }
+        for transition in [
+            Transition::HoldHeld,
+            Transition::HoldCaptured,
+            Transition::HoldExpired,
+            Transition::ReservationConverted,
+            Transition::RefundSucceeded,
+        ] {
+            assert!(reached.contains(&transition), "never reached {transition}");
         }
     });
 }
