@@ -408,6 +408,15 @@ fn a_range_of_seeds_runs_clean_on_postgres() {
                             PgAdapters::drop_databases(&runtime, &databases)
                                 .expect("dropping a run's databases");
                             let memory = wallet_sim::run(&config);
+                            println!(
+                                "seed {seed}: {} steps, {}",
+                                report.steps,
+                                if report.failure.is_some() {
+                                    "failed"
+                                } else {
+                                    "passed"
+                                }
+                            );
                             let problem = match (&report.failure, report == memory) {
                                 (Some(failure), _) => Some(failure.to_string()),
                                 (None, false) => {

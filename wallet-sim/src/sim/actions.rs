@@ -275,8 +275,13 @@ impl<A: Adapters> Sim<A> {
             .partition(|s| s.instance == i);
         self.in_flight = kept;
         for lost in lost {
-            if let Waiter::Request { planned, .. } = &lost.waiter {
-                let key = (planned.kind, "lost_in_flight".to_owned());
+            let kind = match &lost.waiter {
+                Waiter::Request { planned, .. } => Some(planned.kind),
+                Waiter::Op(planned) => Some(planned.kind),
+                Waiter::Retrier => None,
+            };
+            if let Some(kind) = kind {
+                let key = (kind, "lost_in_flight".to_owned());
                 *self.requests.entry(key).or_default() += 1;
             }
             description += &format!("; lost {}", lost.text);
