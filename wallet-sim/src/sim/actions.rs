@@ -239,7 +239,21 @@ impl<A: Adapters> Sim<A> {
         let max = self.batch();
         match (port, self.rng.below(6)) {
             (StorePort::Transfers | StorePort::Wallets, 4) => self.sweep(i),
-            (StorePort::Transfers | StorePort::Wallets, 5) => self.request(i),
+            // A request whose units are those of holds and refunds: a
+            // refund's begin_refund, a void's record_hold_ends or its
+            // wallet unit release_holds, a capture's record_reserve.
+            (StorePort::Transfers | StorePort::Wallets, 5) => {
+                self.issued += 1;
+                let kind = match port {
+                    StorePort::Wallets => RequestKind::Void,
+                    _ => *self.rng.pick(&[
+                        RequestKind::Refund,
+                        RequestKind::Void,
+                        RequestKind::Capture,
+                    ]),
+                };
+                self.op(i, kind)
+            }
             (StorePort::Transfers, 0) | (StorePort::Wallets, 0) => self.request(i),
             (StorePort::Transfers, 1) => self.retry(i),
             (StorePort::Transfers, 2) => self.consume(ConsumerId::Transaction, Some(max)),
