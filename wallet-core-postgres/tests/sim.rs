@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::runtime::Runtime;
@@ -31,8 +31,9 @@ use wallet_core::ports::{
 use wallet_core::time::Timestamp;
 use wallet_core::transfer::{HoldEnd, RefundRejection, Transfer};
 use wallet_core::wallet::{HoldRelease, HoldState, Reservation, Wallet};
+use wallet_core_postgres::testdb::TestDatabase;
 use wallet_core_postgres::{PgLedgerStore, PgSettings, PgTransferStore, PgWalletStore};
-use wallet_sim::{Adapters, MemoryAdapters, SimConfig};
+use wallet_sim::{Adapters, MemoryAdapters, RequestKind, SimConfig, Transition};
 
 /// A store whose every call has finished when it is first polled.
 #[derive(Clone)]
@@ -222,13 +223,29 @@ impl<S: LedgerReads> LedgerReads for Blocking<S> {
 /// bus.
 struct PgAdapters {
     runtime: Arc<Runtime>,
+    /// The databases made, to drop once a run is over.
+    databases: Arc<Mutex<Vec<TestDatabase>>>,
 }
 
 impl PgAdapters {
     fn new() -> PgAdapters {
         PgAdapters {
             runtime: Arc::new(Runtime::new().expect("a tokio runtime")),
+            databases: Arc::default(),
         }
+    }
+
+    /// Drops the databases the run made: a long range of seeds would
+    /// otherwise leave three per seed behind.
+    fn drop_databases(
+        runtime: &Runtime,
+        databases: &Mutex<Vec<TestDatabase>>,
+    ) -> Result<(), sqlx::Error> {
+        let made = std::mem::take(&mut *databases.lock().expect("databases lock"));
+        for db in made {
+            runtime.block_on(db.drop_now())?;
+        }
+        Ok(())
     }
 
     fn settings() -> PgSettings {
@@ -250,7 +267,9 @@ impl PgAdapters {
     }
 
     fn pool(&self, kind: common::Schema) -> sqlx::PgPool {
-        self.runtime.block_on(common::pool_of(kind)).1
+        let (db, pool) = self.runtime.block_on(common::pool_of(kind));
+        self.databases.lock().expect("databases lock").push(db);
+        pool
     }
 }
 
@@ -309,6 +328,8 @@ fn the_simulator_runs_clean_on_postgres() {
                 })
             })
             .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut reached = std::collections::BTreeSet::new();
         for run in runs {
             let (seed, report, memory) = run.join().expect("a simulation thread panicked");
             assert!(report.result().is_ok(), "seed {seed}: {:?}", report.failure);
@@ -316,6 +337,115 @@ fn the_simulator_runs_clean_on_postgres() {
                 report, memory,
                 "seed {seed}: PostgreSQL and memory runs differ"
             );
+            kinds.extend(report.requests.keys().map(|(kind, _)| *kind));
+            reached.extend(report.coverage.keys().copied());
+        }
+        // The holds and refunds API ran on the PostgreSQL stores too.
+        for kind in [
+            RequestKind::Hold,
+            RequestKind::Capture,
+            RequestKind::Void,
+            RequestKind::Refund,
+            RequestKind::RefundInvalid,
+        ] {
+            assert!(kinds.contains(&kind), "no {kind} request was sent");
+        }
+        for transition in [
+            Transition::HoldHeld,
+            Transition::HoldCaptured,
+            Transition::HoldExpired,
+            Transition::ReservationConverted,
+            Transition::RefundSucceeded,
+        ] {
+            assert!(reached.contains(&transition), "never reached {transition}");
         }
     });
+}
+
+/// The seeds `WALLET_SIM_PG_SEEDS` names (`FROM..TO`, default `0..100`).
+fn seed_range() -> std::ops::Range<u64> {
+    let text = std::env::var("WALLET_SIM_PG_SEEDS").unwrap_or_else(|_| "0..100".to_owned());
+    let (from, to) = text
+        .split_once("..")
+        .unwrap_or_else(|| panic!("WALLET_SIM_PG_SEEDS={text} is not FROM..TO"));
+    let bound = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("WALLET_SIM_PG_SEEDS={text}: {e}"))
+    };
+    bound(from)..bound(to)
+}
+
+/// A long range of seeds on PostgreSQL (`WALLET_SIM_PG_SEEDS`, default
+/// `0..100`; `WALLET_SIM_PG_JOBS` runs at once, default 2), each on three
+/// fresh databases dropped after it, each clean and step for step the run
+/// of the in-memory stores. Off by default: run it with `--ignored`.
+#[test]
+#[ignore = "long: run with --ignored, seeds from WALLET_SIM_PG_SEEDS"]
+fn a_range_of_seeds_runs_clean_on_postgres() {
+    let seeds = seed_range();
+    let jobs: u64 = std::env::var("WALLET_SIM_PG_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+    let started = std::time::Instant::now();
+    let results: Vec<(u64, u64, Option<String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|job| {
+                let seeds = seeds.clone().filter(move |seed| seed % jobs == job);
+                scope.spawn(move || {
+                    seeds
+                        .map(|seed| {
+                            let config = SimConfig {
+                                transfers: 60,
+                                ..SimConfig::new(seed)
+                            };
+                            let adapters = PgAdapters::new();
+                            let (runtime, databases) =
+                                (adapters.runtime.clone(), adapters.databases.clone());
+                            let report = wallet_sim::run_on(adapters, &config);
+                            PgAdapters::drop_databases(&runtime, &databases)
+                                .expect("dropping a run's databases");
+                            let memory = wallet_sim::run(&config);
+                            println!(
+                                "seed {seed}: {} steps, {}",
+                                report.steps,
+                                if report.failure.is_some() {
+                                    "failed"
+                                } else {
+                                    "passed"
+                                }
+                            );
+                            let problem = match (&report.failure, report == memory) {
+                                (Some(failure), _) => Some(failure.to_string()),
+                                (None, false) => {
+                                    Some("PostgreSQL and memory runs differ".to_owned())
+                                }
+                                (None, true) => None,
+                            };
+                            (seed, report.steps, problem)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a simulation thread panicked"))
+            .collect()
+    });
+    let steps: u64 = results.iter().map(|(_, steps, _)| steps).sum();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(seed, _, problem)| problem.as_ref().map(|p| format!("seed {seed}: {p}")))
+        .collect();
+    println!(
+        "seeds {seeds:?} on PostgreSQL: {} runs, {} passed, {steps} steps, {:?}",
+        results.len(),
+        results.len() - failed.len(),
+        started.elapsed()
+    );
+    assert_eq!(results.len() as u64, seeds.end.saturating_sub(seeds.start));
+    assert!(failed.is_empty(), "{failed:#?}");
 }

@@ -10,7 +10,7 @@ use wallet_core::money::{Amount, Currency};
 use wallet_core::outcome::{FailureReason, ReserveOutcome};
 use wallet_core::ports::StoreError;
 use wallet_core::service::{CreateError, Created, Parties, TransferRequest};
-use wallet_core::transfer::{TransferKind, TransferStatus};
+use wallet_core::transfer::{RefundRejection, TransferKind, TransferStatus};
 use wallet_core::wallet::ReserveRequest;
 
 use crate::rng::Rng;
@@ -63,9 +63,52 @@ pub enum RequestKind {
     /// amount invalid for the currency, or more than the sender has. The
     /// wallet service must reject it, for that reason.
     InternalReserve,
+    /// Hold a wallet's funds, with or without a receiver, expiring after
+    /// one of several spans of virtual time.
+    Hold,
+    /// A hold of more than the wallet can ever have.
+    HoldInsufficient,
+    /// A hold refused before anything is stored: an expiry of zero or
+    /// beyond the longest, or its own wallet named as the receiver.
+    HoldInvalid,
+    /// Capture a hold the client made: all of it, part of it, or to
+    /// another receiver than the hold's.
+    Capture,
+    /// A capture refused: more than the hold holds, no receiver where the
+    /// hold names none, or a hold that does not exist.
+    CaptureInvalid,
+    /// Void a hold the client made (or one that does not exist).
+    Void,
+    /// Refund a SUCCEEDED transfer, in whole or in part, within what is
+    /// left to refund.
+    Refund,
+    /// A refund refused: more than is left to refund, of a transfer not
+    /// SUCCEEDED, of a hold or a refund, or of no transfer.
+    RefundInvalid,
+    /// An earlier hold, capture or refund again, same key and same body.
+    RepeatOpSame,
+    /// An earlier hold, capture or refund key with another amount.
+    RepeatOpDifferent,
 }
 
 impl RequestKind {
+    /// The kinds of the holds and refunds API.
+    pub(crate) fn is_op(self) -> bool {
+        matches!(
+            self,
+            RequestKind::Hold
+                | RequestKind::HoldInsufficient
+                | RequestKind::HoldInvalid
+                | RequestKind::Capture
+                | RequestKind::CaptureInvalid
+                | RequestKind::Void
+                | RequestKind::Refund
+                | RequestKind::RefundInvalid
+                | RequestKind::RepeatOpSame
+                | RequestKind::RepeatOpDifferent
+        )
+    }
+
     /// The snake_case name used in traces and tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -83,6 +126,16 @@ impl RequestKind {
             RequestKind::RepeatSame => "repeat_same",
             RequestKind::RepeatDifferent => "repeat_different",
             RequestKind::InternalReserve => "internal_reserve",
+            RequestKind::Hold => "hold",
+            RequestKind::HoldInsufficient => "hold_insufficient",
+            RequestKind::HoldInvalid => "hold_invalid",
+            RequestKind::Capture => "capture",
+            RequestKind::CaptureInvalid => "capture_invalid",
+            RequestKind::Void => "void",
+            RequestKind::Refund => "refund",
+            RequestKind::RefundInvalid => "refund_invalid",
+            RequestKind::RepeatOpSame => "repeat_op_same",
+            RequestKind::RepeatOpDifferent => "repeat_op_different",
         }
     }
 }
@@ -93,7 +146,7 @@ impl fmt::Display for RequestKind {
     }
 }
 
-const WEIGHTS: [(RequestKind, u32); 14] = [
+const WEIGHTS: [(RequestKind, u32); 24] = [
     (RequestKind::OpenWallet, 2),
     (RequestKind::Deposit, 20),
     (RequestKind::Withdrawal, 8),
@@ -108,6 +161,16 @@ const WEIGHTS: [(RequestKind, u32); 14] = [
     (RequestKind::RepeatSame, 12),
     (RequestKind::RepeatDifferent, 4),
     (RequestKind::InternalReserve, 3),
+    (RequestKind::Hold, 10),
+    (RequestKind::HoldInsufficient, 1),
+    (RequestKind::HoldInvalid, 2),
+    (RequestKind::Capture, 12),
+    (RequestKind::CaptureInvalid, 2),
+    (RequestKind::Void, 5),
+    (RequestKind::Refund, 5),
+    (RequestKind::RefundInvalid, 3),
+    (RequestKind::RepeatOpSame, 3),
+    (RequestKind::RepeatOpDifferent, 2),
 ];
 
 /// What a request does.
@@ -119,6 +182,9 @@ pub(crate) enum Action {
     Create(TransferRequest),
     /// `WalletService::reserve`, to be rejected for this reason.
     Reserve(ReserveRequest, FailureReason),
+    /// A request of the holds and refunds API, planned by the simulator
+    /// from what the read ports show (`crate::sim` `ops`).
+    Op,
 }
 
 /// A request about to be sent.
@@ -234,6 +300,11 @@ impl Client {
             RequestKind::RepeatSame | RequestKind::RepeatDifferent => self.repeat(kind, rng),
             RequestKind::InternalReserve => Some(self.internal_reserve(rng)),
             RequestKind::WithdrawAll => self.withdraw_all(rng, available),
+            kind if kind.is_op() => Some(Planned {
+                kind,
+                action: Action::Op,
+                repeat_of: None,
+            }),
             _ => self.create(kind, rng).map(|request| Planned {
                 kind,
                 action: Action::Create(request),
@@ -262,18 +333,18 @@ impl Client {
         }
     }
 
-    fn key(&mut self) -> IdempotencyKey {
+    pub(crate) fn key(&mut self) -> IdempotencyKey {
         self.next_key += 1;
         IdempotencyKey::new(format!("k-{}", self.next_key)).expect("valid key")
     }
 
-    fn wallet(&self, rng: &mut Rng) -> (WalletId, Currency) {
+    pub(crate) fn wallet(&self, rng: &mut Rng) -> (WalletId, Currency) {
         *rng.pick(&self.wallets)
     }
 
     /// Two distinct wallets, of one currency when `same` is true and of two
     /// currencies otherwise.
-    fn pair(&self, rng: &mut Rng, same: bool) -> Option<(WalletId, WalletId, Currency)> {
+    pub(crate) fn pair(&self, rng: &mut Rng, same: bool) -> Option<(WalletId, WalletId, Currency)> {
         let (a, currency) = self.wallet(rng);
         let others: Vec<WalletId> = self
             .wallets
@@ -292,6 +363,22 @@ impl Client {
         self.absent_wallet()
     }
 
+    /// Another wallet of `currency` than `not`, if the run has one.
+    pub(crate) fn other_of(
+        &self,
+        rng: &mut Rng,
+        currency: Currency,
+        not: WalletId,
+    ) -> Option<WalletId> {
+        let others: Vec<WalletId> = self
+            .wallets
+            .iter()
+            .filter(|(id, c)| *id != not && *c == currency)
+            .map(|(id, _)| *id)
+            .collect();
+        (!others.is_empty()).then(|| *rng.pick(&others))
+    }
+
     /// A wallet id nobody opened.
     fn absent_wallet(&mut self) -> WalletId {
         self.next_unknown += 1;
@@ -303,7 +390,7 @@ impl Client {
 
 /// A valid amount of `lo..=hi` minor units, sometimes written with a
 /// trailing zero ("10.50" for "10.5"), which must not change the request.
-fn amount(rng: &mut Rng, currency: Currency, lo: u64, hi: u64) -> Decimal {
+pub(crate) fn amount(rng: &mut Rng, currency: Currency, lo: u64, hi: u64) -> Decimal {
     let units = rng.range(lo, hi) as i64;
     if rng.chance(0.25) {
         Decimal::new(units * 10, currency.scale() + 1)
@@ -571,6 +658,17 @@ pub(crate) fn label(result: Option<&Result<Created, CreateError>>) -> String {
             CreateError::InFlight => "in_flight",
             CreateError::Gateway(_) => "unavailable",
             CreateError::Store(_) => "store_error",
+            CreateError::HoldNotFound(_) => "hold_not_found",
+            CreateError::HoldPending(_) => "hold_pending",
+            CreateError::HoldFailed(_) => "hold_failed",
+            CreateError::ReceiverRequired => "receiver_required",
+            CreateError::TransferNotFound(_) => "transfer_not_found",
+            CreateError::InvalidExpiry { .. } => "invalid_expiry",
+            CreateError::Refund(r) => match r {
+                RefundRejection::NotSucceeded(_) => "transfer_not_succeeded",
+                RefundRejection::Hold | RefundRejection::Refund => "not_refundable",
+                RefundRejection::Exceeds { .. } => "exceeds_refundable",
+            },
             _ => "other_error",
         },
     };
@@ -798,5 +896,8 @@ fn expected(kind: RequestKind, label: &str) -> bool {
         RequestKind::RepeatSame => matches!(label, "replayed" | "in_flight"),
         RequestKind::RepeatDifferent => label == "key_reused",
         RequestKind::InternalReserve => label.starts_with("rejected:"),
+        // Judged by the simulator against what the read ports showed
+        // before the request (`crate::sim` `ops`).
+        _ => false,
     }
 }

@@ -60,11 +60,31 @@ pub enum Transition {
     DeadLetterTransferStore,
     /// A consumer runner dead-lettered a message it could not hand over.
     DeadLetterPoison,
+    /// Hold INITIATED -> HELD.
+    HoldHeld,
+    /// Hold HELD -> CAPTURED.
+    HoldCaptured,
+    /// Hold HELD -> VOIDED.
+    HoldVoided,
+    /// Hold HELD -> EXPIRED.
+    HoldExpired,
+    /// A hold's reservation held funds.
+    ReservationHeld,
+    /// A hold's reservation was converted: a capture took its funds.
+    ReservationConverted,
+    /// A hold's reservation was voided.
+    ReservationVoided,
+    /// A hold's reservation expired.
+    ReservationExpired,
+    /// A refund reached SUCCEEDED.
+    RefundSucceeded,
+    /// A refund ended FAILED (its payer lacked the money).
+    RefundFailed,
 }
 
 impl Transition {
     /// Every transition a run is expected to reach, in report order.
-    pub const ALL: [Transition; 27] = [
+    pub const ALL: [Transition; 41] = [
         Transition::TransferReserved,
         Transition::TransferRejected,
         Transition::TransferSucceeded,
@@ -92,6 +112,20 @@ impl Transition {
         Transition::DeadLetterWalletStore,
         Transition::DeadLetterTransferStore,
         Transition::DeadLetterPoison,
+        Transition::HoldHeld,
+        Transition::HoldCaptured,
+        Transition::HoldVoided,
+        Transition::HoldExpired,
+        Transition::ReservationHeld,
+        Transition::ReservationConverted,
+        Transition::ReservationVoided,
+        Transition::ReservationExpired,
+        Transition::ReservationRejected(FailureReason::HoldExpired),
+        Transition::ReservationRejected(FailureReason::HoldVoided),
+        Transition::ReservationRejected(FailureReason::HoldCaptured),
+        Transition::ReservationRejected(FailureReason::ExceedsHold),
+        Transition::RefundSucceeded,
+        Transition::RefundFailed,
     ];
 
     /// The row name in tables.
@@ -122,6 +156,16 @@ impl Transition {
             Transition::DeadLetterWalletStore => "dead letter by wallet store".into(),
             Transition::DeadLetterTransferStore => "dead letter by transfer store".into(),
             Transition::DeadLetterPoison => "dead letter by a runner (poison)".into(),
+            Transition::HoldHeld => "hold INITIATED->HELD".into(),
+            Transition::HoldCaptured => "hold HELD->CAPTURED".into(),
+            Transition::HoldVoided => "hold HELD->VOIDED".into(),
+            Transition::HoldExpired => "hold HELD->EXPIRED".into(),
+            Transition::ReservationHeld => "reservation held (hold)".into(),
+            Transition::ReservationConverted => "reservation converted (hold captured)".into(),
+            Transition::ReservationVoided => "reservation voided (hold)".into(),
+            Transition::ReservationExpired => "reservation expired (hold)".into(),
+            Transition::RefundSucceeded => "refund SUCCEEDED".into(),
+            Transition::RefundFailed => "refund FAILED".into(),
         }
     }
 }

@@ -16,7 +16,7 @@ use wallet_core::ports::{
     Claim, GatewayError, OutboxRecord, WalletGateway, WalletReads, WalletStore,
 };
 use wallet_core::service::WalletService;
-use wallet_core::transfer::{Transfer, TransferStatus};
+use wallet_core::transfer::{HoldEnd, Transfer, TransferStatus};
 use wallet_core::wallet::{HoldRelease, HoldState, ReserveRequest, Wallet};
 
 use crate::client::Struck;
@@ -96,11 +96,20 @@ pub enum FaultKind {
     /// names an unknown transfer) was published: the wallet store (and the
     /// transaction store) must dead-letter it.
     ForgedOutcome,
+    /// The wallet gateway's release call (a void's or the sweeper's) timed
+    /// out before the wallet service saw it.
+    ReleaseTimeoutBefore,
+    /// The wallet gateway's release call found the wallet service
+    /// unavailable.
+    ReleaseUnavailable,
+    /// The wallet gateway's release call timed out after the release
+    /// committed: the holds ended, the caller does not know it.
+    ReleaseAnswerLost,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 24] = [
+    pub const ALL: [FaultKind; 27] = [
         FaultKind::DuplicateDelivery,
         FaultKind::CommitFailure,
         FaultKind::CommitLost,
@@ -125,6 +134,9 @@ impl FaultKind {
         FaultKind::Poison,
         FaultKind::LedgerSkew,
         FaultKind::ForgedOutcome,
+        FaultKind::ReleaseTimeoutBefore,
+        FaultKind::ReleaseUnavailable,
+        FaultKind::ReleaseAnswerLost,
     ];
 
     /// The snake_case name used in traces and tables.
@@ -154,6 +166,9 @@ impl FaultKind {
             FaultKind::Poison => "poison",
             FaultKind::LedgerSkew => "ledger_skew",
             FaultKind::ForgedOutcome => "forged_outcome",
+            FaultKind::ReleaseTimeoutBefore => "release_timeout_before",
+            FaultKind::ReleaseUnavailable => "release_unavailable",
+            FaultKind::ReleaseAnswerLost => "release_answer_lost",
         }
     }
 }
@@ -211,6 +226,17 @@ pub(crate) struct StoreArm {
     pub port: StorePort,
     pub skip: u32,
     pub fault: StoreFault,
+}
+
+/// How the wallet gateway's release call fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReleaseFault {
+    /// It times out before the wallet service sees it.
+    TimeoutBefore,
+    /// The wallet service is unavailable: nothing is released.
+    Unavailable,
+    /// The release commits, then the call times out.
+    AnswerLost,
 }
 
 /// How an armed publish fails.
@@ -295,6 +321,7 @@ pub(crate) struct Faults {
     rng: Rng,
     reserve_rate: f64,
     lookup_rate: f64,
+    release_rate: f64,
     /// Faults injected so far, by kind.
     pub counts: BTreeMap<FaultKind, u64>,
     /// Notes of the faults fired during the current step, for its trace line.
@@ -313,6 +340,8 @@ pub(crate) struct Faults {
     pub crashed: Option<String>,
     /// A delay for the next reserve call.
     pub slow: Option<(SlowPoint, Gate)>,
+    /// A fault for the next release call.
+    pub release: Option<ReleaseFault>,
     /// The most messages the next poll returns (the broker's batching).
     pub poll_limit: Option<usize>,
     /// Posting requests the ledger will see skewed, by transfer; kept until
@@ -357,6 +386,7 @@ impl Faults {
             rng,
             reserve_rate: fault_rate / 2.0,
             lookup_rate: fault_rate / 5.0,
+            release_rate: fault_rate / 4.0,
             counts: BTreeMap::new(),
             notes: Vec::new(),
             struck: BTreeSet::new(),
@@ -366,6 +396,7 @@ impl Faults {
             crash: None,
             crashed: None,
             slow: None,
+            release: None,
             poll_limit: None,
             skews: BTreeMap::new(),
             skewed: BTreeMap::new(),
@@ -482,6 +513,7 @@ impl Faults {
     pub fn stop(&mut self) {
         self.reserve_rate = 0.0;
         self.lookup_rate = 0.0;
+        self.release_rate = 0.0;
         self.disarm();
     }
 
@@ -493,6 +525,7 @@ impl Faults {
         self.crash = None;
         self.crashed = None;
         self.slow = None;
+        self.release = None;
         self.poll_limit = None;
     }
 
@@ -653,6 +686,26 @@ impl Faults {
         }
     }
 
+    /// The fault of a release call: the armed one, or one rolled with
+    /// probability `fault_rate / 4`.
+    fn release_fault(&mut self) -> Option<ReleaseFault> {
+        let fault = match self.release.take() {
+            Some(fault) => fault,
+            None if self.rng.chance(self.release_rate) => *self.rng.pick(&[
+                ReleaseFault::TimeoutBefore,
+                ReleaseFault::Unavailable,
+                ReleaseFault::AnswerLost,
+            ]),
+            None => return None,
+        };
+        self.record(match fault {
+            ReleaseFault::TimeoutBefore => FaultKind::ReleaseTimeoutBefore,
+            ReleaseFault::Unavailable => FaultKind::ReleaseUnavailable,
+            ReleaseFault::AnswerLost => FaultKind::ReleaseAnswerLost,
+        });
+        Some(fault)
+    }
+
     fn lookup_fails(&mut self) -> bool {
         let fails = self.rng.chance(self.lookup_rate);
         if fails {
@@ -739,6 +792,9 @@ pub(crate) struct SimGateway<W> {
     pub faults: SharedFaults,
     /// Planted bug: report a timeout as a definite refusal.
     pub timeout_is_refusal: bool,
+    /// Planted bug: answer every expiry as done without asking the wallet
+    /// service.
+    pub expire_without_wallet: bool,
 }
 
 impl<W> SimGateway<W> {
@@ -807,10 +863,28 @@ impl<W: WalletStore + WalletReads> WalletGateway for SimGateway<W> {
         &self,
         requests: &[(TransferId, HoldRelease)],
     ) -> Result<Vec<Option<HoldState>>, GatewayError> {
+        if self.expire_without_wallet && requests.iter().all(|(_, r)| *r == HoldRelease::Expire) {
+            let expired = Some(HoldState::Ended(HoldEnd::Expired));
+            return Ok(vec![expired; requests.len()]);
+        }
+        let fault = lock(&self.faults).release_fault();
+        match fault {
+            Some(ReleaseFault::TimeoutBefore) => return Err(GatewayError::Timeout),
+            Some(ReleaseFault::Unavailable) => {
+                return Err(GatewayError::Unavailable(
+                    "injected: wallet service down".into(),
+                ));
+            }
+            _ => {}
+        }
         let (_, wallets) = self.wallets.current();
-        wallets
+        let answers = wallets
             .release_holds(requests)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        if fault == Some(ReleaseFault::AnswerLost) {
+            return Err(GatewayError::Timeout);
+        }
+        Ok(answers)
     }
 }

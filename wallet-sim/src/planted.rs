@@ -41,6 +41,11 @@ pub enum PlantedBug {
     /// publish between the two loses the dead letter (the redelivered event
     /// is then skipped by the inbox).
     DeadLetterOutsideUnit,
+    /// The hold sweeper's gateway client takes every expiry as done
+    /// without asking the wallet service, which decides a hold's end: the
+    /// transaction service records holds EXPIRED whose funds stay held, or
+    /// that a capture took first.
+    ExpireWithoutWallet,
 }
 
 /// The in-memory adapters with the ledger of [`PlantedBug::DoublePosting`].

@@ -103,6 +103,7 @@ pub(crate) struct Settings {
     pub consumer: ConsumerConfig,
     pub timeout_is_refusal: bool,
     pub dead_letters_outside_unit: bool,
+    pub expire_without_wallet: bool,
 }
 
 impl Settings {
@@ -148,6 +149,7 @@ impl Settings {
             },
             timeout_is_refusal: false,
             dead_letters_outside_unit: false,
+            expire_without_wallet: false,
         }
     }
 }
@@ -201,6 +203,7 @@ impl<A: Adapters> Base<A> {
             wallets: self.wallet_slot.clone(),
             faults: self.faults.clone(),
             timeout_is_refusal: self.settings.timeout_is_refusal,
+            expire_without_wallet: self.settings.expire_without_wallet,
         };
         let config = self.settings.transaction.clone();
         let store = self.transfer_store.clone();

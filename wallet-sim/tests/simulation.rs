@@ -95,6 +95,32 @@ fn the_fixed_seeds_inject_every_fault_and_send_every_request_kind() {
         (RequestKind::InternalReserve, "rejected:currency_mismatch"),
         (RequestKind::InternalReserve, "rejected:invalid_amount"),
         (RequestKind::InternalReserve, "rejected:insufficient_funds"),
+        (RequestKind::Hold, "held"),
+        (RequestKind::Hold, "failed:insufficient_funds"),
+        (RequestKind::Hold, "initiated"),
+        (RequestKind::HoldInsufficient, "failed:insufficient_funds"),
+        (RequestKind::HoldInvalid, "invalid_expiry"),
+        (RequestKind::HoldInvalid, "same_wallet"),
+        (RequestKind::Capture, "reserved"),
+        (RequestKind::Capture, "failed:hold_expired"),
+        (RequestKind::Capture, "failed:hold_voided"),
+        (RequestKind::Capture, "failed:hold_captured"),
+        (RequestKind::CaptureInvalid, "failed:exceeds_hold"),
+        (RequestKind::CaptureInvalid, "hold_not_found"),
+        (RequestKind::CaptureInvalid, "receiver_required"),
+        (RequestKind::Void, "voided"),
+        (RequestKind::Void, "ended:captured"),
+        (RequestKind::Void, "ended:expired"),
+        (RequestKind::Void, "hold_not_found"),
+        (RequestKind::Void, "unavailable"),
+        (RequestKind::Refund, "reserved"),
+        (RequestKind::Refund, "failed:insufficient_funds"),
+        (RequestKind::RefundInvalid, "exceeds_refundable"),
+        (RequestKind::RefundInvalid, "transfer_not_succeeded"),
+        (RequestKind::RefundInvalid, "not_refundable"),
+        (RequestKind::RefundInvalid, "transfer_not_found"),
+        (RequestKind::RepeatOpSame, "replayed"),
+        (RequestKind::RepeatOpDifferent, "key_reused"),
     ] {
         let wanted = (wanted.0, wanted.1.to_owned());
         assert!(outcomes.contains(&wanted), "never saw {wanted:?}");
@@ -214,5 +240,13 @@ fn a_gateway_client_that_fails_transfers_on_timeout_is_caught_and_replayed() {
     catches(
         PlantedBug::FailOnTimeout,
         &["contract", "agreement", "outcome"],
+    );
+}
+
+#[test]
+fn a_sweeper_that_expires_holds_without_the_wallet_service_is_caught_and_replayed() {
+    catches(
+        PlantedBug::ExpireWithoutWallet,
+        &["hold_once", "held_funds"],
     );
 }

@@ -63,6 +63,9 @@ pub enum Planted {
     /// The wallet store's refusals are published after its unit, as the
     /// old design did, instead of through its outbox.
     DeadLetterOutsideUnit,
+    /// The hold sweeper takes every expiry as done without asking the
+    /// wallet service.
+    ExpireWithoutWallet,
 }
 
 /// Runs `walletctl sim`; the exit code is non-zero when a run broke an
@@ -79,6 +82,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             Planted::DoublePosting => PlantedBug::DoublePosting,
             Planted::FailOnTimeout => PlantedBug::FailOnTimeout,
             Planted::DeadLetterOutsideUnit => PlantedBug::DeadLetterOutsideUnit,
+            Planted::ExpireWithoutWallet => PlantedBug::ExpireWithoutWallet,
         }),
         ..SimConfig::default()
     };
@@ -263,6 +267,7 @@ fn replay_command(config: &SimConfig) -> String {
         Some(PlantedBug::DoublePosting) => " --planted-bug double-posting",
         Some(PlantedBug::FailOnTimeout) => " --planted-bug fail-on-timeout",
         Some(PlantedBug::DeadLetterOutsideUnit) => " --planted-bug dead-letter-outside-unit",
+        Some(PlantedBug::ExpireWithoutWallet) => " --planted-bug expire-without-wallet",
         _ => "",
     };
     format!(

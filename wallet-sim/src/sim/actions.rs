@@ -33,7 +33,7 @@ use crate::world::{ConsumerId, INSTANCES, RelayId, ServiceId};
 
 /// The violation of a future that waited: nothing in the simulated system
 /// may wait, unless the simulator made it crash or hold a slow call.
-fn stalled(what: &str) -> Broken {
+pub(super) fn stalled(what: &str) -> Broken {
     Broken::new(
         "stalled",
         format!("{what} did not finish without waiting (wall time or a lost wake-up)"),
@@ -67,6 +67,10 @@ impl<A: Adapters> Sim<A> {
             Move::Resume if !self.in_flight.is_empty() => {
                 let i = self.rng.below(self.in_flight.len() as u64) as usize;
                 self.resume(i)
+            }
+            Move::Sweep => {
+                let i = self.instance();
+                self.sweep(i)
             }
             Move::Tick | Move::Resume => {
                 let by = self.tick_length();
@@ -116,10 +120,10 @@ impl<A: Adapters> Sim<A> {
                 let n = self.rng.range(1, 6) as u32;
                 lock(&self.faults).crash = Some(CrashArm::Count(n));
                 let i = self.instance();
-                if self.rng.chance(0.6) {
-                    self.request(i)
-                } else {
-                    self.retry(i)
+                match self.rng.below(4) {
+                    0 | 1 => self.request(i),
+                    2 => self.retry(i),
+                    _ => self.sweep(i),
                 }
             }
             Injection::SlowReserve => {
@@ -146,6 +150,7 @@ impl<A: Adapters> Sim<A> {
             }
             Injection::LedgerSkew => self.skew(),
             Injection::Forged => self.forge(),
+            Injection::ReleaseFault => self.release_fault(),
         }
     }
 
@@ -166,6 +171,7 @@ impl<A: Adapters> Sim<A> {
             lock(&self.faults).lease_ends(),
             self.seen.initiated.values().map(|c| *c + min_age).collect(),
             self.unanswered.iter().map(|(ends, _)| *ends).collect(),
+            self.seen.expiries.values().copied().collect(),
         ];
         let ahead: Vec<Vec<_>> = kinds
             .into_iter()
@@ -187,7 +193,7 @@ impl<A: Adapters> Sim<A> {
     }
 
     /// A transaction-service instance or relay instance.
-    fn instance(&mut self) -> usize {
+    pub(super) fn instance(&mut self) -> usize {
         self.rng.below(INSTANCES as u64) as usize
     }
 
@@ -231,12 +237,28 @@ impl<A: Adapters> Sim<A> {
         drop(faults);
         let i = self.instance();
         let max = self.batch();
-        match (port, self.rng.below(4)) {
+        match (port, self.rng.below(6)) {
+            (StorePort::Transfers | StorePort::Wallets, 4) => self.sweep(i),
+            // A request whose units are those of holds and refunds: a
+            // refund's begin_refund, a void's record_hold_ends or its
+            // wallet unit release_holds, a capture's record_reserve.
+            (StorePort::Transfers | StorePort::Wallets, 5) => {
+                self.issued += 1;
+                let kind = match port {
+                    StorePort::Wallets => RequestKind::Void,
+                    _ => *self.rng.pick(&[
+                        RequestKind::Refund,
+                        RequestKind::Void,
+                        RequestKind::Capture,
+                    ]),
+                };
+                self.op(i, kind)
+            }
             (StorePort::Transfers, 0) | (StorePort::Wallets, 0) => self.request(i),
             (StorePort::Transfers, 1) => self.retry(i),
             (StorePort::Transfers, 2) => self.consume(ConsumerId::Transaction, Some(max)),
             (StorePort::Wallets, 1 | 2) => self.consume(ConsumerId::Wallet, Some(max)),
-            (StorePort::Ledger, 0 | 1) => self.consume(ConsumerId::Ledger, Some(max)),
+            (StorePort::Ledger, 0 | 1 | 4) => self.consume(ConsumerId::Ledger, Some(max)),
             (StorePort::Transfers, _) => self.relay(RelayId::Transaction, i),
             (StorePort::Wallets, _) => self.relay(RelayId::Wallet, i),
             (StorePort::Ledger, _) => self.relay(RelayId::Ledger, i),
@@ -260,15 +282,20 @@ impl<A: Adapters> Sim<A> {
 
     /// Restarts transaction-service instance `i`, dropping the requests and
     /// the retrier pass it had in flight: their clients never get an answer.
-    fn restart_transaction(&mut self, i: usize, mut description: String) -> Outcome {
+    pub(super) fn restart_transaction(&mut self, i: usize, mut description: String) -> Outcome {
         self.world.restart_transaction(i);
         let (lost, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
             .into_iter()
             .partition(|s| s.instance == i);
         self.in_flight = kept;
         for lost in lost {
-            if let Waiter::Request { planned, .. } = &lost.waiter {
-                let key = (planned.kind, "lost_in_flight".to_owned());
+            let kind = match &lost.waiter {
+                Waiter::Request { planned, .. } => Some(planned.kind),
+                Waiter::Op(planned) => Some(planned.kind),
+                Waiter::Retrier => None,
+            };
+            if let Some(kind) = kind {
+                let key = (kind, "lost_in_flight".to_owned());
                 *self.requests.entry(key).or_default() += 1;
             }
             description += &format!("; lost {}", lost.text);
@@ -315,10 +342,11 @@ impl<A: Adapters> Sim<A> {
             Action::Open(currency) => self.open_wallet(planned.kind, currency, true),
             Action::Create(request) => self.create(i, &planned, request),
             Action::Reserve(request, reason) => self.internal_reserve(request, reason),
+            Action::Op => self.op(i, planned.kind),
         }
     }
 
-    fn count_request(&mut self, kind: RequestKind, label: &str) {
+    pub(super) fn count_request(&mut self, kind: RequestKind, label: &str) {
         *self.requests.entry((kind, label.to_owned())).or_default() += 1;
     }
 
@@ -416,7 +444,7 @@ impl<A: Adapters> Sim<A> {
         }
         let result = match driven {
             Driven::Done(Answer::Created(result)) => Some(result),
-            Driven::Done(Answer::Retried(_)) => unreachable!("a request answers a request"),
+            Driven::Done(_) => unreachable!("a request answers a request"),
             Driven::Crashed(point) => {
                 lock(&self.faults).record_with(FaultKind::CrashInRequest, point);
                 None
@@ -534,6 +562,13 @@ impl<A: Adapters> Sim<A> {
                 );
                 return Outcome::moved(description, r.attempted as u64);
             }
+            (Waiter::Op(planned), Answer::Op(answer)) => {
+                let outcome = self.judge_late_op(&planned, &answer);
+                return Outcome {
+                    description: format!("{}: {}", waiting.text, outcome.description),
+                    ..outcome
+                };
+            }
             (Waiter::Retrier, Answer::Retried(Err(e))) => {
                 let broken = Broken::new("store_error", e.to_string());
                 return Outcome::broken(waiting.text, broken);
@@ -578,7 +613,7 @@ impl<A: Adapters> Sim<A> {
             Driven::Done(Answer::Retried(Err(e))) => {
                 Outcome::broken(text, Broken::new("store_error", e.to_string()))
             }
-            Driven::Done(Answer::Created(_)) => unreachable!("a retrier answers a retrier"),
+            Driven::Done(_) => unreachable!("a retrier answers a retrier"),
             Driven::Crashed(point) => {
                 lock(&self.faults).record_with(FaultKind::CrashInRequest, point);
                 self.restart_transaction(i, format!("{text}: died; instance restarted"))

@@ -14,7 +14,7 @@ use wallet_core::outcome::{FailureReason, LedgerOutcome};
 use wallet_core::ports::{LedgerReads, StoreError, TransferReads, WalletReads};
 use wallet_core::runtime::DeadLetter;
 use wallet_core::transfer::{Transfer, TransferKind, TransferStatus};
-use wallet_core::wallet::{Reservation, ReservationState};
+use wallet_core::wallet::{Reservation, ReservationState, Wallet};
 
 use super::{Outcome, Sim};
 use crate::adapters::Adapters;
@@ -26,7 +26,7 @@ use crate::reads::{Checked, Notes};
 use crate::report::Broken;
 
 /// Rows per read after each step: every table of a run fits in one page.
-const PAGE: usize = 1 << 20;
+pub(super) const PAGE: usize = 1 << 20;
 
 /// Rows per read in the final checks: small, so every read port pages.
 const SMALL_PAGE: usize = 7;
@@ -93,6 +93,7 @@ struct State {
     transfers: Vec<Transfer>,
     reservations: Vec<Reservation>,
     outcomes: Vec<(TransferId, LedgerOutcome)>,
+    wallets: Vec<Wallet>,
 }
 
 /// Reads the state through the read ports and audits it.
@@ -117,11 +118,12 @@ async fn read_state(
         )
         .await?,
         outcomes: all(|after| ledger.outcomes_page(after, page), |(t, _)| *t).await?,
+        wallets: all(|after| wallets.wallets_page(after, page), |w| w.id).await?,
     })
 }
 
 /// Every row of a paged read.
-async fn all<T, K: Copy, F: std::future::Future<Output = Result<Vec<T>, StoreError>>>(
+pub(super) async fn all<T, K: Copy, F: std::future::Future<Output = Result<Vec<T>, StoreError>>>(
     page: impl Fn(Option<K>) -> F,
     key: impl Fn(&T) -> K,
 ) -> Result<Vec<T>, StoreError> {
@@ -205,18 +207,31 @@ fn transfer_transition(
     was: TransferStatus,
     now: TransferStatus,
     outcome: Option<LedgerOutcome>,
-) -> Option<Transition> {
+) -> Vec<Transition> {
     use TransferStatus::*;
     let refused = matches!(outcome, Some(LedgerOutcome::Failed(_)));
-    Some(match (was, now) {
-        (Initiated, Reserved) => Transition::TransferReserved,
-        (Initiated, Failed) if refused => Transition::TransferRefusedUnanswered,
-        (Initiated, Failed) => Transition::TransferRejected,
-        (Initiated, Succeeded) => Transition::TransferSucceededUnanswered,
-        (Reserved, Succeeded) => Transition::TransferSucceeded,
-        (Reserved, Failed) => Transition::TransferRefused,
-        _ => return None,
-    })
+    let end = |status| match status {
+        Captured => Some(Transition::HoldCaptured),
+        Voided => Some(Transition::HoldVoided),
+        Expired => Some(Transition::HoldExpired),
+        _ => None,
+    };
+    match (was, now) {
+        (Initiated, Reserved) => vec![Transition::TransferReserved],
+        (Initiated, Failed) if refused => vec![Transition::TransferRefusedUnanswered],
+        (Initiated, Failed) => vec![Transition::TransferRejected],
+        (Initiated, Succeeded) => vec![Transition::TransferSucceededUnanswered],
+        (Reserved, Succeeded) => vec![Transition::TransferSucceeded],
+        (Reserved, Failed) => vec![Transition::TransferRefused],
+        (Initiated, Held) => vec![Transition::HoldHeld],
+        // Held and ended between two checks.
+        (Initiated, ended) => [Some(Transition::HoldHeld), end(ended)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        (Held, ended) => end(ended).into_iter().collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl<A: Adapters> Sim<A> {
@@ -283,6 +298,7 @@ impl<A: Adapters> Sim<A> {
             transfers,
             reservations,
             outcomes,
+            wallets,
             ..
         } = state;
         let mut broken = Vec::new();
@@ -353,6 +369,11 @@ impl<A: Adapters> Sim<A> {
                 ));
                 continue;
             }
+            if t.status == TransferStatus::Held {
+                self.seen.expiries.extend(t.expires_at.map(|at| (t.id, at)));
+            } else {
+                self.seen.expiries.remove(&t.id);
+            }
             if was == now {
                 // New, and still INITIATED.
                 self.seen.transfers.insert(t.id, now);
@@ -362,19 +383,39 @@ impl<A: Adapters> Sim<A> {
             if t.status != TransferStatus::Initiated {
                 self.seen.initiated.remove(&t.id);
             }
-            if let Some(transition) = transfer_transition(was.0, t.status, outcome.copied()) {
+            for transition in transfer_transition(was.0, t.status, outcome.copied()) {
                 count(&mut self.coverage, transition, 1);
             }
             if t.status == TransferStatus::Succeeded {
                 self.succeeded += 1;
+                if t.refund_of.is_some() {
+                    count(&mut self.coverage, Transition::RefundSucceeded, 1);
+                }
+            }
+            if t.status == TransferStatus::Failed && t.refund_of.is_some() {
+                count(&mut self.coverage, Transition::RefundFailed, 1);
             }
             self.seen.transfers.insert(t.id, now);
         }
+        broken.extend(holds_agree(&transfers, &reservations));
+        broken.extend(refunds_within(&transfers));
+        broken.extend(funds_held(&wallets, &reservations));
         for r in reservations {
             let id = r.request.transfer_id;
             let was = self.seen.reservations.get(&id).map(|w| w.state);
             if was == Some(r.state) {
                 continue;
+            }
+            if let Some(was) =
+                was.filter(|w| !matches!(w, ReservationState::Reserved | ReservationState::Held))
+            {
+                let invariant = if r.request.kind == TransferKind::Hold {
+                    "hold_once"
+                } else {
+                    "reservation_moved"
+                };
+                let detail = format!("reservation {id} was {was:?}, is now {:?}", r.state);
+                broken.push(Broken::new(invariant, detail));
             }
             for transition in reservation_transitions(was, r.state) {
                 count(&mut self.coverage, transition, 1);
@@ -477,7 +518,9 @@ impl<A: Adapters> Sim<A> {
             self.forged.len()
         );
         let skewed = lock(&self.faults).skewed.clone();
+        let now = wallet_core::ports::Clock::now(self.world.clock());
         let broken = audited(&state.audit)
+            .or_else(|| quiet_holds(&state, Some(now)))
             .or_else(|| first(histories))
             .or_else(|| {
                 first(
@@ -489,6 +532,32 @@ impl<A: Adapters> Sim<A> {
             })
             .or_else(|| self.check_expected_dead_letters());
         match broken {
+            Some(broken) => Outcome::broken(description, broken),
+            None => Outcome::ok(description),
+        }
+    }
+
+    /// The checks of a quiet system whose holds may still be HELD before
+    /// their expiry: the audit of a quiet system, and every hold agreeing
+    /// with the wallet service, whose reserved funds are exactly its holds.
+    pub(super) fn quiet_checks(&mut self) -> Outcome {
+        let state = match self.read(Scope::Quiet, PAGE) {
+            Ok(state) => state,
+            Err(broken) => return Outcome::broken("quiet checks".to_owned(), broken),
+        };
+        let held = state
+            .transfers
+            .iter()
+            .filter(|t| t.status == TransferStatus::Held)
+            .count();
+        let description = format!(
+            "quiet checks: {} transfers, {held} holds held",
+            state.transfers.len()
+        );
+        // The drain's last round ran the sweepers after its clock advance
+        // and they found nothing to end: no HELD hold is past its expiry.
+        let now = wallet_core::ports::Clock::now(self.world.clock());
+        match audited(&state.audit).or_else(|| quiet_holds(&state, Some(now))) {
             Some(broken) => Outcome::broken(description, broken),
             None => Outcome::ok(description),
         }
@@ -541,6 +610,16 @@ fn reservation_transitions(
         ],
         (Some(Reserved), Captured) => vec![Transition::ReservationCaptured],
         (Some(Reserved), Released) => vec![Transition::ReservationReleased],
+        (None, Held) => vec![Transition::ReservationHeld],
+        (None, Converted) => vec![
+            Transition::ReservationHeld,
+            Transition::ReservationConverted,
+        ],
+        (None, Voided) => vec![Transition::ReservationHeld, Transition::ReservationVoided],
+        (None, Expired) => vec![Transition::ReservationHeld, Transition::ReservationExpired],
+        (Some(Held), Converted) => vec![Transition::ReservationConverted],
+        (Some(Held), Voided) => vec![Transition::ReservationVoided],
+        (Some(Held), Expired) => vec![Transition::ReservationExpired],
         _ => Vec::new(),
     }
 }
@@ -594,8 +673,193 @@ fn promised(
         TransferStatus::Failed,
         Some(FailureReason::InsufficientFunds),
     );
-    if t.amount.value() >= insufficient_amount() && done != insufficient {
+    // A hold whose reserve came only after its expiry (its answer was
+    // lost, the retrier came late) is refused for that first.
+    let expired = (TransferStatus::Failed, Some(FailureReason::HoldExpired));
+    let late_hold = t.kind == TransferKind::Hold && done == expired;
+    if t.amount.value() >= insufficient_amount() && done != insufficient && !late_hold {
         return broken("FAILED insufficient_funds");
     }
     None
+}
+
+/// The hold-end invariants of any moment: a hold the transaction service
+/// records as ended ended so in the wallet service (which decides it), so
+/// it ends once, one way; a CAPTURED hold names a capture of it that took
+/// no more than it held; a HELD hold is one the wallet service held.
+fn holds_agree(transfers: &[Transfer], reservations: &[Reservation]) -> Vec<Broken> {
+    let by_id: BTreeMap<TransferId, &Transfer> = transfers.iter().map(|t| (t.id, t)).collect();
+    let reserved: BTreeMap<TransferId, &Reservation> = reservations
+        .iter()
+        .map(|r| (r.request.transfer_id, r))
+        .collect();
+    let mut broken = Vec::new();
+    for t in transfers.iter().filter(|t| t.kind == TransferKind::Hold) {
+        let r = reserved.get(&t.id);
+        let state = r.map(|r| r.state);
+        let agrees = match t.status {
+            TransferStatus::Captured => {
+                state == Some(ReservationState::Converted)
+                    && t.captured_by.is_some()
+                    && r.and_then(|r| r.captured_by) == t.captured_by
+            }
+            TransferStatus::Voided => state == Some(ReservationState::Voided),
+            TransferStatus::Expired => state == Some(ReservationState::Expired),
+            TransferStatus::Held => matches!(
+                state,
+                Some(
+                    ReservationState::Held
+                        | ReservationState::Converted
+                        | ReservationState::Voided
+                        | ReservationState::Expired
+                )
+            ),
+            _ => true,
+        };
+        if !agrees {
+            let detail = format!(
+                "hold {} is {:?} (captured by {:?}), the wallet service has it {state:?} (captured by {:?})",
+                t.id,
+                t.status,
+                t.captured_by,
+                r.and_then(|r| r.captured_by)
+            );
+            broken.push(Broken::new("hold_once", detail));
+        }
+        if let Some(by) = t.captured_by {
+            match by_id.get(&by) {
+                Some(c) if c.hold_id == Some(t.id) && c.amount.value() <= t.amount.value() => {}
+                Some(c) => broken.push(Broken::new(
+                    "hold_once",
+                    format!(
+                        "hold {} of {} names capture {by} of {:?} for {}",
+                        t.id, t.amount, c.hold_id, c.amount
+                    ),
+                )),
+                None => broken.push(Broken::new(
+                    "hold_once",
+                    format!("hold {} names capture {by}, which does not exist", t.id),
+                )),
+            }
+        }
+    }
+    broken
+}
+
+/// Refunds never exceed their original: only a SUCCEEDED transfer is
+/// refunded, and its refunds not FAILED send back at most its amount.
+fn refunds_within(transfers: &[Transfer]) -> Vec<Broken> {
+    let by_id: BTreeMap<TransferId, &Transfer> = transfers.iter().map(|t| (t.id, t)).collect();
+    let mut refunded: BTreeMap<TransferId, Balance> = BTreeMap::new();
+    for t in transfers {
+        if let Some(original) = t.refund_of {
+            let sum = refunded.entry(original).or_default();
+            if t.status != TransferStatus::Failed {
+                *sum = *sum + Balance::from(t.amount);
+            }
+        }
+    }
+    let mut broken = Vec::new();
+    for (original, sum) in refunded {
+        let within = by_id.get(&original).is_some_and(|o| {
+            o.status == TransferStatus::Succeeded
+                && o.refund_of.is_none()
+                && o.kind != TransferKind::Hold
+                && sum <= Balance::from(o.amount)
+        });
+        if !within {
+            let what = by_id
+                .get(&original)
+                .map(|o| format!("{:?} {:?} of {}", o.kind, o.status, o.amount));
+            let detail = format!("transfer {original} ({what:?}) is refunded {sum}");
+            broken.push(Broken::new("refund_within", detail));
+        }
+    }
+    broken
+}
+
+/// Held funds never go negative, and every wallet's reserved funds are
+/// exactly its reservations that hold funds: those reserved and not yet
+/// finalized, and its holds still held.
+fn funds_held(wallets: &[Wallet], reservations: &[Reservation]) -> Vec<Broken> {
+    let mut holding: BTreeMap<WalletId, Balance> = BTreeMap::new();
+    for r in reservations {
+        if matches!(r.state, ReservationState::Reserved | ReservationState::Held) {
+            let sum = holding.entry(r.request.sender_wallet_id).or_default();
+            *sum = *sum + Balance::from(r.request.amount);
+        }
+    }
+    let mut broken = Vec::new();
+    for w in wallets.iter().filter(|w| w.id.system_currency().is_none()) {
+        let want = holding.get(&w.id).copied().unwrap_or_default();
+        if w.reserved.is_negative() || w.available.is_negative() || w.reserved != want {
+            let detail = format!(
+                "wallet {} has {} available and {} reserved; its reservations hold {want}",
+                w.id, w.available, w.reserved
+            );
+            broken.push(Broken::new("held_funds", detail));
+        }
+    }
+    broken
+}
+
+/// The holds of a quiet system: each agrees with the wallet service
+/// exactly (HELD with funds held, FAILED with none, ended as the wallet
+/// service ended it); each wallet's reserved funds are its HELD holds;
+/// and, at `expired_by`, no HELD hold is past its expiry (the sweepers
+/// ended them).
+fn quiet_holds(state: &State, expired_by: Option<wallet_core::Timestamp>) -> Option<Broken> {
+    let mut broken = holds_agree(&state.transfers, &state.reservations);
+    let reserved: BTreeMap<TransferId, &Reservation> = state
+        .reservations
+        .iter()
+        .map(|r| (r.request.transfer_id, r))
+        .collect();
+    let mut held: BTreeMap<WalletId, Balance> = BTreeMap::new();
+    for t in state
+        .transfers
+        .iter()
+        .filter(|t| t.kind == TransferKind::Hold)
+    {
+        let state = reserved.get(&t.id).map(|r| r.state);
+        let agrees = match t.status {
+            TransferStatus::Held => state == Some(ReservationState::Held),
+            TransferStatus::Failed => matches!(state, None | Some(ReservationState::Rejected(_))),
+            _ => true,
+        };
+        if !agrees {
+            let detail = format!(
+                "quiet: hold {} is {:?}, its reservation {state:?}",
+                t.id, t.status
+            );
+            broken.push(Broken::new("hold_once", detail));
+        }
+        if t.status == TransferStatus::Held {
+            let sum = held.entry(t.sender_wallet_id).or_default();
+            *sum = *sum + Balance::from(t.amount);
+            if let (Some(now), Some(at)) = (expired_by, t.expires_at)
+                && at <= now
+            {
+                let detail = format!("hold {} expired at {at} and is still HELD at {now}", t.id);
+                broken.push(Broken::new("hold_expiry", detail));
+            }
+        }
+    }
+    for w in state
+        .wallets
+        .iter()
+        .filter(|w| w.id.system_currency().is_none())
+    {
+        let want = held.get(&w.id).copied().unwrap_or_default();
+        if w.reserved != want {
+            let detail = format!(
+                "quiet: wallet {} has {} reserved, its HELD holds {want}",
+                w.id, w.reserved
+            );
+            broken.push(Broken::new("held_funds", detail));
+        }
+    }
+    broken.extend(refunds_within(&state.transfers));
+    broken.extend(funds_held(&state.wallets, &state.reservations));
+    first(broken)
 }

@@ -3,6 +3,7 @@
 
 mod actions;
 mod checks;
+mod ops;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -44,9 +45,11 @@ enum Move {
     Tick,
     /// A slow reserve call answers.
     Resume,
+    /// A pass of the hold sweeper.
+    Sweep,
 }
 
-const MOVES: [(Move, u32); 10] = [
+const MOVES: [(Move, u32); 11] = [
     (Move::Request, 30),
     (Move::Relay(RelayId::Wallet), 9),
     (Move::Relay(RelayId::Ledger), 9),
@@ -57,6 +60,7 @@ const MOVES: [(Move, u32); 10] = [
     (Move::Retry, 5),
     (Move::Tick, 8),
     (Move::Resume, 4),
+    (Move::Sweep, 5),
 ];
 
 /// A fault step of the active phase. Reserve and lookup timeouts are not
@@ -80,9 +84,13 @@ enum Injection {
     Poison,
     LedgerSkew,
     Forged,
+    /// The wallet gateway's release call (a void's or the sweeper's) times
+    /// out, finds the wallet service unavailable, or loses its answer
+    /// after the release committed.
+    ReleaseFault,
 }
 
-const INJECTIONS: [(Injection, u32); 14] = [
+const INJECTIONS: [(Injection, u32); 15] = [
     (Injection::Duplicate, 3),
     (Injection::CommitFault, 2),
     (Injection::PublishFault, 3),
@@ -97,6 +105,7 @@ const INJECTIONS: [(Injection, u32); 14] = [
     (Injection::Poison, 1),
     (Injection::LedgerSkew, 2),
     (Injection::Forged, 2),
+    (Injection::ReleaseFault, 3),
 ];
 
 /// What a step did.
@@ -135,6 +144,7 @@ impl Outcome {
 enum Answer {
     Created(Result<Created, CreateError>),
     Retried(Result<RetryReport, StoreError>),
+    Op(ops::OpAnswer),
 }
 
 /// Who waits for a suspended call.
@@ -145,6 +155,8 @@ enum Waiter {
     Request { planned: Planned, key: usize },
     /// A retrier pass.
     Retrier,
+    /// A client, for its hold, capture or refund.
+    Op(ops::PlannedOp),
 }
 
 /// A request or retrier pass whose reserve call is slow: it waits at its
@@ -179,6 +191,8 @@ struct Seen {
     outcomes: BTreeMap<TransferId, LedgerOutcome>,
     /// INITIATED transfers, with when they were created.
     initiated: BTreeMap<TransferId, wallet_core::Timestamp>,
+    /// HELD holds, with when they expire.
+    expiries: BTreeMap<TransferId, wallet_core::Timestamp>,
 }
 
 /// One run.
@@ -188,6 +202,8 @@ pub(crate) struct Sim<A: Adapters> {
     world: World<A>,
     faults: SharedFaults,
     client: Client,
+    /// What the clients remember of holds, captures, voids and refunds.
+    ops: ops::OpsMemory,
     trace: Trace,
     requests: BTreeMap<(RequestKind, String), u64>,
     issued: usize,
@@ -226,9 +242,12 @@ impl<A: Adapters> Sim<A> {
         settings.timeout_is_refusal = config.planted_bug == Some(PlantedBug::FailOnTimeout);
         settings.dead_letters_outside_unit =
             config.planted_bug == Some(PlantedBug::DeadLetterOutsideUnit);
+        settings.expire_without_wallet =
+            config.planted_bug == Some(PlantedBug::ExpireWithoutWallet);
         let drain_tick = [
             settings.transaction.retry_min_age,
             settings.transaction.retry_lease,
+            settings.transaction.sweep_lease,
             settings.relay.lease,
         ]
         .into_iter()
@@ -254,6 +273,7 @@ impl<A: Adapters> Sim<A> {
             world,
             faults,
             client: Client::default(),
+            ops: ops::OpsMemory::default(),
             trace: Trace::new(config.trace_len),
             requests: BTreeMap::new(),
             issued: 0,
@@ -298,6 +318,12 @@ impl<A: Adapters> Sim<A> {
         }
         self.active()?;
         self.drain()?;
+        // Quiet, with holds still HELD before their expiry: the audit of a
+        // quiet system and the holds' own checks.
+        self.step(|s| s.quiet_checks())?;
+        // Then past every expiry: the sweepers must end every hold.
+        self.step(Self::expire_all)?;
+        self.drain()?;
         self.step(Self::final_checks)?;
         Ok(())
     }
@@ -341,6 +367,10 @@ impl<A: Adapters> Sim<A> {
             for i in 0..INSTANCES {
                 moved += self.step(|s| s.retry(i))?;
             }
+            for i in 0..INSTANCES {
+                moved += self.step(|s| s.sweep(i))?;
+            }
+            moved += self.step(|s| s.settle_voids())?;
             for (relay, consumer) in [
                 (RelayId::Wallet, ConsumerId::Ledger),
                 (RelayId::Ledger, ConsumerId::Wallet),
