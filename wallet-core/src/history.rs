@@ -116,7 +116,11 @@ impl HistoryCursor {
 
     /// Reads a token of [`HistoryCursor::token`].
     pub fn parse(token: &str) -> Result<HistoryCursor, InvalidCursor> {
-        if token.len() != 48 || !token.is_ascii() {
+        // Exactly what `token` writes: lower-case digits, a time from 1970.
+        let digits = token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if token.len() != 48 || !digits || token.as_bytes()[0] > b'7' {
             return Err(InvalidCursor);
         }
         let (time, id) = token.split_at(16);
@@ -179,5 +183,11 @@ mod tests {
         assert_eq!(HistoryCursor::parse(&token[1..]), Err(InvalidCursor));
         assert_eq!(HistoryCursor::parse(&"z".repeat(48)), Err(InvalidCursor));
         assert_eq!(HistoryCursor::parse(""), Err(InvalidCursor));
+        assert_eq!(
+            HistoryCursor::parse(&token.to_uppercase()),
+            Err(InvalidCursor)
+        );
+        let before_1970 = format!("8{}", &token[1..]);
+        assert_eq!(HistoryCursor::parse(&before_1970), Err(InvalidCursor));
     }
 }

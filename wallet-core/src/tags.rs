@@ -70,8 +70,9 @@ impl From<Reference> for String {
 /// A client's JSON object about a transfer or hold, bounded so that it
 /// stays a note rather than a payload: at most [`Metadata::MAX_KEYS`] keys
 /// counting those of nested objects, nested at most
-/// [`Metadata::MAX_DEPTH`] deep (the object itself is depth 1), and at most
-/// [`Metadata::MAX_BYTES`] bytes as compact JSON.
+/// [`Metadata::MAX_DEPTH`] deep (the object itself is depth 1), at most
+/// [`Metadata::MAX_BYTES`] bytes as compact JSON, and without U+0000 in a
+/// key or string (JSON allows it; PostgreSQL's `jsonb` does not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct Metadata(Map<String, Value>);
@@ -97,6 +98,9 @@ impl Metadata {
         }
         if depth > Self::MAX_DEPTH {
             return Err(TagError::MetadataDepth);
+        }
+        if holds_nul(&object) {
+            return Err(TagError::MetadataNul);
         }
         let metadata = Metadata(object);
         if metadata.canonical().len() > Self::MAX_BYTES {
@@ -129,6 +133,22 @@ fn measure(object: &Map<String, Value>, keys: &mut usize) -> usize {
         .map(|v| depth_of(v, keys))
         .max()
         .unwrap_or(0)
+}
+
+/// Whether a key or a string anywhere in `object` holds U+0000, which
+/// JSON allows and PostgreSQL's text and `jsonb` do not.
+fn holds_nul(object: &Map<String, Value>) -> bool {
+    fn nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(nul),
+            Value::Object(object) => holds_nul(object),
+            _ => false,
+        }
+    }
+    object
+        .iter()
+        .any(|(key, value)| key.contains('\0') || nul(value))
 }
 
 fn depth_of(value: &Value, keys: &mut usize) -> usize {
@@ -208,6 +228,9 @@ pub enum TagError {
     /// Too large.
     #[error("metadata is at most {} bytes as compact JSON", Metadata::MAX_BYTES)]
     MetadataBytes,
+    /// A key or string holds U+0000, which no store keeps.
+    #[error("metadata holds no NUL character (U+0000) in a key or a string")]
+    MetadataNul,
 }
 
 impl TagError {
@@ -288,6 +311,12 @@ mod tests {
 
         let big = json!({"note": "x".repeat(Metadata::MAX_BYTES)});
         assert_eq!(Metadata::new(big), Err(TagError::MetadataBytes));
+
+        assert_eq!(Metadata::new(json!({"a\0": 1})), Err(TagError::MetadataNul));
+        assert_eq!(
+            Metadata::new(json!({"a": [{"b": "x\0"}]})),
+            Err(TagError::MetadataNul)
+        );
     }
 
     #[test]

@@ -410,7 +410,7 @@ fn metadata_schema() -> utoipa::openapi::schema::Object {
         .description(Some(format!(
             "Your notes: a JSON object of at most {} keys counting those of nested objects, \
              nested at most {} levels deep (a flat object is one), at most {} bytes as \
-             compact JSON; beyond, 422 `invalid_metadata`. Returned on reads and carried in \
+             compact JSON, no U+0000 in a key or string; beyond, 422 `invalid_metadata`. Returned on reads and carried in \
              the transfer's events.",
             Metadata::MAX_KEYS,
             Metadata::MAX_DEPTH,

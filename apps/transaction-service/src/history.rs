@@ -36,38 +36,90 @@ pub struct TransfersPage {
     pub next_cursor: Option<String>,
 }
 
-/// The filters and paging of both history routes.
-#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryParams {
-    /// Only the transfers this wallet sends or receives (`GET
-    /// /v1/transfers` only).
-    #[param(value_type = Option<uuid::Uuid>)]
-    pub wallet_id: Option<WalletId>,
-    /// Only those in this status.
-    #[param(schema_with = status_schema)]
-    pub status: Option<TransferStatus>,
-    /// Only those of this kind.
-    #[param(schema_with = kind_schema)]
-    pub kind: Option<TransferKind>,
-    /// Only the one with this reference.
-    #[param(value_type = Option<String>, min_length = 1, max_length = 128)]
-    pub reference: Option<String>,
-    /// Only those created at or after this RFC 3339 time (write `+` as
-    /// `%2B`, or use `Z`).
-    #[param(value_type = Option<String>, format = DateTime)]
-    pub since: Option<Timestamp>,
-    /// Only those created before this RFC 3339 time.
-    #[param(value_type = Option<String>, format = DateTime)]
-    pub until: Option<Timestamp>,
-    /// Transfers wanted, 1 to 500; 50 when not given.
-    #[param(schema_with = limit_schema)]
-    pub limit: Option<usize>,
-    /// The `next_cursor` of the page before.
-    #[param(value_type = Option<String>, pattern = "^[0-9a-f]{48}$")]
-    pub cursor: Option<String>,
+/// Declares the query of a history route: the filters and paging both
+/// routes take, after the members given first.
+macro_rules! history_params {
+    ($(#[$meta:meta])* $name:ident { $($first:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            $($first)*
+            /// Only those in this status.
+            #[param(schema_with = status_schema)]
+            pub status: Option<TransferStatus>,
+            /// Only those of this kind.
+            #[param(schema_with = kind_schema)]
+            pub kind: Option<TransferKind>,
+            /// Only the one with this reference.
+            #[param(value_type = Option<String>, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,128}$")]
+            pub reference: Option<String>,
+            /// Only those created at or after this RFC 3339 time (write `+`
+            /// as `%2B`, or use `Z`).
+            #[param(value_type = Option<String>, format = DateTime)]
+            pub since: Option<Timestamp>,
+            /// Only those created before this RFC 3339 time (none when it
+            /// is not after `since`).
+            #[param(value_type = Option<String>, format = DateTime)]
+            pub until: Option<Timestamp>,
+            /// Transfers wanted, 1 to 500; 50 when not given.
+            #[param(schema_with = limit_schema)]
+            pub limit: Option<usize>,
+            /// The `next_cursor` of the page before.
+            #[param(value_type = Option<String>, pattern = "^[0-7][0-9a-f]{47}$")]
+            pub cursor: Option<String>,
+        }
+
+        impl $name {
+            /// The query of these filters and paging, of `wallet`, or 400
+            /// `invalid_query` / `invalid_cursor`.
+            fn of_wallet(self, wallet: Option<WalletId>) -> Result<HistoryQuery, ApiError> {
+                let invalid = |message: String| ApiError::bad_request("invalid_query", message);
+                let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+                if !(1..=MAX_PAGE).contains(&limit) {
+                    return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
+                }
+                let reference = self
+                    .reference
+                    .map(Reference::new)
+                    .transpose()
+                    .map_err(|e| invalid(format!("reference: {e}")))?;
+                let after = self
+                    .cursor
+                    .as_deref()
+                    .map(HistoryCursor::parse)
+                    .transpose()
+                    .map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+                Ok(HistoryQuery {
+                    wallet,
+                    status: self.status,
+                    kind: self.kind,
+                    reference,
+                    since: self.since,
+                    until: self.until,
+                    after,
+                    limit,
+                })
+            }
+        }
+    };
 }
+
+history_params!(
+    /// The query of `GET /v1/transfers`.
+    HistoryParams {
+        /// Only the transfers this wallet sends or receives.
+        #[param(value_type = Option<uuid::Uuid>)]
+        pub wallet_id: Option<WalletId>,
+    }
+);
+
+history_params!(
+    /// The query of `GET /v1/wallets/{id}/transfers`: the wallet is the
+    /// path's.
+    WalletHistoryParams {}
+);
 
 fn status_schema() -> utoipa::openapi::schema::Object {
     string_enum(&crate::resource::STATUSES, false)
@@ -80,49 +132,6 @@ fn kind_schema() -> utoipa::openapi::schema::Object {
 fn limit_schema() -> utoipa::openapi::schema::Object {
     let description = format!("Transfers wanted; {DEFAULT_PAGE} when not given.");
     bounded_integer(1, MAX_PAGE as u64, &description)
-}
-
-impl HistoryParams {
-    /// The query these parameters ask, of `wallet` when the path names
-    /// one, or 400 `invalid_query` / `invalid_cursor`.
-    fn query(self, wallet: Option<WalletId>) -> Result<HistoryQuery, ApiError> {
-        let invalid = |message: String| ApiError::bad_request("invalid_query", message);
-        if wallet.is_some() && self.wallet_id.is_some() {
-            return Err(invalid(
-                "the wallet is in the path; leave out wallet_id".into(),
-            ));
-        }
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
-        }
-        if let (Some(since), Some(until)) = (self.since, self.until)
-            && since >= until
-        {
-            return Err(invalid("since must be before until".into()));
-        }
-        let reference = self
-            .reference
-            .map(Reference::new)
-            .transpose()
-            .map_err(|e| invalid(format!("reference: {e}")))?;
-        let after = self
-            .cursor
-            .as_deref()
-            .map(HistoryCursor::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
-        Ok(HistoryQuery {
-            wallet: wallet.or(self.wallet_id),
-            status: self.status,
-            kind: self.kind,
-            reference,
-            since: self.since,
-            until: self.until,
-            after,
-            limit,
-        })
-    }
 }
 
 /// Transfers, deposits, withdrawals and holds, newest first, one page at
@@ -143,7 +152,8 @@ pub(crate) async fn transfers<S: TransferStore + TransferReads, G: WalletGateway
     State(svc): State<Svc<S, G>>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<TransfersPage>, ApiError> {
-    page(&svc, params.query(None)?).await
+    let wallet = params.wallet_id;
+    page(&svc, params.of_wallet(wallet)?).await
 }
 
 /// A wallet's transfers, deposits, withdrawals and holds, sent or
@@ -152,7 +162,7 @@ pub(crate) async fn transfers<S: TransferStore + TransferReads, G: WalletGateway
     get,
     path = "/v1/wallets/{id}/transfers",
     tag = "transfers",
-    params(("id" = uuid::Uuid, Path, description = "The wallet"), HistoryParams),
+    params(("id" = uuid::Uuid, Path, description = "The wallet"), WalletHistoryParams),
     responses(
         (status = 200, description = "A page of the wallet's transfers, newest first", body = TransfersPage),
         (status = 400, description = "`invalid_id`, `invalid_query`, `invalid_cursor`", body = ErrorBody),
@@ -163,9 +173,9 @@ pub(crate) async fn transfers<S: TransferStore + TransferReads, G: WalletGateway
 pub(crate) async fn wallet_transfers<S: TransferStore + TransferReads, G: WalletGateway>(
     State(svc): State<Svc<S, G>>,
     Path(wallet): Path<WalletId>,
-    Query(params): Query<HistoryParams>,
+    Query(params): Query<WalletHistoryParams>,
 ) -> Result<Json<TransfersPage>, ApiError> {
-    page(&svc, params.query(Some(wallet))?).await
+    page(&svc, params.of_wallet(Some(wallet))?).await
 }
 
 async fn page<S: TransferStore + TransferReads, G: WalletGateway>(

@@ -67,7 +67,7 @@ use wallet_http::{ApiError, ErrorBody, Json, Path, Query};
 
 pub use body::IDEMPOTENCY_KEY;
 pub use gateway::{DEFAULT_TIMEOUT, GatewaySetupError, HttpWalletGateway};
-pub use history::{HistoryParams, TransfersPage};
+pub use history::{HistoryParams, TransfersPage, WalletHistoryParams};
 pub use resource::{HoldResource, TransferResource};
 
 use body::{KeyHeader, MovementBody, RefundBody, TransferBody};
