@@ -279,11 +279,7 @@ async fn entries<S: LedgerStore + LedgerReads>(
     Path(account): Path<WalletId>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<EntriesPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        let message = format!("limit must be 1 to {MAX_PAGE}");
-        return Err(ApiError::bad_request("invalid_query", message));
-    }
+    let limit = wallet_http::page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let entries = ledger.svc.entries(account, query.before, limit).await?;
     if entries.is_empty() && !ledger.wallets.exists(account).await? {
         return Err(wallet_not_found(account));

@@ -76,10 +76,7 @@ macro_rules! history_params {
             /// `invalid_query` / `invalid_cursor`.
             fn of_wallet(self, wallet: Option<WalletId>) -> Result<HistoryQuery, ApiError> {
                 let invalid = |message: String| ApiError::bad_request("invalid_query", message);
-                let limit = self.limit.unwrap_or(DEFAULT_PAGE);
-                if !(1..=MAX_PAGE).contains(&limit) {
-                    return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
-                }
+                let limit = wallet_http::page_limit(self.limit, DEFAULT_PAGE, MAX_PAGE)?;
                 let reference = self
                     .reference
                     .map(Reference::new)

@@ -230,6 +230,17 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", rejection.body_text())
 }
 
+/// A page's `limit` query value: `default` when absent, else 1 to `max`,
+/// or 400 `invalid_query`.
+pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        let message = format!("limit must be 1 to {max}");
+        return Err(ApiError::bad_request("invalid_query", message));
+    }
+    Ok(limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Strict, is_uuid};

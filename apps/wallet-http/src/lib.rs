@@ -35,7 +35,7 @@ mod token;
 pub mod trace;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use extract::{Json, Path, Query, is_uuid, uuid};
+pub use extract::{Json, Path, Query, is_uuid, page_limit, uuid};
 pub use routes::{
     MAX_BODY_BYTES, healthz, limit_body, limit_body_to, method_not_allowed, not_found, serve,
     serve_until, service_router, shutdown_signal,
